@@ -1,0 +1,399 @@
+"""Adaptive Weight Disentanglement: the redundant-vector solver.
+
+Xiong, Cheng et al., "Multi-Task Model Merging via Adaptive Weight Disentanglement",
+arXiv 2411.18729. Notation follows the paper:
+
+* task vectors        τ_i = θ_i − θ_base,  i = 1..K  (flattened over a *scope*)
+* redundant vector    δ   (same shape as a task vector)
+* disentangled vector τ̂_i = τ_i − δ                                    (eq. 11)
+* objective (eq. 12–14)
+
+      L(δ) = 1/(K(K−1)) · Σ_{i≠j} |cos(τ_i − δ, τ_j − δ)|  +  α · ‖δ‖₂
+
+* Algorithm 1: δ⁰ = 0, then N steps of gradient descent with step size β.
+* AWD Task Arithmetic: θ = θ_base + λ · Σ_i w_i τ̂_i.
+
+Two solvers share one loss-and-gradient routine:
+
+``solve_direct``   optimises the full δ ∈ Rⁿ, as the paper writes it (O(K² n) per step).
+``solve_reduced``  works on the K×K Gram matrix G_ij = ⟨τ_i, τ_j⟩.  Every gradient of L is a
+                   combination of the τ_k and δ, so iterates started at δ⁰ = 0 stay in
+                   span{τ_k}; in an orthonormal basis Q of that span τ_i = Q r_i with
+                   ⟨r_i, r_j⟩ = G_ij and δ = Q d.  Cosines and norms are preserved and plain
+                   gradient descent is rotation-equivariant, so the reduced iterates are the
+                   paper's iterates mapped through Q (see ``shared/design/awd-solver.md``).
+                   The result is returned as coefficients β with δ = Σ_k β_k τ_k.
+
+Units.  Cosines are scale-free but ‖δ‖ and the step are not, and per-tensor task-vector norms
+of real models differ by orders of magnitude.  With ``units="relative"`` (the default) the
+problem is solved on τ_i / s with s = mean_i ‖τ_i‖ (over non-zero task vectors): α then weighs
+‖δ‖/s, and the step size β moves δ/s, so one α and one β mean the same on every tensor.
+``units="absolute"`` is the paper's raw form (α weighs ‖δ‖ in weight units, β in weight units).
+
+Design decisions (documented, tested):
+
+* A task vector that is exactly zero (a model identical to the base on this scope) has no
+  direction.  It is left out of the solve, and its disentangled vector is zero, not −δ.
+* K = 1 (or one non-zero task vector) has no pairs: δ = 0 and AWD reduces to task arithmetic.
+* The solver returns the iterate with the lowest objective among δ⁰ = 0, δ¹ … δᴺ, so the
+  returned δ is never worse than δ = 0 (the objective is non-smooth and fixed-step descent
+  oscillates around its minimum).  Both solvers select identically.
+* Everything is solved in float64 on the K-dimensional side and float32-or-better on the
+  tensor side, whatever the weights' dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional, Tuple
+
+import torch
+
+Optimizer = Literal["gd", "adam"]
+Units = Literal["relative", "absolute"]
+
+OPTIMIZERS: Tuple[str, ...] = ("gd", "adam")
+UNITS: Tuple[str, ...] = ("relative", "absolute")
+
+# Adam's usual constants; ε is in the units of the (relative or absolute) gradient.
+ADAM_BETAS: Tuple[float, float] = (0.9, 0.999)
+ADAM_EPS: float = 1e-8
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """Settings of the δ optimisation (paper Algorithm 1).
+
+    alpha:     α ≥ 0, weight of ‖δ‖₂ in the objective (relative or absolute units).
+    steps:     N ≥ 0, number of optimiser iterations.
+    lr:        β > 0, step size (relative or absolute units).
+    optimizer: "gd" (the paper's plain gradient descent) or "adam".
+    units:     "relative" (scale-free, default) or "absolute" (the paper's raw form).
+    """
+
+    alpha: float = 0.01
+    steps: int = 300
+    lr: float = 0.01
+    optimizer: str = "adam"
+    units: str = "relative"
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.alpha) and self.alpha >= 0):
+            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+        if int(self.steps) != self.steps or self.steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.units not in UNITS:
+            raise ValueError(f"units must be one of {UNITS}, got {self.units!r}")
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Outcome of one δ solve over one scope.
+
+    coefficients:  β (float64, [K]) with δ = Σ_k β_k τ_k; zero for excluded (zero) task vectors.
+    loss:          objective at the returned δ (in the solver's units).
+    initial_loss:  objective at δ = 0.
+    mean_abs_cos_before / after: 1/(K(K−1)) Σ_{i≠j} |cos| at δ = 0 and at the returned δ.
+    delta_norm_ratio: ‖δ‖ / mean_i ‖τ_i‖ (dimensionless).
+    steps:         iterations run;  best_step: iteration whose iterate was returned (0 = δ⁰).
+    active:        number of non-zero task vectors that took part in the solve.
+    """
+
+    coefficients: torch.Tensor
+    loss: float
+    initial_loss: float
+    mean_abs_cos_before: float
+    mean_abs_cos_after: float
+    delta_norm_ratio: float
+    steps: int
+    best_step: int
+    active: int
+
+    def summary(self) -> dict:
+        """JSON-ready numbers (coefficients as a list)."""
+        out = asdict(self)
+        out["coefficients"] = [float(c) for c in self.coefficients.tolist()]
+        return out
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other dtype is solved in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def flatten_task_vectors(task_vectors: torch.Tensor) -> torch.Tensor:
+    """[K, *shape] → [K, n] in float32 or float64 (a view when already in that dtype)."""
+    flat = task_vectors.reshape(task_vectors.shape[0], -1)
+    return flat.to(working_dtype(flat.dtype))
+
+
+def gram_matrix(task_vectors: torch.Tensor) -> torch.Tensor:
+    """G_ij = ⟨τ_i, τ_j⟩ over all elements of a [K, *shape] stack; float64 [K, K] on CPU.
+
+    Squared weight units.  Gram matrices of several tensors add up to the Gram matrix of
+    their concatenation (design note, Fact 3).
+    """
+    flat = flatten_task_vectors(task_vectors)
+    gram = flat @ flat.T
+    return gram.to(device="cpu", dtype=torch.float64)
+
+
+def pairwise_abs_cos(gram: torch.Tensor) -> torch.Tensor:
+    """|cos(τ_i, τ_j)| from a Gram matrix (0 where a vector is zero); float64 [K, K]."""
+    gram = gram.to(torch.float64)
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    denom = torch.outer(norms, norms)
+    cos = torch.where(denom > 0, gram / torch.where(denom > 0, denom, 1.0), 0.0)
+    return cos.abs().clamp_max(1.0)
+
+
+def mean_offdiag(matrix: torch.Tensor) -> float:
+    """1/(K(K−1)) Σ_{i≠j} M_ij; 0 for K < 2."""
+    k = matrix.shape[0]
+    if k < 2:
+        return 0.0
+    return float((matrix.sum() - matrix.diagonal().sum()) / (k * (k - 1)))
+
+
+def awd_loss_and_grad(
+    points: torch.Tensor, delta: torch.Tensor, alpha: float, pair_count: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """AWD objective (eq. 12–14) and its gradient with respect to δ.
+
+    points: [K, m] task vectors (or their coordinates in an orthonormal basis).
+    delta:  [m] redundant vector.  pair_count: K(K−1) of the whole scope.
+    Returns (loss, ∂L/∂δ).  With u_i = τ_i − δ, n_i = ‖u_i‖, û_i = u_i/n_i, C_ij = ⟨û_i, û_j⟩:
+        ∂|C_ij|/∂u_i = sign(C_ij) (û_j − C_ij û_i) / n_i,
+    so ∂/∂δ of the cosine term is −2/(K(K−1)) Σ_i Σ_{j≠i} sign(C_ij)(û_j − C_ij û_i)/n_i.
+    Vectors with n_i = 0 have no direction: their pairs count 0 with 0 gradient.
+    ∂‖δ‖/∂δ = δ/‖δ‖ (0 at δ = 0, the minimum-norm subgradient).
+    """
+    residual = points - delta
+    norms = torch.linalg.vector_norm(residual, dim=1)
+    valid = norms > 0
+    safe = torch.where(valid, norms, torch.ones_like(norms))
+    unit = residual / safe[:, None] * valid[:, None]
+    cos = unit @ unit.T
+    cos.fill_diagonal_(0.0)
+    sign = torch.sign(cos)
+    delta_norm = torch.linalg.vector_norm(delta)
+    scale = 1.0 / pair_count if pair_count > 0 else 0.0
+    loss = scale * cos.abs().sum() + alpha * delta_norm
+    # rows: Σ_j sign_ij (û_j − C_ij û_i) / n_i
+    row_grad = (sign @ unit - (sign * cos).sum(dim=1, keepdim=True) * unit) / safe[:, None]
+    grad = -2.0 * scale * row_grad.sum(dim=0)
+    if delta_norm > 0:
+        grad = grad + alpha * delta / delta_norm
+    return loss, grad
+
+
+def minimise(
+    points: torch.Tensor, settings: SolverSettings, pair_count: int
+) -> Tuple[torch.Tensor, float, float, int]:
+    """Run Algorithm 1 (or Adam) from δ⁰ = 0 on ``points`` [K, m] in the given units.
+
+    Returns (best δ [m], its loss, loss at δ = 0, index of the best iterate).
+    ``points`` must already be scaled to the solver's units.
+    """
+    delta = torch.zeros(points.shape[1], dtype=points.dtype, device=points.device)
+    loss, grad = awd_loss_and_grad(points, delta, settings.alpha, pair_count)
+    initial = float(loss)
+    best_loss, best_delta, best_step = initial, delta.clone(), 0
+    if settings.optimizer == "adam":
+        moment1 = torch.zeros_like(delta)
+        moment2 = torch.zeros_like(delta)
+        beta1, beta2 = ADAM_BETAS
+    for step in range(1, settings.steps + 1):
+        if settings.optimizer == "gd":
+            delta = delta - settings.lr * grad
+        else:
+            moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
+            moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            m_hat = moment1 / (1 - beta1**step)
+            v_hat = moment2 / (1 - beta2**step)
+            delta = delta - settings.lr * m_hat / (v_hat.sqrt() + ADAM_EPS)
+        loss, grad = awd_loss_and_grad(points, delta, settings.alpha, pair_count)
+        value = float(loss)
+        if value < best_loss:
+            best_loss, best_delta, best_step = value, delta.clone(), step
+    return best_delta, best_loss, initial, best_step
+
+
+def _scope_scale(gram: torch.Tensor, active: torch.Tensor, units: str) -> float:
+    """s = mean ‖τ_i‖ over non-zero task vectors (relative units), or 1 (absolute units)."""
+    if units == "absolute" or not bool(active.any()):
+        return 1.0
+    return float(gram.diagonal()[active].sqrt().mean())
+
+
+def orthonormal_coordinates(gram: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Coordinates of the task vectors in an orthonormal basis of their span.
+
+    From G = V Λ Vᵀ (positive part): R = V Λ^{1/2} [K, m] has R Rᵀ = G, i.e. r_i are the τ_i
+    in the basis Q = T V Λ^{-1/2}.  A point d in that basis is δ = Q d = T (V Λ^{-1/2} d), so
+    the second return value M = V Λ^{-1/2} [K, m] maps d to the coefficients β = M d.
+    """
+    gram = gram.to(torch.float64)
+    eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+    top = float(eigenvalues.max()) if eigenvalues.numel() else 0.0
+    keep = eigenvalues > max(top, 0.0) * 1e-12
+    if not bool(keep.any()):
+        empty = gram.new_zeros((gram.shape[0], 0))
+        return empty, empty
+    values = eigenvalues[keep]
+    vectors = eigenvectors[:, keep]
+    return vectors * values.sqrt(), vectors / values.sqrt()
+
+
+def solve_reduced(gram: torch.Tensor, settings: SolverSettings) -> SolveResult:
+    """Exact K-dimensional AWD solve from the Gram matrix G [K, K] (any float dtype).
+
+    Cost O(N K²) whatever the tensor size.  Returns β with δ = Σ_k β_k τ_k.
+    """
+    gram = gram.to(device="cpu", dtype=torch.float64)
+    if not bool(torch.isfinite(gram).all()):
+        raise ValueError("Gram matrix of the task vectors is not finite")
+    k = gram.shape[0]
+    active = gram.diagonal() > 0
+    idx = active.nonzero().flatten()
+    pair_count = k * (k - 1)
+    scale = _scope_scale(gram, active, settings.units)
+    abs_cos = pairwise_abs_cos(gram)
+    before = mean_offdiag(abs_cos)
+    coefficients = torch.zeros(k, dtype=torch.float64)
+    if idx.numel() < 2 or settings.steps == 0:
+        value = before
+        return SolveResult(coefficients, value, value, before, before, 0.0, settings.steps, 0, int(idx.numel()))
+    sub = gram[idx][:, idx] / (scale * scale)
+    coords, to_coefficients = orthonormal_coordinates(sub)
+    best, loss, initial, best_step = minimise(coords, settings, pair_count)
+    coefficients[idx] = to_coefficients @ best
+    after_gram = _disentangled_gram(gram, coefficients, active)
+    return SolveResult(
+        coefficients=coefficients,
+        loss=loss,
+        initial_loss=initial,
+        mean_abs_cos_before=before,
+        mean_abs_cos_after=mean_offdiag(pairwise_abs_cos(after_gram)),
+        delta_norm_ratio=_delta_norm_ratio(gram, coefficients, active),
+        steps=settings.steps,
+        best_step=best_step,
+        active=int(idx.numel()),
+    )
+
+
+def _delta_norm_ratio(gram: torch.Tensor, coefficients: torch.Tensor, active: torch.Tensor) -> float:
+    """‖δ‖ / mean_i ‖τ_i‖ over active task vectors, with ‖δ‖² = βᵀGβ."""
+    mean_norm = float(gram.diagonal()[active].sqrt().mean())
+    return math.sqrt(max(float(coefficients @ gram @ coefficients), 0.0)) / mean_norm
+
+
+def _disentangled_gram(gram: torch.Tensor, coefficients: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of τ̂_i = τ_i − δ (δ = Σ β_k τ_k) for active i; zero rows for excluded ones.
+
+    ⟨τ_i − δ, τ_j − δ⟩ = G_ij − (Gβ)_i − (Gβ)_j + βᵀGβ.
+    """
+    g_beta = gram @ coefficients
+    out = gram - g_beta[:, None] - g_beta[None, :] + coefficients @ g_beta
+    mask = active[:, None] & active[None, :]
+    return torch.where(mask, out, torch.zeros_like(out))
+
+
+@dataclass(frozen=True)
+class DirectResult:
+    """Outcome of the paper's literal full-size solve: δ itself plus the same summary."""
+
+    delta: torch.Tensor
+    summary: SolveResult
+
+
+def solve_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> DirectResult:
+    """The paper's literal form: optimise δ ∈ Rⁿ directly on a [K, *shape] stack.
+
+    O(N K² n); kept as the reference that ``solve_reduced`` is checked against.  Runs on the
+    tensors' device in float32 (float64 if the input is float64).  δ is returned in the input's
+    shape (working dtype); its coefficients are recovered by least squares for the summary.
+    """
+    flat = flatten_task_vectors(task_vectors)
+    k = flat.shape[0]
+    gram = (flat @ flat.T).to(device="cpu", dtype=torch.float64)
+    active = gram.diagonal() > 0
+    idx = active.nonzero().flatten()
+    scale = _scope_scale(gram, active, settings.units)
+    before = mean_offdiag(pairwise_abs_cos(gram))
+    delta = torch.zeros(flat.shape[1], dtype=flat.dtype, device=flat.device)
+    if idx.numel() < 2 or settings.steps == 0:
+        summary = SolveResult(torch.zeros(k, dtype=torch.float64), before, before, before, before, 0.0,
+                              settings.steps, 0, int(idx.numel()))
+        return DirectResult(delta.reshape(task_vectors.shape[1:]), summary)
+    points = flat[idx.to(flat.device)] / scale
+    best, loss, initial, best_step = minimise(points, settings, k * (k - 1))
+    delta = best * scale
+    coefficients = torch.zeros(k, dtype=torch.float64)
+    if float(delta.norm()) > 0:
+        solution = torch.linalg.lstsq(flat[idx.to(flat.device)].T.double(), delta.double()[:, None])
+        coefficients[idx] = solution.solution.flatten().cpu()
+    after = flat - delta
+    after_gram = (after @ after.T).to(device="cpu", dtype=torch.float64)
+    summary = SolveResult(
+        coefficients=coefficients,
+        loss=loss,
+        initial_loss=initial,
+        mean_abs_cos_before=before,
+        mean_abs_cos_after=mean_offdiag(pairwise_abs_cos(torch.where(active[:, None] & active[None, :], after_gram, 0.0))),
+        delta_norm_ratio=float(delta.norm()) / float(gram.diagonal()[active].sqrt().mean()),
+        steps=settings.steps,
+        best_step=best_step,
+        active=int(idx.numel()),
+    )
+    return DirectResult(delta.reshape(task_vectors.shape[1:]), summary)
+
+
+def redundant_vector(task_vectors: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """δ = Σ_k β_k τ_k for a [K, *shape] stack; working dtype, the stack's device."""
+    stack = task_vectors.to(working_dtype(task_vectors.dtype))
+    beta = coefficients.to(device=stack.device, dtype=stack.dtype)
+    return torch.tensordot(beta, stack, dims=1)
+
+
+def merge_disentangled(
+    base: torch.Tensor,
+    task_vectors: torch.Tensor,
+    delta: torch.Tensor,
+    weights: torch.Tensor,
+    lam: float,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """AWD Task Arithmetic: θ = θ_base + λ Σ_i w_i (τ_i − δ).
+
+    task_vectors: [K, *shape]; delta: [*shape] (zeros for plain task arithmetic); weights: [K].
+    Zero task vectors are excluded (their τ̂_i is 0, not −δ).  With ``normalize`` the weighted
+    sum is divided by Σ_i w_i (mergekit's ``normalize`` convention).  Computed and returned in
+    the working dtype (float32, or float64 for float64 inputs); the caller casts.
+    """
+    dtype = working_dtype(torch.promote_types(base.dtype, task_vectors.dtype))
+    stack = task_vectors.to(dtype)
+    k = stack.shape[0]
+    nonzero = stack.reshape(k, -1).abs().amax(dim=1) > 0 if stack.numel() else torch.zeros(k, dtype=torch.bool)
+    w = weights.to(device=stack.device, dtype=dtype)
+    combined = torch.tensordot(w, stack, dims=1)
+    shift = float((w * nonzero.to(device=stack.device, dtype=dtype)).sum())
+    if shift != 0.0:
+        combined = combined - shift * delta.to(device=stack.device, dtype=dtype)
+    if normalize:
+        total = float(weights.sum())
+        if abs(total) > 1e-8:
+            combined = combined / total
+    return base.to(dtype) + lam * combined
+
+
+def task_vector_stack(base: torch.Tensor, models: "list[torch.Tensor]", device: Optional[torch.device] = None) -> torch.Tensor:
+    """τ_i = θ_i − θ_base as a [K, *shape] stack in the working dtype."""
+    dtype = working_dtype(torch.promote_types(base.dtype, models[0].dtype) if models else base.dtype)
+    base_w = base.to(device=device, dtype=dtype)
+    return torch.stack([m.to(device=device, dtype=dtype) - base_w for m in models])

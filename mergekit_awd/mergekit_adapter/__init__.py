@@ -1,0 +1,1 @@
+"""Thin adapter between the numerical core and mergekit: method specs, planner hook, report."""

@@ -1,0 +1,180 @@
+"""The ``awd`` merge method (AWD Task Arithmetic) as a mergekit ``GroupMergeMethod``.
+
+Per output tensor, mergekit hands us the base and the K fine-tuned tensors.  Selected tensors
+(see ``selection``) are disentangled: τ_i = θ_i − θ_base, δ from the AWD solver, output
+θ_base + λ Σ_i w_i (τ_i − δ)  (paper eq. 11–14).  Other tensors get plain task arithmetic,
+θ_base + λ Σ_i w_i τ_i, with the same λ and weights.
+
+``scope: tensor`` solves one δ per tensor inside this call.  ``scope: model`` (the paper's
+form: one δ over all selected tensors) needs a solve before any tensor is merged; the
+mergekit-awd planner (``model_scope``) runs it and hands the coefficients to this method through
+``scope_solution``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Dict, Hashable, Iterator, Optional, Sequence, Tuple
+
+import torch
+from pydantic import Field
+from typing_extensions import Annotated, Literal
+
+from mergekit.merge_methods.base import (
+    BasePolicy,
+    GroupMergeMethod,
+    InputContract,
+    MergeMethodSpec,
+    ParameterScope,
+    ParameterSpec,
+    TensorGroup,
+)
+
+from mergekit_awd.core.awd import (
+    SolverSettings,
+    gram_matrix,
+    merge_disentangled,
+    redundant_vector,
+    solve_direct,
+    solve_reduced,
+    task_vector_stack,
+)
+from mergekit_awd.mergekit_adapter.report import active_report
+from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, is_disentangled
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+# Defaults: see README "Choosing α and λ" for the benchmark figure behind them.
+DEFAULT_LAMBDA = 0.5
+DEFAULT_ALPHA = 0.01
+DEFAULT_STEPS = 300
+DEFAULT_LR = 0.01
+DEFAULT_OPTIMIZER = "adam"
+DEFAULT_SOLVER = "reduced"
+DEFAULT_SCOPE = "tensor"
+DEFAULT_UNITS = "relative"
+
+SOLVER_PARAMETERS: Tuple[str, ...] = ("alpha", "steps", "lr", "optimizer", "units")
+
+
+def awd_parameter_specs() -> Tuple[ParameterSpec, ...]:
+    """Parameters of ``awd``, in mergekit's conventions (``weight``, ``lambda``, ``normalize``)."""
+    shared = ParameterScope.SHARED
+    return (
+        ParameterSpec("weight", FiniteFloat, ParameterScope.NON_BASE, default=1.0,
+                      description="w_i, per-model weight of its disentangled task vector"),
+        ParameterSpec("lambda", FiniteFloat, shared, default=DEFAULT_LAMBDA,
+                      description="λ, scale of Σ_i w_i (τ_i − δ)"),
+        ParameterSpec("normalize", bool, shared, default=False,
+                      description="divide the weighted sum by Σ_i w_i"),
+        ParameterSpec("alpha", Annotated[float, Field(ge=0, allow_inf_nan=False)], shared,
+                      default=DEFAULT_ALPHA, description="α, weight of ‖δ‖ (relative units by default)"),
+        ParameterSpec("steps", Annotated[int, Field(ge=1, le=1_000_000)], shared,
+                      default=DEFAULT_STEPS, description="N, solver iterations"),
+        ParameterSpec("lr", Annotated[float, Field(gt=0, allow_inf_nan=False)], shared,
+                      default=DEFAULT_LR, description="β, solver step size"),
+        ParameterSpec("optimizer", Literal["gd", "adam"], shared, default=DEFAULT_OPTIMIZER,
+                      description="gd: the paper's Algorithm 1; adam"),
+        ParameterSpec("solver", Literal["reduced", "direct"], shared, default=DEFAULT_SOLVER,
+                      description="reduced: exact K-dimensional solve; direct: full-size δ"),
+        ParameterSpec("scope", Literal["tensor", "model"], shared, default=DEFAULT_SCOPE,
+                      description="tensor: one δ per tensor; model: one δ over all selected tensors"),
+        ParameterSpec("units", Literal["relative", "absolute"], shared, default=DEFAULT_UNITS,
+                      description="relative: α and lr relative to mean ‖τ_i‖; absolute: paper's raw form"),
+        ParameterSpec("select", Literal["block_linear", "matrices", "all", "none"], shared,
+                      default=DEFAULT_SELECT, description="which tensors are disentangled"),
+    )
+
+
+def solver_settings(parameters: Dict[str, Any]) -> SolverSettings:
+    """SolverSettings from bound ``awd`` parameters."""
+    return SolverSettings(**{name: parameters[name] for name in SOLVER_PARAMETERS})
+
+
+@dataclass(frozen=True)
+class ScopeSolution:
+    """Coefficients β of a model-scope δ = Σ_k β_k τ_k, in the order of ``ids``."""
+
+    key: str
+    ids: Tuple[Hashable, ...]
+    coefficients: torch.Tensor
+
+    def coefficients_for(self, ids: Sequence[Hashable], tensor: str) -> torch.Tensor:
+        try:
+            return torch.stack([self.coefficients[self.ids.index(i)] for i in ids])
+        except ValueError:
+            raise RuntimeError(
+                f"{tensor}: its inputs {list(ids)} differ from those of model scope {self.key!r}"
+            ) from None
+
+
+_SCOPE_SOLUTION: contextvars.ContextVar[Optional[ScopeSolution]] = contextvars.ContextVar(
+    "mergekit_awd_scope_solution", default=None
+)
+
+
+@contextmanager
+def scope_solution(solution: ScopeSolution) -> Iterator[None]:
+    """Make ``solution`` the model-scope δ for merges run inside this block (this thread)."""
+    token = _SCOPE_SOLUTION.set(solution)
+    try:
+        yield
+    finally:
+        _SCOPE_SOLUTION.reset(token)
+
+
+class AWDMerge(GroupMergeMethod):
+    """AWD Task Arithmetic (arXiv 2411.18729)."""
+
+    def __init__(self) -> None:
+        self.spec = MergeMethodSpec(
+            name="awd",
+            pretty_name="AWD Task Arithmetic (Adaptive Weight Disentanglement)",
+            reference_url="https://arxiv.org/abs/2411.18729",
+            parameters=awd_parameter_specs(),
+            contract=InputContract(base=BasePolicy.REQUIRED, min_non_base=1),
+        )
+
+    def merge_group(self, group: TensorGroup, /, **parameters: Any) -> torch.Tensor:
+        base = group.base.tensor
+        entries = group.non_base
+        if not entries:
+            return base
+        name = group.metadata.name or "<unnamed tensor>"
+        weights = torch.tensor([parameters["weight"][e.id] for e in entries], dtype=torch.float64)
+        task_vectors = task_vector_stack(base, [e.tensor for e in entries], device=base.device)
+        report = active_report()
+        if not is_disentangled(name, base.ndim, parameters["select"], group.metadata.vocabulary_axis):
+            delta = torch.zeros((), dtype=task_vectors.dtype, device=task_vectors.device)
+            if report is not None:
+                report.record_task_arithmetic(name)
+        elif parameters["scope"] == "model":
+            solution = _SCOPE_SOLUTION.get()
+            if solution is None:
+                raise RuntimeError(
+                    f"{name}: awd with scope: model needs the mergekit-awd runner (the "
+                    "`mergekit-awd` command or mergekit_awd.run_merge), which solves one δ over "
+                    "all selected tensors before merging; plain mergekit-yaml cannot. "
+                    "Use scope: tensor there."
+                )
+            beta = solution.coefficients_for([e.id for e in entries], name)
+            delta = redundant_vector(task_vectors, beta)
+        else:
+            settings = solver_settings(parameters)
+            if parameters["solver"] == "direct":
+                direct = solve_direct(task_vectors, settings)
+                delta, result = direct.delta, direct.summary
+            else:
+                result = solve_reduced(gram_matrix(task_vectors), settings)
+                delta = redundant_vector(task_vectors, result.coefficients)
+            if report is not None:
+                report.record_scope(name, {"tensors": [name], **result.summary()})
+        merged = merge_disentangled(
+            base, task_vectors, delta, weights, parameters["lambda"], parameters["normalize"]
+        )
+        return merged.to(base.dtype)
+
+
+awd_merge_method = AWDMerge()

@@ -1,0 +1,30 @@
+"""Registers this package's merge methods with mergekit, once per process."""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+from mergekit.merge_methods import MergeMethod, register, registered_methods
+
+from mergekit_awd.mergekit_adapter.awd_method import awd_merge_method
+
+
+def our_methods() -> Tuple[MergeMethod, ...]:
+    return (awd_merge_method,)
+
+
+def register_methods() -> None:
+    """Register ``awd`` (and later ``tsv``) with ``mergekit.merge_methods``; idempotent.
+
+    A name already taken by a method that is not ours is an error (mergekit's own rule).
+    """
+    present = {method.spec.name: method for method in registered_methods()}
+    for method in our_methods():
+        existing = present.get(method.spec.name)
+        if existing is None:
+            register(method)
+        elif type(existing) is not type(method):
+            raise ValueError(
+                f"merge method {method.spec.name!r} is already registered by "
+                f"{type(existing).__module__}.{type(existing).__name__}"
+            )
