@@ -58,6 +58,9 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str) 
             )
 
 
+# Subcommands live in their own modules and are attached here, one line each.
+
+
 def run(argv: Optional[List[str]] = None) -> int:
     """Entry point for tests: returns the exit code instead of exiting."""
     try:

@@ -113,11 +113,14 @@ class SolveResult:
     steps: int
     best_step: int
     active: int
+    abs_cos_before: torch.Tensor
+    abs_cos_after: torch.Tensor
 
     def summary(self) -> dict:
-        """JSON-ready numbers (coefficients as a list)."""
+        """JSON-ready numbers (tensors as nested lists)."""
         out = asdict(self)
-        out["coefficients"] = [float(c) for c in self.coefficients.tolist()]
+        for key in ("coefficients", "abs_cos_before", "abs_cos_after"):
+            out[key] = getattr(self, key).tolist()
         return out
 
 
@@ -267,23 +270,25 @@ def solve_reduced(gram: torch.Tensor, settings: SolverSettings) -> SolveResult:
     before = mean_offdiag(abs_cos)
     coefficients = torch.zeros(k, dtype=torch.float64)
     if idx.numel() < 2 or settings.steps == 0:
-        value = before
-        return SolveResult(coefficients, value, value, before, before, 0.0, settings.steps, 0, int(idx.numel()))
+        return SolveResult(coefficients, before, before, before, before, 0.0, settings.steps, 0,
+                           int(idx.numel()), abs_cos, abs_cos)
     sub = gram[idx][:, idx] / (scale * scale)
     coords, to_coefficients = orthonormal_coordinates(sub)
     best, loss, initial, best_step = minimise(coords, settings, pair_count)
     coefficients[idx] = to_coefficients @ best
-    after_gram = _disentangled_gram(gram, coefficients, active)
+    after = pairwise_abs_cos(_disentangled_gram(gram, coefficients, active))
     return SolveResult(
         coefficients=coefficients,
         loss=loss,
         initial_loss=initial,
         mean_abs_cos_before=before,
-        mean_abs_cos_after=mean_offdiag(pairwise_abs_cos(after_gram)),
+        mean_abs_cos_after=mean_offdiag(after),
         delta_norm_ratio=_delta_norm_ratio(gram, coefficients, active),
         steps=settings.steps,
         best_step=best_step,
         active=int(idx.numel()),
+        abs_cos_before=abs_cos,
+        abs_cos_after=after,
     )
 
 
@@ -325,11 +330,12 @@ def solve_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> Direct
     active = gram.diagonal() > 0
     idx = active.nonzero().flatten()
     scale = _scope_scale(gram, active, settings.units)
-    before = mean_offdiag(pairwise_abs_cos(gram))
+    abs_cos = pairwise_abs_cos(gram)
+    before = mean_offdiag(abs_cos)
     delta = torch.zeros(flat.shape[1], dtype=flat.dtype, device=flat.device)
     if idx.numel() < 2 or settings.steps == 0:
         summary = SolveResult(torch.zeros(k, dtype=torch.float64), before, before, before, before, 0.0,
-                              settings.steps, 0, int(idx.numel()))
+                              settings.steps, 0, int(idx.numel()), abs_cos, abs_cos)
         return DirectResult(delta.reshape(task_vectors.shape[1:]), summary)
     points = flat[idx.to(flat.device)] / scale
     best, loss, initial, best_step = minimise(points, settings, k * (k - 1))
@@ -338,18 +344,21 @@ def solve_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> Direct
     if float(delta.norm()) > 0:
         solution = torch.linalg.lstsq(flat[idx.to(flat.device)].T.double(), delta.double()[:, None])
         coefficients[idx] = solution.solution.flatten().cpu()
-    after = flat - delta
-    after_gram = (after @ after.T).to(device="cpu", dtype=torch.float64)
+    residual = flat - delta
+    after_gram = (residual @ residual.T).to(device="cpu", dtype=torch.float64)
+    after = pairwise_abs_cos(torch.where(active[:, None] & active[None, :], after_gram, 0.0))
     summary = SolveResult(
         coefficients=coefficients,
         loss=loss,
         initial_loss=initial,
         mean_abs_cos_before=before,
-        mean_abs_cos_after=mean_offdiag(pairwise_abs_cos(torch.where(active[:, None] & active[None, :], after_gram, 0.0))),
+        mean_abs_cos_after=mean_offdiag(after),
         delta_norm_ratio=float(delta.norm()) / float(gram.diagonal()[active].sqrt().mean()),
         steps=settings.steps,
         best_step=best_step,
         active=int(idx.numel()),
+        abs_cos_before=abs_cos,
+        abs_cos_after=after,
     )
     return DirectResult(delta.reshape(task_vectors.shape[1:]), summary)
 

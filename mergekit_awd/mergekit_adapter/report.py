@@ -1,4 +1,9 @@
-"""Collects per-scope diagnostics during a merge and writes ``awd_report.json``."""
+"""Collects per-scope diagnostics during a merge and writes the method's report JSON.
+
+``awd`` writes ``awd_report.json``; ``tsv`` writes ``tsv_report.json``.  A report has named
+sections (``scopes`` for AWD δ solves, and any section another method records, such as TSV's
+``interference``), each a mapping from a scope/tensor key to a JSON-ready entry.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,29 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional
 
-REPORT_FILENAME = "awd_report.json"
+REPORT_FILENAMES: Dict[str, str] = {"awd": "awd_report.json", "tsv": "tsv_report.json"}
+REPORT_FILENAME = REPORT_FILENAMES["awd"]
+
+
+def report_filename(method: str) -> str:
+    return REPORT_FILENAMES.get(method, f"{method}_report.json")
 
 
 class MergeReport:
-    """Thread-safe record of what each method did to each scope (tensor or group of tensors)."""
+    """Thread-safe record of what a method did to each scope (a tensor or a group of tensors)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self.scopes: Dict[str, Dict[str, Any]] = {}
+        self.sections: Dict[str, Dict[str, Dict[str, Any]]] = {"scopes": {}}
         self.passthrough: List[str] = []
 
-    def record_scope(self, key: str, entry: Dict[str, Any]) -> None:
+    def record(self, section: str, key: str, entry: Dict[str, Any]) -> None:
         with self._lock:
-            self.scopes[key] = entry
+            self.sections.setdefault(section, {})[key] = entry
+
+    def record_scope(self, key: str, entry: Dict[str, Any]) -> None:
+        """An AWD δ solve over ``entry["tensors"]`` (see ``SolveResult.summary``)."""
+        self.record("scopes", key, entry)
 
     def record_task_arithmetic(self, tensor: str) -> None:
         with self._lock:
@@ -29,10 +43,12 @@ class MergeReport:
 
     def to_json(self, method: str, parameters: Dict[str, Any], models: List[str]) -> Dict[str, Any]:
         with self._lock:
-            scopes = dict(sorted(self.scopes.items()))
+            sections = {name: dict(sorted(entries.items())) for name, entries in self.sections.items()}
             passthrough = sorted(self.passthrough)
-        before = [s["mean_abs_cos_before"] for s in scopes.values() if s.get("active", 0) >= 2]
-        after = [s["mean_abs_cos_after"] for s in scopes.values() if s.get("active", 0) >= 2]
+        scopes = sections["scopes"]
+        solved = [s for s in scopes.values() if s.get("active", 0) >= 2]
+        before = [s["mean_abs_cos_before"] for s in solved]
+        after = [s["mean_abs_cos_after"] for s in solved]
         return {
             "method": method,
             "parameters": parameters,
@@ -44,14 +60,14 @@ class MergeReport:
                 "mean_abs_cos_before": sum(before) / len(before) if before else 0.0,
                 "mean_abs_cos_after": sum(after) / len(after) if after else 0.0,
             },
-            "scopes": scopes,
+            **sections,
             "task_arithmetic_tensors": passthrough,
         }
 
     def write(self, out_dir: str, method: str, parameters: Dict[str, Any], models: List[str]) -> str:
-        path = os.path.join(out_dir, REPORT_FILENAME)
+        path = os.path.join(out_dir, report_filename(method))
         with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.to_json(method, parameters, models), handle, indent=2, sort_keys=False)
+            json.dump(self.to_json(method, parameters, models), handle, indent=2)
             handle.write("\n")
         return path
 
@@ -81,6 +97,3 @@ def collecting_report() -> Iterator[MergeReport]:
 def active_report() -> Optional[MergeReport]:
     """The report being collected, or None when the method runs outside our runner."""
     return _ACTIVE_REPORT
-
-
-__all__ = ["MergeReport", "REPORT_FILENAME", "collecting_report", "active_report"]

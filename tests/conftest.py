@@ -1,0 +1,43 @@
+"""Shared test set-up: offline Hugging Face, tiny LLaMA-shaped model families."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+from typing import List  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import mergekit_awd  # noqa: E402,F401  (registers the methods)
+from mergekit_awd.synthetic import build_family  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory) -> List[Path]:
+    """[base, ft_0, ft_1, ft_2]: tiny float32 LLaMA models with correlated task vectors."""
+    return build_family(tmp_path_factory.mktemp("family"), n_models=3, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_family_bf16(tmp_path_factory) -> List[Path]:
+    """The same shapes saved in bfloat16."""
+    return build_family(tmp_path_factory.mktemp("family_bf16"), n_models=3, seed=1, dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="session")
+def tiny_family_with_identical(tmp_path_factory) -> List[Path]:
+    """[base, ft_0, ft_1, ft_2] where ft_1 is identical to the base (zero task vectors)."""
+    return build_family(tmp_path_factory.mktemp("family_ident"), n_models=3, seed=2, identical=(1,))
+
+
+def load_state(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    state = {}
+    for file in sorted(Path(path).glob("*.safetensors")):
+        state.update(load_file(str(file)))
+    return state
