@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional, Tuple
+from typing import Literal, Optional, Sequence, Tuple
 
 import torch
 
@@ -73,7 +73,7 @@ class SolverSettings:
     """
 
     alpha: float = 0.01
-    steps: int = 300
+    steps: int = 200
     lr: float = 0.01
     optimizer: str = "adam"
     units: str = "relative"
@@ -173,25 +173,27 @@ def awd_loss_and_grad(
     Returns (loss, ∂L/∂δ).  With u_i = τ_i − δ, n_i = ‖u_i‖, û_i = u_i/n_i, C_ij = ⟨û_i, û_j⟩:
         ∂|C_ij|/∂u_i = sign(C_ij) (û_j − C_ij û_i) / n_i,
     so ∂/∂δ of the cosine term is −2/(K(K−1)) Σ_i Σ_{j≠i} sign(C_ij)(û_j − C_ij û_i)/n_i.
-    Vectors with n_i = 0 have no direction: their pairs count 0 with 0 gradient.
-    ∂‖δ‖/∂δ = δ/‖δ‖ (0 at δ = 0, the minimum-norm subgradient).
+    A vector with n_i = 0 has no direction: û_i = 0, so its pairs count 0 with 0 gradient.
+    ∂‖δ‖/∂δ = δ/‖δ‖, and 0 at δ = 0 (the minimum-norm subgradient).
+    The routine is written with few tensor operations: it runs once per solver step.
     """
     residual = points - delta
-    norms = torch.linalg.vector_norm(residual, dim=1)
-    valid = norms > 0
-    safe = torch.where(valid, norms, torch.ones_like(norms))
-    unit = residual / safe[:, None] * valid[:, None]
+    # clamping at the dtype's smallest normal number turns a zero vector into a zero direction
+    tiny = torch.finfo(residual.dtype).tiny
+    inverse_norms = torch.linalg.vector_norm(residual, dim=1, keepdim=True).clamp_min_(tiny).reciprocal_()
+    unit = residual.mul_(inverse_norms)
     cos = unit @ unit.T
     cos.fill_diagonal_(0.0)
     sign = torch.sign(cos)
     delta_norm = torch.linalg.vector_norm(delta)
     scale = 1.0 / pair_count if pair_count > 0 else 0.0
-    loss = scale * cos.abs().sum() + alpha * delta_norm
-    # rows: Σ_j sign_ij (û_j − C_ij û_i) / n_i
-    row_grad = (sign @ unit - (sign * cos).sum(dim=1, keepdim=True) * unit) / safe[:, None]
-    grad = -2.0 * scale * row_grad.sum(dim=0)
-    if delta_norm > 0:
-        grad = grad + alpha * delta / delta_norm
+    loss = cos.abs_().sum().mul_(scale).add_(delta_norm, alpha=alpha)
+    # rows: Σ_j sign_ij (û_j − C_ij û_i) / n_i   (|C_ij| = sign_ij · C_ij)
+    row_grad = (sign @ unit).sub_(cos.sum(dim=1, keepdim=True) * unit).mul_(inverse_norms)
+    grad = row_grad.sum(dim=0).mul_(-2.0 * scale)
+    norm_value = float(delta_norm)
+    if norm_value > 0:
+        grad.add_(delta, alpha=alpha / norm_value)
     return loss, grad
 
 
@@ -207,23 +209,23 @@ def minimise(
     loss, grad = awd_loss_and_grad(points, delta, settings.alpha, pair_count)
     initial = float(loss)
     best_loss, best_delta, best_step = initial, delta.clone(), 0
-    if settings.optimizer == "adam":
+    adam = settings.optimizer == "adam"
+    if adam:
         moment1 = torch.zeros_like(delta)
         moment2 = torch.zeros_like(delta)
         beta1, beta2 = ADAM_BETAS
     for step in range(1, settings.steps + 1):
-        if settings.optimizer == "gd":
-            delta = delta - settings.lr * grad
-        else:
-            moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
+        if adam:
+            moment1.lerp_(grad, 1 - beta1)
             moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            m_hat = moment1 / (1 - beta1**step)
-            v_hat = moment2 / (1 - beta2**step)
-            delta = delta - settings.lr * m_hat / (v_hat.sqrt() + ADAM_EPS)
+            denominator = moment2.sqrt().div_(math.sqrt(1 - beta2**step)).add_(ADAM_EPS)
+            delta = delta.addcdiv(moment1, denominator, value=-settings.lr / (1 - beta1**step))
+        else:
+            delta = delta.add(grad, alpha=-settings.lr)
         loss, grad = awd_loss_and_grad(points, delta, settings.alpha, pair_count)
         value = float(loss)
         if value < best_loss:
-            best_loss, best_delta, best_step = value, delta.clone(), step
+            best_loss, best_delta, best_step = value, delta, step
     return best_delta, best_loss, initial, best_step
 
 
@@ -373,36 +375,50 @@ def redundant_vector(task_vectors: torch.Tensor, coefficients: torch.Tensor) -> 
 def merge_disentangled(
     base: torch.Tensor,
     task_vectors: torch.Tensor,
-    delta: torch.Tensor,
     weights: torch.Tensor,
     lam: float,
+    *,
+    coefficients: Optional[torch.Tensor] = None,
+    delta: Optional[torch.Tensor] = None,
+    included: Optional[torch.Tensor] = None,
     normalize: bool = False,
 ) -> torch.Tensor:
-    """AWD Task Arithmetic: θ = θ_base + λ Σ_i w_i (τ_i − δ).
+    """AWD Task Arithmetic: θ = θ_base + λ/Z · Σ_i w_i (τ_i − δ)   (Z = Σ_i w_i if normalize else 1).
 
-    task_vectors: [K, *shape]; delta: [*shape] (zeros for plain task arithmetic); weights: [K].
-    Zero task vectors are excluded (their τ̂_i is 0, not −δ).  With ``normalize`` the weighted
-    sum is divided by Σ_i w_i (mergekit's ``normalize`` convention).  Computed and returned in
-    the working dtype (float32, or float64 for float64 inputs); the caller casts.
+    task_vectors [K, *shape]; weights [K].  δ is given either as coefficients β (δ = Σ_k β_k τ_k)
+    or as a full tensor ``delta`` (the direct solver); neither gives plain task arithmetic.
+    With β the sum folds into one pass over the task vectors:
+        θ = θ_base + Σ_i c_i τ_i,   c_i = λ/Z · (w_i − (Σ_{j∈included} w_j) β_i).
+    ``included`` [K] bool marks task vectors that took part in the solve; excluded (zero) ones
+    have τ̂_i = 0, not −δ.  Computed and returned in the working dtype (the caller casts).
     """
     dtype = working_dtype(torch.promote_types(base.dtype, task_vectors.dtype))
+    k = task_vectors.shape[0]
+    w = weights.to(torch.float64)
+    if included is None:
+        included = torch.ones(k, dtype=torch.bool)
+    total = float(w.sum())
+    scale = lam / total if normalize and abs(total) > 1e-8 else lam
+    shift = float(w[included.cpu()].sum())
+    c = scale * w
+    if coefficients is not None:
+        c = c - scale * shift * coefficients.to(torch.float64)
     stack = task_vectors.to(dtype)
-    k = stack.shape[0]
-    nonzero = stack.reshape(k, -1).abs().amax(dim=1) > 0 if stack.numel() else torch.zeros(k, dtype=torch.bool)
-    w = weights.to(device=stack.device, dtype=dtype)
-    combined = torch.tensordot(w, stack, dims=1)
-    shift = float((w * nonzero.to(device=stack.device, dtype=dtype)).sum())
-    if shift != 0.0:
-        combined = combined - shift * delta.to(device=stack.device, dtype=dtype)
-    if normalize:
-        total = float(weights.sum())
-        if abs(total) > 1e-8:
-            combined = combined / total
-    return base.to(dtype) + lam * combined
+    merged = torch.tensordot(c.to(device=stack.device, dtype=dtype), stack, dims=1)
+    if delta is not None and shift != 0.0:
+        merged.sub_(delta.to(device=stack.device, dtype=dtype), alpha=scale * shift)
+    return merged.add_(base.to(device=stack.device, dtype=dtype))
 
 
-def task_vector_stack(base: torch.Tensor, models: "list[torch.Tensor]", device: Optional[torch.device] = None) -> torch.Tensor:
-    """τ_i = θ_i − θ_base as a [K, *shape] stack in the working dtype."""
+def task_vector_stack(
+    base: torch.Tensor, models: Sequence[torch.Tensor], device: Optional[torch.device] = None
+) -> torch.Tensor:
+    """τ_i = θ_i − θ_base as a [K, *shape] stack in the working dtype (one allocation)."""
     dtype = working_dtype(torch.promote_types(base.dtype, models[0].dtype) if models else base.dtype)
+    device = device if device is not None else base.device
+    stack = torch.empty((len(models), *base.shape), dtype=dtype, device=device)
     base_w = base.to(device=device, dtype=dtype)
-    return torch.stack([m.to(device=device, dtype=dtype) - base_w for m in models])
+    for index, model in enumerate(models):
+        stack[index].copy_(model)
+        stack[index].sub_(base_w)
+    return stack

@@ -36,7 +36,6 @@ from mergekit_awd.core.awd import (
     SolverSettings,
     gram_matrix,
     merge_disentangled,
-    redundant_vector,
     solve_direct,
     solve_reduced,
     task_vector_stack,
@@ -49,7 +48,7 @@ FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 # Defaults: see README "Choosing α and λ" for the benchmark figure behind them.
 DEFAULT_LAMBDA = 0.5
 DEFAULT_ALPHA = 0.01
-DEFAULT_STEPS = 300
+DEFAULT_STEPS = 200
 DEFAULT_LR = 0.01
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_SOLVER = "reduced"
@@ -95,19 +94,29 @@ def solver_settings(parameters: Dict[str, Any]) -> SolverSettings:
 
 @dataclass(frozen=True)
 class ScopeSolution:
-    """Coefficients β of a model-scope δ = Σ_k β_k τ_k, in the order of ``ids``."""
+    """Coefficients β of a model-scope δ = Σ_k β_k τ_k, in the order of ``ids``; ``included``
+    marks the task vectors that are non-zero over the scope."""
 
     key: str
     ids: Tuple[Hashable, ...]
     coefficients: torch.Tensor
+    included: torch.Tensor
 
-    def coefficients_for(self, ids: Sequence[Hashable], tensor: str) -> torch.Tensor:
+    def _positions(self, ids: Sequence[Hashable], tensor: str) -> list:
         try:
-            return torch.stack([self.coefficients[self.ids.index(i)] for i in ids])
+            return [self.ids.index(i) for i in ids]
         except ValueError:
             raise RuntimeError(
                 f"{tensor}: its inputs {list(ids)} differ from those of model scope {self.key!r}"
             ) from None
+
+    def coefficients_for(self, ids: Sequence[Hashable], tensor: str) -> torch.Tensor:
+        """β in the order of ``ids``."""
+        return self.coefficients[self._positions(ids, tensor)]
+
+    def included_for(self, ids: Sequence[Hashable], tensor: str) -> torch.Tensor:
+        """Which of ``ids`` took part in the scope's solve (non-zero over the scope)."""
+        return self.included[self._positions(ids, tensor)]
 
 
 _SCOPE_SOLUTION: contextvars.ContextVar[Optional[ScopeSolution]] = contextvars.ContextVar(
@@ -146,10 +155,11 @@ class AWDMerge(GroupMergeMethod):
         weights = torch.tensor([parameters["weight"][e.id] for e in entries], dtype=torch.float64)
         task_vectors = task_vector_stack(base, [e.tensor for e in entries], device=base.device)
         report = active_report()
+        lam, normalize = parameters["lambda"], parameters["normalize"]
         if not is_disentangled(name, base.ndim, parameters["select"], group.metadata.vocabulary_axis):
-            delta = torch.zeros((), dtype=task_vectors.dtype, device=task_vectors.device)
             if report is not None:
                 report.record_task_arithmetic(name)
+            merged = merge_disentangled(base, task_vectors, weights, lam, normalize=normalize)
         elif parameters["scope"] == "model":
             solution = _SCOPE_SOLUTION.get()
             if solution is None:
@@ -159,21 +169,26 @@ class AWDMerge(GroupMergeMethod):
                     "all selected tensors before merging; plain mergekit-yaml cannot. "
                     "Use scope: tensor there."
                 )
-            beta = solution.coefficients_for([e.id for e in entries], name)
-            delta = redundant_vector(task_vectors, beta)
+            ids = [e.id for e in entries]
+            merged = merge_disentangled(
+                base, task_vectors, weights, lam, normalize=normalize,
+                coefficients=solution.coefficients_for(ids, name), included=solution.included_for(ids, name),
+            )
         else:
             settings = solver_settings(parameters)
+            gram = gram_matrix(task_vectors)
+            included = gram.diagonal() > 0
             if parameters["solver"] == "direct":
                 direct = solve_direct(task_vectors, settings)
-                delta, result = direct.delta, direct.summary
+                result = direct.summary
+                merged = merge_disentangled(base, task_vectors, weights, lam, normalize=normalize,
+                                            delta=direct.delta, included=included)
             else:
-                result = solve_reduced(gram_matrix(task_vectors), settings)
-                delta = redundant_vector(task_vectors, result.coefficients)
+                result = solve_reduced(gram, settings)
+                merged = merge_disentangled(base, task_vectors, weights, lam, normalize=normalize,
+                                            coefficients=result.coefficients, included=included)
             if report is not None:
                 report.record_scope(name, {"tensors": [name], **result.summary()})
-        merged = merge_disentangled(
-            base, task_vectors, delta, weights, parameters["lambda"], parameters["normalize"]
-        )
         return merged.to(base.dtype)
 
 

@@ -138,7 +138,8 @@ class SolveScopeTask(Task[ScopeSolution]):
         report = active_report()
         if report is not None:
             report.record_scope(self.scope_key, {"tensors": tensors, **result.summary()})
-        return ScopeSolution(key=self.scope_key, ids=self.ids, coefficients=result.coefficients)
+        return ScopeSolution(key=self.scope_key, ids=self.ids, coefficients=result.coefficients,
+                             included=total.diagonal() > 0)
 
 
 class ExecuteWithScopeSolution(ExecuteMergeMethodTask):

@@ -1,0 +1,169 @@
+"""Speed and memory of `awd` against mergekit's `task_arithmetic`, measured in one run.
+
+    python benchmarks/bench_awd_speed.py [--rounds 2] [--cache benchmarks/.cache]
+
+Builds (once, cached outside git) a ~134M-parameter LLaMA-shaped base and 3 fine-tunes in
+bfloat16, then runs each merge as its own `mergekit-awd` process, alternating methods over
+``--rounds`` rounds, and records wall time and the child's peak RSS (ru_maxrss via wait4).
+Reports the best round of each method as a ratio to task_arithmetic, and the time of the
+`reduced` solver against the `direct` one on one large tensor at the same δ (plain gradient
+descent, where both give the same iterates).  Writes benchmarks/results/awd_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.measure import run_measured  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+METHODS = {
+    "task_arithmetic": {"merge_method": "task_arithmetic", "parameters": {"lambda": 0.5}},
+    "awd_tensor": {"merge_method": "awd", "parameters": {"lambda": 0.5, "scope": "tensor"}},
+    "awd_model": {"merge_method": "awd", "parameters": {"lambda": 0.5, "scope": "model"}},
+}
+
+
+def build_inputs(cache: Path) -> List[Path]:
+    from mergekit_awd.synthetic import BENCH_150M, build_family
+
+    family = cache / "llama134m_bf16"
+    paths = [family / "base"] + [family / f"ft_{i}" for i in range(3)]
+    if not (paths[-1] / "model.safetensors").exists():
+        print(f"building the ~134M LLaMA family in {family} (once) ...", flush=True)
+        build_family(family, n_models=3, shape=BENCH_150M, dtype=torch.bfloat16, tokenizer=False)
+    return paths
+
+
+def write_config(paths: List[Path], method: Dict, path: Path) -> None:
+    config = {
+        "merge_method": method["merge_method"],
+        "base_model": str(paths[0]),
+        "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in paths[1:]],
+        "parameters": method["parameters"],
+        "dtype": "bfloat16",
+    }
+    path.write_text(yaml.safe_dump(config))
+
+
+def run_child(config: Path, out: Path) -> Dict[str, float]:
+    """One merge in a fresh process: wall seconds and that process's peak RSS (MiB)."""
+    if out.exists():
+        shutil.rmtree(out)
+    seconds, peak = run_measured(
+        "mergekit_awd.cli",
+        [config, out, "--no-copy-tokenizer", "--quiet", "--no-write-model-card"],
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    return {"seconds": seconds, "peak_rss_mib": peak}
+
+
+def solver_comparison(paths: List[Path], steps: int) -> Dict[str, float]:
+    """reduced vs direct on the largest block matrix (down_proj of layer 0), plain GD."""
+    from safetensors import safe_open
+
+    from mergekit_awd.core.awd import SolverSettings, gram_matrix, redundant_vector, solve_direct, solve_reduced
+
+    name = "model.layers.0.mlp.down_proj.weight"
+    tensors = []
+    for p in paths:
+        with safe_open(str(p / "model.safetensors"), framework="pt") as handle:
+            tensors.append(handle.get_tensor(name).float())
+    task_vectors = torch.stack([t - tensors[0] for t in tensors[1:]])
+    settings = SolverSettings(alpha=0.01, steps=steps, lr=0.05, optimizer="gd")
+    start = time.perf_counter()
+    reduced = solve_reduced(gram_matrix(task_vectors), settings)
+    delta_reduced = redundant_vector(task_vectors, reduced.coefficients)
+    reduced_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    direct = solve_direct(task_vectors, settings)
+    direct_seconds = time.perf_counter() - start
+    difference = float((delta_reduced - direct.delta).norm() / direct.delta.norm())
+    return {
+        "tensor": name,
+        "elements": task_vectors[0].numel(),
+        "K": task_vectors.shape[0],
+        "steps": steps,
+        "reduced_seconds": reduced_seconds,
+        "direct_seconds": direct_seconds,
+        "speedup": direct_seconds / reduced_seconds,
+        "relative_difference_of_delta": difference,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=300, help="GD steps for the solver comparison")
+    parser.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
+    args = parser.parse_args()
+    cache = Path(args.cache)
+    paths = build_inputs(cache)
+    work = cache / "speed_runs"
+    work.mkdir(parents=True, exist_ok=True)
+    runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in METHODS}
+    for round_index in range(args.rounds):
+        for name, method in METHODS.items():
+            config = work / f"{name}.yml"
+            write_config(paths, method, config)
+            result = run_child(config, work / f"out_{name}")
+            runs[name].append(result)
+            print(f"round {round_index + 1} {name:16s} {result['seconds']:7.2f} s  "
+                  f"peak RSS {result['peak_rss_mib']:8.1f} MiB", flush=True)
+    best = {name: {"seconds": min(r["seconds"] for r in rs), "peak_rss_mib": min(r["peak_rss_mib"] for r in rs)}
+            for name, rs in runs.items()}
+    reference = best["task_arithmetic"]
+    ratios = {name: {"time_ratio": b["seconds"] / reference["seconds"],
+                     "rss_ratio": b["peak_rss_mib"] / reference["peak_rss_mib"]} for name, b in best.items()}
+    solver = solver_comparison(paths, args.steps)
+    results = {
+        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+                    "threads": torch.get_num_threads()},
+        "model": "LLaMA-shaped, hidden 768, 12 layers, MLP 2048, vocab 32000, bfloat16, 3 fine-tunes",
+        "runs": runs, "best": best, "ratios_to_task_arithmetic": ratios, "solver": solver,
+        "targets": {"awd_tensor_time": 1.2, "awd_tensor_rss": 1.3, "awd_model_time": 2.2, "solver_speedup": 100},
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "awd_speed.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# awd speed and memory vs mergekit task_arithmetic",
+        "",
+        f"Command: `python benchmarks/bench_awd_speed.py --rounds {args.rounds}` "
+        f"({os.cpu_count()} CPU cores, torch {torch.__version__}). Best of {args.rounds} alternating rounds, "
+        "each merge a fresh `mergekit-awd` process, peak RSS = its VmHWM; model: " + results["model"] + ".",
+        "",
+        "| method | wall s | peak RSS MiB | time ratio | RSS ratio | target |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    targets = {"task_arithmetic": "reference", "awd_tensor": "≤ 1.2× time, ≤ 1.3× RSS", "awd_model": "≤ 2.2× time"}
+    for name, b in best.items():
+        lines.append(f"| {name} | {b['seconds']:.2f} | {b['peak_rss_mib']:.0f} | {ratios[name]['time_ratio']:.2f} | "
+                     f"{ratios[name]['rss_ratio']:.2f} | {targets[name]} |")
+    lines += [
+        "",
+        f"Solver on one tensor ({solver['tensor']}, {solver['elements']:,} elements, K = {solver['K']}, "
+        f"{solver['steps']} GD steps): reduced {solver['reduced_seconds']:.3f} s, direct {solver['direct_seconds']:.2f} s, "
+        f"**{solver['speedup']:.0f}× faster** (target ≥ 100×); relative difference of δ {solver['relative_difference_of_delta']:.1e}.",
+        "",
+    ]
+    (RESULTS / "awd_speed.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

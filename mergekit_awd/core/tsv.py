@@ -1,0 +1,411 @@
+"""Task Singular Vectors: TSV-Merge, TSV-Compress and Singular Task Interference.
+
+Gargiulo, Crisostomi, Bucarelli, Scardapane, Silvestri, Rodolà, "Task Singular Vectors: Reducing
+Task Interference in Model Merging", arXiv 2412.00081 (CVPR 2025).  Notation follows the paper:
+
+* task matrix of task i on one layer   Δ_i = θ_i − θ_base  ∈ R^{m×n}   (weight units)
+* its thin SVD                         Δ_i = U_i Σ_i V_iᵀ, rank r = min(m, n)
+* TSV-C (low-rank approximation)       Δ̂_i = U_i[:, :k] Σ_i[:k] V_i[:, :k]ᵀ
+* stacked singular vectors             U = [U_1 … U_K] (m × Σk_i),  V = [V_1 … V_K],  Σ = diag(Σ_1 … Σ_K)
+* Singular Task Interference           STI({Δ_i}) = ‖(UᵀU − I) Σ (VᵀV − I)‖₁               (weight units)
+* TSV-M whitening (orthogonal Procrustes)   U⊥ = argmin_{XᵀX = I} ‖X − U‖_F = P Qᵀ  for  U = P D Qᵀ,
+                                            V⊥ likewise
+* TSV-M merged task matrix             Δ_M = U⊥ Σ V⊥ᵀ,   θ = θ_base + α Δ_M  (α = 1.0 in the paper)
+* every tensor that is not a task matrix: the mean of the task vectors, scaled by the same α.
+
+The paper text was not available offline while this was written, so the formulas above are
+named by the paper's section titles rather than its equation numbers.
+
+Parameters of ours (all documented in ``TSVSettings``):
+
+* kept rank per task  k = ⌊fraction · r / K⌋ (at least 1), K = number of non-zero task matrices.
+  fraction = 1 is the paper's and the official code's choice, k = ⌊r / K⌋: the K·k kept
+  singular vectors then fit in r dimensions, so U⊥ and V⊥ can have orthonormal columns.
+* ``svd="exact"``: torch.linalg.svd of every Δ_i, and the polar factors from torch.linalg.svd of
+  U and V: the paper's algorithm step by step.
+  ``svd="lowrank"``: the top-k triplets from a seeded randomized subspace iteration (Halko,
+  Martinsson & Tropp 2011, Alg. 4.4: q = k + oversample columns, ``power_iters`` re-orthonormalised
+  power steps, Rayleigh–Ritz on the q-dimensional subspace), and the whitening from the K·k × K·k
+  Gram matrices: U⊥ = U (UᵀU)^{-1/2}, which equals P Qᵀ when U has full column rank, so
+  Δ_M = U [(UᵀU)^{-1/2} Σ (VᵀV)^{-1/2}] Vᵀ costs two small eigendecompositions instead of two
+  m×K·k SVDs.  The same identity is the official repository's "eigen" variant.
+
+Differences from the official implementation (AntoAndGar/task_singular_vectors,
+src/utils/TSVM_utils.py ``compute_and_sum_svd_mem_reduction`` and ``get_tsv_merge``) and from
+FusionBench (tanganke/fusion_bench, fusion_bench/method/task_singular_vector/), and why:
+
+1. Singular triplets with σ ≤ σ_max · max(m, n) · ε (numerically zero) are dropped before
+   whitening; the official code keeps all k.  A zero singular value has an arbitrary singular
+   vector (whatever LAPACK returns); kept, it enters the polar factor and rotates the other
+   tasks' vectors although its own contribution is 0.  Dropping it makes the result independent
+   of that arbitrary basis, and makes TSV-M return exactly Σ_i Δ_i when the tasks already have
+   orthogonal low-rank supports.
+2. A task matrix that is exactly zero (a model identical to the base on this tensor, or weight 0)
+   is left out of the concatenation, and K in k = ⌊r/K⌋ counts the non-zero ones.  The official
+   code would take k arbitrary singular vectors of the zero matrix (see 1).
+3. The official code places the K·k kept columns in a zero-padded r-column buffer when K does not
+   divide r; we concatenate exactly K·k columns.  The polar factor of [A 0] is [polar(A) ·] when A
+   has full column rank, so the merged matrix is the same.
+4. When K > r (more tasks than the rank, k would be 0) the official code keeps nothing and the
+   layer's merged task matrix is 0; we keep k = 1 per task and the polar factor then has
+   orthonormal rows instead of columns (still the nearest such matrix).
+5. Per-model weights w_i (mergekit's ``weight``, default 1) scale the task matrices before the SVD,
+   as FusionBench's per-model alpha list does; the official code has no per-model weights.
+6. Which tensors are task matrices: the official code takes every 2-D tensor except CLIP's
+   ``text_projection``; FusionBench every 2-D tensor not in ``exclude_keys``.  Our adapter uses the
+   same selection as ``awd`` (by default the 2-D weights inside numbered transformer blocks; token
+   embeddings and LM heads are averaged unless ``select: matrices``).
+7. ``svd="lowrank"`` is ours (both references use the exact SVD).  It is seeded, so repeated merges
+   are bit-identical on the same device.
+8. STI: the paper's definition above, with ‖·‖₁ the entry-wise ℓ1 norm (sum of absolute entries)
+   and the SVDs truncated to the k that TSV-M keeps (k = None → ⌊r/K⌋) so the Gram matrices stay
+   at most r × r.  FusionBench's ``compute_task_singular_interference`` concatenates the U_i and
+   V_i along rows (dim 0) instead of columns, which does not match the paper's U = [U_1 … U_K].
+   Over a whole model the interference is the sum over layers: for the block-diagonal
+   whole-model task matrices the cross-layer Gram blocks are zero, so the entry-wise ℓ1 norm is
+   the sum of the per-layer values.
+9. Everything is computed in float32 (float64 for float64 inputs) on the input's device; the
+   official code computes in the checkpoint's dtype (FusionBench casts half precision to float32).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+
+from mergekit_awd.core.awd import (
+    SolveResult,
+    SolverSettings,
+    gram_matrix,
+    redundant_vector,
+    solve_reduced,
+    working_dtype,
+)
+
+SVD_METHODS: Tuple[str, ...] = ("exact", "lowrank")
+
+DEFAULT_FRACTION = 1.0
+DEFAULT_SVD = "exact"
+DEFAULT_OVERSAMPLE = 16
+DEFAULT_POWER_ITERS = 2
+DEFAULT_SEED = 0
+
+TaskMatrices = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TSVSettings:
+    """How TSV-M finds and keeps each task's singular triplets.
+
+    fraction:    share of the paper's per-task rank r/K that is kept, 0 < fraction ≤ 1
+                 (k = max(1, ⌊fraction · r / K⌋)); 1 is the paper's TSV-M.
+    svd:         "exact" (torch.linalg.svd) or "lowrank" (seeded randomized subspace iteration).
+    oversample:  p ≥ 0, extra columns of the randomized sketch (lowrank only).
+    power_iters: q ≥ 0, power (subspace) iterations of the sketch (lowrank only).
+    seed:        seed of the sketch's Gaussian test matrix (lowrank only).
+    """
+
+    fraction: float = DEFAULT_FRACTION
+    svd: str = DEFAULT_SVD
+    oversample: int = DEFAULT_OVERSAMPLE
+    power_iters: int = DEFAULT_POWER_ITERS
+    seed: int = DEFAULT_SEED
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.fraction) and 0 < self.fraction <= 1):
+            raise ValueError(f"fraction must be a number in (0, 1], got {self.fraction!r}")
+        if self.svd not in SVD_METHODS:
+            raise ValueError(f"svd must be one of {SVD_METHODS}, got {self.svd!r}")
+        if int(self.oversample) != self.oversample or self.oversample < 0:
+            raise ValueError(f"oversample must be an integer >= 0, got {self.oversample!r}")
+        if int(self.power_iters) != self.power_iters or self.power_iters < 0:
+            raise ValueError(f"power_iters must be an integer >= 0, got {self.power_iters!r}")
+
+
+@dataclass(frozen=True)
+class SingularTriplets:
+    """Top singular triplets of one task matrix: Δ̂ = U diag(S) Vh (U [m, k], S [k], Vh [k, n])."""
+
+    u: torch.Tensor
+    s: torch.Tensor
+    vh: torch.Tensor
+    frobenius_sq: float  # ‖Δ‖_F² of the full task matrix (squared weight units)
+
+    @property
+    def rank(self) -> int:
+        return int(self.s.shape[0])
+
+    def matrix(self) -> torch.Tensor:
+        """The rank-k approximation U diag(S) Vh (TSV-C)."""
+        return (self.u * self.s) @ self.vh
+
+    @property
+    def energy_kept(self) -> float:
+        """Σ_kept σ² / ‖Δ‖_F²: share of the task matrix's squared norm kept (1 for a zero matrix)."""
+        if self.frobenius_sq <= 0:
+            return 1.0
+        return min(float(self.s.double().pow(2).sum()) / self.frobenius_sq, 1.0)
+
+
+@dataclass(frozen=True)
+class TSVMergeResult:
+    """TSV-M on one layer: the merged task matrix Δ_M and what was kept.
+
+    delta:       Δ_M = U⊥ Σ V⊥ᵀ [m, n], working dtype, before the final scale α.
+    kept_rank:   k, singular triplets kept per task (before dropping numerically zero ones).
+    rank:        r = min(m, n).
+    tasks:       number of non-zero task matrices that took part.
+    kept:        triplets actually kept per task (0 for zero task matrices).
+    interference: STI of the kept triplets (weight units), before whitening.
+    energy_kept: Σ_kept σ² / ‖Δ_i‖_F² per task.
+    """
+
+    delta: torch.Tensor
+    kept_rank: int
+    rank: int
+    tasks: int
+    kept: List[int]
+    interference: float
+    energy_kept: List[float]
+    singular_value_sum: float
+
+    def summary(self) -> dict:
+        return {
+            "sti": self.interference,
+            "kept_rank": self.kept_rank,
+            "rank": self.rank,
+            "tasks": self.tasks,
+            "kept": list(self.kept),
+            "energy_kept": list(self.energy_kept),
+            "singular_value_sum": self.singular_value_sum,
+        }
+
+
+def kept_rank(rows: int, cols: int, tasks: int, fraction: float = DEFAULT_FRACTION) -> int:
+    """k = max(1, ⌊fraction · min(rows, cols) / tasks⌋); 0 when there is nothing to keep.
+
+    The floor carries a 1e-9 relative tolerance so that, e.g., fraction = 1/3 of 3·256 is 256.
+    """
+    rank = min(rows, cols)
+    if tasks <= 0 or rank == 0:
+        return 0
+    return max(1, min(rank, math.floor(fraction * rank / tasks * (1 + 1e-9))))
+
+
+def _as_matrix_list(task_matrices: TaskMatrices, what: str = "task matrices") -> List[torch.Tensor]:
+    matrices = list(task_matrices.unbind(0)) if isinstance(task_matrices, torch.Tensor) else list(task_matrices)
+    if not matrices:
+        raise ValueError(f"{what}: need at least one task matrix")
+    shape = matrices[0].shape
+    for i, matrix in enumerate(matrices):
+        if matrix.ndim != 2:
+            raise ValueError(f"{what}: task matrix {i} has shape {tuple(matrix.shape)}, expected 2-D")
+        if matrix.shape != shape:
+            raise ValueError(
+                f"{what}: task matrix {i} has shape {tuple(matrix.shape)}, task matrix 0 has {tuple(shape)}"
+            )
+        if not matrix.is_floating_point():
+            raise ValueError(f"{what}: task matrix {i} has dtype {matrix.dtype}, expected floating point")
+    return matrices
+
+
+def _numerical_rank_cut(s: torch.Tensor, rows: int, cols: int) -> int:
+    """Number of singular values above σ_max · max(m, n) · ε (s sorted descending)."""
+    if s.numel() == 0:
+        return 0
+    tol = float(s[0]) * max(rows, cols) * torch.finfo(s.dtype).eps
+    return int((s > tol).sum()) if float(s[0]) > 0 else 0
+
+
+def _orthonormal_columns(x: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.qr(x, mode="reduced").Q
+
+
+def randomized_triplets(matrix: torch.Tensor, k: int, oversample: int, power_iters: int, seed: int
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k SVD by randomized subspace iteration (Halko et al. 2011, Alg. 4.4 + 5.1).
+
+    Y = A Ω (Ω ~ N(0, 1) of n × q, q = k + p, seeded), Q = orth(Y); then ``power_iters`` times
+    Q = orth(A orth(Aᵀ Q)); finally A ≈ Q (Qᵀ A) and the SVD of the q × n matrix Qᵀ A.  Error
+    decays like (σ_{q+1}/σ_k)^{2·power_iters+1}: fast for decaying spectra, slow for flat ones.
+    Falls back to the exact SVD when q ≥ min(m, n).  Returns (U [m,k], S [k], Vh [k,n]).
+    """
+    rows, cols = matrix.shape
+    q = min(k + oversample, min(rows, cols))
+    if q >= min(rows, cols):
+        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        return u[:, :k], s[:k], vh[:k]
+    generator = torch.Generator(device=matrix.device)
+    generator.manual_seed(seed)
+    omega = torch.randn(cols, q, generator=generator, device=matrix.device, dtype=matrix.dtype)
+    basis = _orthonormal_columns(matrix @ omega)
+    for _ in range(power_iters):
+        basis = _orthonormal_columns(matrix @ _orthonormal_columns(matrix.T @ basis))
+    u_small, s, vh = torch.linalg.svd(basis.T @ matrix, full_matrices=False)
+    return (basis @ u_small[:, :k]), s[:k], vh[:k]
+
+
+def top_singular_triplets(matrix: torch.Tensor, k: int, settings: TSVSettings = TSVSettings()) -> SingularTriplets:
+    """The top-k singular triplets of one task matrix (working dtype, the matrix's device).
+
+    Numerically zero singular values (σ ≤ σ_max · max(m, n) · ε) are dropped, so a zero matrix
+    gives no triplets.
+    """
+    work = matrix.to(working_dtype(matrix.dtype))
+    rows, cols = work.shape
+    frobenius_sq = float(work.double().pow(2).sum()) if work.numel() else 0.0
+    empty = SingularTriplets(work.new_zeros((rows, 0)), work.new_zeros((0,)), work.new_zeros((0, cols)), frobenius_sq)
+    if k <= 0 or frobenius_sq == 0.0:
+        return empty
+    if not math.isfinite(frobenius_sq):
+        raise ValueError("task matrix has non-finite entries")
+    k = min(k, min(rows, cols))
+    if settings.svd == "exact":
+        u, s, vh = torch.linalg.svd(work, full_matrices=False)
+        u, s, vh = u[:, :k], s[:k], vh[:k]
+    else:
+        u, s, vh = randomized_triplets(work, k, settings.oversample, settings.power_iters, settings.seed)
+    keep = _numerical_rank_cut(s, rows, cols)
+    return SingularTriplets(u[:, :keep], s[:keep], vh[:keep], frobenius_sq)
+
+
+def polar_factor(x: torch.Tensor) -> torch.Tensor:
+    """Nearest matrix with orthonormal columns (rows if x is wide): P Qᵀ from x = P D Qᵀ.
+
+    The orthogonal Procrustes solution argmin_{XᵀX = I} ‖X − x‖_F used by TSV-M.
+    """
+    p, _, qh = torch.linalg.svd(x, full_matrices=False)
+    return p @ qh
+
+
+def _inverse_sqrt_psd(gram: torch.Tensor) -> torch.Tensor:
+    """G^{-1/2} of a symmetric PSD matrix on its numerical range (pseudo-inverse square root)."""
+    values, vectors = torch.linalg.eigh(gram)
+    top = float(values.max()) if values.numel() else 0.0
+    tol = max(top, 0.0) * gram.shape[0] * torch.finfo(gram.dtype).eps
+    safe = values.clamp_min(torch.finfo(values.dtype).tiny)
+    scale = torch.where(values > tol, safe.rsqrt(), torch.zeros_like(values))
+    return (vectors * scale) @ vectors.T
+
+
+def interference_from_grams(gram_u: torch.Tensor, s: torch.Tensor, gram_v: torch.Tensor) -> float:
+    """‖(UᵀU − I) diag(S) (VᵀV − I)‖₁ (entry-wise) from UᵀU and VᵀV; weight units."""
+    if s.numel() == 0:
+        return 0.0
+    eye = torch.eye(s.shape[0], dtype=gram_u.dtype, device=gram_u.device)
+    product = ((gram_u - eye) * s) @ (gram_v - eye)
+    return float(product.abs().sum())
+
+
+def _stack(triplets: Sequence[SingularTriplets]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (torch.cat([t.u for t in triplets], dim=1), torch.cat([t.s for t in triplets]),
+            torch.cat([t.vh for t in triplets], dim=0))
+
+
+def _weighted(matrices: List[torch.Tensor], weights: Optional[Sequence[float]]) -> List[torch.Tensor]:
+    if weights is None:
+        return matrices
+    weights = [float(w) for w in (weights.tolist() if isinstance(weights, torch.Tensor) else weights)]
+    if len(weights) != len(matrices):
+        raise ValueError(f"got {len(weights)} weights for {len(matrices)} task matrices")
+    return [m if w == 1.0 else m.to(working_dtype(m.dtype)) * w for m, w in zip(matrices, weights)]
+
+
+def _is_zero(matrix: torch.Tensor) -> bool:
+    return matrix.numel() == 0 or not bool(matrix.ne(0).any())
+
+
+def task_singular_triplets(task_matrices: TaskMatrices, k: Optional[int] = None,
+                           settings: TSVSettings = TSVSettings()) -> Tuple[List[SingularTriplets], int]:
+    """Top-k triplets of every task matrix; k = None → ``kept_rank`` over the non-zero ones.
+
+    Returns (triplets per task, in input order; k used).  Zero task matrices give no triplets.
+    """
+    matrices = _as_matrix_list(task_matrices)
+    rows, cols = matrices[0].shape
+    active = sum(not _is_zero(m) for m in matrices)
+    if k is None:
+        k = kept_rank(rows, cols, active, settings.fraction)
+    elif int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer or None, got {k!r}")
+    return [top_singular_triplets(m, int(k), settings) for m in matrices], int(k)
+
+
+def singular_task_interference(task_matrices: Sequence[torch.Tensor], k: Optional[int] = None) -> float:
+    """Singular Task Interference of one layer's task matrices {Δ_i} (paper, "Singular Task Interference").
+
+    STI = ‖(UᵀU − I) Σ (VᵀV − I)‖₁ (entry-wise ℓ1; weight units) with U = [U_1 … U_K],
+    V = [V_1 … V_K], Σ = diag(Σ_1 … Σ_K) from the exact SVDs truncated to the top k triplets per
+    task (k = None → ⌊r/K⌋, the rank TSV-M keeps; numerically zero triplets and zero task matrices
+    are left out).  0 for K = 1 (UᵀU = I) and for tasks with orthogonal singular subspaces.
+    Sum it over layers for a whole model (see the module docstring, difference 8).
+    """
+    triplets, _ = task_singular_triplets(task_matrices, k, TSVSettings(svd="exact"))
+    if not any(t.rank for t in triplets):
+        return 0.0
+    u, s, vh = _stack([t for t in triplets if t.rank])
+    u, s, vh = u.double(), s.double(), vh.double()
+    return interference_from_grams(u.T @ u, s, vh @ vh.T)
+
+
+def tsv_merge_matrices(task_matrices: TaskMatrices, weights: Optional[Sequence[float]] = None,
+                       settings: TSVSettings = TSVSettings()) -> TSVMergeResult:
+    """TSV-M on one layer: Δ_M = U⊥ Σ V⊥ᵀ from the top-k triplets of each w_i Δ_i.
+
+    ``task_matrices``: [K, m, n] stack or K matrices; ``weights``: w_i (default 1).
+    Exact path: U⊥ = polar(U), V⊥ = polar(V) via SVD (the paper).  Lowrank path: randomized
+    triplets and Δ_M = U [(UᵀU)^{-1/2} Σ (VᵀV)^{-1/2}] Vᵀ (identical when U, V have full column
+    rank).  Returned in the working dtype on the inputs' device; the caller applies α.
+    """
+    matrices = _weighted(_as_matrix_list(task_matrices), weights)
+    rows, cols = matrices[0].shape
+    dtype = working_dtype(matrices[0].dtype)
+    device = matrices[0].device
+    triplets, k = task_singular_triplets(matrices, None, settings)
+    active = [t for t in triplets if t.rank]
+    tasks = sum(not _is_zero(m) for m in matrices)
+    energy = [t.energy_kept for t in triplets]
+    if not active:
+        return TSVMergeResult(torch.zeros((rows, cols), dtype=dtype, device=device), k, min(rows, cols),
+                              tasks, [0] * len(triplets), 0.0, energy, 0.0)
+    u, s, vh = _stack(active)
+    gram_u = u.T @ u
+    gram_v = vh @ vh.T
+    sti = interference_from_grams(gram_u, s, gram_v)
+    if settings.svd == "exact":
+        delta = (polar_factor(u) * s) @ polar_factor(vh.T).T
+    else:
+        core = (_inverse_sqrt_psd(gram_u) * s) @ _inverse_sqrt_psd(gram_v)
+        delta = (u @ core) @ vh
+    return TSVMergeResult(delta.to(dtype), k, min(rows, cols), tasks, [t.rank for t in triplets],
+                          sti, energy, float(s.double().sum()))
+
+
+def mean_task_vector(task_vectors: torch.Tensor, weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """(1/K) Σ_i w_i τ_i over a [K, *shape] stack: the paper's treatment of non-matrix tensors."""
+    stack = task_vectors.to(working_dtype(task_vectors.dtype))
+    k = stack.shape[0]
+    if weights is None:
+        return stack.mean(dim=0)
+    w = torch.as_tensor(weights, dtype=stack.dtype, device=stack.device)
+    if w.shape != (k,):
+        raise ValueError(f"got {tuple(w.shape)} weights for {k} task vectors")
+    return torch.tensordot(w, stack, dims=1) / k
+
+
+def remove_redundant_vector(task_vectors: torch.Tensor, solver: SolverSettings
+                            ) -> Tuple[torch.Tensor, SolveResult]:
+    """AWD before TSV: τ̂_i = τ_i − δ (AWD eq. 11) with δ from ``solve_reduced`` on this tensor.
+
+    Zero task vectors stay zero (AWD's convention).  Returns ([K, *shape] τ̂ stack, solve summary).
+    """
+    result = solve_reduced(gram_matrix(task_vectors), solver)
+    stack = task_vectors.to(working_dtype(task_vectors.dtype))
+    delta = redundant_vector(stack, result.coefficients)
+    k = stack.shape[0]
+    nonzero = stack.reshape(k, -1).ne(0).any(dim=1)
+    mask = nonzero.to(stack.dtype).reshape(k, *([1] * (stack.ndim - 1)))
+    return stack - mask * delta, result

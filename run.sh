@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# One-stop set-up and entry point.  On a fresh machine:
+#   ./run.sh demo    create .venv (torch==2.13.0 first), install, run the embedded default merge
+#   ./run.sh test    same set-up, then the whole test suite
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV="${MERGEKIT_AWD_VENV:-.venv}"
+
+setup() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        python3 -m venv "$VENV"
+    fi
+    # shellcheck disable=SC1091
+    . "$VENV/bin/activate"
+    # torch first, pinned: an unpinned torch pulls several GB of CUDA packages.
+    if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
+        pip install --quiet torch==2.13.0
+    fi
+    pip install --quiet --disable-pip-version-check -e ".[test,plots]"
+    export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+}
+
+command="${1:-}"
+shift || true
+case "$command" in
+    demo)
+        setup
+        python examples/tiny_llama_demo.py "$@"
+        ;;
+    test)
+        setup
+        set +e
+        python -m pytest -q "$@"
+        status=$?
+        set -e
+        if [ "$status" -eq 5 ]; then
+            echo "run.sh: pytest collected no tests: failing on purpose" >&2
+            exit 1
+        fi
+        exit "$status"
+        ;;
+    setup)
+        setup
+        ;;
+    *)
+        echo "usage: ./run.sh demo|test|setup [args...]" >&2
+        exit 2
+        ;;
+esac

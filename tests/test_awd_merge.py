@@ -1,0 +1,187 @@
+"""End-to-end: YAML → `mergekit-awd` CLI → mergekit's planner/loader/writer → safetensors."""
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import load_state
+from mergekit_awd.cli import run
+from reference_awd import paper_delta
+
+LAYER_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def write_config(tmp_path: Path, paths, parameters, weights=None, dtype="float32", method="awd", name="merge.yml"):
+    models = []
+    for i, p in enumerate(paths[1:]):
+        entry = {"model": str(p)}
+        if weights is not None:
+            entry["parameters"] = {"weight": weights[i]}
+        models.append(entry)
+    config = {"merge_method": method, "base_model": str(paths[0]), "models": models,
+              "parameters": parameters, "dtype": dtype}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def merge_cli(tmp_path: Path, config: Path, out_name: str, *extra: str) -> Path:
+    out = tmp_path / out_name
+    assert run([str(config), str(out), "--no-copy-tokenizer", "--quiet", *extra]) == 0
+    return out
+
+
+def is_block_linear(name: str, tensor: torch.Tensor) -> bool:
+    return ".layers." in name and tensor.ndim == 2 and any(p in name for p in LAYER_LINEAR)
+
+
+def expected_merge(paths, lam, weights, alpha, lr, steps, scope):
+    """base + λ Σ w_i (τ_i − δ), δ from the independent reference (test-side recomputation)."""
+    states = [load_state(p) for p in paths]
+    base = states[0]
+    taus = {name: [s[name].double() - base[name].double() for s in states[1:]] for name in base}
+    selected = [n for n in base if is_block_linear(n, base[n])]
+    deltas = {}
+    if scope == "model":
+        flat = [torch.cat([taus[n][i].reshape(-1) for n in selected]) for i in range(len(states) - 1)]
+        whole = paper_delta(flat, alpha, lr, steps)
+        offset = 0
+        for n in selected:
+            size = base[n].numel()
+            deltas[n] = whole[offset:offset + size].reshape(base[n].shape)
+            offset += size
+    else:
+        for n in selected:
+            deltas[n] = paper_delta(taus[n], alpha, lr, steps).reshape(base[n].shape)
+    out = {}
+    for n, b in base.items():
+        d = deltas.get(n, torch.zeros_like(b, dtype=torch.float64))
+        out[n] = b.double() + lam * sum(w * (t - d) for w, t in zip(weights, taus[n]))
+    return out, selected
+
+
+@pytest.mark.parametrize("scope", ["tensor", "model"])
+def test_cli_output_equals_independent_recomputation(tmp_path, tiny_family, scope):
+    params = {"lambda": 0.7, "alpha": 0.02, "lr": 0.05, "steps": 25, "optimizer": "gd", "scope": scope}
+    weights = [1.0, 0.5, 1.5]
+    config = write_config(tmp_path, tiny_family, params, weights=weights)
+    out = merge_cli(tmp_path, config, f"out_{scope}")
+    merged = load_state(out)
+    expected, selected = expected_merge(tiny_family, 0.7, weights, 0.02, 0.05, 25, scope)
+    assert len(selected) == 14 and set(merged) == set(expected)
+    for name, value in expected.items():
+        got = merged[name].double()
+        assert torch.allclose(got, value, rtol=1e-5, atol=1e-6), name
+    # the disentanglement really changed the selected tensors (the test is not vacuous)
+    plain = {n: load_state(tiny_family[0])[n].double() for n in selected[:1]}
+    taus = [load_state(p)[selected[0]].double() - plain[selected[0]] for p in tiny_family[1:]]
+    task_arithmetic = plain[selected[0]] + 0.7 * sum(w * t for w, t in zip(weights, taus))
+    assert not torch.allclose(merged[selected[0]].double(), task_arithmetic, atol=1e-6)
+    report = json.loads((out / "awd_report.json").read_text())
+    assert report["summary"]["disentangled_tensors"] == 14
+    assert report["summary"]["task_arithmetic_tensors"] == len(expected) - 14
+    assert report["summary"]["mean_abs_cos_after"] < report["summary"]["mean_abs_cos_before"]
+    assert report["parameters"]["scope"] == scope and report["parameters"]["lambda"] == 0.7
+
+
+def test_reduced_and_direct_agree_through_the_cli(tmp_path, tiny_family):
+    params = {"lambda": 1.0, "alpha": 0.01, "lr": 0.05, "steps": 40, "optimizer": "gd"}
+    outs = {}
+    for solver in ("reduced", "direct"):
+        config = write_config(tmp_path, tiny_family, {**params, "solver": solver}, name=f"{solver}.yml")
+        outs[solver] = load_state(merge_cli(tmp_path, config, f"out_{solver}"))
+    base = load_state(tiny_family[0])
+    taus = [load_state(p) for p in tiny_family[1:]]
+    for name, b in base.items():
+        if not is_block_linear(name, b):
+            assert torch.equal(outs["reduced"][name], outs["direct"][name])
+            continue
+        ta = b + sum(t[name] - b for t in taus)
+        # (Σ τ_i − 3δ) differs from task arithmetic by −3δ: compare the two δ estimates
+        delta_reduced = (ta - outs["reduced"][name]) / 3
+        delta_direct = (ta - outs["direct"][name]) / 3
+        assert float(delta_direct.norm()) > 0
+        assert float((delta_reduced - delta_direct).norm() / delta_direct.norm()) < 1e-4, name
+        # δ lies in the span of the task vectors
+        basis = torch.stack([(t[name] - b).reshape(-1) for t in taus], dim=1).double()
+        coeffs = torch.linalg.lstsq(basis, delta_direct.reshape(-1, 1).double()).solution
+        assert float((basis @ coeffs - delta_direct.reshape(-1, 1)).norm() / delta_direct.norm()) < 1e-3
+
+
+def test_single_model_equals_task_arithmetic(tmp_path, tiny_family):
+    pair = tiny_family[:2]
+    awd = merge_cli(tmp_path, write_config(tmp_path, pair, {"lambda": 0.8}, weights=[0.9], name="a.yml"), "awd")
+    ta = merge_cli(tmp_path, write_config(tmp_path, pair, {"lambda": 0.8}, weights=[0.9], method="task_arithmetic", name="t.yml"), "ta")
+    left, right = load_state(awd), load_state(ta)
+    for name in left:
+        assert torch.allclose(left[name], right[name], rtol=0, atol=1e-6), name
+
+
+def test_fine_tune_identical_to_base_gives_finite_output(tmp_path, tiny_family_with_identical):
+    for scope in ("tensor", "model"):
+        out = merge_cli(tmp_path, write_config(tmp_path, tiny_family_with_identical, {"scope": scope}, name=f"{scope}.yml"), f"o_{scope}")
+        state = load_state(out)
+        assert all(torch.isfinite(v).all() for v in state.values())
+        report = json.loads((out / "awd_report.json").read_text())
+        for entry in report["scopes"].values():
+            assert entry["coefficients"][1] == 0.0 and entry["active"] == 2
+
+
+def test_bfloat16_inputs_and_output(tmp_path, tiny_family_bf16):
+    out = merge_cli(tmp_path, write_config(tmp_path, tiny_family_bf16, {}, dtype="bfloat16"), "bf16")
+    state = load_state(out)
+    assert all(v.dtype == torch.bfloat16 and torch.isfinite(v.float()).all() for v in state.values())
+    reference = load_state(merge_cli(tmp_path, write_config(tmp_path, tiny_family_bf16, {}, dtype="float32", name="f.yml"), "f32"))
+    for name, value in state.items():
+        assert torch.allclose(value.float(), reference[name].float(), rtol=2e-2, atol=2e-2), name
+
+
+def test_output_loads_with_transformers_and_gives_finite_logits(tmp_path, tiny_family):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "loadable"
+    assert run([str(write_config(tmp_path, tiny_family, {"scope": "model"})), str(out), "--quiet"]) == 0
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    tokenizer = AutoTokenizer.from_pretrained(str(out))
+    batch = tokenizer(["w1 w2 w3 w4"], return_tensors="pt")
+    logits = model(**batch).logits
+    assert logits.shape[-1] == 256 and torch.isfinite(logits).all()
+    assert (out / "README.md").exists() and (out / "mergekit_config.yml").exists()
+
+
+def test_mergekit_options_pass_through(tmp_path, tiny_family):
+    out = merge_cli(tmp_path, write_config(tmp_path, tiny_family, {}), "sharded", "--out-shard-size", "40K")
+    shards = sorted(out.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (out / "model.safetensors.index.json").exists()
+
+
+def test_unknown_parameter_name_is_an_error_naming_the_key(tmp_path, tiny_family, capsys):
+    config = write_config(tmp_path, tiny_family, {"lamda": 0.3})
+    assert run([str(config), str(tmp_path / "never"), "--quiet"]) != 0
+    err = capsys.readouterr().err
+    assert "lamda" in err and str(config) in err and "lambda" in err
+    assert not (tmp_path / "never").exists()
+
+
+def test_model_scope_without_the_runner_is_a_clear_error(tiny_family):
+    from mergekit.merge_methods import get
+    from mergekit.merge_methods.base import TensorGroup
+
+    group = TensorGroup.from_tensors([torch.zeros(4, 4), torch.ones(4, 4)], base_index=0,
+                                     name="model.layers.0.mlp.up_proj.weight")
+    with pytest.raises(RuntimeError, match="scope: model needs the mergekit-awd runner"):
+        get("awd")([group], parameters={"scope": "model"})
+
+
+def test_importing_twice_registers_once():
+    import mergekit_awd
+    from mergekit.merge_methods import registered_methods
+
+    importlib.reload(mergekit_awd)
+    mergekit_awd.register_methods()
+    names = [m.spec.name for m in registered_methods()]
+    assert names.count("awd") == 1
