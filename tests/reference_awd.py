@@ -22,7 +22,7 @@ def paper_objective(tau: torch.Tensor, delta: torch.Tensor, alpha: float) -> tor
             na, nb = a.norm(), b.norm()
             if float(na.detach()) > 0 and float(nb.detach()) > 0:
                 total = total + (a @ b / (na * nb)).abs()
-    norm = delta.norm() if float(delta.abs().sum()) > 0 else delta.sum() * 0
+    norm = delta.norm() if float(delta.detach().abs().sum()) > 0 else delta.sum() * 0
     return total / (k * (k - 1)) + alpha * norm
 
 

@@ -84,7 +84,19 @@ def awd_parameter_specs() -> Tuple[ParameterSpec, ...]:
                       description="relative: α and lr relative to mean ‖τ_i‖; absolute: paper's raw form"),
         ParameterSpec("select", Literal["block_linear", "matrices", "all", "none"], shared,
                       default=DEFAULT_SELECT, description="which tensors are disentangled"),
+        ParameterSpec("check_finite", bool, shared, default=True,
+                      description="refuse inputs with NaN/Inf (false: merge them anyway)"),
     )
+
+
+def require_finite(tensor_name: str, inputs: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    """Raise naming the tensor and the model when an input holds NaN or Inf."""
+    for label, tensor in inputs:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{tensor_name}: non-finite values (NaN or Inf) in {label}; fix the checkpoint, "
+                "or set check_finite: false to merge anyway"
+            )
 
 
 def solver_settings(parameters: Dict[str, Any]) -> SolverSettings:
@@ -152,6 +164,8 @@ class AWDMerge(GroupMergeMethod):
         if not entries:
             return base
         name = group.metadata.name or "<unnamed tensor>"
+        if parameters["check_finite"]:
+            require_finite(name, [(f"{e.id}{' (base model)' if e.is_base else ''}", e.tensor) for e in group.entries])
         weights = torch.tensor([parameters["weight"][e.id] for e in entries], dtype=torch.float64)
         task_vectors = task_vector_stack(base, [e.tensor for e in entries], device=base.device)
         report = active_report()

@@ -30,6 +30,7 @@ from mergekit_awd.core.awd import gram_matrix, solve_reduced, task_vector_stack
 from mergekit_awd.mergekit_adapter.awd_method import (
     SOLVER_PARAMETERS,
     ScopeSolution,
+    require_finite,
     scope_solution,
     solver_settings,
 )
@@ -102,6 +103,8 @@ class ScopeGramTask(Task[Optional[torch.Tensor]]):
             name, base.ndim, self.source.parameters["select"], self.source.output_weight.vocabulary_axis
         ):
             return None
+        if self.source.parameters["check_finite"]:
+            require_finite(name, [(f"{self.source.base_model} (base model)", base)] + [(str(m), tensors[m]) for m in order])
         for model in order:
             if tensors[model].shape != base.shape:
                 raise RuntimeError(

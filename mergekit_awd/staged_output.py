@@ -1,0 +1,73 @@
+"""Write a merge into a temporary sibling folder and move it into place only when it finished.
+
+An interrupted run (an exception, Ctrl-C, SIGTERM, a full disk) removes its temporary folder and
+leaves the previous contents of OUT untouched; a finished one replaces OUT in two renames.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+
+class OutputExistsError(FileExistsError):
+    """OUT exists and is not empty, and overwriting was not asked for."""
+
+
+class MergeInterrupted(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) arrived during a merge."""
+
+
+def check_output_target(out_path: str, overwrite: bool) -> str:
+    """Absolute OUT path; refuse a file, or a non-empty folder unless ``overwrite``."""
+    out = os.path.abspath(out_path)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise OutputExistsError(f"{out} exists and is not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not overwrite:
+        raise OutputExistsError(f"{out} exists and is not empty; pass --overwrite (overwrite=True) to replace it")
+    return out
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into ``MergeInterrupted`` while the block runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, _frame):
+        raise MergeInterrupted(f"received signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def staged_output(out_path: str, overwrite: bool = False) -> Iterator[str]:
+    """Yield a temporary folder beside OUT; on success it becomes OUT, on failure it is removed."""
+    out = check_output_target(out_path, overwrite)
+    parent, name = os.path.split(out)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+    try:
+        with terminate_as_interrupt():
+            yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if os.path.isdir(out):
+        retired = tempfile.mkdtemp(prefix=f".{name}.replaced-", dir=parent)
+        os.rmdir(retired)
+        os.rename(out, retired)
+        os.rename(staging, out)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.rename(staging, out)
