@@ -100,11 +100,12 @@ def test_zero_task_vector_is_excluded_without_nan():
     base = torch.randn(500, dtype=torch.float64)
     delta = redundant_vector(tv, result.coefficients)
     included = gram_matrix(tv).diagonal() > 0
-    merged = merge_disentangled(base, tv, torch.ones(3), 1.0, coefficients=result.coefficients, included=included)
+    models = list(base + tv)
+    merged = merge_disentangled(base, models, torch.ones(3), 1.0, coefficients=result.coefficients, included=included)
     # the zero model contributes nothing: not −δ
     expected = base + (tv[0] - delta) + (tv[2] - delta)
     assert torch.allclose(merged, expected)
-    via_delta = merge_disentangled(base, tv, torch.ones(3), 1.0, delta=delta, included=included)
+    via_delta = merge_disentangled(base, models, torch.ones(3), 1.0, delta=delta, included=included)
     assert torch.allclose(via_delta, expected)
 
 
@@ -115,8 +116,25 @@ def test_merge_weights_lambda_and_normalize():
     w = torch.tensor([1.0, 0.5, 2.0])
     delta = redundant_vector(tv, beta)
     expected = base + 0.4 / 3.5 * sum(wi * (t - delta) for wi, t in zip(w.tolist(), tv))
-    got = merge_disentangled(base, tv, w, 0.4, coefficients=beta, normalize=True)
+    got = merge_disentangled(base, list(base + tv), w, 0.4, coefficients=beta, normalize=True)
     assert torch.allclose(got, expected)
+
+
+def test_streaming_passes_match_dense_arithmetic_across_chunk_boundaries():
+    from mergekit_awd.core.awd import combine, gram_of_task_vectors
+
+    base = torch.randn(7, 1000, dtype=torch.float32)
+    models = [base + 1e-2 * torch.randn(7, 1000) for _ in range(3)]
+    dense = torch.stack([(m - base).double().reshape(-1) for m in models])
+    gram = gram_of_task_vectors(base, models, chunk=999)
+    assert torch.allclose(gram, dense @ dense.T, rtol=1e-12)
+    c = torch.tensor([0.5, -0.25, 2.0], dtype=torch.float64)
+    before = [m.clone() for m in models]
+    out = combine(base, models, c, out_dtype=torch.bfloat16, chunk=333)
+    assert all(torch.equal(a, b) for a, b in zip(models, before))  # inputs are never modified
+    expected = base.double() + sum(ci * (m.double() - base.double()) for ci, m in zip(c.tolist(), models))
+    assert out.dtype == torch.bfloat16 and out.shape == base.shape
+    assert torch.allclose(out.double(), expected.to(torch.bfloat16).double(), atol=1e-2)
 
 
 def test_all_zero_and_identical_task_vectors_stay_finite():

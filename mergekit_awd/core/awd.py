@@ -135,15 +135,53 @@ def flatten_task_vectors(task_vectors: torch.Tensor) -> torch.Tensor:
     return flat.to(working_dtype(flat.dtype))
 
 
-def gram_matrix(task_vectors: torch.Tensor) -> torch.Tensor:
-    """G_ij = ⟨τ_i, τ_j⟩ over all elements of a [K, *shape] stack; float64 [K, K] on CPU.
+# Elements per chunk of the streaming passes: bounds the scratch memory (K × 2¹⁸ float64 values)
+# and fixes the order in which the Gram matrix is summed.
+CHUNK_ELEMENTS = 1 << 18
 
-    Squared weight units.  Gram matrices of several tensors add up to the Gram matrix of
-    their concatenation (design note, Fact 3).
+
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(-1)
+
+
+def gram_of_task_vectors(
+    base: Optional[torch.Tensor], models: Sequence[torch.Tensor], chunk: int = CHUNK_ELEMENTS
+) -> torch.Tensor:
+    """G_ij = ⟨θ_i − θ_base, θ_j − θ_base⟩ (θ_base = 0 when ``base`` is None); float64 [K, K] on CPU.
+
+    Streams over fixed-size chunks without allocating a [K, n] stack: the differences are formed
+    in the working dtype (exact for bfloat16/float16 inputs), their products and sums in float64,
+    chunk after chunk in a fixed order.  Squared weight units.  Gram matrices of several tensors
+    add up to the Gram matrix of their concatenation (design note, Fact 3).
     """
-    flat = flatten_task_vectors(task_vectors)
-    gram = flat @ flat.T
-    return gram.to(device="cpu", dtype=torch.float64)
+    flats = [_flat(m) for m in models]
+    k = len(flats)
+    if k == 0:
+        return torch.zeros((0, 0), dtype=torch.float64)
+    device = flats[0].device
+    work = working_dtype(flats[0].dtype if base is None else torch.promote_types(base.dtype, flats[0].dtype))
+    flat_base = _flat(base) if base is not None else None
+    n = flats[0].numel()
+    size = min(chunk, n)
+    diff = torch.empty((k, size), dtype=work, device=device)
+    wide = diff if work == torch.float64 else torch.empty((k, size), dtype=torch.float64, device=device)
+    gram = torch.zeros((k, k), dtype=torch.float64, device=device)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        rows, wide_rows = diff[:, : stop - start], wide[:, : stop - start]
+        for index, flat in enumerate(flats):
+            rows[index].copy_(flat[start:stop])
+        if flat_base is not None:
+            rows.sub_(flat_base[start:stop].to(work))
+        if wide is not diff:
+            wide_rows.copy_(rows)
+        gram.addmm_(wide_rows, wide_rows.T)
+    return gram.cpu()
+
+
+def gram_matrix(task_vectors: torch.Tensor) -> torch.Tensor:
+    """G_ij = ⟨τ_i, τ_j⟩ over all elements of a [K, *shape] stack; float64 [K, K] on CPU."""
+    return gram_of_task_vectors(None, list(task_vectors))
 
 
 def pairwise_abs_cos(gram: torch.Tensor) -> torch.Tensor:
@@ -328,7 +366,7 @@ def solve_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> Direct
     """
     flat = flatten_task_vectors(task_vectors)
     k = flat.shape[0]
-    gram = (flat @ flat.T).to(device="cpu", dtype=torch.float64)
+    gram = gram_of_task_vectors(None, list(flat))
     active = gram.diagonal() > 0
     idx = active.nonzero().flatten()
     scale = _scope_scale(gram, active, settings.units)
@@ -346,8 +384,7 @@ def solve_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> Direct
     if float(delta.norm()) > 0:
         solution = torch.linalg.lstsq(flat[idx.to(flat.device)].T.double(), delta.double()[:, None])
         coefficients[idx] = solution.solution.flatten().cpu()
-    residual = flat - delta
-    after_gram = (residual @ residual.T).to(device="cpu", dtype=torch.float64)
+    after_gram = gram_of_task_vectors(delta, list(flat))
     after = pairwise_abs_cos(torch.where(active[:, None] & active[None, :], after_gram, 0.0))
     summary = SolveResult(
         coefficients=coefficients,
@@ -372,9 +409,64 @@ def redundant_vector(task_vectors: torch.Tensor, coefficients: torch.Tensor) -> 
     return torch.tensordot(beta, stack, dims=1)
 
 
+def merge_coefficients(
+    weights: torch.Tensor,
+    lam: float,
+    *,
+    coefficients: Optional[torch.Tensor] = None,
+    included: Optional[torch.Tensor] = None,
+    normalize: bool = False,
+) -> Tuple[torch.Tensor, float]:
+    """Fold AWD Task Arithmetic into one weighted sum of task vectors.
+
+    θ = θ_base + λ/Z · Σ_i w_i (τ_i − δ),  Z = Σ_i w_i if ``normalize`` else 1,  δ = Σ_k β_k τ_k
+      = θ_base + Σ_i c_i τ_i,              c_i = λ/Z · (w_i − S β_i),  S = Σ_{j∈included} w_j.
+    ``included`` marks task vectors that took part in the solve: excluded (zero) ones have
+    τ̂_i = 0, not −δ.  Returns (c [K] float64, λ/Z · S: the factor of a full δ tensor).
+    """
+    w = weights.to(torch.float64).cpu()
+    if included is None:
+        included = torch.ones(w.shape[0], dtype=torch.bool)
+    total = float(w.sum())
+    scale = lam / total if normalize and abs(total) > 1e-8 else lam
+    shift = float(w[included.cpu()].sum())
+    c = scale * w
+    if coefficients is not None:
+        c = c - scale * shift * coefficients.to(torch.float64).cpu()
+    return c, scale * shift
+
+
+def combine(
+    base: torch.Tensor,
+    models: Sequence[torch.Tensor],
+    c: torch.Tensor,
+    out_dtype: Optional[torch.dtype] = None,
+    chunk: int = CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """θ_base + Σ_i c_i (θ_i − θ_base), computed chunk by chunk in the working dtype.
+
+    Reads the raw inputs (no task-vector stack is allocated) and writes each chunk straight into
+    an output of ``out_dtype`` (default: the working dtype).
+    """
+    work = working_dtype(torch.promote_types(base.dtype, models[0].dtype) if models else base.dtype)
+    out = torch.empty(base.shape, dtype=out_dtype or work, device=base.device)
+    flat_out, flat_base = _flat(out), _flat(base)
+    flats = [_flat(m) for m in models]
+    factors = [float(x) for x in c.tolist()]
+    for start in range(0, flat_base.numel(), chunk):
+        stop = start + chunk
+        piece = flat_base[start:stop].to(work)
+        acc = piece.clone()
+        for factor, flat in zip(factors, flats):
+            if factor != 0.0:
+                acc.add_(flat[start:stop].to(work) - piece, alpha=factor)  # never in place on inputs
+        flat_out[start:stop] = acc
+    return out
+
+
 def merge_disentangled(
     base: torch.Tensor,
-    task_vectors: torch.Tensor,
+    models: Sequence[torch.Tensor],
     weights: torch.Tensor,
     lam: float,
     *,
@@ -382,38 +474,28 @@ def merge_disentangled(
     delta: Optional[torch.Tensor] = None,
     included: Optional[torch.Tensor] = None,
     normalize: bool = False,
+    out_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """AWD Task Arithmetic: θ = θ_base + λ/Z · Σ_i w_i (τ_i − δ)   (Z = Σ_i w_i if normalize else 1).
+    """AWD Task Arithmetic: θ = θ_base + λ/Z · Σ_i w_i (τ_i − δ) from the raw tensors θ_i.
 
-    task_vectors [K, *shape]; weights [K].  δ is given either as coefficients β (δ = Σ_k β_k τ_k)
-    or as a full tensor ``delta`` (the direct solver); neither gives plain task arithmetic.
-    With β the sum folds into one pass over the task vectors:
-        θ = θ_base + Σ_i c_i τ_i,   c_i = λ/Z · (w_i − (Σ_{j∈included} w_j) β_i).
-    ``included`` [K] bool marks task vectors that took part in the solve; excluded (zero) ones
-    have τ̂_i = 0, not −δ.  Computed and returned in the working dtype (the caller casts).
+    δ is given as coefficients β (δ = Σ_k β_k τ_k, folded into one pass, see
+    ``merge_coefficients``) or as a full tensor ``delta`` (the direct solver); neither gives
+    plain task arithmetic.  Returned in ``out_dtype`` (default: the working dtype).
     """
-    dtype = working_dtype(torch.promote_types(base.dtype, task_vectors.dtype))
-    k = task_vectors.shape[0]
-    w = weights.to(torch.float64)
-    if included is None:
-        included = torch.ones(k, dtype=torch.bool)
-    total = float(w.sum())
-    scale = lam / total if normalize and abs(total) > 1e-8 else lam
-    shift = float(w[included.cpu()].sum())
-    c = scale * w
-    if coefficients is not None:
-        c = c - scale * shift * coefficients.to(torch.float64)
-    stack = task_vectors.to(dtype)
-    merged = torch.tensordot(c.to(device=stack.device, dtype=dtype), stack, dims=1)
-    if delta is not None and shift != 0.0:
-        merged.sub_(delta.to(device=stack.device, dtype=dtype), alpha=scale * shift)
-    return merged.add_(base.to(device=stack.device, dtype=dtype))
+    c, delta_factor = merge_coefficients(
+        weights, lam, coefficients=coefficients, included=included, normalize=normalize
+    )
+    if delta is None or delta_factor == 0.0:
+        return combine(base, models, c, out_dtype=out_dtype)
+    merged = combine(base, models, c)
+    merged.sub_(delta.to(device=merged.device, dtype=merged.dtype), alpha=delta_factor)
+    return merged if out_dtype is None else merged.to(out_dtype)
 
 
 def task_vector_stack(
     base: torch.Tensor, models: Sequence[torch.Tensor], device: Optional[torch.device] = None
 ) -> torch.Tensor:
-    """τ_i = θ_i − θ_base as a [K, *shape] stack in the working dtype (one allocation)."""
+    """τ_i = θ_i − θ_base as a [K, *shape] stack in the working dtype (for the direct solver)."""
     dtype = working_dtype(torch.promote_types(base.dtype, models[0].dtype) if models else base.dtype)
     device = device if device is not None else base.device
     stack = torch.empty((len(models), *base.shape), dtype=dtype, device=device)

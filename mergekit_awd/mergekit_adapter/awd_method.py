@@ -34,7 +34,7 @@ from mergekit.merge_methods.base import (
 
 from mergekit_awd.core.awd import (
     SolverSettings,
-    gram_matrix,
+    gram_of_task_vectors,
     merge_disentangled,
     solve_direct,
     solve_reduced,
@@ -167,14 +167,15 @@ class AWDMerge(GroupMergeMethod):
         if parameters["check_finite"]:
             require_finite(name, [(f"{e.id}{' (base model)' if e.is_base else ''}", e.tensor) for e in group.entries])
         weights = torch.tensor([parameters["weight"][e.id] for e in entries], dtype=torch.float64)
-        task_vectors = task_vector_stack(base, [e.tensor for e in entries], device=base.device)
+        models = [e.tensor for e in entries]
         report = active_report()
-        lam, normalize = parameters["lambda"], parameters["normalize"]
+        common = {"normalize": parameters["normalize"], "out_dtype": base.dtype}
+        lam = parameters["lambda"]
         if not is_disentangled(name, base.ndim, parameters["select"], group.metadata.vocabulary_axis):
             if report is not None:
                 report.record_task_arithmetic(name)
-            merged = merge_disentangled(base, task_vectors, weights, lam, normalize=normalize)
-        elif parameters["scope"] == "model":
+            return merge_disentangled(base, models, weights, lam, **common)
+        if parameters["scope"] == "model":
             solution = _SCOPE_SOLUTION.get()
             if solution is None:
                 raise RuntimeError(
@@ -184,26 +185,24 @@ class AWDMerge(GroupMergeMethod):
                     "Use scope: tensor there."
                 )
             ids = [e.id for e in entries]
-            merged = merge_disentangled(
-                base, task_vectors, weights, lam, normalize=normalize,
-                coefficients=solution.coefficients_for(ids, name), included=solution.included_for(ids, name),
+            return merge_disentangled(
+                base, models, weights, lam, coefficients=solution.coefficients_for(ids, name),
+                included=solution.included_for(ids, name), **common,
             )
+        settings = solver_settings(parameters)
+        gram = gram_of_task_vectors(base, models)
+        included = gram.diagonal() > 0
+        if parameters["solver"] == "direct":
+            direct = solve_direct(task_vector_stack(base, models), settings)
+            result = direct.summary
+            merged = merge_disentangled(base, models, weights, lam, delta=direct.delta, included=included, **common)
         else:
-            settings = solver_settings(parameters)
-            gram = gram_matrix(task_vectors)
-            included = gram.diagonal() > 0
-            if parameters["solver"] == "direct":
-                direct = solve_direct(task_vectors, settings)
-                result = direct.summary
-                merged = merge_disentangled(base, task_vectors, weights, lam, normalize=normalize,
-                                            delta=direct.delta, included=included)
-            else:
-                result = solve_reduced(gram, settings)
-                merged = merge_disentangled(base, task_vectors, weights, lam, normalize=normalize,
-                                            coefficients=result.coefficients, included=included)
-            if report is not None:
-                report.record_scope(name, {"tensors": [name], **result.summary()})
-        return merged.to(base.dtype)
+            result = solve_reduced(gram, settings)
+            merged = merge_disentangled(base, models, weights, lam, coefficients=result.coefficients,
+                                        included=included, **common)
+        if report is not None:
+            report.record_scope(name, {"tensors": [name], **result.summary()})
+        return merged
 
 
 awd_merge_method = AWDMerge()

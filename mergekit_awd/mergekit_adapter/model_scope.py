@@ -26,7 +26,7 @@ from mergekit.graph import Task
 from mergekit.io.tasks import GatherTensors, LoadTensor
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 
-from mergekit_awd.core.awd import gram_matrix, solve_reduced, task_vector_stack
+from mergekit_awd.core.awd import gram_of_task_vectors, solve_reduced
 from mergekit_awd.mergekit_adapter.awd_method import (
     SOLVER_PARAMETERS,
     ScopeSolution,
@@ -111,7 +111,7 @@ class ScopeGramTask(Task[Optional[torch.Tensor]]):
                     f"{name}: shape {tuple(tensors[model].shape)} in {model} differs from "
                     f"{tuple(base.shape)} in the base model {self.source.base_model}"
                 )
-        return gram_matrix(task_vector_stack(base, [tensors[m] for m in order], device=base.device))
+        return gram_of_task_vectors(base, [tensors[m] for m in order])
 
 
 class SolveScopeTask(Task[ScopeSolution]):
