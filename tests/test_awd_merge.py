@@ -185,3 +185,36 @@ def test_importing_twice_registers_once():
     mergekit_awd.register_methods()
     names = [m.spec.name for m in registered_methods()]
     assert names.count("awd") == 1
+
+
+def build_tiny_bert_family(root: Path, n_models: int = 2):
+    """A tiny BertModel base and fine-tunes (BERT has an optional aliased weight, position_ids)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(3)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64)
+    model = BertModel(config)
+    paths = [root / "base"] + [root / f"ft_{i}" for i in range(n_models)]
+    model.save_pretrained(str(paths[0]))
+    base_state = {k: v.clone() for k, v in model.state_dict().items()}
+    for i, path in enumerate(paths[1:]):
+        state = {k: (v + 0.01 * torch.randn_like(v) if v.is_floating_point() else v) for k, v in base_state.items()}
+        model.load_state_dict(state)
+        model.save_pretrained(str(path))
+    return paths
+
+
+@pytest.mark.parametrize("method, parameters", [("awd", {"scope": "model"}), ("awd", {}), ("task_arithmetic", {"lambda": 0.5})])
+def test_bert_merges_through_the_planner_fix(tmp_path, method, parameters):
+    from transformers import AutoModel
+
+    paths = build_tiny_bert_family(tmp_path / "bert")
+    config = write_config(tmp_path, paths, parameters, weights=[1.0, 1.0], method=method)
+    out = merge_cli(tmp_path, config, "bert_out")
+    model = AutoModel.from_pretrained(str(out))
+    hidden = model(input_ids=torch.tensor([[1, 5, 7, 2]])).last_hidden_state
+    assert torch.isfinite(hidden).all()
+    if method == "awd":
+        report = json.loads((out / "awd_report.json").read_text())
+        assert report["summary"]["disentangled_tensors"] == 12  # 6 linear weights × 2 layers

@@ -1,20 +1,62 @@
-"""Planner hook: mergekit's ``MergePlanner`` plus the model-scope rewrite for our methods."""
+"""Planner hook: mergekit's ``MergePlanner``, a fix for optional aliased weights, and the
+model-scope rewrite for our methods."""
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, List
 
 import mergekit.merge
+from mergekit.architecture import WeightInfo
+from mergekit.common import ModelReference
+from mergekit.config import ConfigReader
+from mergekit.io.tasks import LoaderCache
+from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.plan import MergePlanner
 
 from mergekit_awd.mergekit_adapter.model_scope import plan_model_scopes
 
 MODEL_SCOPE_METHODS = ("awd",)
 
+LOG = logging.getLogger(__name__)
+
+
+def optional_weight_present(weights_in: List[WeightInfo], models: List[ModelReference]) -> bool:
+    """Whether any input model holds a weight under its name or one of its aliases."""
+    for model, weight in zip(models, weights_in):
+        names = LoaderCache().get(model).index.tensor_paths
+        if any(name in names for name in (weight.name, *(weight.aliases or ()))):
+            return True
+    return False
+
 
 class AWDMergePlanner(MergePlanner):
-    """Plans exactly as mergekit does, then rewrites model-scope tensors (see ``model_scope``)."""
+    """Plans exactly as mergekit does, with two additions.
+
+    * mergekit 0.1.5 checks optional weights with ``[w.name] + (w.aliases or [])``, which raises
+      for every optional weight that has aliases (``aliases`` is a tuple; BERT's
+      ``embeddings.position_ids``).  The same check is made here tuple-safely; mergekit then plans
+      the weight from a non-optional copy (skipping only that check) and the planned task gets
+      the original optional ``WeightInfo`` back, so saving behaves as mergekit intends.
+    * Model-scope tensors of our methods are rewritten into the two-pass graph (``model_scope``).
+    """
+
+    def plan_tensor(self, weight: WeightInfo, weights_in: List[WeightInfo], models: List[ModelReference],
+                    cfg_reader: ConfigReader) -> None:
+        if not weight.optional:
+            return super().plan_tensor(weight, weights_in, models, cfg_reader)
+        if not optional_weight_present(weights_in, models):
+            LOG.info("Skipping optional weight %s", weight.name)
+            return None
+        planned = len(self._tensors)
+        super().plan_tensor(weight.model_copy(update={"optional": False}), weights_in, models, cfg_reader)
+        if len(self._tensors) > planned:
+            _, task = self._tensors[-1]
+            if isinstance(task, ExecuteMergeMethodTask):
+                task = task.model_copy(update={"output_weight": weight})
+            self._tensors[-1] = (weight, task)
+        return None
 
     def _plan(self) -> None:
         super()._plan()

@@ -19,12 +19,18 @@ from typing import Optional, Tuple
 SELECT_CHOICES: Tuple[str, ...] = ("block_linear", "matrices", "all", "none")
 DEFAULT_SELECT = "block_linear"
 
-_BLOCK_PATTERN = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.\d+\.")
+_BLOCK_PATTERN = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.")
+
+
+def block_number(name: str) -> Optional[str]:
+    """The number of the transformer block a tensor belongs to (``"7"``), or None."""
+    match = _BLOCK_PATTERN.search(name or "")
+    return match.group(1) if match else None
 
 
 def in_transformer_block(name: str) -> bool:
     """True when a tensor name contains a numbered block (``model.layers.7.mlp...``)."""
-    return bool(_BLOCK_PATTERN.search(name or ""))
+    return block_number(name) is not None
 
 
 def may_be_disentangled(name: str, select: str, vocabulary_axis: Optional[int] = None) -> bool:
