@@ -16,7 +16,7 @@ setup() {
     if ! python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null; then
         pip install --quiet torch==2.13.0
     fi
-    pip install --quiet --disable-pip-version-check -e ".[test,plots]"
+    pip install --quiet --disable-pip-version-check -e ".[test]"
     export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 }
 

@@ -1,6 +1,9 @@
 """``mergekit-awd``: mergekit-yaml with this package's methods registered, plus subcommands.
 
     mergekit-awd CONFIG OUT [every mergekit-yaml option]     merge (the default command)
+        [--push-to-hub ORG/NAME [--private] [--revision BRANCH] [--commit-message M] [--token T]]
+    mergekit-awd upload OUT ORG/NAME [...]                    upload a finished output folder
+    mergekit-awd inspect CONFIG [--out DIR]                   cosines, AWD and TSV figures, no merge
 """
 
 from __future__ import annotations
@@ -11,7 +14,11 @@ from typing import List, Optional
 import click
 from mergekit.options import MergeOptions, PrettyPrintHelp, add_merge_options
 
+from mergekit_awd.compress import compress_command
 from mergekit_awd.config_loading import ConfigError
+from mergekit_awd.staged_output import OutputExistsError
+from mergekit_awd.hub.upload import check_publish_target, publish_options, upload_command, upload_for_cli
+from mergekit_awd.inspect_merge import inspect_command
 
 
 class DefaultCommandGroup(click.Group):
@@ -37,28 +44,51 @@ def main() -> None:
 @main.command("merge", cls=PrettyPrintHelp)
 @click.argument("config_file")
 @click.argument("out_path")
+@click.option("--push-to-hub", "push_to_hub", default=None, metavar="ORG/NAME",
+              help="After a successful merge, upload OUT_PATH to this Hub model repository.")
+@publish_options
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace OUT_PATH if it exists and is not empty (it is only replaced once the merge finished).")
 @add_merge_options
-def merge_command(merge_options: MergeOptions, config_file: str, out_path: str) -> None:
+def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, push_to_hub: Optional[str],
+                  private: bool, revision: Optional[str], commit_message: Optional[str],
+                  token: Optional[str], overwrite: bool) -> None:
     """Run the merge in CONFIG_FILE and write the model to OUT_PATH (mergekit-yaml's options)."""
     from mergekit_awd.runner import run_merge
 
+    if push_to_hub is None and (private or revision or commit_message or token):
+        raise click.UsageError("--private, --revision, --commit-message and --token need --push-to-hub")
+    if push_to_hub is not None:
+        check_publish_target(push_to_hub, token)
     merge_options.apply_global_options()
     try:
-        outcome = run_merge(config_file, out_path, options=merge_options)
-    except ConfigError as error:
+        outcome = run_merge(config_file, out_path, options=merge_options, overwrite=overwrite)
+    except (ConfigError, OutputExistsError) as error:
         raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt as error:
+        raise click.ClickException(
+            f"merge interrupted ({error or 'Ctrl-C'}); {out_path} was left as it was and the partial output removed"
+        ) from None
     if not merge_options.quiet:
         click.echo(f"Merged model written to {outcome.out_path}")
         if outcome.report_path:
             summary = outcome.report["summary"]
-            click.echo(
-                f"AWD report: {outcome.report_path} (mean |cos| between task vectors "
-                f"{summary['mean_abs_cos_before']:.4f} -> {summary['mean_abs_cos_after']:.4f} "
-                f"over {summary['disentangled_tensors']} disentangled tensors)"
-            )
+            line = f"Report: {outcome.report_path}"
+            if summary["disentangled_tensors"]:
+                line += (f" (mean |cos| between task vectors {summary['mean_abs_cos_before']:.4f} -> "
+                         f"{summary['mean_abs_cos_after']:.4f} over {summary['disentangled_tensors']} disentangled tensors)")
+            if "singular_task_interference" in summary:
+                line += f" (singular task interference {summary['singular_task_interference']:.4g})"
+            click.echo(line)
+    if push_to_hub is not None:
+        upload_for_cli(outcome.out_path, push_to_hub, private, revision, commit_message, token,
+                       quiet=merge_options.quiet)
 
 
 # Subcommands live in their own modules and are attached here, one line each.
+main.add_command(upload_command)
+main.add_command(inspect_command)
+main.add_command(compress_command)
 
 
 def run(argv: Optional[List[str]] = None) -> int:

@@ -7,15 +7,20 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Union
 
+from mergekit.card import modelref_md
 from mergekit.config import MergeConfiguration
 from mergekit.merge import run_merge as mergekit_run_merge
 from mergekit.merge_methods import get as get_method
 from mergekit.options import MergeOptions
 
-from mergekit_awd.config_loading import ConfigError, ConfigInput, load_config
+from mergekit_awd.config_loading import ConfigInput, load_config
+from mergekit_awd.hub.card import task_vector_models, write_model_card
 from mergekit_awd.mergekit_adapter.planner import awd_planner
 from mergekit_awd.mergekit_adapter.registration import our_methods, register_methods
-from mergekit_awd.mergekit_adapter.report import collecting_report
+from mergekit_awd.mergekit_adapter.report import collecting_report, report_filename
+from mergekit_awd.output_layout import write_completion_marker
+from mergekit_awd.staged_output import check_output_target, staged_output
+from mergekit_awd.validation import validate_merge
 
 
 @dataclass(frozen=True)
@@ -25,37 +30,6 @@ class MergeOutcome:
     out_path: str
     report_path: Optional[str]
     report: Optional[Dict[str, Any]]
-
-
-def _parameter_blocks(config: MergeConfiguration):
-    """Yield (location, parameters mapping) for every place a config sets parameters."""
-    yield "parameters", config.parameters
-    for i, model in enumerate(config.models or []):
-        yield f"models[{i}] ({model.model}).parameters", model.parameters
-    for i, piece in enumerate(config.slices or []):
-        yield f"slices[{i}].parameters", piece.parameters
-        for j, src in enumerate(piece.sources):
-            yield f"slices[{i}].sources[{j}] ({src.model}).parameters", src.parameters
-    for name, module in (config.modules or {}).items():
-        yield f"modules.{name}.parameters", module.parameters
-        for i, model in enumerate(module.models or []):
-            yield f"modules.{name}.models[{i}] ({model.model}).parameters", model.parameters
-
-
-def check_parameter_names(config: MergeConfiguration, label: str) -> None:
-    """mergekit ignores unknown parameter names; for our methods a typo is an error."""
-    ours = {m.spec.name: m for m in our_methods()}
-    method = ours.get(config.merge_method)
-    if method is None:
-        return
-    accepted = sorted(p.name for p in method.spec.parameters)
-    for location, block in _parameter_blocks(config):
-        for key in block or {}:
-            if key not in accepted:
-                raise ConfigError(
-                    f"{label}: unknown parameter {key!r} in {location} for merge_method "
-                    f"{config.merge_method}; accepted: {', '.join(accepted)}"
-                )
 
 
 def _resolved_parameters(config: MergeConfiguration) -> Dict[str, Any]:
@@ -75,29 +49,60 @@ def build_options(options: Union[MergeOptions, Dict[str, Any], None], overrides:
     return MergeOptions(**data)
 
 
+def _normalise_mergekit_card(staging: str, out_path: str, config: MergeConfiguration) -> None:
+    """Make mergekit's README.md name the final folder and list the models in config order.
+
+    mergekit titles the card with the folder it wrote to (our temporary one) and lists
+    ``config.referenced_models()``, a set whose order changes from process to process.
+    """
+    card = os.path.join(staging, "README.md")
+    if not os.path.isfile(card):
+        return
+    with open(card, encoding="utf-8") as handle:
+        lines = handle.read().replace(os.path.basename(staging), os.path.basename(out_path)).split("\n")
+    bullets = ["* " + modelref_md(m) for m in task_vector_models(config)]
+    positions = [i for i, line in enumerate(lines) if line in bullets]
+    if positions and positions == list(range(positions[0], positions[0] + len(bullets))):
+        lines[positions[0]:positions[0] + len(bullets)] = bullets
+    with open(card, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines))
+
+
 def run_merge(
     config: ConfigInput,
     out_path: Union[str, os.PathLike],
     options: Union[MergeOptions, Dict[str, Any], None] = None,
+    *,
+    overwrite: bool = False,
     **option_overrides: Any,
 ) -> MergeOutcome:
     """Merge as ``mergekit-awd CONFIG OUT`` does.
 
     ``config``: a YAML path, YAML text, a dict or a MergeConfiguration.  ``options``: mergekit's
     MergeOptions (or a dict of its fields); keyword overrides such as ``cuda=True`` win.
-    Our methods write ``awd_report.json`` into ``out_path``.
+    The configuration is checked before anything is read or written (``ConfigError``).  The merge
+    is written into a temporary folder beside ``out_path`` and moved into place when it finished;
+    an existing non-empty ``out_path`` is refused unless ``overwrite``.  Our methods write
+    ``awd_report.json`` (``tsv_report.json`` for tsv) into the output.
     """
     register_methods()
     merge_config, source, label = load_config(config)
-    check_parameter_names(merge_config, label)
     merge_options = build_options(options, option_overrides)
-    out_path = os.fspath(out_path)
-    ours = merge_config.merge_method in {m.spec.name for m in our_methods()}
-    with collecting_report() as report, awd_planner():
-        mergekit_run_merge(merge_config, out_path, options=merge_options, config_source=source)
-    if not ours:
-        return MergeOutcome(out_path, None, None)
-    models: List[str] = [str(m) for m in merge_config.referenced_models()]
-    parameters = _resolved_parameters(merge_config)
-    path = report.write(out_path, merge_config.merge_method, parameters, sorted(models))
-    return MergeOutcome(out_path, path, report.to_json(merge_config.merge_method, parameters, sorted(models)))
+    ours = {m.spec.name: m for m in our_methods()}
+    method = ours.get(merge_config.merge_method)
+    validate_merge(merge_config, label, method, allow_crimes=merge_options.allow_crimes)
+    final_path = check_output_target(os.fspath(out_path), overwrite)
+    with staged_output(final_path, overwrite=overwrite) as staging:
+        with collecting_report() as report, awd_planner():
+            mergekit_run_merge(merge_config, staging, options=merge_options, config_source=source)
+        _normalise_mergekit_card(staging, final_path, merge_config)
+        report_json = None
+        if method is not None:
+            models: List[str] = sorted(str(m) for m in merge_config.referenced_models())
+            parameters = _resolved_parameters(merge_config)
+            report_json = report.to_json(merge_config.merge_method, parameters, models)
+            report.write(staging, merge_config.merge_method, parameters, models)
+            write_model_card(staging, merge_config, report_json)
+        write_completion_marker(staging, {"merge_method": merge_config.merge_method})
+    report_path = os.path.join(final_path, report_filename(merge_config.merge_method)) if method else None
+    return MergeOutcome(final_path, report_path, report_json)

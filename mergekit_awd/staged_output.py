@@ -50,24 +50,62 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+# Signals held while OUT is swapped, so that OUT is never left half-replaced.
+_HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _hold_signals():
+    """Block SIGTERM/SIGINT in this thread (main thread, POSIX); return the mask to restore."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+
+
+def _release_signals(mask) -> None:
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _default_folder_mode() -> int:
+    """The mode ``os.mkdir`` would give a folder (mkdtemp's is always 0700)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o777 & ~umask
+
+
 @contextmanager
 def staged_output(out_path: str, overwrite: bool = False) -> Iterator[str]:
-    """Yield a temporary folder beside OUT; on success it becomes OUT, on failure it is removed."""
+    """Yield a temporary folder beside OUT; on success it becomes OUT, on failure it is removed.
+
+    SIGTERM is turned into ``MergeInterrupted`` from before the temporary folder exists until the
+    merge finished; SIGTERM and SIGINT are then held while OUT is swapped and delivered after.
+    """
     out = check_output_target(out_path, overwrite)
     parent, name = os.path.split(out)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
-    try:
-        with terminate_as_interrupt():
+    with terminate_as_interrupt():
+        staging = None
+        try:
+            held = _hold_signals()  # no interrupt between creating the folder and knowing its name
+            try:
+                staging = tempfile.mkdtemp(prefix=f".{name}.partial-", dir=parent)
+            finally:
+                _release_signals(held)
             yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if os.path.isdir(out):
-        retired = tempfile.mkdtemp(prefix=f".{name}.replaced-", dir=parent)
-        os.rmdir(retired)
-        os.rename(out, retired)
-        os.rename(staging, out)
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.rename(staging, out)
+            os.chmod(staging, _default_folder_mode())
+            held = _hold_signals()
+        except BaseException:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+    try:
+        if os.path.isdir(out):
+            retired = tempfile.mkdtemp(prefix=f".{name}.replaced-", dir=parent)
+            os.rmdir(retired)
+            os.rename(out, retired)
+            os.rename(staging, out)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, out)
+    finally:
+        _release_signals(held)

@@ -172,12 +172,24 @@ def check_models(config: MergeConfiguration, label: str, allow_crimes: bool = Fa
                 )
 
 
+def check_method_name(config: MergeConfiguration, label: str) -> None:
+    """``merge_method`` names a registered method (mergekit only finds out after loading)."""
+    from mergekit.merge_methods import registered_methods
+
+    names = sorted(m.spec.name for m in registered_methods())
+    if config.merge_method not in names:
+        raise ConfigError(
+            f"{label}: unknown merge_method {config.merge_method!r}; accepted: {', '.join(names)}"
+        )
+
+
 def validate_merge(config: MergeConfiguration, label: str, method: Optional[MergeMethod], allow_crimes: bool) -> None:
     """All checks; ``method`` is given for this package's methods (strict parameter checks)."""
+    check_method_name(config, label)
     if method is not None:
         check_parameters(config, method, label)
         check_inputs(config, method, label)
     check_models(config, label, allow_crimes=allow_crimes)
 
 
-__all__ = ["validate_merge", "check_parameters", "check_inputs", "check_models", "parameter_blocks"]
+__all__ = ["validate_merge", "check_method_name", "check_parameters", "check_inputs", "check_models", "parameter_blocks"]

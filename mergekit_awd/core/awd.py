@@ -277,12 +277,18 @@ def _scope_scale(gram: torch.Tensor, active: torch.Tensor, units: str) -> float:
 def orthonormal_coordinates(gram: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Coordinates of the task vectors in an orthonormal basis of their span.
 
-    From G = V Λ Vᵀ (positive part): R = V Λ^{1/2} [K, m] has R Rᵀ = G, i.e. r_i are the τ_i
-    in the basis Q = T V Λ^{-1/2}.  A point d in that basis is δ = Q d = T (V Λ^{-1/2} d), so
-    the second return value M = V Λ^{-1/2} [K, m] maps d to the coefficients β = M d.
+    The decomposition is made on the cosine matrix C = D^{-1/2} G D^{-1/2} (D = diag G, all
+    positive), so that the rank cut-off judges linear dependence, not scale: a task vector 10⁸
+    times shorter than the others keeps its direction.  With C = V Λ Vᵀ (positive part) and the
+    orthonormal basis Q = T D^{-1/2} V Λ^{-1/2}:
+        r_i = ‖τ_i‖ · (V Λ^{1/2})_i          (rows of R [K, m]; R Rᵀ = G)
+        δ = Q d = T β,   β = D^{-1/2} V Λ^{-1/2} d   (M = D^{-1/2} V Λ^{-1/2} [K, m] is returned)
     """
     gram = gram.to(torch.float64)
-    eigenvalues, eigenvectors = torch.linalg.eigh(gram)
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    inverse = torch.where(norms > 0, 1.0 / torch.where(norms > 0, norms, 1.0), 0.0)
+    cosine = gram * inverse[:, None] * inverse[None, :]
+    eigenvalues, eigenvectors = torch.linalg.eigh(cosine)
     top = float(eigenvalues.max()) if eigenvalues.numel() else 0.0
     keep = eigenvalues > max(top, 0.0) * 1e-12
     if not bool(keep.any()):
@@ -290,7 +296,7 @@ def orthonormal_coordinates(gram: torch.Tensor) -> Tuple[torch.Tensor, torch.Ten
         return empty, empty
     values = eigenvalues[keep]
     vectors = eigenvectors[:, keep]
-    return vectors * values.sqrt(), vectors / values.sqrt()
+    return vectors * values.sqrt() * norms[:, None], vectors / values.sqrt() * inverse[:, None]
 
 
 def solve_reduced(gram: torch.Tensor, settings: SolverSettings) -> SolveResult:
@@ -357,6 +363,23 @@ class DirectResult:
     summary: SolveResult
 
 
+def _span_coefficients(vectors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Least-squares β (float64, CPU) with Σ_k β_k v_k ≈ target, for vectors [K, n].
+
+    LAPACK's least squares on the [n, K] matrix splits its work by the thread count, which changes
+    the last bits of β with mergekit's -j; it runs on one thread here.  The SVD driver (gelsd):
+    torch's default on CPU (gelsy) misjudges the rank of stacks with two identical task vectors
+    and returns a β that does not rebuild δ.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        solution = torch.linalg.lstsq(vectors.T.double().cpu(), target.double().cpu()[:, None], driver="gelsd")
+    finally:
+        torch.set_num_threads(threads)
+    return solution.solution.flatten().cpu()
+
+
 def solve_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> DirectResult:
     """The paper's literal form: optimise δ ∈ Rⁿ directly on a [K, *shape] stack.
 
@@ -382,8 +405,7 @@ def solve_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> Direct
     delta = best * scale
     coefficients = torch.zeros(k, dtype=torch.float64)
     if float(delta.norm()) > 0:
-        solution = torch.linalg.lstsq(flat[idx.to(flat.device)].T.double(), delta.double()[:, None])
-        coefficients[idx] = solution.solution.flatten().cpu()
+        coefficients[idx] = _span_coefficients(flat[idx.to(flat.device)], delta)
     after_gram = gram_of_task_vectors(delta, list(flat))
     after = pairwise_abs_cos(torch.where(active[:, None] & active[None, :], after_gram, 0.0))
     summary = SolveResult(

@@ -26,9 +26,9 @@ Parameters of ours (all documented in ``TSVSettings``):
   ``svd="lowrank"``: the top-k triplets from a seeded randomized subspace iteration (Halko,
   Martinsson & Tropp 2011, Alg. 4.4: q = k + oversample columns, ``power_iters`` re-orthonormalised
   power steps, Rayleigh–Ritz on the q-dimensional subspace), and the whitening from the K·k × K·k
-  Gram matrices: U⊥ = U (UᵀU)^{-1/2}, which equals P Qᵀ when U has full column rank, so
-  Δ_M = U [(UᵀU)^{-1/2} Σ (VᵀV)^{-1/2}] Vᵀ costs two small eigendecompositions instead of two
-  m×K·k SVDs.  The same identity is the official repository's "eigen" variant.
+  float64 Gram matrices: U⊥ = U (UᵀU)^{-1/2}, which equals P Qᵀ when U has full column rank, so
+  two small eigendecompositions replace two m × K·k SVDs.  The same identity is the official
+  repository's "eigen" variant (which adds 1e-12 to the roots instead of cutting the null space).
 
 Differences from the official implementation (AntoAndGar/task_singular_vectors,
 src/utils/TSVM_utils.py ``compute_and_sum_svd_mem_reduction`` and ``get_tsv_merge``) and from
@@ -64,7 +64,12 @@ FusionBench (tanganke/fusion_bench, fusion_bench/method/task_singular_vector/), 
    Over a whole model the interference is the sum over layers: for the block-diagonal
    whole-model task matrices the cross-layer Gram blocks are zero, so the entry-wise ℓ1 norm is
    the sum of the per-layer values.
-9. Everything is computed in float32 (float64 for float64 inputs) on the input's device; the
+9. Whitening a numerically rank-deficient stack (e.g. two identical fine-tunes: U = [A A]) keeps
+   only the non-zero singular directions of U (and V): the partial isometry on their range, not the
+   official code's P Qᵀ over all columns, whose zero-d columns are arbitrary.  For two identical
+   task matrices TSV-M then returns one copy of their rank-k approximation rather than one copy
+   plus arbitrary directions.
+10. Everything is computed in float32 (float64 for float64 inputs) on the input's device; the
    official code computes in the checkpoint's dtype (FusionBench casts half precision to float32).
 """
 
@@ -89,7 +94,7 @@ SVD_METHODS: Tuple[str, ...] = ("exact", "lowrank")
 
 DEFAULT_FRACTION = 1.0
 DEFAULT_SVD = "exact"
-DEFAULT_OVERSAMPLE = 16
+DEFAULT_OVERSAMPLE = 32
 DEFAULT_POWER_ITERS = 2
 DEFAULT_SEED = 0
 
@@ -275,9 +280,15 @@ def top_singular_triplets(matrix: torch.Tensor, k: int, settings: TSVSettings = 
 def polar_factor(x: torch.Tensor) -> torch.Tensor:
     """Nearest matrix with orthonormal columns (rows if x is wide): P Qᵀ from x = P D Qᵀ.
 
-    The orthogonal Procrustes solution argmin_{XᵀX = I} ‖X − x‖_F used by TSV-M.
+    The orthogonal Procrustes solution argmin_{XᵀX = I} ‖X − x‖_F used by TSV-M.  When x is
+    numerically rank-deficient (d ≤ max(m, n) · ε · d_max) the factor is not unique; the
+    columns of P and Q with zero d are left out, giving the partial isometry on x's range
+    (the canonical choice, and what the Gram route of ``whiten`` gives).
     """
-    p, _, qh = torch.linalg.svd(x, full_matrices=False)
+    p, d, qh = torch.linalg.svd(x, full_matrices=False)
+    keep = _numerical_rank_cut(d, *x.shape)
+    if keep < d.shape[0]:
+        p, qh = p[:, :keep], qh[:keep]
     return p @ qh
 
 
@@ -291,13 +302,45 @@ def _inverse_sqrt_psd(gram: torch.Tensor) -> torch.Tensor:
     return (vectors * scale) @ vectors.T
 
 
-def interference_from_grams(gram_u: torch.Tensor, s: torch.Tensor, gram_v: torch.Tensor) -> float:
-    """‖(UᵀU − I) diag(S) (VᵀV − I)‖₁ (entry-wise) from UᵀU and VᵀV; weight units."""
+def _grams(u: torch.Tensor, vh: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """UᵀU and VᵀV = Vh Vhᵀ in float64."""
+    u64, vh64 = u.double(), vh.double()
+    return u64.T @ u64, vh64 @ vh64.T
+
+
+def whiten(u: torch.Tensor, vh: torch.Tensor, method: str = "exact",
+           grams: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """TSV-M whitening: (U⊥, V⊥ᵀ) for stacked U [m, c] and Vh = Vᵀ [c, n].
+
+    "exact":   U⊥ = P Qᵀ from the SVD U = P D Qᵀ (the paper), V⊥ likewise.
+    "lowrank": U⊥ = U (UᵀU)^{-1/2}, V⊥ᵀ = (VᵀV)^{-1/2} Vᵀ with float64 c × c Gram matrices
+               (the concatenations are often square and ill-conditioned, K·k = r); equal to P Qᵀ
+               when U has full column rank, and the pseudo-inverse root on its range otherwise.
+    """
+    if method == "exact":
+        return polar_factor(u), polar_factor(vh.T).T
+    gram_u, gram_v = grams if grams is not None else _grams(u, vh)
+    return u @ _inverse_sqrt_psd(gram_u).to(u.dtype), _inverse_sqrt_psd(gram_v).to(vh.dtype) @ vh
+
+
+def interference_from_grams(gram_u: torch.Tensor, s: torch.Tensor, gram_v: torch.Tensor,
+                            blocks: Optional[Sequence[int]] = None) -> float:
+    """‖(UᵀU − I) diag(S) (VᵀV − I)‖₁ (entry-wise) from UᵀU and VᵀV; weight units.
+
+    ``blocks``: the number of columns each task contributes.  A task's own singular vectors are
+    orthonormal, so its diagonal block of UᵀU − I (and VᵀV − I) is zero by definition; it is set to
+    exactly zero rather than left at rounding noise (so K = 1 gives exactly 0).
+    """
     if s.numel() == 0:
         return 0.0
     eye = torch.eye(s.shape[0], dtype=gram_u.dtype, device=gram_u.device)
-    product = ((gram_u - eye) * s) @ (gram_v - eye)
-    return float(product.abs().sum())
+    left, right = gram_u - eye, gram_v - eye
+    start = 0
+    for size in blocks or ():
+        left[start:start + size, start:start + size] = 0
+        right[start:start + size, start:start + size] = 0
+        start += size
+    return float(((left * s) @ right).abs().sum())
 
 
 def _stack(triplets: Sequence[SingularTriplets]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -346,9 +389,10 @@ def singular_task_interference(task_matrices: Sequence[torch.Tensor], k: Optiona
     triplets, _ = task_singular_triplets(task_matrices, k, TSVSettings(svd="exact"))
     if not any(t.rank for t in triplets):
         return 0.0
-    u, s, vh = _stack([t for t in triplets if t.rank])
-    u, s, vh = u.double(), s.double(), vh.double()
-    return interference_from_grams(u.T @ u, s, vh @ vh.T)
+    active = [t for t in triplets if t.rank]
+    u, s, vh = _stack(active)
+    gram_u, gram_v = _grams(u, vh)
+    return interference_from_grams(gram_u, s.double(), gram_v, [t.rank for t in active])
 
 
 def tsv_merge_matrices(task_matrices: TaskMatrices, weights: Optional[Sequence[float]] = None,
@@ -357,8 +401,8 @@ def tsv_merge_matrices(task_matrices: TaskMatrices, weights: Optional[Sequence[f
 
     ``task_matrices``: [K, m, n] stack or K matrices; ``weights``: w_i (default 1).
     Exact path: U⊥ = polar(U), V⊥ = polar(V) via SVD (the paper).  Lowrank path: randomized
-    triplets and Δ_M = U [(UᵀU)^{-1/2} Σ (VᵀV)^{-1/2}] Vᵀ (identical when U, V have full column
-    rank).  Returned in the working dtype on the inputs' device; the caller applies α.
+    triplets, U⊥ = U (UᵀU)^{-1/2} and V⊥ likewise (``whiten``; identical when U, V have full
+    column rank).  Returned in the working dtype on the inputs' device; the caller applies α.
     """
     matrices = _weighted(_as_matrix_list(task_matrices), weights)
     rows, cols = matrices[0].shape
@@ -372,14 +416,10 @@ def tsv_merge_matrices(task_matrices: TaskMatrices, weights: Optional[Sequence[f
         return TSVMergeResult(torch.zeros((rows, cols), dtype=dtype, device=device), k, min(rows, cols),
                               tasks, [0] * len(triplets), 0.0, energy, 0.0)
     u, s, vh = _stack(active)
-    gram_u = u.T @ u
-    gram_v = vh @ vh.T
-    sti = interference_from_grams(gram_u, s, gram_v)
-    if settings.svd == "exact":
-        delta = (polar_factor(u) * s) @ polar_factor(vh.T).T
-    else:
-        core = (_inverse_sqrt_psd(gram_u) * s) @ _inverse_sqrt_psd(gram_v)
-        delta = (u @ core) @ vh
+    gram_u, gram_v = _grams(u, vh)
+    sti = interference_from_grams(gram_u, s.double(), gram_v, [t.rank for t in active])
+    u_perp, vh_perp = whiten(u, vh, settings.svd, grams=(gram_u, gram_v))
+    delta = (u_perp * s) @ vh_perp
     return TSVMergeResult(delta.to(dtype), k, min(rows, cols), tasks, [t.rank for t in triplets],
                           sti, energy, float(s.double().sum()))
 

@@ -191,6 +191,12 @@ class AWDMerge(GroupMergeMethod):
             )
         settings = solver_settings(parameters)
         gram = gram_of_task_vectors(base, models)
+        if not bool(torch.isfinite(gram).all()):
+            # NaN/Inf inputs let through by check_finite: false: no δ can be solved from them,
+            # so this tensor is merged as task arithmetic (the non-finite values propagate).
+            if report is not None:
+                report.record_task_arithmetic(name)
+            return merge_disentangled(base, models, weights, lam, **common)
         included = gram.diagonal() > 0
         if parameters["solver"] == "direct":
             direct = solve_direct(task_vector_stack(base, models), settings)
@@ -201,7 +207,7 @@ class AWDMerge(GroupMergeMethod):
             merged = merge_disentangled(base, models, weights, lam, coefficients=result.coefficients,
                                         included=included, **common)
         if report is not None:
-            report.record_scope(name, {"tensors": [name], **result.summary()})
+            report.record_scope(name, {"tensors": [name], "models": [str(e.id) for e in entries], **result.summary()})
         return merged
 
 

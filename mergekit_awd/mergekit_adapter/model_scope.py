@@ -131,16 +131,24 @@ class SolveScopeTask(Task[ScopeSolution]):
     def execute(self, **grams: Optional[torch.Tensor]) -> ScopeSolution:
         k = len(self.ids)
         total = torch.zeros((k, k), dtype=torch.float64)
-        tensors = []
+        tensors, non_finite = [], []
         for index, gram_task in enumerate(self.grams):
             gram = grams[f"gram_{index}"]
-            if gram is not None:
-                total += gram
-                tensors.append(gram_task.source.output_weight.name)
+            if gram is None:
+                continue
+            name = gram_task.source.output_weight.name
+            if not bool(torch.isfinite(gram).all()):
+                # only reachable with check_finite: false; such a tensor gets the scope's δ
+                # without shaping it, and its non-finite inputs stay where they are
+                non_finite.append(name)
+                continue
+            total += gram
+            tensors.append(name)
         result = solve_reduced(total, solver_settings(dict(self.settings)))
         report = active_report()
         if report is not None:
-            report.record_scope(self.scope_key, {"tensors": tensors, **result.summary()})
+            report.record_scope(self.scope_key, {"tensors": tensors, "models": [str(m) for m in self.ids],
+                                                 "non_finite_tensors": non_finite, **result.summary()})
         return ScopeSolution(key=self.scope_key, ids=self.ids, coefficients=result.coefficients,
                              included=total.diagonal() > 0)
 

@@ -7,10 +7,11 @@ from typing import Tuple
 from mergekit.merge_methods import MergeMethod, register, registered_methods
 
 from mergekit_awd.mergekit_adapter.awd_method import awd_merge_method
+from mergekit_awd.mergekit_adapter.tsv_method import tsv_merge_method
 
 
 def our_methods() -> Tuple[MergeMethod, ...]:
-    return (awd_merge_method,)
+    return (awd_merge_method, tsv_merge_method)
 
 
 def register_methods() -> None:

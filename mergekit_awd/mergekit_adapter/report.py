@@ -49,6 +49,8 @@ class MergeReport:
         solved = [s for s in scopes.values() if s.get("active", 0) >= 2]
         before = [s["mean_abs_cos_before"] for s in solved]
         after = [s["mean_abs_cos_after"] for s in solved]
+        interference = [e["sti"] for e in sections.get("interference", {}).values() if isinstance(e.get("sti"), (int, float))]
+        extra = {"singular_task_interference": sum(interference)} if interference else {}
         return {
             "method": method,
             "parameters": parameters,
@@ -59,6 +61,7 @@ class MergeReport:
                 "task_arithmetic_tensors": len(passthrough),
                 "mean_abs_cos_before": sum(before) / len(before) if before else 0.0,
                 "mean_abs_cos_after": sum(after) / len(after) if after else 0.0,
+                **extra,
             },
             **sections,
             "task_arithmetic_tensors": passthrough,

@@ -1,0 +1,83 @@
+"""Fine-tune MiniLM on one task (full fine-tuning, fixed seed) and cache encoder + head.
+
+Recipe: 200 AdamW steps (lr 5e-5, no schedule, weight decay 0.01), batch 16, sequences truncated to
+64 tokens, cross-entropy loss; batches are drawn from seeded per-epoch permutations of the train split.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from benchmarks.quality.encoder_io import save_encoder, save_head
+from benchmarks.quality.splits import Split
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    steps: int = 200
+    batch_size: int = 16
+    max_length: int = 64
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    seed: int = 0
+
+
+ENCODER_SUBDIR = "encoder"
+HEAD_SUBDIR = "head"
+DONE_MARKER = "finetune_done.txt"
+
+
+def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> torch.Tensor:
+    """[steps, batch_size] example indices from concatenated seeded permutations."""
+    generator = torch.Generator().manual_seed(seed)
+    needed = steps * batch_size
+    chunks = [torch.randperm(n_examples, generator=generator) for _ in range(-(-needed // n_examples))]
+    return torch.cat(chunks)[:needed].view(steps, batch_size)
+
+
+def is_cached(folder: Path) -> bool:
+    return (folder / DONE_MARKER).exists()
+
+
+def finetune_task(
+    base_model_path: Path,
+    task: str,
+    class_names: Sequence[str],
+    train: Split,
+    out_folder: Path,
+    settings: FinetuneSettings = FinetuneSettings(),
+) -> float:
+    """Train, save ``out_folder/encoder`` and ``out_folder/head``; returns seconds spent training."""
+    torch.manual_seed(settings.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_path))
+    model = AutoModelForSequenceClassification.from_pretrained(str(base_model_path), num_labels=len(class_names))
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    labels = torch.tensor(train.labels)
+    order = batch_order(len(train), settings.steps, settings.batch_size, settings.seed)
+    start = time.perf_counter()
+    for step, indices in enumerate(order):
+        batch = tokenizer(
+            [train.texts[i] for i in indices.tolist()], padding=True, truncation=True,
+            max_length=settings.max_length, return_tensors="pt",
+        )
+        loss = model(**batch, labels=labels[indices]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if (step + 1) % 50 == 0:
+            print(f"[finetune] {task}: step {step + 1}/{settings.steps} loss {loss.item():.3f} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+    seconds = time.perf_counter() - start
+    model.eval()
+    out_folder.mkdir(parents=True, exist_ok=True)
+    save_encoder(model, out_folder / ENCODER_SUBDIR)
+    save_head(model, out_folder / HEAD_SUBDIR, task, class_names)
+    (out_folder / DONE_MARKER).write_text(f"{seconds:.1f}\n")
+    return seconds

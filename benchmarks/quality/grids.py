@@ -1,0 +1,86 @@
+"""Methods of the benchmark and their validation grids.
+
+A method is a list of configurations (everything but λ) and a λ grid; each configuration costs one
+CLI merge (at λ = 1), each λ one validation scoring (see ``lambda_path``).  Parameters not listed
+keep mergekit's / mergekit_awd's defaults: TIES and DELLA divide by the agreeing weights
+(``normalize: true``), DARE/DELLA rescale kept entries (``rescale: true``), DELLA ε = 0.15, AWD
+``optimizer: adam, steps: 300, lr: 0.01, units: relative, select: block_linear``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Sequence, Tuple
+
+from benchmarks.quality.merging import MergeSpec
+
+WEIGHT = {"weight": 1.0}
+
+
+@dataclass(frozen=True)
+class MethodGrid:
+    name: str                      # row name in the results
+    configurations: Tuple[MergeSpec, ...]
+    lambdas: Tuple[float, ...]
+
+
+def _specs(method: str, shared: Sequence[Dict], per_model: Sequence[Dict]) -> Tuple[MergeSpec, ...]:
+    return tuple(MergeSpec(method, dict(s), {**WEIGHT, **m}) for s in shared for m in per_model)
+
+
+TA_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)            # task arithmetic: adds K task vectors
+SUM_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)                 # DARE-TIES: adds K (sparsified) vectors
+MEAN_LAMBDAS = (0.6, 1.0, 1.4, 2.0, 3.0)                     # TIES, DELLA: divide by Σ agreeing weights
+AWD_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+AWD_ALPHAS = (0.01, 0.03, 0.1)
+DENSITIES = (0.2, 0.4)
+
+
+def standard_grids() -> List[MethodGrid]:
+    return [
+        MethodGrid("task_arithmetic", _specs("task_arithmetic", [{}], [{}]), TA_LAMBDAS),
+        MethodGrid("ties", _specs("ties", [{}], [{"density": d} for d in DENSITIES]), MEAN_LAMBDAS),
+        MethodGrid("dare_ties", _specs("dare_ties", [{}], [{"density": d} for d in DENSITIES]), SUM_LAMBDAS),
+        MethodGrid("della", _specs("della", [{}], [{"density": d} for d in DENSITIES]), MEAN_LAMBDAS),
+        MethodGrid("awd_tensor", _specs("awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}]),
+                   AWD_LAMBDAS),
+        MethodGrid("awd_model", _specs("awd", [{"scope": "model", "alpha": a} for a in AWD_ALPHAS], [{}]),
+                   AWD_LAMBDAS),
+    ]
+
+
+def optional_grids(registered: Sequence[str]) -> List[MethodGrid]:
+    """Methods written elsewhere in the project, benchmarked when mergekit knows them.
+
+    To add one: a MethodGrid here, guarded by its registered name.
+    """
+    grids: List[MethodGrid] = []
+    if "tsv" in registered:
+        grids.append(MethodGrid("tsv", _specs("tsv", [{}], [{}]), (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)))
+    return grids
+
+
+def all_grids(registered: Sequence[str]) -> List[MethodGrid]:
+    return standard_grids() + optional_grids(registered)
+
+
+def awd_variants(chosen: MergeSpec) -> List[Tuple[str, MergeSpec]]:
+    """Diagnostics around the chosen AWD configuration: one knob changed at a time.
+
+    ``select`` widens disentanglement beyond the block weights (embeddings, pooler, then biases and
+    norms); ``optimizer: gd`` is the paper's Algorithm 1; more ``steps`` tests convergence; ``alpha``
+    outside the main grid tests the ‖δ‖ penalty's scale; ``alpha: 0`` removes it.
+    """
+    base = {k: v for k, v in chosen.parameters.items() if k != "lambda"}
+
+    def variant(**changes: object) -> MergeSpec:
+        return MergeSpec("awd", {**base, **changes}, dict(chosen.model_parameters))
+
+    return [
+        ("select: matrices", variant(select="matrices")),
+        ("select: all", variant(select="all")),
+        ("optimizer: gd, lr 0.1", variant(optimizer="gd", lr=0.1)),
+        ("steps: 1000", variant(steps=1000)),
+        ("alpha: 0", variant(alpha=0.0)),
+        ("alpha: 0.3", variant(alpha=0.3)),
+    ]

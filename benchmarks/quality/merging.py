@@ -1,0 +1,116 @@
+"""Write a mergekit YAML for the saved encoder folders and run it with the ``mergekit-awd`` CLI.
+
+Every merge in the benchmark goes through this path: YAML file -> ``mergekit-awd CONFIG OUT
+--no-copy-tokenizer --quiet --random-seed 0`` in a subprocess.  ``seconds`` is the wall time of that
+subprocess (Python start-up, loading, merging and writing included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import yaml
+
+from benchmarks.quality.paths import REPO_ROOT
+
+CLI_FLAGS: List[str] = ["--no-copy-tokenizer", "--quiet", "--random-seed", "0"]
+REPORT_FILE = "awd_report.json"
+
+
+@dataclass(frozen=True)
+class MergeSpec:
+    """One merge: method, shared parameters (``lambda``, ``alpha`` ...) and per-model parameters
+    (``weight``, ``density`` ...) applied to every fine-tuned model alike."""
+
+    method: str
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    model_parameters: Mapping[str, Any] = field(default_factory=dict)
+
+    def label(self) -> Dict[str, Any]:
+        return {**dict(self.parameters), **dict(self.model_parameters)}
+
+    def with_lambda(self, lam: float) -> "MergeSpec":
+        return MergeSpec(self.method, {**dict(self.parameters), "lambda": lam}, dict(self.model_parameters))
+
+
+@dataclass(frozen=True)
+class MergeRun:
+    out_dir: Path
+    seconds: float
+    report: Optional[Dict[str, Any]]
+
+
+def merge_config(spec: MergeSpec, base_dir: Path, model_dirs: Sequence[Path]) -> Dict[str, Any]:
+    """The mergekit configuration dict (float32 throughout)."""
+    return {
+        "merge_method": spec.method,
+        "base_model": str(base_dir),
+        "models": [{"model": str(d), "parameters": dict(spec.model_parameters)} for d in model_dirs],
+        "parameters": dict(spec.parameters),
+        "dtype": "float32",
+    }
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """Stable short hash of a configuration (used to name merge folders and cache records)."""
+    text = json.dumps(config, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cli_command() -> List[str]:
+    """The installed ``mergekit-awd`` entry point next to this interpreter (or ``python -m``).
+
+    While mergekit's planner still crashes on BERT (see ``mergekit_compat``), the same CLI is run
+    through ``benchmarks.quality.mergekit_awd_cli``, which applies the tuple-safe fix first.
+    """
+    from benchmarks.quality.mergekit_compat import planner_needs_fix
+
+    if planner_needs_fix():
+        return [sys.executable, "-m", "benchmarks.quality.mergekit_awd_cli"]
+    script = Path(sys.executable).parent / "mergekit-awd"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("mergekit-awd")
+    return [found] if found else [sys.executable, "-m", "mergekit_awd.cli"]
+
+
+def run_cli_merge(config: Mapping[str, Any], work_dir: Path) -> MergeRun:
+    """Write ``work_dir/config.yml``, merge into ``work_dir/model``; raise with the CLI's output on failure."""
+    out_dir = work_dir / "model"
+    shutil.rmtree(out_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    config_path = work_dir / "config.yml"
+    config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    start = time.perf_counter()
+    result = subprocess.run(
+        [*cli_command(), str(config_path), str(out_dir), *CLI_FLAGS],
+        env=env, capture_output=True, text=True,
+    )
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"mergekit-awd failed ({result.returncode}) on {config_path}:\n{result.stdout}\n{result.stderr}"
+        )
+    report_path = out_dir / REPORT_FILE
+    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    return MergeRun(out_dir=out_dir, seconds=seconds, report=report)
+
+
+def registered_methods() -> List[str]:
+    """Merge methods mergekit knows once mergekit_awd is imported (``tsv`` appears when it exists)."""
+    import mergekit.merge_methods as methods
+
+    import mergekit_awd  # noqa: F401  (registers our methods)
+
+    return [m.spec.name for m in methods.registered_methods()]

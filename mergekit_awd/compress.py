@@ -1,0 +1,409 @@
+"""TSV-Compress (TSV-C) as PEFT LoRA adapters: ``mergekit-awd compress CONFIG OUT``.
+
+TSV-C (Gargiulo et al., arXiv 2412.00081, "TSV-Compress") keeps, for every layer task matrix
+Δ_i = θ_i − θ_base [m, n], its rank-k truncated SVD  Δ̂_i = U_k Σ_k V_kᵀ.  That is exactly a LoRA
+update, so each fine-tuned model of CONFIG (the same YAML as a merge: ``base_model`` + ``models``)
+becomes one PEFT adapter folder ``OUT/<model folder name>/`` (adapter_config.json +
+adapter_model.safetensors) that ``peft.PeftModel.from_pretrained(base_model, folder)`` loads:
+
+* ``nn.Linear`` weight W [out, in]:  lora_B = U_k √Σ_k [out, k],  lora_A = √Σ_k V_kᵀ [k, in];
+* ``nn.Embedding`` weight E [num, dim] (PEFT computes ΔE = (B A)ᵀ):
+  lora_embedding_A = √Σ_k U_kᵀ [k, num],  lora_embedding_B = V_k √Σ_k [dim, k];
+* lora_alpha = r for every module (``alpha_pattern`` = ``rank_pattern``), so PEFT's scaling
+  α/r is 1 and the adapter adds exactly Δ̂_i;
+* rank k: ``rank`` (fixed), ``fraction`` (k = max(1, ⌊fraction · min(m, n)⌋)), or by default the
+  paper's per-task budget k = max(1, ⌊min(m, n) / K⌋) for K fine-tuned models (the rank TSV-M
+  keeps); k is capped at min(m, n).  Modules whose rank differs from the most common one are
+  listed in ``rank_pattern`` with exact (regex-escaped) module names;
+* non-matrix deltas (norms, and any module that is neither Linear nor Embedding) are stored in
+  full through PEFT's ``modules_to_save`` (the module's fine-tuned parameters); a changed Linear
+  bias is carried by ``lora_bias`` (lora_B's bias = the bias delta); PEFT does not support
+  ``lora_bias`` on embeddings, so when it is needed the embeddings go to ``modules_to_save``;
+* tensors that belong to no module of the architecture are dropped and listed in the report;
+* modules whose delta is exactly zero are left out of the adapter.
+
+adapter_config.json is written directly (PEFT's LoraConfig keys; PEFT fills the rest with its
+defaults), so compressing needs no PEFT install; loading the adapters does.
+
+Tensors are read one name at a time through mergekit's ``LoaderCache`` / ``LazyTensorLoader``; the
+module types come from the architecture instantiated on the meta device (no weights).  The SVDs
+use ``core.tsv.top_singular_triplets`` (``svd: exact`` or ``lowrank``).  Per adapter the report
+(printed, and ``OUT/compress_report.json``) gives the parameter and byte size ratios to the
+fine-tuned model and the relative reconstruction error ‖Δ − Δ̂‖_F / ‖Δ‖_F over the LoRA modules
+and over all changed tensors (full copies count 0, dropped tensors count in full).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import click
+import torch
+
+from mergekit_awd.core.awd import task_vector_stack
+from mergekit_awd.core.tsv import SVD_METHODS, TSVSettings, kept_rank, top_singular_triplets
+
+REPORT_NAME = "compress_report.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelFamily:
+    """A base model and fine-tunes, read one tensor at a time through mergekit's lazy loaders."""
+
+    base: Any  # mergekit.common.ModelReference
+    models: List[Any]
+
+    @classmethod
+    def from_config(cls, config: Any) -> "ModelFamily":
+        """From a merge config (path, YAML text, dict or MergeConfiguration) with base_model + models."""
+        from mergekit_awd.config_loading import ConfigError, load_config
+
+        merge_config, _, label = load_config(config)
+        if merge_config.base_model is None:
+            raise ConfigError(f"{label}: base_model is required (the model the fine-tunes started from)")
+        models = [m.model for m in (merge_config.models or []) if m.model != merge_config.base_model]
+        if not models:
+            raise ConfigError(f"{label}: models must list at least one fine-tuned model besides base_model")
+        for reference in [merge_config.base_model, *models]:
+            if not os.path.isdir(os.path.expanduser(reference.model.path)):
+                raise ConfigError(f"{label}: model folder {reference.model.path!r} does not exist")
+        return cls(merge_config.base_model, models)
+
+    def loader(self, model: Any):
+        from mergekit.io.tasks import LoaderCache
+
+        return LoaderCache().get(model)
+
+    def tensor_names(self) -> List[str]:
+        """The base model's tensor names, in file order."""
+        return list(self.loader(self.base).index.tensor_paths.keys())
+
+    def tensors(self, name: str, device: str = "cpu") -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """(base tensor, [fine-tuned tensors]) for one name; a clear error when a model lacks it."""
+        base = self.loader(self.base).get_tensor(name, device=device)
+        out = []
+        for model in self.models:
+            tensor = self.loader(model).get_tensor(name, device=device, raise_on_missing=False)
+            if tensor is None:
+                raise KeyError(f"model {model} has no tensor {name!r} (the base model has)")
+            if tensor.shape != base.shape:
+                raise ValueError(
+                    f"{name}: model {model} has shape {tuple(tensor.shape)}, base has {tuple(base.shape)}"
+                )
+            out.append(tensor)
+        return base, out
+
+    def folder_names(self) -> List[str]:
+        """Output folder per model: its last path component, de-duplicated with _2, _3, …"""
+        names: List[str] = []
+        for model in self.models:
+            stem = re.sub(r"[^\w.-]", "_", str(model.model.path).rstrip("/").split("/")[-1]) or "model"
+            candidate, n = stem, 1
+            while candidate in names:
+                n += 1
+                candidate = f"{stem}_{n}"
+            names.append(candidate)
+        return names
+
+
+def module_kinds(base_folder: str) -> Dict[str, Tuple[str, Dict[str, Tuple[int, ...]]]]:
+    """{module name: (kind, {parameter: shape})} of the architecture, built on the meta device.
+
+    kind is "linear" (torch.nn.Linear), "embedding" (torch.nn.Embedding) or "full" (anything with
+    its own parameters: norms, Conv1D, …).
+    """
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(base_folder)
+    architectures = getattr(config, "architectures", None) or []
+    model_class = getattr(transformers, architectures[0], None) if architectures else None
+    with torch.device("meta"):
+        model = model_class(config) if model_class is not None else transformers.AutoModel.from_config(config)
+    kinds = {}
+    for name, module in model.named_modules():
+        params = {p: tuple(t.shape) for p, t in module.named_parameters(recurse=False)}
+        if not params:
+            continue
+        kind = ("linear" if isinstance(module, torch.nn.Linear)
+                else "embedding" if isinstance(module, torch.nn.Embedding) else "full")
+        kinds[name] = (kind, params)
+    return kinds
+
+
+def compression_rank(rows: int, cols: int, models: int, rank: Optional[int], fraction: Optional[float]) -> int:
+    """k for one matrix: fixed ``rank``, ⌊fraction · min(m, n)⌋, or the paper's ⌊min(m, n) / K⌋ (≥ 1)."""
+    full = min(rows, cols)
+    if rank is not None:
+        return min(rank, full)
+    if fraction is not None:
+        return max(1, min(full, math.floor(fraction * full * (1 + 1e-9))))
+    return kept_rank(rows, cols, models)
+
+
+@dataclass
+class AdapterBuilder:
+    """Accumulates one fine-tuned model's adapter tensors and statistics."""
+
+    name: str
+    tensors: Dict[str, torch.Tensor] = field(default_factory=dict)
+    ranks: Dict[str, int] = field(default_factory=dict)
+    lora_kinds: Dict[str, str] = field(default_factory=dict)
+    lora_stats: Dict[str, Tuple[float, float]] = field(default_factory=dict)  # (‖Δ−Δ̂‖², ‖Δ‖²)
+    bias_deltas: Dict[str, torch.Tensor] = field(default_factory=dict)
+    full_modules: set = field(default_factory=set)
+    dropped: List[str] = field(default_factory=list)
+    other_error_sq: float = 0.0  # dropped tensors count in full
+    other_norm_sq: float = 0.0   # ‖Δ‖² of tensors stored exactly (full copies, biases) or dropped
+
+    def relative_error(self, lora_only: bool) -> float:
+        """‖Δ − Δ̂‖_F / ‖Δ‖_F over the LoRA modules, or over every changed tensor."""
+        error = sum(e for e, _ in self.lora_stats.values())
+        norm = sum(n for _, n in self.lora_stats.values())
+        if not lora_only:
+            error, norm = error + self.other_error_sq, norm + self.other_norm_sq
+        return math.sqrt(error / norm) if norm > 0 else 0.0
+
+
+def _split_name(tensor_name: str) -> Tuple[str, str]:
+    module, _, param = tensor_name.rpartition(".")
+    return module, param
+
+
+def _lora_factors(delta: torch.Tensor, k: int, settings: TSVSettings, kind: str, save_dtype: torch.dtype
+                  ) -> Tuple[Dict[str, torch.Tensor], float]:
+    """LoRA tensors (module-relative names, ``save_dtype``) for Δ ≈ U_k Σ_k V_kᵀ, and ‖Δ − Δ̂‖_F²
+    with Δ̂ the product of the factors as saved."""
+    triplets = top_singular_triplets(delta, k, settings)
+    root = triplets.s.sqrt()
+    left = triplets.u * root             # U √Σ   [m, k']
+    right = root[:, None] * triplets.vh  # √Σ Vᵀ  [k', n]
+    pad = k - triplets.rank              # numerically zero directions: zero columns keep rank k
+    if pad:
+        left = torch.cat([left, left.new_zeros(left.shape[0], pad)], dim=1)
+        right = torch.cat([right, right.new_zeros(pad, right.shape[1])], dim=0)
+    left, right = left.to(save_dtype), right.to(save_dtype)
+    error_sq = float((delta.double() - left.double() @ right.double()).pow(2).sum())
+    if kind == "linear":
+        return {"lora_A.weight": right, "lora_B.weight": left}, error_sq
+    return {"lora_embedding_A": left.T.contiguous(), "lora_embedding_B": right.T.contiguous()}, error_sq
+
+
+def compress_family(
+    config: Any,
+    out_path: str,
+    rank: Optional[int] = None,
+    fraction: Optional[float] = None,
+    svd: str = "exact",
+    dtype: Optional[str] = None,
+    device: str = "cpu",
+    overwrite: bool = False,
+) -> Dict[str, Any]:
+    """Write one PEFT LoRA adapter per fine-tuned model of ``config`` into ``out_path``.
+
+    Returns the report written to ``out_path/compress_report.json`` (see the module docstring).
+    """
+    from safetensors.torch import save_file
+
+    if rank is not None and fraction is not None:
+        raise ValueError("give rank or fraction, not both")
+    if rank is not None and (int(rank) != rank or rank < 1):
+        raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
+    if fraction is not None and not (math.isfinite(fraction) and 0 < fraction <= 1):
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
+    if svd not in SVD_METHODS:
+        raise ValueError(f"svd must be one of {SVD_METHODS}, got {svd!r}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    family = ModelFamily.from_config(config)
+    if os.path.exists(out_path) and os.listdir(out_path) and not overwrite:
+        raise FileExistsError(f"{out_path} exists and is not empty (use overwrite)")
+    settings = TSVSettings(svd=svd)
+    base_folder = os.path.expanduser(family.base.model.path)
+    kinds = module_kinds(base_folder)
+    builders = [AdapterBuilder(name) for name in family.folder_names()]
+    count = len(family.models)
+    model_params = 0
+    save_dtype: Optional[torch.dtype] = DTYPES[dtype] if dtype else None
+    for tensor_name in family.tensor_names():
+        base, models = family.tensors(tensor_name, device)
+        model_params += base.numel()
+        if not base.is_floating_point():
+            continue
+        save_dtype = save_dtype or base.dtype
+        module, param = _split_name(tensor_name)
+        kind = kinds.get(module, (None, {}))[0]
+        task_vectors = task_vector_stack(base, models, device=torch.device(device))
+        for builder, fine_tuned, delta in zip(builders, models, task_vectors):
+            norm_sq = float(delta.double().pow(2).sum())
+            if not math.isfinite(norm_sq):
+                raise ValueError(f"{tensor_name}: model {builder.name} (or the base) has non-finite entries")
+            if norm_sq == 0.0:
+                continue
+            if kind is None or param not in kinds[module][1]:
+                builder.dropped.append(tensor_name)
+                builder.other_error_sq += norm_sq
+                builder.other_norm_sq += norm_sq
+            elif kind in ("linear", "embedding") and param == "weight":
+                k = compression_rank(*delta.shape, count, rank, fraction)
+                factors, error_sq = _lora_factors(delta, k, settings, kind, save_dtype)
+                for suffix, value in factors.items():
+                    builder.tensors[f"{module}.{suffix}"] = value.cpu()
+                builder.ranks[module] = k
+                builder.lora_kinds[module] = kind
+                builder.lora_stats[module] = (error_sq, norm_sq)
+            elif kind == "linear" and param == "bias":
+                builder.bias_deltas[module] = delta.cpu()
+                builder.other_norm_sq += norm_sq
+            else:
+                builder.full_modules.add(module)
+                builder.other_norm_sq += norm_sq
+        del task_vectors
+    os.makedirs(out_path, exist_ok=True)
+    report: Dict[str, Any] = {"base_model": str(family.base), "svd": svd, "rank": rank, "fraction": fraction,
+                              "model_parameters": model_params, "adapters": {}}
+    for index, builder in enumerate(builders):
+        folder = os.path.join(out_path, builder.name)
+        if os.path.exists(folder):
+            shutil.rmtree(folder)
+        os.makedirs(folder)
+        entry = _write_adapter(builder, family, index, kinds, folder, save_dtype or torch.float32, device,
+                               base_folder, save_file)
+        entry["model_parameters"] = model_params
+        entry["size_ratio"] = entry["parameters"] / model_params if model_params else 0.0
+        entry["model_bytes"] = _model_bytes(os.path.expanduser(family.models[index].model.path))
+        entry["bytes_ratio"] = entry["bytes"] / entry["model_bytes"] if entry["model_bytes"] else None
+        report["adapters"][builder.name] = entry
+    with open(os.path.join(out_path, REPORT_NAME), "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    return report
+
+
+def _model_bytes(folder: str) -> int:
+    return sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".safetensors"))
+
+
+def _write_adapter(builder: AdapterBuilder, family: ModelFamily, index: int, kinds, folder: str,
+                   save_dtype: torch.dtype, device: str, base_folder: str, save_file) -> Dict[str, Any]:
+    """Write adapter_config.json and adapter_model.safetensors for one model; its report entry."""
+    lora_bias = bool(builder.bias_deltas)
+    if lora_bias:  # PEFT has no lora_bias for embeddings: store changed embeddings in full instead
+        for module, kind in list(builder.lora_kinds.items()):
+            if kind == "embedding":
+                for suffix in ("lora_embedding_A", "lora_embedding_B"):
+                    del builder.tensors[f"{module}.{suffix}"]
+                del builder.lora_kinds[module], builder.ranks[module]
+                builder.other_norm_sq += builder.lora_stats.pop(module)[1]
+                builder.full_modules.add(module)
+        for module in builder.bias_deltas:
+            if module not in builder.lora_kinds:  # bias changed, weight did not: rank-1 zero LoRA
+                out_features, in_features = kinds[module][1]["weight"]
+                builder.tensors[f"{module}.lora_A.weight"] = torch.zeros(1, in_features)
+                builder.tensors[f"{module}.lora_B.weight"] = torch.zeros(out_features, 1)
+                builder.ranks[module], builder.lora_kinds[module] = 1, "linear"
+                builder.lora_stats[module] = (0.0, 0.0)
+        for module in builder.lora_kinds:
+            out_features = kinds[module][1]["weight"][0]
+            builder.tensors[f"{module}.lora_B.bias"] = builder.bias_deltas.get(module, torch.zeros(out_features))
+    # Full copies of the modules PEFT stores whole (modules_to_save): every parameter of the module
+    # as fine-tuned, read again here (a module's parameters may not all have changed).
+    model = family.models[index]
+    for module in sorted(builder.full_modules):
+        for param in kinds[module][1]:
+            name = f"{module}.{param}"
+            tensor = family.loader(model).get_tensor(name, device=device, raise_on_missing=False)
+            if tensor is None:  # e.g. a tied head: the parameter is not stored under this name
+                continue
+            builder.tensors[name] = tensor.cpu()
+    tensors = {f"base_model.model.{name}": value.to(save_dtype).contiguous() for name, value in builder.tensors.items()}
+    ranks = builder.ranks
+    common = Counter(ranks.values()).most_common(1)[0][0] if ranks else 1
+    pattern = {re.escape(module): k for module, k in sorted(ranks.items()) if k != common}
+    if not ranks:
+        raise ValueError(
+            f"{builder.name}: no Linear or Embedding weight differs from the base model; PEFT needs at "
+            "least one LoRA module"
+        )
+    config = {
+        "peft_type": "LORA",
+        "task_type": None,
+        "base_model_name_or_path": base_folder,
+        "r": common,
+        "lora_alpha": common,
+        "rank_pattern": pattern,
+        "alpha_pattern": dict(pattern),
+        "target_modules": sorted(ranks),
+        "modules_to_save": sorted(builder.full_modules) or None,
+        "lora_dropout": 0.0,
+        "bias": "none",
+        "lora_bias": lora_bias,
+        "fan_in_fan_out": False,
+        "use_rslora": False,
+        "use_dora": False,
+        "init_lora_weights": True,
+        "inference_mode": True,
+    }
+    with open(os.path.join(folder, "adapter_config.json"), "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent=2)
+        handle.write("\n")
+    path = os.path.join(folder, "adapter_model.safetensors")
+    save_file(tensors, path, metadata={"format": "pt"})
+    return {
+        "folder": folder,
+        "lora_modules": len(ranks),
+        "ranks": dict(sorted(Counter(ranks.values()).items())),
+        "full_modules": sorted(builder.full_modules),
+        "lora_bias": lora_bias,
+        "dropped_tensors": sorted(builder.dropped),
+        "parameters": sum(t.numel() for t in tensors.values()),
+        "bytes": os.path.getsize(path),
+        "relative_error_lora": builder.relative_error(lora_only=True),
+        "relative_error_total": builder.relative_error(lora_only=False),
+    }
+
+
+def format_report(report: Dict[str, Any]) -> str:
+    lines = [f"{'adapter':<20} {'LoRA':>5} {'full':>5} {'params/model':>13} {'bytes/model':>12} "
+             f"{'err(LoRA)':>10} {'err(all)':>10}"]
+    for name, entry in report["adapters"].items():
+        bytes_ratio = f"{entry['bytes_ratio']:.4f}" if entry["bytes_ratio"] is not None else "-"
+        lines.append(f"{name:<20} {entry['lora_modules']:>5} {len(entry['full_modules']):>5} "
+                     f"{entry['size_ratio']:>13.4f} {bytes_ratio:>12} "
+                     f"{entry['relative_error_lora']:>10.4f} {entry['relative_error_total']:>10.4f}")
+    return "\n".join(lines)
+
+
+@click.command("compress")
+@click.argument("config_file")
+@click.argument("out_path")
+@click.option("--rank", type=int, default=None, help="LoRA rank k for every matrix (capped at min(m, n)).")
+@click.option("--fraction", type=float, default=None,
+              help="k = floor(fraction * min(m, n)); default: the paper's floor(min(m, n) / K).")
+@click.option("--svd", type=click.Choice(list(SVD_METHODS)), default="exact", show_default=True,
+              help="exact: torch.linalg.svd; lowrank: seeded randomized SVD.")
+@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default=None,
+              help="dtype of the saved adapter tensors (default: the base model's).")
+@click.option("--device", default="cpu", show_default=True, help="torch device for the SVDs (e.g. cuda).")
+@click.option("--overwrite", is_flag=True, default=False, help="Write into a non-empty OUT_PATH.")
+@click.option("--quiet", is_flag=True, default=False)
+def compress_command(config_file: str, out_path: str, rank: Optional[int], fraction: Optional[float], svd: str,
+                     dtype: Optional[str], device: str, overwrite: bool, quiet: bool) -> None:
+    """TSV-C: write each fine-tuned model of CONFIG_FILE as a PEFT LoRA adapter under OUT_PATH."""
+    from mergekit_awd.config_loading import ConfigError
+
+    try:
+        report = compress_family(config_file, out_path, rank=rank, fraction=fraction, svd=svd, dtype=dtype,
+                                 device=device, overwrite=overwrite)
+    except (ConfigError, ValueError, KeyError, FileExistsError) as error:
+        raise click.ClickException(str(error)) from None
+    if not quiet:
+        click.echo(format_report(report))
+        click.echo(f"Adapters and {REPORT_NAME} written to {out_path}")
