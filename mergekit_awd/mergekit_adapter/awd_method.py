@@ -43,8 +43,6 @@ from mergekit_awd.core.awd import (
 from mergekit_awd.mergekit_adapter.report import active_report
 from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, is_disentangled
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
-
 # Defaults: see README "Choosing α and λ" for the benchmark figure behind them.
 DEFAULT_LAMBDA = 0.5
 DEFAULT_ALPHA = 0.01
@@ -58,32 +56,52 @@ DEFAULT_UNITS = "relative"
 SOLVER_PARAMETERS: Tuple[str, ...] = ("alpha", "steps", "lr", "optimizer", "units")
 
 
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+SelectChoice = Literal["block_linear", "matrices", "all", "none"]
+
+
+def weight_parameter_spec(description: str) -> ParameterSpec:
+    """``weight``: w_i, per fine-tuned model (mergekit's name), default 1."""
+    return ParameterSpec("weight", FiniteFloat, ParameterScope.NON_BASE, default=1.0, description=description)
+
+
+def select_parameter_spec(description: str = "which tensors are disentangled") -> ParameterSpec:
+    """``select``: block_linear | matrices | all | none (see ``selection``)."""
+    return ParameterSpec("select", SelectChoice, ParameterScope.SHARED, default=DEFAULT_SELECT, description=description)
+
+
+def solver_parameter_specs(note: str = "") -> Tuple[ParameterSpec, ...]:
+    """The AWD solver's parameters (α, N, β, optimiser, units), shared by ``awd`` and ``tsv``."""
+    shared = ParameterScope.SHARED
+    return (
+        ParameterSpec("alpha", Annotated[float, Field(ge=0, allow_inf_nan=False)], shared,
+                      default=DEFAULT_ALPHA, description="α, weight of ‖δ‖ (relative units by default)" + note),
+        ParameterSpec("steps", Annotated[int, Field(ge=1, le=1_000_000)], shared,
+                      default=DEFAULT_STEPS, description="N, solver iterations" + note),
+        ParameterSpec("lr", Annotated[float, Field(gt=0, allow_inf_nan=False)], shared,
+                      default=DEFAULT_LR, description="β, solver step size" + note),
+        ParameterSpec("optimizer", Literal["gd", "adam"], shared, default=DEFAULT_OPTIMIZER,
+                      description="gd: the paper's Algorithm 1; adam" + note),
+        ParameterSpec("units", Literal["relative", "absolute"], shared, default=DEFAULT_UNITS,
+                      description="relative: α and lr relative to mean ‖τ_i‖; absolute: paper's raw form" + note),
+    )
+
+
 def awd_parameter_specs() -> Tuple[ParameterSpec, ...]:
     """Parameters of ``awd``, in mergekit's conventions (``weight``, ``lambda``, ``normalize``)."""
     shared = ParameterScope.SHARED
     return (
-        ParameterSpec("weight", FiniteFloat, ParameterScope.NON_BASE, default=1.0,
-                      description="w_i, per-model weight of its disentangled task vector"),
+        weight_parameter_spec("w_i, per-model weight of its disentangled task vector"),
         ParameterSpec("lambda", FiniteFloat, shared, default=DEFAULT_LAMBDA,
                       description="λ, scale of Σ_i w_i (τ_i − δ)"),
         ParameterSpec("normalize", bool, shared, default=False,
                       description="divide the weighted sum by Σ_i w_i"),
-        ParameterSpec("alpha", Annotated[float, Field(ge=0, allow_inf_nan=False)], shared,
-                      default=DEFAULT_ALPHA, description="α, weight of ‖δ‖ (relative units by default)"),
-        ParameterSpec("steps", Annotated[int, Field(ge=1, le=1_000_000)], shared,
-                      default=DEFAULT_STEPS, description="N, solver iterations"),
-        ParameterSpec("lr", Annotated[float, Field(gt=0, allow_inf_nan=False)], shared,
-                      default=DEFAULT_LR, description="β, solver step size"),
-        ParameterSpec("optimizer", Literal["gd", "adam"], shared, default=DEFAULT_OPTIMIZER,
-                      description="gd: the paper's Algorithm 1; adam"),
+        *solver_parameter_specs(),
         ParameterSpec("solver", Literal["reduced", "direct"], shared, default=DEFAULT_SOLVER,
                       description="reduced: exact K-dimensional solve; direct: full-size δ"),
         ParameterSpec("scope", Literal["tensor", "model"], shared, default=DEFAULT_SCOPE,
                       description="tensor: one δ per tensor; model: one δ over all selected tensors"),
-        ParameterSpec("units", Literal["relative", "absolute"], shared, default=DEFAULT_UNITS,
-                      description="relative: α and lr relative to mean ‖τ_i‖; absolute: paper's raw form"),
-        ParameterSpec("select", Literal["block_linear", "matrices", "all", "none"], shared,
-                      default=DEFAULT_SELECT, description="which tensors are disentangled"),
+        select_parameter_spec(),
         ParameterSpec("check_finite", bool, shared, default=True,
                       description="refuse inputs with NaN/Inf (false: merge them anyway)"),
     )

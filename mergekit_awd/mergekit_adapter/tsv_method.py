@@ -51,17 +51,14 @@ from mergekit_awd.core.tsv import (
     tsv_merge_matrices,
 )
 from mergekit_awd.mergekit_adapter.awd_method import (
-    DEFAULT_ALPHA,
-    DEFAULT_LR,
-    DEFAULT_OPTIMIZER,
-    DEFAULT_STEPS,
-    DEFAULT_UNITS,
+    FiniteFloat,
+    select_parameter_spec,
+    solver_parameter_specs,
     solver_settings,
+    weight_parameter_spec,
 )
 from mergekit_awd.mergekit_adapter.report import active_report
-from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, is_disentangled
-
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+from mergekit_awd.mergekit_adapter.selection import is_disentangled
 
 DEFAULT_LAMBDA = 1.0
 TSV_PARAMETERS: Tuple[str, ...] = ("fraction", "svd", "oversample", "power_iters")
@@ -71,8 +68,7 @@ def tsv_parameter_specs() -> Tuple[ParameterSpec, ...]:
     """Parameters of ``tsv`` (mergekit conventions; AWD solver parameters for ``disentangle``)."""
     shared = ParameterScope.SHARED
     return (
-        ParameterSpec("weight", FiniteFloat, ParameterScope.NON_BASE, default=1.0,
-                      description="w_i, per-model weight applied to the task matrix before its SVD"),
+        weight_parameter_spec("w_i, per-model weight applied to the task matrix before its SVD"),
         ParameterSpec("lambda", FiniteFloat, shared, default=DEFAULT_LAMBDA,
                       description="α, scale of the merged task vector (paper: 1.0)"),
         ParameterSpec("fraction", Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)], shared,
@@ -84,21 +80,10 @@ def tsv_parameter_specs() -> Tuple[ParameterSpec, ...]:
                       default=DEFAULT_OVERSAMPLE, description="extra sketch columns (svd: lowrank)"),
         ParameterSpec("power_iters", Annotated[int, Field(ge=0, le=1000)], shared,
                       default=DEFAULT_POWER_ITERS, description="power iterations (svd: lowrank)"),
-        ParameterSpec("select", Literal["block_linear", "matrices", "all", "none"], shared,
-                      default=DEFAULT_SELECT,
-                      description="which 2-D tensors get TSV-M (the rest: mean of task vectors)"),
+        select_parameter_spec("which 2-D tensors get TSV-M (the rest: mean of task vectors)"),
         ParameterSpec("disentangle", bool, shared, default=False,
                       description="remove AWD's redundant vector δ before TSV-M"),
-        ParameterSpec("alpha", Annotated[float, Field(ge=0, allow_inf_nan=False)], shared,
-                      default=DEFAULT_ALPHA, description="AWD α (disentangle only)"),
-        ParameterSpec("steps", Annotated[int, Field(ge=1, le=1_000_000)], shared,
-                      default=DEFAULT_STEPS, description="AWD solver iterations (disentangle only)"),
-        ParameterSpec("lr", Annotated[float, Field(gt=0, allow_inf_nan=False)], shared,
-                      default=DEFAULT_LR, description="AWD step size (disentangle only)"),
-        ParameterSpec("optimizer", Literal["gd", "adam"], shared, default=DEFAULT_OPTIMIZER,
-                      description="AWD optimiser (disentangle only)"),
-        ParameterSpec("units", Literal["relative", "absolute"], shared, default=DEFAULT_UNITS,
-                      description="AWD units (disentangle only)"),
+        *solver_parameter_specs(" (disentangle only)"),
     )
 
 
