@@ -107,13 +107,13 @@ def awd_parameter_specs() -> Tuple[ParameterSpec, ...]:
     )
 
 
-def require_finite(tensor_name: str, inputs: Sequence[Tuple[str, torch.Tensor]]) -> None:
+def require_finite(tensor_name: str, inputs: Sequence[Tuple[str, torch.Tensor]], opt_out: bool = True) -> None:
     """Raise naming the tensor and the model when an input holds NaN or Inf."""
     for label, tensor in inputs:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise ValueError(
-                f"{tensor_name}: non-finite values (NaN or Inf) in {label}; fix the checkpoint, "
-                "or set check_finite: false to merge anyway"
+                f"{tensor_name}: non-finite values (NaN or Inf) in {label}; fix the checkpoint"
+                + (", or set check_finite: false to merge anyway" if opt_out else "")
             )
 
 

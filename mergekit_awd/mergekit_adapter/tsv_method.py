@@ -52,6 +52,7 @@ from mergekit_awd.core.tsv import (
 )
 from mergekit_awd.mergekit_adapter.awd_method import (
     FiniteFloat,
+    require_finite,
     select_parameter_spec,
     solver_parameter_specs,
     solver_settings,
@@ -116,10 +117,10 @@ class TSVMerge(GroupMergeMethod):
         if not entries:
             return base
         name = group.metadata.name or "<unnamed tensor>"
+        require_finite(name, [(f"{e.id}{' (base model)' if e.is_base else ''}", e.tensor) for e in group.entries],
+                       opt_out=False)
         weights = [float(parameters["weight"][e.id]) for e in entries]
         task_vectors = task_vector_stack(base, [e.tensor for e in entries], device=base.device)
-        if not bool(torch.isfinite(task_vectors).all()):
-            raise ValueError(f"{name}: a model's tensor (or the base's) has non-finite entries")
         report = active_report()
         if not is_task_matrix(name, base.ndim, parameters["select"], group.metadata.vocabulary_axis):
             merged_delta = mean_task_vector(task_vectors, weights)
