@@ -135,9 +135,10 @@ def flatten_task_vectors(task_vectors: torch.Tensor) -> torch.Tensor:
     return flat.to(working_dtype(flat.dtype))
 
 
-# Elements per chunk of the streaming passes: bounds the scratch memory (K × 2¹⁸ float64 values)
-# and fixes the order in which the Gram matrix is summed.
-CHUNK_ELEMENTS = 1 << 18
+# Elements per chunk of the streaming passes: bounds the scratch memory (K × 2²² values in float64
+# and in float32: 48 MiB per task vector, less than mergekit's own K full-size temporaries for large
+# tensors), keeps the operation count low, and fixes the order in which the Gram matrix is summed.
+CHUNK_ELEMENTS = 1 << 22
 
 
 def _flat(tensor: torch.Tensor) -> torch.Tensor:

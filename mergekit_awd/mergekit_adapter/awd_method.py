@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextvars
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Hashable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from pydantic import Field
@@ -107,6 +107,11 @@ def awd_parameter_specs() -> Tuple[ParameterSpec, ...]:
     )
 
 
+def input_labels(group: TensorGroup) -> List[Tuple[str, torch.Tensor]]:
+    """(label, tensor) of every input of a group; the base is marked as such."""
+    return [(f"{e.id}{' (base model)' if e.is_base else ''}", e.tensor) for e in group.entries]
+
+
 def require_finite(tensor_name: str, inputs: Sequence[Tuple[str, torch.Tensor]], opt_out: bool = True) -> None:
     """Raise naming the tensor and the model when an input holds NaN or Inf."""
     for label, tensor in inputs:
@@ -182,8 +187,17 @@ class AWDMerge(GroupMergeMethod):
         if not entries:
             return base
         name = group.metadata.name or "<unnamed tensor>"
-        if parameters["check_finite"]:
-            require_finite(name, [(f"{e.id}{' (base model)' if e.is_base else ''}", e.tensor) for e in group.entries])
+        merged = self._merge(group, name, parameters)
+        if parameters["check_finite"] and not bool(torch.isfinite(merged).all()):
+            # NaN/Inf in any input used by the merge reaches the output (or the Gram matrix, which
+            # _merge checks first); only then are the inputs scanned to name the model.
+            require_finite(name, input_labels(group))
+            raise ValueError(f"{name}: the merged values overflow {merged.dtype} (inputs are finite)")
+        return merged
+
+    def _merge(self, group: TensorGroup, name: str, parameters: Dict[str, Any]) -> torch.Tensor:
+        base = group.base.tensor
+        entries = group.non_base
         weights = torch.tensor([parameters["weight"][e.id] for e in entries], dtype=torch.float64)
         models = [e.tensor for e in entries]
         report = active_report()
@@ -207,14 +221,16 @@ class AWDMerge(GroupMergeMethod):
                 base, models, weights, lam, coefficients=solution.coefficients_for(ids, name),
                 included=solution.included_for(ids, name), **common,
             )
-        settings = solver_settings(parameters)
         gram = gram_of_task_vectors(base, models)
         if not bool(torch.isfinite(gram).all()):
+            if parameters["check_finite"]:
+                require_finite(name, input_labels(group))
             # NaN/Inf inputs let through by check_finite: false: no δ can be solved from them,
             # so this tensor is merged as task arithmetic (the non-finite values propagate).
             if report is not None:
                 report.record_task_arithmetic(name)
             return merge_disentangled(base, models, weights, lam, **common)
+        settings = solver_settings(parameters)
         included = gram.diagonal() > 0
         if parameters["solver"] == "direct":
             direct = solve_direct(task_vector_stack(base, models), settings)

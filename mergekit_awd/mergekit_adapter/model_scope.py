@@ -103,15 +103,17 @@ class ScopeGramTask(Task[Optional[torch.Tensor]]):
             name, base.ndim, self.source.parameters["select"], self.source.output_weight.vocabulary_axis
         ):
             return None
-        if self.source.parameters["check_finite"]:
-            require_finite(name, [(f"{self.source.base_model} (base model)", base)] + [(str(m), tensors[m]) for m in order])
         for model in order:
             if tensors[model].shape != base.shape:
                 raise RuntimeError(
                     f"{name}: shape {tuple(tensors[model].shape)} in {model} differs from "
                     f"{tuple(base.shape)} in the base model {self.source.base_model}"
                 )
-        return gram_of_task_vectors(base, [tensors[m] for m in order])
+        gram = gram_of_task_vectors(base, [tensors[m] for m in order])
+        if self.source.parameters["check_finite"] and not bool(torch.isfinite(gram).all()):
+            # NaN/Inf in any input reaches the Gram matrix; scan the inputs to name the model
+            require_finite(name, [(f"{self.source.base_model} (base model)", base)] + [(str(m), tensors[m]) for m in order])
+        return gram
 
 
 class SolveScopeTask(Task[ScopeSolution]):

@@ -52,6 +52,7 @@ from mergekit_awd.core.tsv import (
 )
 from mergekit_awd.mergekit_adapter.awd_method import (
     FiniteFloat,
+    input_labels,
     require_finite,
     select_parameter_spec,
     solver_parameter_specs,
@@ -117,8 +118,7 @@ class TSVMerge(GroupMergeMethod):
         if not entries:
             return base
         name = group.metadata.name or "<unnamed tensor>"
-        require_finite(name, [(f"{e.id}{' (base model)' if e.is_base else ''}", e.tensor) for e in group.entries],
-                       opt_out=False)
+        require_finite(name, input_labels(group), opt_out=False)
         weights = [float(parameters["weight"][e.id]) for e in entries]
         task_vectors = task_vector_stack(base, [e.tensor for e in entries], device=base.device)
         report = active_report()
