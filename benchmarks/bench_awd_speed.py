@@ -61,14 +61,15 @@ def write_config(paths: List[Path], method: Dict, path: Path) -> None:
     path.write_text(yaml.safe_dump(config))
 
 
-def run_child(config: Path, out: Path) -> Dict[str, float]:
+def run_child(config: Path, out: Path, threads: int) -> Dict[str, float]:
     """One merge in a fresh process: wall seconds and that process's peak RSS (MiB)."""
     if out.exists():
         shutil.rmtree(out)
+    thread_env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     seconds, peak = run_measured(
         "mergekit_awd.cli",
-        [config, out, "--no-copy-tokenizer", "--quiet", "--no-write-model-card"],
-        env={"HF_HUB_OFFLINE": "1"},
+        [config, out, "--no-copy-tokenizer", "--quiet", "--no-write-model-card", "-j", str(threads)],
+        env={"HF_HUB_OFFLINE": "1", **thread_env},
     )
     return {"seconds": seconds, "peak_rss_mib": peak}
 
@@ -111,7 +112,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300, help="GD steps for the solver comparison")
     parser.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch/OpenMP threads of every merge process (1 avoids OpenMP stalls on a busy machine)")
     args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     cache = Path(args.cache)
     paths = build_inputs(cache)
     work = cache / "speed_runs"
@@ -121,7 +125,7 @@ def main() -> None:
         for name, method in METHODS.items():
             config = work / f"{name}.yml"
             write_config(paths, method, config)
-            result = run_child(config, work / f"out_{name}")
+            result = run_child(config, work / f"out_{name}", args.threads)
             runs[name].append(result)
             print(f"round {round_index + 1} {name:16s} {result['seconds']:7.2f} s  "
                   f"peak RSS {result['peak_rss_mib']:8.1f} MiB", flush=True)
@@ -133,7 +137,7 @@ def main() -> None:
     solver = solver_comparison(paths, args.steps)
     results = {
         "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                    "threads": torch.get_num_threads()},
+                    "threads_per_merge": args.threads, "load_average_at_start": load_at_start},
         "model": "LLaMA-shaped, hidden 768, 12 layers, MLP 2048, vocab 32000, bfloat16, 3 fine-tunes",
         "runs": runs, "best": best, "ratios_to_task_arithmetic": ratios, "solver": solver,
         "targets": {"awd_tensor_time": 1.2, "awd_tensor_rss": 1.3, "awd_model_time": 2.2, "solver_speedup": 100},
@@ -143,8 +147,9 @@ def main() -> None:
     lines = [
         "# awd speed and memory vs mergekit task_arithmetic",
         "",
-        f"Command: `python benchmarks/bench_awd_speed.py --rounds {args.rounds}` "
-        f"({os.cpu_count()} CPU cores, torch {torch.__version__}). Best of {args.rounds} alternating rounds, "
+        f"Command: `python benchmarks/bench_awd_speed.py --rounds {args.rounds} --threads {args.threads}` "
+        f"({os.cpu_count()} CPU cores, {args.threads} thread(s) per merge process, load average at start "
+        f"{load_at_start:.1f}, torch {torch.__version__}). Best of {args.rounds} alternating rounds, "
         "each merge a fresh `mergekit-awd` process, peak RSS = its VmHWM; model: " + results["model"] + ".",
         "",
         "| method | wall s | peak RSS MiB | time ratio | RSS ratio | target |",
