@@ -159,13 +159,65 @@ def write_config(paths: List[Path], method: Dict, path: Path) -> None:
 
 
 def load_whole_model(folder: str) -> None:
-    """--load-only: read every tensor of one model into memory (no streaming)."""
-    from safetensors.torch import load_file
+    """--load-only: read every tensor of one model into memory (no streaming).
+
+    From the bytes of each shard, not ``load_file``: that maps the file, and pages nobody touches
+    never become resident, so VmHWM would not show the model.
+    """
+    from safetensors.torch import load
 
     state = {}
     for shard in sorted(Path(folder).glob("*.safetensors")):
-        state.update(load_file(str(shard)))
+        state.update(load(shard.read_bytes()))
     print(f"loaded {len(state)} tensors, {sum(v.numel() * v.element_size() for v in state.values()) / 2**30:.2f} GiB")
+
+
+def measure_whole_model_load(folder: Path, n_models: int) -> Dict[str, float]:
+    """Peak RSS of loading one model whole; K + 1 models: that plus K more models' bytes."""
+    _, peak = run_measured("bench_memory_1b", ["--load-only", folder])
+    model_mib = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors")) / 2**20
+    estimate = peak + n_models * model_mib
+    print(f"{'whole-model load':16s} peak RSS {peak:8.0f} MiB (one model of {model_mib:.0f} MiB; "
+          f"K + 1 = {n_models + 1} models would be about {estimate:.0f} MiB)", flush=True)
+    return {"one_model_peak_rss_mib": peak, "model_file_mib": model_mib, "k_plus_1_models_estimate_mib": estimate}
+
+
+def write_results(results: Dict) -> None:
+    """memory_1b.json and the table in memory_1b.md."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "memory_1b.json").write_text(json.dumps(results, indent=2) + "\n")
+    runs, ratios, load = results["runs"], results["ratios_to_task_arithmetic"], results["whole_model_load"]
+    machine = results["machine"]
+    lines = [
+        "# Peak memory on a ~1B-parameter model: awd (and tsv) vs mergekit task_arithmetic",
+        "",
+        f"Command: `{results['command']}` ({machine['cpu_count']} CPU cores, torch {machine['torch']}). "
+        "Each merge is a fresh `mergekit-awd CONFIG OUT --no-copy-tokenizer --quiet --no-write-model-card` "
+        "process, run one after the other; peak RSS = the child's VmHWM. Model: " + results["model"] + ".",
+        "",
+        "| method | parameters | wall s | peak RSS MiB | RSS ratio | time ratio | target |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in runs.items():
+        target = "reference" if name == "task_arithmetic" else ("≤ 1.3× RSS" if name.startswith("awd") else "")
+        params = ", ".join(f"{k}: {v}" for k, v in results["methods"][name]["parameters"].items())
+        ratio = ratios.get(name, {})
+        lines.append(f"| {name} | {params} | {r['seconds']:.0f} | {r['peak_rss_mib']:.0f} | "
+                     f"{ratio.get('rss_ratio', float('nan')):.2f} | {ratio.get('time_ratio', float('nan')):.2f} | {target} |")
+    for name, error in results["failures"].items():
+        lines.append(f"| {name} | | failed | | | | {error} |")
+    k = results["k"]
+    lines += [
+        "",
+        f"For context, loading one whole model ({load['model_file_mib']:.0f} MiB of weights) into memory "
+        f"(every shard read and deserialised) peaks at {load['one_model_peak_rss_mib']:.0f} MiB; holding the "
+        f"base and the {k} fine-tunes at once, as a non-streaming merge would, is about "
+        f"{load['k_plus_1_models_estimate_mib']:.0f} MiB (that peak plus {k} more models' weights)"
+        + (f" (measured by `{load['command']}`)" if load.get("command") else "") + ".",
+        "",
+    ]
+    (RESULTS / "memory_1b.md").write_text("\n".join(lines))
+    print("\n".join(lines))
 
 
 def main() -> None:
@@ -173,10 +225,23 @@ def main() -> None:
     parser.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
     parser.add_argument("--layers", type=int, default=20)
     parser.add_argument("--models", type=int, default=4, help="K, the number of fine-tunes")
+    parser.add_argument("--context-only", action="store_true",
+                        help="only re-measure the whole-model load and update the existing results")
     parser.add_argument("--load-only", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load_only:
         load_whole_model(args.load_only)
+        return
+    command = "python benchmarks/bench_memory_1b.py" + (f" --layers {args.layers}" if args.layers != 20 else "") + (
+        f" --models {args.models}" if args.models != 4 else "")
+    if args.context_only:
+        results = json.loads((RESULTS / "memory_1b.json").read_text())
+        results.setdefault("k", args.models)
+        results.setdefault("methods", method_table(["tsv"] if "tsv_lowrank" in results["runs"] else []))
+        paths, _ = build_inputs(Path(args.cache), args.layers, args.models)
+        results["whole_model_load"] = {**measure_whole_model_load(paths[0], args.models),
+                                       "command": command + " --context-only"}
+        write_results(results)
         return
     from mergekit.merge_methods import registered_methods
 
@@ -190,7 +255,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     runs: Dict[str, Dict[str, float]] = {}
     failures: Dict[str, str] = {}
-    for name, method in method_table(available).items():
+    methods = method_table(available)
+    for name, method in methods.items():
         config = work / f"{name}.yml"
         write_config(paths, method, config)
         out = work / f"out_{name}"
@@ -211,61 +277,30 @@ def main() -> None:
                 shutil.rmtree(out)  # 2 GB per output: keep one at a time
         runs[name] = {"seconds": seconds, "peak_rss_mib": peak}
         print(f"{name:16s} {seconds:8.1f} s  peak RSS {peak:8.0f} MiB", flush=True)
-    _, load_peak = run_measured("bench_memory_1b", ["--load-only", paths[0]])
-    print(f"{'whole-model load':16s} peak RSS {load_peak:8.0f} MiB (one model; K + 1 = {args.models + 1} models "
-          f"would be about {(args.models + 1) * load_peak:.0f} MiB)", flush=True)
-
     reference = runs.get("task_arithmetic")
     ratios = ({name: {"rss_ratio": r["peak_rss_mib"] / reference["peak_rss_mib"],
                       "time_ratio": r["seconds"] / reference["seconds"]} for name, r in runs.items()}
               if reference else {})
-    model = (f"LLaMA-shaped, {parameters / 1e9:.3f}B parameters (hidden 2048, {args.layers} layers, MLP 5632, "
-             f"16 heads / 4 KV heads, vocab 32000, untied head), bfloat16, K = {args.models} fine-tunes, "
-             f"{SHARD_BYTES // 2**20} MiB input shards")
-    command = "python benchmarks/bench_memory_1b.py" + (f" --layers {args.layers}" if args.layers != 20 else "") + (
-        f" --models {args.models}" if args.models != 4 else "")
     results = {
         "command": command,
         "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()},
-        "model": model,
+        "model": model_description(parameters, args.layers, args.models),
         "parameters": parameters,
+        "k": args.models,
+        "methods": methods,
         "runs": runs,
         "failures": failures,
         "ratios_to_task_arithmetic": ratios,
-        "whole_model_load": {"one_model_peak_rss_mib": load_peak,
-                             "k_plus_1_models_estimate_mib": (args.models + 1) * load_peak},
+        "whole_model_load": measure_whole_model_load(paths[0], args.models),
         "target": {"awd_rss_ratio": 1.3},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "memory_1b.json").write_text(json.dumps(results, indent=2) + "\n")
-    lines = [
-        "# Peak memory on a ~1B-parameter model: awd (and tsv) vs mergekit task_arithmetic",
-        "",
-        f"Command: `{command}` ({os.cpu_count()} CPU cores, torch {torch.__version__}). "
-        "Each merge is a fresh `mergekit-awd CONFIG OUT --no-copy-tokenizer --quiet --no-write-model-card` "
-        "process, run one after the other; peak RSS = the child's VmHWM. Model: " + model + ".",
-        "",
-        "| method | parameters | wall s | peak RSS MiB | RSS ratio | time ratio | target |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    table = method_table(available)
-    for name, r in runs.items():
-        target = "reference" if name == "task_arithmetic" else ("≤ 1.3× RSS" if name.startswith("awd") else "")
-        params = ", ".join(f"{k}: {v}" for k, v in table[name]["parameters"].items())
-        ratio = ratios.get(name, {})
-        lines.append(f"| {name} | {params} | {r['seconds']:.0f} | {r['peak_rss_mib']:.0f} | "
-                     f"{ratio.get('rss_ratio', float('nan')):.2f} | {ratio.get('time_ratio', float('nan')):.2f} | {target} |")
-    for name, error in failures.items():
-        lines.append(f"| {name} | | failed | | | | {error} |")
-    lines += [
-        "",
-        f"For context, loading one whole model into memory (safetensors `load_file` of every shard) peaks at "
-        f"{load_peak:.0f} MiB; holding the base and the {args.models} fine-tunes at once, as a non-streaming merge "
-        f"would, is about {(args.models + 1) * load_peak:.0f} MiB.",
-        "",
-    ]
-    (RESULTS / "memory_1b.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    write_results(results)
+
+
+def model_description(parameters: int, layers: int, n_models: int) -> str:
+    return (f"LLaMA-shaped, {parameters / 1e9:.3f}B parameters (hidden 2048, {layers} layers, MLP 5632, "
+            f"16 heads / 4 KV heads, vocab 32000, untied head), bfloat16, K = {n_models} fine-tunes, "
+            f"{SHARD_BYTES // 2**20} MiB input shards")
 
 
 if __name__ == "__main__":
