@@ -65,6 +65,13 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
         outcome = run_merge(config_file, out_path, options=merge_options, overwrite=overwrite)
     except (ConfigError, OutputExistsError) as error:
         raise click.ClickException(str(error)) from None
+    except (ValueError, RuntimeError, OSError) as error:
+        # bad tensors, unreadable or missing inputs, a full disk: OUT is untouched (staged output)
+        if merge_options.verbosity:
+            raise
+        raise click.ClickException(
+            f"{type(error).__name__}: {error} ({out_path} was left as it was; -v shows the traceback)"
+        ) from None
     except KeyboardInterrupt as error:
         raise click.ClickException(
             f"merge interrupted ({error or 'Ctrl-C'}); {out_path} was left as it was and the partial output removed"

@@ -90,7 +90,10 @@ def check_inputs(config: MergeConfiguration, method: MergeMethod, label: str) ->
 
 
 def _looks_like_hub_id(path: str) -> bool:
-    return bool(_HUB_ID.match(path)) and not path.startswith((".", "/", "~"))
+    """ORG/NAME that is not a path into a local folder (``fam/ft_9`` with ``fam/`` present is local)."""
+    if not _HUB_ID.match(path) or path.startswith((".", "/", "~")):
+        return False
+    return not ("/" in path and os.path.isdir(path.split("/", 1)[0]))
 
 
 def local_model_dir(reference) -> Optional[str]:

@@ -322,3 +322,40 @@ def test_unreadable_config(tmp_path, kind, capsys):
     assert run([str(config), str(out), "--overwrite", "--quiet"]) != 0
     assert str(config) in capsys.readouterr().err
     assert_untouched(out, before)
+
+
+def test_relative_path_into_an_existing_folder_is_a_missing_local_model(tmp_path, tiny_family, monkeypatch):
+    """`fam/ft_9` with `fam/` present is a local path that does not exist, not a Hub id."""
+    import shutil
+
+    from mergekit_awd.config_loading import ConfigError
+    from mergekit_awd.runner import run_merge
+
+    shutil.copytree(tiny_family[0], tmp_path / "fam" / "base")
+    monkeypatch.chdir(tmp_path)
+    config = {"merge_method": "awd", "base_model": "fam/base", "models": [{"model": "fam/ft_9"}]}
+    with pytest.raises(ConfigError, match="model folder 'fam/ft_9' does not exist"):
+        run_merge(config, tmp_path / "OUT")
+    assert not (tmp_path / "OUT").exists()
+
+
+def test_runtime_failure_is_one_clean_cli_error(tmp_path, tiny_family, capsys, monkeypatch):
+    """A failure inside the merge (here: a full disk) is one error line, no traceback, OUT untouched."""
+    import errno
+
+    import yaml
+    from mergekit.io.tensor_writer import TensorWriter
+
+    from mergekit_awd.cli import run
+
+    def full_disk(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(TensorWriter, "save_tensor", full_disk)
+    config = tmp_path / "c.yml"
+    config.write_text(yaml.safe_dump({"merge_method": "awd", "base_model": str(tiny_family[0]),
+                                      "models": [{"model": str(p)} for p in tiny_family[1:]]}))
+    assert run([str(config), str(tmp_path / "OUT"), "--quiet", "--no-copy-tokenizer"]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err and "was left as it was" in err
+    assert not (tmp_path / "OUT").exists()
