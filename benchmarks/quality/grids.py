@@ -29,8 +29,9 @@ def _specs(method: str, shared: Sequence[Dict], per_model: Sequence[Dict]) -> Tu
 
 
 TA_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)            # task arithmetic: adds K task vectors
-SUM_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)                 # DARE-TIES: adds K (sparsified) vectors
-MEAN_LAMBDAS = (0.6, 1.0, 1.4, 2.0, 3.0)                     # TIES, DELLA: divide by Σ agreeing weights
+SUM_LAMBDAS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)     # DARE-TIES: adds K (sparsified) vectors
+MEAN_LAMBDAS = (0.3, 0.45, 0.6, 0.8, 1.0, 1.4, 2.0, 3.0)     # TIES, DELLA: divide by Σ agreeing weights
+TSV_LAMBDAS = (0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)          # TSV-M: θ_base + λ Δ_M (paper: λ = 1)
 AWD_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 AWD_ALPHAS = (0.01, 0.03, 0.1)
 DENSITIES = (0.2, 0.4)
@@ -56,7 +57,9 @@ def optional_grids(registered: Sequence[str]) -> List[MethodGrid]:
     """
     grids: List[MethodGrid] = []
     if "tsv" in registered:
-        grids.append(MethodGrid("tsv", _specs("tsv", [{}], [{}]), (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)))
+        grids.append(MethodGrid("tsv", _specs("tsv", [{}], [{}]), TSV_LAMBDAS))
+        # TSV-M on AWD-disentangled task vectors (tsv's `disentangle`, awd solver defaults)
+        grids.append(MethodGrid("tsv_disentangled", _specs("tsv", [{"disentangle": True}], [{}]), TSV_LAMBDAS))
     return grids
 
 

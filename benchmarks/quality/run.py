@@ -46,6 +46,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     started = time.perf_counter()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
     if not args.no_setup:
         ensure_data_sources()
 
@@ -53,7 +56,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from benchmarks.quality.experiment import Benchmark
     from benchmarks.quality.grids import all_grids, awd_variants, AWD_LAMBDAS, MethodGrid
     from benchmarks.quality.merging import cli_command, registered_methods
-    from benchmarks.quality.models import ensure_finetunes, ensure_pretrained_encoder
+    from benchmarks.quality.diagnostics import task_vector_norms
+    from benchmarks.quality.models import encoder_folder, ensure_finetunes, ensure_pretrained_encoder
     from benchmarks.quality.paths import RESULTS_DIR
     from benchmarks.quality.plots import write_plots
     from benchmarks.quality.report import write_markdown
@@ -78,6 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     for task in tasks:
         splits[task]["validation_scored_on_grid"] = bench.validation_sizes[task]
 
+    norms = task_vector_norms(pretrained_dir, {t: encoder_folder(folders[t]) for t in tasks})
     individual = {split: bench.individual_scores(split) for split in ("validation", "test")}
     pretrained = {split: bench.pretrained_scores(split) for split in ("validation", "test")}
     log(f"[eval] individual test {individual['test']}")
@@ -104,15 +109,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         points = run_grid(bench, MethodGrid(f"awd variant ({label})", (spec,), AWD_LAMBDAS),
                           individual["validation"], log)
         best = best_point(points)
-        sweep_report = bench.merge_report(spec, tasks)
+        final = bench.final(best.spec, tasks, ("test",))  # diagnostic only: nothing is chosen on it
         investigation.append({
             "variant": label, "params": best.spec.label(),
             "validation_normalized_avg": best.normalized_avg, "validation_avg": best.avg,
             "validation_by_lambda": {str(p.spec.parameters["lambda"]): p.normalized_avg for p in points},
-            "merge_seconds": best.merge_seconds,
-            "mean_abs_cos_after": (sweep_report or {}).get("summary", {}).get("mean_abs_cos_after"),
+            **reference_entry(final.scores["test"], individual["test"], tasks),
+            "merge_seconds": final.seconds,
+            "mean_abs_cos_after": (final.report or {}).get("summary", {}).get("mean_abs_cos_after"),
         })
-        log(f"[awd] {label}: validation normalized {best.normalized_avg:.4f} at λ {best.spec.parameters['lambda']}")
+        log(f"[awd] {label}: validation normalized {best.normalized_avg:.4f} at λ "
+            f"{best.spec.parameters['lambda']}, test normalized {investigation[-1]['normalized_avg']:.4f}")
 
     subset_rows: List[Dict[str, Any]] = []
     subset_specs = {"task_arithmetic": chosen_points["task_arithmetic"][0].spec,
@@ -145,6 +152,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             "abs_cos_before": awd_model_report["scopes"]["model"]["abs_cos_before"],
             "abs_cos_after": awd_model_report["scopes"]["model"]["abs_cos_after"],
         },
+        "task_vector_norms": norms,
         "registered_methods": registered,
         "settings": {"validation_per_task": args.validation_per_task, "subsets_per_k": args.subsets_per_k,
                      "threads": torch.get_num_threads(), "merge_command": cli_command()},
