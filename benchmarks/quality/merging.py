@@ -20,8 +20,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from benchmarks.quality.paths import REPO_ROOT
-
 CLI_FLAGS: List[str] = ["--no-copy-tokenizer", "--quiet", "--random-seed", "0"]
 REPORT_FILE = "awd_report.json"
 
@@ -67,15 +65,7 @@ def config_key(config: Mapping[str, Any]) -> str:
 
 
 def cli_command() -> List[str]:
-    """The installed ``mergekit-awd`` entry point next to this interpreter (or ``python -m``).
-
-    While mergekit's planner still crashes on BERT (see ``mergekit_compat``), the same CLI is run
-    through ``benchmarks.quality.mergekit_awd_cli``, which applies the tuple-safe fix first.
-    """
-    from benchmarks.quality.mergekit_compat import planner_needs_fix
-
-    if planner_needs_fix():
-        return [sys.executable, "-m", "benchmarks.quality.mergekit_awd_cli"]
+    """The installed ``mergekit-awd`` entry point next to this interpreter (or on PATH, or ``python -m``)."""
     script = Path(sys.executable).parent / "mergekit-awd"
     if script.exists():
         return [str(script)]
@@ -91,7 +81,6 @@ def run_cli_merge(config: Mapping[str, Any], work_dir: Path) -> MergeRun:
     config_path = work_dir / "config.yml"
     config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
     start = time.perf_counter()
     result = subprocess.run(
         [*cli_command(), str(config_path), str(out_dir), *CLI_FLAGS],

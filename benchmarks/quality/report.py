@@ -167,11 +167,8 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "`merge s`: wall time of the `mergekit-awd` subprocess at the chosen settings (Python start-up, "
         "loading seven models, merging, writing; on a shared 2-core machine, so noisy).",
         "",
-        f"Merge command: `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(results['settings']['merge_command']))} "
-        "CONFIG OUT --no-copy-tokenizer --quiet --random-seed 0`"
-        + (" — the `mergekit-awd` CLI with a tuple-safe `MergePlanner.plan_tensor` (mergekit 0.1.5 crashes "
-           "planning BERT's optional aliased `embeddings.position_ids`; see `benchmarks/quality/mergekit_compat.py`)."
-           if "benchmarks.quality.mergekit_awd_cli" in results["settings"]["merge_command"] else "."),
+        f"Merge command: `{Path(results['settings']['merge_command'][-1]).name} CONFIG OUT --no-copy-tokenizer "
+        "--quiet --random-seed 0` (every merge of this page).",
         "",
         "## Targets",
         "",
