@@ -27,7 +27,7 @@ from benchmarks.quality.evaluate import accuracy, accuracy_per_task, encode_spli
 from benchmarks.quality.lambda_path import LambdaPath, load_state, max_abs_difference  # noqa: E402
 from benchmarks.quality.merging import MergeSpec, merge_config, run_cli_merge  # noqa: E402
 from benchmarks.quality.scoring import normalized_accuracy  # noqa: E402
-from benchmarks.quality.splits import Split, make_splits, spread  # noqa: E402
+from benchmarks.quality.splits import Split, balanced_subset, make_splits, spread  # noqa: E402
 from benchmarks.quality.tasks import dedupe_classes, parse_noun_line, read_fortune_file  # noqa: E402
 
 WORDS = ["the", "cat", "dog", "sat", "on", "mat", "film", "was", "good", "bad", "very", "not", "a", "plot",
@@ -69,6 +69,15 @@ def test_splits_are_deterministic_and_independent_of_input_order():
     assert first == again
     other_seed = make_splits("toy", ("x", "y"), classes, test_size=40, validation_size=20, seed=1)
     assert other_seed.test != first.test
+
+
+def test_balanced_subset_takes_the_first_examples_of_each_class():
+    split = Split(("a0", "b0", "a1", "a2", "b1", "c0", "b2", "c1", "a3"), (0, 1, 0, 0, 1, 2, 1, 2, 0))
+    subset = balanced_subset(split, 5, 3)
+    assert subset.texts == ("a0", "b0", "a1", "b1", "c0")
+    assert [subset.labels.count(c) for c in range(3)] == spread(5, 3)
+    with pytest.raises(ValueError):
+        balanced_subset(split, 9, 3)  # class c has only two examples
 
 
 def test_too_small_class_is_an_error():

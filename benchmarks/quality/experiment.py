@@ -35,6 +35,20 @@ def fingerprint(paths: Sequence[Path]) -> str:
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+def merge_code_version() -> str:
+    """mergekit's version and a hash of mergekit_awd's Python sources: cached merges and scores are
+    only reused while both are unchanged."""
+    import mergekit_awd
+    from importlib.metadata import version
+
+    root = Path(mergekit_awd.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for file in sorted(root.rglob("*.py")):
+        digest.update(str(file.relative_to(root)).encode())
+        digest.update(file.read_bytes())
+    return f"mergekit-{version('mergekit')}-mergekit_awd-{digest.hexdigest()[:12]}"
+
+
 @dataclass
 class Sweep:
     """One CLI merge at λ = 1 and the scores of θ(λ) = θ_base + λ·(θ(1) − θ_base) on a split."""
@@ -80,7 +94,7 @@ class Benchmark:
             self.encoded["test"][task] = encode_split(tokenizer, splits.test)
         self.fingerprint = fingerprint([pretrained_dir / "model.safetensors"] + [
             encoder_folder(self.task_folders[t]) / "model.safetensors" for t in self.tasks
-        ]) + f"-v{validation_per_task}"
+        ]) + f"-v{validation_per_task}-{merge_code_version()}"
         self.records_path = merges_dir / "records.json"
         self.records: Dict[str, Dict[str, Any]] = (
             json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
@@ -145,11 +159,6 @@ class Benchmark:
         merge_record = self.records[f"merge/{base_key}/{self.fingerprint}"]
         scores = {lam: self.records[f"sweep/{base_key}/{lam}/{split}/{self.fingerprint}"] for lam in lambdas}
         return Sweep(spec=spec, merge_seconds=merge_record["seconds"], scores=scores, report=merge_record["report"])
-
-    def merge_report(self, spec: MergeSpec, tasks: Sequence[str]) -> Optional[Dict[str, Any]]:
-        """awd_report.json of the λ = 1 merge of ``spec`` (None for mergekit's own methods)."""
-        key = config_key(self._config(spec.with_lambda(1.0), tasks))
-        return self.records[f"merge/{key}/{self.fingerprint}"]["report"]
 
     def final(self, spec: MergeSpec, tasks: Sequence[str], splits: Sequence[str] = ("test",),
               check_lambda_path: bool = False) -> FinalMerge:

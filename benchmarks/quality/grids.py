@@ -4,7 +4,8 @@ A method is a list of configurations (everything but λ) and a λ grid; each con
 CLI merge (at λ = 1), each λ one validation scoring (see ``lambda_path``).  Parameters not listed
 keep mergekit's / mergekit_awd's defaults: TIES and DELLA divide by the agreeing weights
 (``normalize: true``), DARE/DELLA rescale kept entries (``rescale: true``), DELLA ε = 0.15, AWD
-``optimizer: adam, steps: 300, lr: 0.01, units: relative, select: block_linear``.
+the package defaults (``mergekit_awd.mergekit_adapter.awd_method``: optimizer, steps, lr, units,
+select), recorded per merge from its awd_report.json.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ def _specs(method: str, shared: Sequence[Dict], per_model: Sequence[Dict]) -> Tu
     return tuple(MergeSpec(method, dict(s), {**WEIGHT, **m}) for s in shared for m in per_model)
 
 
-TA_LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)            # task arithmetic: adds K task vectors
+TA_LAMBDAS = (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7, 1.0)  # task arithmetic: adds K task vectors
 SUM_LAMBDAS = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)     # DARE-TIES: adds K (sparsified) vectors
 MEAN_LAMBDAS = (0.3, 0.45, 0.6, 0.8, 1.0, 1.4, 2.0, 3.0)     # TIES, DELLA: divide by Σ agreeing weights
 TSV_LAMBDAS = (0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)          # TSV-M: θ_base + λ Δ_M (paper: λ = 1)
-AWD_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
+AWD_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7, 1.0)
+VARIANT_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)           # AWD diagnostics: the low-λ part of AWD_LAMBDAS
 AWD_ALPHAS = (0.01, 0.03, 0.1)
 DENSITIES = (0.2, 0.4)
 
@@ -83,6 +85,7 @@ def awd_variants(chosen: MergeSpec) -> List[Tuple[str, MergeSpec]]:
         ("select: matrices", variant(select="matrices")),
         ("select: all", variant(select="all")),
         ("optimizer: gd, lr 0.1", variant(optimizer="gd", lr=0.1)),
+        ("steps: 300", variant(steps=300)),
         ("steps: 1000", variant(steps=1000)),
         ("alpha: 0", variant(alpha=0.0)),
         ("alpha: 0.3", variant(alpha=0.3)),

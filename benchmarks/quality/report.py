@@ -121,6 +121,13 @@ def norms_table(results: Mapping[str, Any]) -> List[str]:
                  rows)
 
 
+def solver_defaults(results: Mapping[str, Any]) -> str:
+    """The awd parameters the chosen AWD merge ran with, as recorded in its awd_report.json."""
+    resolved = results["methods"][results["awd_for_subsets"]].get("resolved_params") or {}
+    keys = ("optimizer", "steps", "lr", "units", "select", "normalize")
+    return ", ".join(f"{k} {resolved[k]}" for k in keys if k in resolved)
+
+
 def targets(results: Mapping[str, Any]) -> List[str]:
     methods = results["methods"]
     awd_name = max(("awd_tensor", "awd_model"), key=lambda n: methods[n]["validation_normalized_avg"])
@@ -202,8 +209,8 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "",
         "## AWD: what was tried",
         "",
-        f"Main grid: scope tensor and model × α {{0.01, 0.03, 0.1}} (relative units) × λ, Adam 300 steps, "
-        f"lr 0.01, `select: block_linear`. Around the chosen AWD ({results['awd_for_subsets']}), one knob at "
+        f"Main grid: scope tensor and model × α {{0.01, 0.03, 0.1}} × λ; other parameters at their defaults "
+        f"({solver_defaults(results)}). Around the chosen AWD ({results['awd_for_subsets']}), one knob at "
         "a time, λ re-chosen on validation for each; the test numbers are diagnostics (nothing is chosen "
         "on them; the main table's AWD rows come from the main grid only):",
         "",

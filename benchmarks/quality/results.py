@@ -29,6 +29,7 @@ def method_entry(final: FinalMerge, chosen: GridPoint, individual_test: Mapping[
         "validation_avg": chosen.avg,
         "lambda_rescale_max_abs_diff": final.lambda_rescale_max_abs_diff,
         "task_vector_abs_cos": cosine_summary(final.report),
+        "resolved_params": (final.report or {}).get("parameters"),
     }
 
 

@@ -53,8 +53,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         ensure_data_sources()
 
     from benchmarks.quality.data import all_task_splits
-    from benchmarks.quality.experiment import Benchmark
-    from benchmarks.quality.grids import all_grids, awd_variants, AWD_LAMBDAS, MethodGrid
+    from benchmarks.quality.experiment import Benchmark, merge_code_version
+    from benchmarks.quality.grids import VARIANT_LAMBDAS, MethodGrid, all_grids, awd_variants
     from benchmarks.quality.merging import cli_command, registered_methods
     from benchmarks.quality.diagnostics import task_vector_norms
     from benchmarks.quality.models import encoder_folder, ensure_finetunes, ensure_pretrained_encoder
@@ -106,7 +106,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     awd_chosen = chosen_points[awd_name][0]
     investigation = []
     for label, spec in awd_variants(awd_chosen.spec):
-        points = run_grid(bench, MethodGrid(f"awd variant ({label})", (spec,), AWD_LAMBDAS),
+        points = run_grid(bench, MethodGrid(f"awd variant ({label})", (spec,), VARIANT_LAMBDAS),
                           individual["validation"], log)
         best = best_point(points)
         final = bench.final(best.spec, tasks, ("test",))  # diagnostic only: nothing is chosen on it
@@ -155,7 +155,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "task_vector_norms": norms,
         "registered_methods": registered,
         "settings": {"validation_per_task": args.validation_per_task, "subsets_per_k": args.subsets_per_k,
-                     "threads": torch.get_num_threads(), "merge_command": cli_command()},
+                     "threads": torch.get_num_threads(), "merge_command": cli_command(),
+                     "merge_code": merge_code_version()},
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / "quality.json").write_text(json.dumps(results, indent=2) + "\n")

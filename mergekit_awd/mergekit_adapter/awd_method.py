@@ -44,9 +44,9 @@ from mergekit_awd.mergekit_adapter.report import active_report
 from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, is_disentangled
 
 # Defaults: see README "Choosing α and λ" for the benchmark figure behind them.
-DEFAULT_LAMBDA = 0.5
+DEFAULT_LAMBDA = 0.3
 DEFAULT_ALPHA = 0.01
-DEFAULT_STEPS = 200
+DEFAULT_STEPS = 100
 DEFAULT_LR = 0.01
 DEFAULT_OPTIMIZER = "adam"
 DEFAULT_SOLVER = "reduced"
