@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # One-stop set-up and entry point.  On a fresh machine:
 #   ./run.sh demo    create .venv (torch==2.13.0 first), install, run the embedded default merge
+#                    (three MiniLM fine-tunes on real text, merged by awd and task_arithmetic)
+#   ./run.sh demo-tiny  the same set-up, then a merge of tiny synthetic LLaMA-shaped models (seconds)
 #   ./run.sh test    same set-up, then the whole test suite
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,6 +27,10 @@ shift || true
 case "$command" in
     demo)
         setup
+        python examples/minilm_demo.py "$@"
+        ;;
+    demo-tiny)
+        setup
         python examples/tiny_llama_demo.py "$@"
         ;;
     test)
@@ -43,7 +49,7 @@ case "$command" in
         setup
         ;;
     *)
-        echo "usage: ./run.sh demo|test|setup [args...]" >&2
+        echo "usage: ./run.sh demo|demo-tiny|test|setup [args...]" >&2
         exit 2
         ;;
 esac
