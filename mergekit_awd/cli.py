@@ -16,7 +16,7 @@ from mergekit.options import MergeOptions, PrettyPrintHelp, add_merge_options
 
 from mergekit_awd.compress import compress_command
 from mergekit_awd.config_loading import ConfigError
-from mergekit_awd.staged_output import OutputExistsError
+from mergekit_awd.staged_output import InterruptedAfterSwap, OutputExistsError
 from mergekit_awd.hub.upload import check_publish_target, publish_options, upload_command, upload_for_cli
 from mergekit_awd.inspect_merge import inspect_command
 
@@ -72,6 +72,8 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
         raise click.ClickException(
             f"{type(error).__name__}: {error} ({out_path} was left as it was; -v shows the traceback)"
         ) from None
+    except InterruptedAfterSwap as error:
+        raise click.ClickException(f"interrupted after the merge finished: {error}") from None
     except KeyboardInterrupt as error:
         raise click.ClickException(
             f"merge interrupted ({error or 'Ctrl-C'}); {out_path} was left as it was and the partial output removed"

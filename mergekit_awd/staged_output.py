@@ -23,6 +23,11 @@ class MergeInterrupted(KeyboardInterrupt):
     """SIGTERM (or SIGINT) arrived during a merge."""
 
 
+class InterruptedAfterSwap(KeyboardInterrupt):
+    """Ctrl-C arrived while the finished merge was being moved into OUT: it was held until the
+    move completed, so OUT holds the complete new merge."""
+
+
 def check_output_target(out_path: str, overwrite: bool) -> str:
     """Absolute OUT path; refuse a file, or a non-empty folder unless ``overwrite``."""
     out = os.path.abspath(out_path)
@@ -98,6 +103,7 @@ def staged_output(out_path: str, overwrite: bool = False) -> Iterator[str]:
             if staging is not None:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
+    swapped = False
     try:
         if os.path.isdir(out):
             retired = tempfile.mkdtemp(prefix=f".{name}.replaced-", dir=parent)
@@ -107,5 +113,11 @@ def staged_output(out_path: str, overwrite: bool = False) -> Iterator[str]:
             shutil.rmtree(retired, ignore_errors=True)
         else:
             os.rename(staging, out)
+        swapped = True
     finally:
-        _release_signals(held)
+        try:
+            _release_signals(held)  # a Ctrl-C held during the swap is raised here
+        except KeyboardInterrupt as error:
+            if swapped:
+                raise InterruptedAfterSwap(f"{out} holds the complete merge") from error
+            raise

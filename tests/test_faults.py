@@ -418,6 +418,8 @@ STAGED_SCRIPT = textwrap.dedent("""
         real_rename(src, dst)
         if moment == "between-renames" and ".replaced-" in dst:
             os.kill(os.getpid(), signal.SIGTERM)
+        if moment == "ctrl-c-between-renames" and ".replaced-" in dst:
+            os.kill(os.getpid(), signal.SIGINT)
     staged.tempfile.mkdtemp = mkdtemp
     staged.os.rename = rename
     try:
@@ -427,11 +429,14 @@ STAGED_SCRIPT = textwrap.dedent("""
     except staged.MergeInterrupted as error:
         print("interrupted:", error)
         sys.exit(3)
+    except staged.InterruptedAfterSwap as error:
+        print("interrupted after the swap:", error)
+        sys.exit(4)
     print("finished")
 """)
 
 
-@pytest.mark.parametrize("moment", ["folder-created", "between-renames"])
+@pytest.mark.parametrize("moment", ["folder-created", "between-renames", "ctrl-c-between-renames"])
 def test_sigterm_at_the_edges_of_the_staged_write(tmp_path, moment):
     out = tmp_path / "OUT"
     before = fill_previous_output(out)
@@ -444,7 +449,11 @@ def test_sigterm_at_the_edges_of_the_staged_write(tmp_path, moment):
         # the handler is in place before the folder exists: a clean interrupt, OUT as it was
         assert done.returncode == 3 and "interrupted: received signal SIGTERM" in done.stdout, done
         assert snapshot(out) == before
-    else:
+    elif moment == "between-renames":
         # the merge had finished: the swap completes, then SIGTERM takes its default course
         assert done.returncode == -signal.SIGTERM, done
+        assert snapshot(out) == {"model.safetensors": hashlib.sha256(b"new").hexdigest()}
+    else:
+        # Ctrl-C is held until the swap completed, then reported as such: OUT is the new merge
+        assert done.returncode == 4 and f"interrupted after the swap: {out} holds the complete merge" in done.stdout, done
         assert snapshot(out) == {"model.safetensors": hashlib.sha256(b"new").hexdigest()}
