@@ -4,6 +4,8 @@
 #                    (three MiniLM fine-tunes on real text, merged by awd and task_arithmetic)
 #   ./run.sh demo-tiny  the same set-up, then a merge of tiny synthetic LLaMA-shaped models (seconds)
 #   ./run.sh test    same set-up, then the whole test suite
+#   ./run.sh quality the same set-up, then the whole merge-quality benchmark: data sources, six
+#                    fine-tunes (cached in benchmarks/.cache), merges, plots (README "Merge quality")
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${MERGEKIT_AWD_VENV:-.venv}"
@@ -29,6 +31,10 @@ case "$command" in
         setup
         python examples/minilm_demo.py "$@"
         ;;
+    quality)
+        setup
+        python -m benchmarks.quality.run "$@"
+        ;;
     demo-tiny)
         setup
         python examples/tiny_llama_demo.py "$@"
@@ -49,7 +55,7 @@ case "$command" in
         setup
         ;;
     *)
-        echo "usage: ./run.sh demo|demo-tiny|test|setup [args...]" >&2
+        echo "usage: ./run.sh demo|demo-tiny|test|quality|setup [args...]" >&2
         exit 2
         ;;
 esac
