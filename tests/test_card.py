@@ -12,7 +12,7 @@ from huggingface_hub import ModelCard, ModelCardData
 from hub_server import metadata_errors
 from mergekit_awd.config_loading import load_config
 from mergekit_awd.hub.card import CARD_HEATMAP, SECTION_BEGIN, hub_model_ids, write_model_card
-from mergekit_awd.mergekit_adapter.awd_method import DEFAULT_LAMBDA
+from mergekit_awd.mergekit_adapter.awd_method import DEFAULT_ALPHA, DEFAULT_LAMBDA
 from mergekit_awd.runner import run_merge
 from mergekit_awd.synthetic import awd_config
 
@@ -54,7 +54,7 @@ def test_card_keeps_mergekit_text_and_parses(merged):
     assert "created using [mergekit](https://github.com/cg123/mergekit)" in card.text
     assert "The following YAML configuration was used to produce this model:" in card.text
     assert "[AWD Task Arithmetic (Adaptive Weight Disentanglement)](https://arxiv.org/abs/2411.18729)" in card.text
-    for name, value in (("α (weight of ‖δ‖)", "0.01"), ("λ (scale of Σ wᵢ τ̂ᵢ)", str(DEFAULT_LAMBDA)),
+    for name, value in (("α (weight of ‖δ‖)", str(DEFAULT_ALPHA)), ("λ (scale of Σ wᵢ τ̂ᵢ)", str(DEFAULT_LAMBDA)),
                         ("solver", "reduced"), ("scope", "tensor")):
         assert f"| {name} | {value} |" in card.text
 

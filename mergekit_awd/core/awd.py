@@ -72,7 +72,7 @@ class SolverSettings:
     units:     "relative" (scale-free, default) or "absolute" (the paper's raw form).
     """
 
-    alpha: float = 0.01
+    alpha: float = 0.03
     steps: int = 100
     lr: float = 0.01
     optimizer: str = "adam"

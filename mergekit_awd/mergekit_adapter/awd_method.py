@@ -45,7 +45,7 @@ from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, is_disentang
 
 # Defaults: see README "Choosing α and λ" for the benchmark figure behind them.
 DEFAULT_LAMBDA = 0.3
-DEFAULT_ALPHA = 0.01
+DEFAULT_ALPHA = 0.03
 DEFAULT_STEPS = 100
 DEFAULT_LR = 0.01
 DEFAULT_OPTIMIZER = "adam"
