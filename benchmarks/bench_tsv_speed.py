@@ -174,6 +174,8 @@ def main() -> None:
     parser.add_argument("--power-iters", type=int, default=DEFAULT_POWER_ITERS)
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP/MKL threads of every merge process (1: see the note in the results)")
+    parser.add_argument("--output", default="tsv_speed",
+                        help="results file name in benchmarks/results (without .json/.md)")
     args = parser.parse_args()
     cache = Path(args.cache)
     fast = {"oversample": args.oversample, "power_iters": args.power_iters}
@@ -197,11 +199,11 @@ def main() -> None:
         "results": results,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tsv_speed.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (RESULTS / f"{args.output}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         "# tsv (TSV-M) speed and accuracy vs mergekit task_arithmetic",
         "",
-        f"Command: `python benchmarks/bench_tsv_speed.py{' --cuda' if args.cuda else ''}` "
+        f"Command: `python benchmarks/bench_tsv_speed.py{''.join(' ' + a for a in sys.argv[1:])}` "
         f"({os.cpu_count()} CPU cores, {args.threads} thread(s) per merge, device {device}, "
         f"torch {torch.__version__}). One run; each merge a fresh `mergekit-awd` process. Model: {summary['model']}. "
         f"lowrank: oversample {fast['oversample']}, power_iters {fast['power_iters']}.",
@@ -223,14 +225,13 @@ def main() -> None:
         met_error = r["relative_error_all"] <= TARGET_ERROR
         lines.append(f"- {name}: time target {'met' if met_time else 'NOT met'}, "
                      f"error target {'met' if met_error else 'NOT met'}.")
-    lines += ["", f"Threads: every merge process ran with OMP/MKL_NUM_THREADS={args.threads}. On the shared 2-core "
-              "machine this was measured on (load average at start "
-              f"{summary['machine']['load_average'][0]:.1f}), 2 OpenMP threads made the SVD/QR kernels 3-50× slower "
-              "than 1 thread (threads spinning at barriers while the other core was taken), which would distort the "
-              "ratio; task_arithmetic runs with the same setting."]
+    lines += ["", f"Threads: every merge process ran with OMP/MKL_NUM_THREADS={args.threads} (task_arithmetic too); "
+              f"load average at start {summary['machine']['load_average'][0]:.1f}. On a shared 2-core machine, 2 "
+              "OpenMP threads can make the SVD/QR kernels several times slower than 1 (threads spinning at barriers "
+              "while the other core is taken): compare thread counts only on a quiet machine."]
     lines += ["", "Families: " + "; ".join(f"{k}: {v}" for k, v in summary["families"].items() if k in results) + ".",
               ""]
-    (RESULTS / "tsv_speed.md").write_text("\n".join(lines))
+    (RESULTS / f"{args.output}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 
