@@ -60,7 +60,7 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
         raise click.UsageError("--private, --revision, --commit-message and --token need --push-to-hub")
     if push_to_hub is not None:
         check_publish_target(push_to_hub, token)
-    merge_options.apply_global_options()
+    apply_global_options(merge_options)
     try:
         outcome = run_merge(config_file, out_path, options=merge_options, overwrite=overwrite)
     except (ConfigError, OutputExistsError) as error:
@@ -98,6 +98,23 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
 main.add_command(upload_command)
 main.add_command(inspect_command)
 main.add_command(compress_command)
+
+
+def apply_global_options(merge_options: MergeOptions) -> None:
+    """mergekit's ``apply_global_options`` (logging, seed, ``-j`` threads), callable more than once.
+
+    torch accepts ``set_num_interop_threads`` only once per process; a second in-process merge with
+    ``-j`` (the Python ``run`` entry point, a notebook) keeps the inter-op pool it has, as
+    ``mergekit-yaml`` would in a new process, and still sets the intra-op thread count.
+    """
+    import torch
+
+    try:
+        merge_options.apply_global_options()
+    except RuntimeError as error:
+        if "interop threads" not in str(error):
+            raise
+        torch.set_num_threads(merge_options.num_threads)
 
 
 def run(argv: Optional[List[str]] = None) -> int:

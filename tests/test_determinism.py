@@ -37,8 +37,8 @@ CONFIGS = {
 }
 
 # Runs each (config, out) pair through the CLI in one process and prints the sha256 of every file.
-# Only the first merge passes -j: mergekit applies it with torch.set_num_interop_threads, which
-# torch refuses a second time in one process; the thread count then holds for the whole process.
+# Every merge passes -j (torch accepts set_num_interop_threads once per process; the CLI keeps the
+# first inter-op pool and sets the thread count again).
 DRIVER = textwrap.dedent("""
     import hashlib, json, sys
     from pathlib import Path
@@ -46,9 +46,8 @@ DRIVER = textwrap.dedent("""
     from mergekit_awd.cli import run
     jobs, threads = json.loads(sys.argv[1]), sys.argv[2]
     hashes = {}
-    for index, (config, out) in enumerate(jobs):
-        extra = ["-j", threads] if index == 0 else []
-        code = run([config, out, "--no-copy-tokenizer", "--quiet", *extra])
+    for config, out in jobs:
+        code = run([config, out, "--no-copy-tokenizer", "--quiet", "-j", threads])
         assert code == 0, (config, code)
         hashes[out] = {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest()
                        for f in sorted(Path(out).rglob("*")) if f.is_file()}
