@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Dict, List
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import run_measured  # noqa: E402
+from benchmarks.measure import run_measured, write_merge_config  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -48,17 +47,6 @@ def build_inputs(cache: Path) -> List[Path]:
         print(f"building the ~134M LLaMA family in {family} (once) ...", flush=True)
         build_family(family, n_models=3, shape=BENCH_150M, dtype=torch.bfloat16, tokenizer=False)
     return paths
-
-
-def write_config(paths: List[Path], method: Dict, path: Path) -> None:
-    config = {
-        "merge_method": method["merge_method"],
-        "base_model": str(paths[0]),
-        "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in paths[1:]],
-        "parameters": method["parameters"],
-        "dtype": "bfloat16",
-    }
-    path.write_text(yaml.safe_dump(config))
 
 
 def run_child(config: Path, out: Path, threads: int) -> Dict[str, float]:
@@ -124,7 +112,7 @@ def main() -> None:
     for round_index in range(args.rounds):
         for name, method in METHODS.items():
             config = work / f"{name}.yml"
-            write_config(paths, method, config)
+            write_merge_config(paths, method["merge_method"], method["parameters"], "bfloat16", config)
             result = run_child(config, work / f"out_{name}", args.threads)
             runs[name].append(result)
             print(f"round {round_index + 1} {name:16s} {result['seconds']:7.2f} s  "

@@ -29,12 +29,11 @@ from pathlib import Path
 from typing import Dict, List, Tuple
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import run_measured  # noqa: E402
+from benchmarks.measure import run_measured, write_merge_config  # noqa: E402
 from mergekit_awd.synthetic import LlamaShape, llama_config  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -147,17 +146,6 @@ def method_table(available: List[str]) -> Dict[str, Dict]:
     return methods
 
 
-def write_config(paths: List[Path], method: Dict, path: Path) -> None:
-    config = {
-        "merge_method": method["merge_method"],
-        "base_model": str(paths[0]),
-        "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in paths[1:]],
-        "parameters": method["parameters"],
-        "dtype": "bfloat16",
-    }
-    path.write_text(yaml.safe_dump(config))
-
-
 def load_whole_model(folder: str) -> None:
     """--load-only: read every tensor of one model into memory (no streaming).
 
@@ -258,7 +246,7 @@ def main() -> None:
     methods = method_table(available)
     for name, method in methods.items():
         config = work / f"{name}.yml"
-        write_config(paths, method, config)
+        write_merge_config(paths, method["merge_method"], method["parameters"], "bfloat16", config)
         out = work / f"out_{name}"
         if out.exists():
             shutil.rmtree(out)

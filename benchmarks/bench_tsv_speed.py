@@ -27,12 +27,11 @@ from pathlib import Path
 from typing import Dict, List
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.measure import run_measured  # noqa: E402
+from benchmarks.measure import run_measured, write_merge_config  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 LAYER_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -91,13 +90,6 @@ def decaying_family(cache: Path, gaussian: List[Path], decay: float) -> List[Pat
     return paths
 
 
-def write_config(paths: List[Path], method: str, parameters: Dict, path: Path) -> None:
-    config = {"merge_method": method, "base_model": str(paths[0]),
-              "models": [{"model": str(p), "parameters": {"weight": 1.0}} for p in paths[1:]],
-              "parameters": parameters, "dtype": "float32"}
-    path.write_text(yaml.safe_dump(config))
-
-
 def run_child(config: Path, out: Path, cuda: bool, threads: int) -> Dict[str, float]:
     if out.exists():
         shutil.rmtree(out)
@@ -146,7 +138,7 @@ def measure_family(label: str, paths: List[Path], work: Path, cuda: bool, fast_p
     runs: Dict[str, Dict[str, float]] = {}
     for name, (method, parameters) in methods.items():
         config = work / f"{label}_{name}.yml"
-        write_config(paths, method, parameters, config)
+        write_merge_config(paths, method, parameters, "float32", config)
         runs[name] = run_child(config, work / f"{label}_{name}", cuda, threads)
         print(f"{label:9s} {name:16s} {runs[name]['seconds']:8.2f} s  peak RSS {runs[name]['peak_rss_mib']:8.1f} MiB",
               flush=True)

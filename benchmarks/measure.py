@@ -33,3 +33,13 @@ def run_measured(module: str, args: Sequence[str], env: dict = None) -> Tuple[fl
         if completed.returncode != 0:
             raise RuntimeError(f"command failed ({completed.returncode}): {' '.join(command)}")
         return seconds, json.loads(result.read_text())["vm_hwm_kib"] / 1024
+
+
+def write_merge_config(paths: Sequence[Path], method: str, parameters: dict, dtype: str, path: Path) -> None:
+    """``path``: a mergekit YAML merging paths[1:] (weight 1 each) onto the base paths[0] with ``method``."""
+    import yaml
+
+    from mergekit_awd.synthetic import merge_config
+
+    config = merge_config(method, paths, parameters, dtype, weights=[1.0] * (len(paths) - 1))
+    path.write_text(yaml.safe_dump(config))

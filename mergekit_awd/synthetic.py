@@ -121,9 +121,9 @@ def build_family(
     return paths
 
 
-def awd_config(paths: Sequence[Path], parameters: Optional[dict] = None, dtype: str = "float32",
-               weights: Optional[Sequence[float]] = None) -> dict:
-    """A mergekit config dict merging paths[1:] onto paths[0] with ``awd``."""
+def merge_config(method: str, paths: Sequence[Path], parameters: Optional[dict] = None, dtype: str = "float32",
+                 weights: Optional[Sequence[float]] = None) -> dict:
+    """A mergekit config dict merging paths[1:] onto the base paths[0] with ``method``."""
     models = []
     for i, p in enumerate(paths[1:]):
         entry = {"model": str(p)}
@@ -131,9 +131,15 @@ def awd_config(paths: Sequence[Path], parameters: Optional[dict] = None, dtype: 
             entry["parameters"] = {"weight": weights[i]}
         models.append(entry)
     return {
-        "merge_method": "awd",
+        "merge_method": method,
         "base_model": str(paths[0]),
         "models": models,
         "parameters": dict(parameters or {}),
         "dtype": dtype,
     }
+
+
+def awd_config(paths: Sequence[Path], parameters: Optional[dict] = None, dtype: str = "float32",
+               weights: Optional[Sequence[float]] = None) -> dict:
+    """A mergekit config dict merging paths[1:] onto paths[0] with ``awd``."""
+    return merge_config("awd", paths, parameters, dtype, weights)

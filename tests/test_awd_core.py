@@ -127,13 +127,8 @@ def test_streaming_passes_match_dense_arithmetic_across_chunk_boundaries():
     models = [base + 1e-2 * torch.randn(7, 1000) for _ in range(3)]
     dense = torch.stack([(m - base).double().reshape(-1) for m in models])
     gram = gram_of_task_vectors(base, models, chunk=999)
-    exact = dense @ dense.T
-    # float32 products per chunk, float64 sums: error relative to ‖τ_i‖‖τ_j‖, not to G_ij
-    scale = torch.outer(exact.diagonal().sqrt(), exact.diagonal().sqrt())
-    assert ((gram - exact).abs() / scale).max() < 1e-6
+    assert torch.allclose(gram, dense @ dense.T, rtol=1e-12)
     assert torch.equal(gram, gram_of_task_vectors(base, models, chunk=999))  # fixed summation order
-    wide = gram_of_task_vectors(base.double(), [m.double() for m in models], chunk=999)
-    assert torch.allclose(wide, exact, rtol=1e-12)  # float64 inputs: float64 products
     c = torch.tensor([0.5, -0.25, 2.0], dtype=torch.float64)
     before = [m.clone() for m in models]
     out = combine(base, models, c, out_dtype=torch.bfloat16, chunk=333)

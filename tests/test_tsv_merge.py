@@ -5,39 +5,18 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from conftest import load_state
 from mergekit.merge_methods.base import TensorGroup
 from mergekit_awd.cli import run
 from mergekit_awd.mergekit_adapter.report import collecting_report
 from mergekit_awd.mergekit_adapter.tsv_method import tsv_merge_method
-
-LAYER_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from merge_helpers import is_block_linear, merge_cli
+from merge_helpers import write_config as write_merge_config
 
 
 def write_config(tmp_path: Path, paths, parameters, weights=None, dtype="float32", name="tsv.yml"):
-    models = []
-    for i, p in enumerate(paths[1:]):
-        entry = {"model": str(p)}
-        if weights is not None:
-            entry["parameters"] = {"weight": weights[i]}
-        models.append(entry)
-    config = {"merge_method": "tsv", "base_model": str(paths[0]), "models": models,
-              "parameters": parameters, "dtype": dtype}
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def merge_cli(tmp_path: Path, config: Path, out_name: str, *extra: str) -> Path:
-    out = tmp_path / out_name
-    assert run([str(config), str(out), "--no-copy-tokenizer", "--quiet", *extra]) == 0
-    return out
-
-
-def is_block_linear(name: str, tensor: torch.Tensor) -> bool:
-    return ".layers." in name and tensor.ndim == 2 and any(p in name for p in LAYER_LINEAR)
+    return write_merge_config(tmp_path, paths, parameters, weights, dtype, method="tsv", name=name)
 
 
 def reference_tsv_m(task_matrices):

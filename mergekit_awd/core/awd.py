@@ -139,8 +139,8 @@ def flatten_task_vectors(task_vectors: torch.Tensor) -> torch.Tensor:
 # 16 MiB per task vector, less than mergekit's own K full-size temporaries for large tensors) and
 # keeps the operation count low.
 CHUNK_ELEMENTS = 1 << 22
-# Elements per chunk of the Gram pass: small enough for the K scratch rows to stay in cache, and it
-# fixes the order in which the Gram matrix is summed (the same for every thread count).
+# Elements per chunk of the Gram pass: small enough for the K scratch rows (float32 and float64) to
+# stay in cache, and it fixes the order in which the Gram matrix is summed.
 GRAM_CHUNK_ELEMENTS = 1 << 16
 
 
@@ -154,12 +154,12 @@ def gram_of_task_vectors(
     """G_ij = ⟨θ_i − θ_base, θ_j − θ_base⟩ (θ_base = 0 when ``base`` is None); float64 [K, K] on CPU.
 
     Streams over fixed-size chunks without allocating a [K, n] stack: the differences are formed
-    in the working dtype (exact for bfloat16/float16 inputs), each chunk's K × K products in the
-    working dtype, and the chunk sums are added up in float64 in a fixed order.  With float32
-    work and 2¹⁶-element chunks the relative error of each entry is ~1e-7 of Σ|τ_i||τ_j|, far
-    below what the solver can see; the small scratch buffers stay in cache.  Squared weight units.
-    Gram matrices of several tensors add up to the Gram matrix of their concatenation (design
-    note, Fact 3).
+    in the working dtype (exact for bfloat16/float16 inputs), their products and sums in float64,
+    chunk after chunk in a fixed order.  Float64 products keep exact linear dependence exact (two
+    collinear bfloat16 task vectors give a rank-1 G, which the reduced solver relies on); the
+    2¹⁶-element chunks keep the scratch buffers in cache, which is what makes the pass fast.
+    Squared weight units.  Gram matrices of several tensors add up to the Gram matrix of their
+    concatenation (design note, Fact 3).
     """
     flats = [_flat(m) for m in models]
     k = len(flats)
@@ -171,18 +171,21 @@ def gram_of_task_vectors(
     n = flats[0].numel()
     size = max(1, min(chunk, n))
     diff = torch.empty((k, size), dtype=work, device=device)
+    wide = diff if work == torch.float64 else torch.empty((k, size), dtype=torch.float64, device=device)
     base_rows = torch.empty((size,), dtype=work, device=device) if flat_base is not None else None
     gram = torch.zeros((k, k), dtype=torch.float64, device=device)
     for start in range(0, n, size):
         stop = min(start + size, n)
-        rows = diff[:, : stop - start]
+        rows, wide_rows = diff[:, : stop - start], wide[:, : stop - start]
         for index, flat in enumerate(flats):
             rows[index].copy_(flat[start:stop])
         if base_rows is not None:
             base_chunk = base_rows[: stop - start]
             base_chunk.copy_(flat_base[start:stop])
             rows.sub_(base_chunk)
-        gram.add_(rows @ rows.T)
+        if wide is not diff:
+            wide_rows.copy_(rows)
+        gram.addmm_(wide_rows, wide_rows.T)
     return gram.cpu()
 
 
