@@ -135,8 +135,8 @@ def flatten_task_vectors(task_vectors: torch.Tensor) -> torch.Tensor:
     return flat.to(working_dtype(flat.dtype))
 
 
-# Elements per chunk of the streaming passes: bounds the scratch memory (K × 2²² values in float32:
-# 16 MiB per task vector, less than mergekit's own K full-size temporaries for large tensors) and
+# Elements per chunk of the combining pass: bounds its scratch memory (a few 2²²-element float32
+# temporaries, 16 MiB each, less than mergekit's own K full-size temporaries for large tensors) and
 # keeps the operation count low.
 CHUNK_ELEMENTS = 1 << 22
 # Elements per chunk of the Gram pass: small enough for the K scratch rows (float32 and float64) to

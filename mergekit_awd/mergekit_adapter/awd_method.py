@@ -43,7 +43,7 @@ from mergekit_awd.core.awd import (
 from mergekit_awd.mergekit_adapter.report import active_report
 from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, is_disentangled
 
-# Defaults: see README "Choosing α and λ" for the benchmark figure behind them.
+# Defaults: see README "Where the defaults come from" for the benchmark figures behind them.
 DEFAULT_LAMBDA = 0.3
 DEFAULT_ALPHA = 0.03
 DEFAULT_STEPS = 100
