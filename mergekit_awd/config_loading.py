@@ -9,11 +9,9 @@ from typing import Any, Dict, Tuple, Union
 import yaml
 from mergekit.config import MergeConfiguration
 
+from mergekit_awd.errors import ConfigError
+
 ConfigInput = Union[str, os.PathLike, Dict[str, Any], MergeConfiguration]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the file and key."""
 
 
 def load_config(config: ConfigInput) -> Tuple[MergeConfiguration, str, str]:

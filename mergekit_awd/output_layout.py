@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Tuple
 
+from mergekit_awd.errors import IncompleteOutputError
+
 COMPLETION_MARKER = "mergekit_awd_complete.json"
 
 # (single-file name, shard index name) for the formats mergekit writes.
@@ -19,10 +21,6 @@ WEIGHT_LAYOUTS: Tuple[Tuple[str, str], ...] = (
     ("model.safetensors", "model.safetensors.index.json"),
     ("pytorch_model.bin", "pytorch_model.bin.index.json"),
 )
-
-
-class IncompleteOutputError(ValueError):
-    """An output folder that is not a finished merge; the message names the folder and file."""
 
 
 @dataclass(frozen=True)

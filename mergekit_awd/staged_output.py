@@ -14,9 +14,7 @@ import threading
 from contextlib import contextmanager
 from typing import Iterator
 
-
-class OutputExistsError(FileExistsError):
-    """OUT exists and is not empty, and overwriting was not asked for."""
+from mergekit_awd.errors import OutputExistsError
 
 
 class MergeInterrupted(KeyboardInterrupt):

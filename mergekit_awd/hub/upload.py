@@ -24,13 +24,10 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import click
 
-from mergekit_awd.output_layout import COMPLETION_MARKER, IncompleteOutputError, check_finished_output
+from mergekit_awd.errors import HubUploadError, IncompleteOutputError
+from mergekit_awd.output_layout import COMPLETION_MARKER, check_finished_output
 
 DEFAULT_BRANCH = "main"
-
-
-class HubUploadError(RuntimeError):
-    """An upload that did not happen or did not finish; the message names the repository."""
 
 
 @dataclass(frozen=True)
