@@ -15,8 +15,8 @@ import click
 from mergekit.options import MergeOptions, PrettyPrintHelp, add_merge_options
 
 from mergekit_awd.compress import compress_command
-from mergekit_awd.config_loading import ConfigError
-from mergekit_awd.staged_output import InterruptedAfterSwap, OutputExistsError
+from mergekit_awd.errors import MergekitAwdError
+from mergekit_awd.staged_output import InterruptedAfterSwap
 from mergekit_awd.hub.upload import check_publish_target, publish_options, upload_command, upload_for_cli
 from mergekit_awd.inspect_merge import inspect_command
 
@@ -63,7 +63,9 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
     apply_global_options(merge_options)
     try:
         outcome = run_merge(config_file, out_path, options=merge_options, overwrite=overwrite)
-    except (ConfigError, OutputExistsError) as error:
+    except MergekitAwdError as error:
+        # bad config, OUT overlapping an input or busy, a model file that cannot be read, a step
+        # after the merge that failed (the message says OUT holds the complete weights)
         raise click.ClickException(str(error)) from None
     except (ValueError, RuntimeError, OSError) as error:
         # bad tensors, unreadable or missing inputs, a full disk: OUT is untouched (staged output)

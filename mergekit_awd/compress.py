@@ -39,7 +39,6 @@ import json
 import math
 import os
 import re
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -49,6 +48,10 @@ import torch
 
 from mergekit_awd.core.awd import task_vector_stack
 from mergekit_awd.core.tsv import SVD_METHODS, TSVSettings, kept_rank, top_singular_triplets
+from mergekit_awd.errors import ConfigError, MergekitAwdError
+from mergekit_awd.input_paths import InputPath, check_out_disjoint, config_file_of, model_reference_inputs, resolve
+from mergekit_awd.model_files import model_read_errors
+from mergekit_awd.staged_output import InterruptedAfterSwap, check_output_target, staged_output
 
 REPORT_NAME = "compress_report.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -60,22 +63,27 @@ class ModelFamily:
 
     base: Any  # mergekit.common.ModelReference
     models: List[Any]
+    inputs: List[InputPath] = field(default_factory=list)  # every local path read (input_paths)
 
     @classmethod
     def from_config(cls, config: Any) -> "ModelFamily":
         """From a merge config (path, YAML text, dict or MergeConfiguration) with base_model + models."""
-        from mergekit_awd.config_loading import ConfigError, load_config
+        from mergekit_awd.config_loading import load_config
+        from mergekit_awd.validation import check_models
 
         merge_config, _, label = load_config(config)
+        config_file = config_file_of(label)
         if merge_config.base_model is None:
             raise ConfigError(f"{label}: base_model is required (the model the fine-tunes started from)")
         models = [m.model for m in (merge_config.models or []) if m.model != merge_config.base_model]
         if not models:
             raise ConfigError(f"{label}: models must list at least one fine-tuned model besides base_model")
-        for reference in [merge_config.base_model, *models]:
-            if not os.path.isdir(os.path.expanduser(reference.model.path)):
-                raise ConfigError(f"{label}: model folder {reference.model.path!r} does not exist")
-        return cls(merge_config.base_model, models)
+        check_models(merge_config, label)  # folders, config.json, architectures, weight files, shapes
+        inputs = [item for reference in [merge_config.base_model, *models]
+                  for item in model_reference_inputs(reference, "input model")]
+        if config_file:
+            inputs.append(InputPath("config file", config_file, resolve(config_file)))
+        return cls(merge_config.base_model, models, inputs)
 
     def loader(self, model: Any):
         from mergekit.io.tasks import LoaderCache
@@ -102,16 +110,20 @@ class ModelFamily:
         return base, out
 
     def folder_names(self) -> List[str]:
-        """Output folder per model: its last path component, de-duplicated with _2, _3, …"""
-        names: List[str] = []
+        """Output folder per model: the last component of its resolved path (``..``, ``.`` and
+        links resolved), characters outside ``[A-Za-z0-9_.-]`` replaced by ``_``.  Two models
+        that would share a folder are refused: one adapter would silently replace the other."""
+        names: Dict[str, str] = {}
         for model in self.models:
-            stem = re.sub(r"[^\w.-]", "_", str(model.model.path).rstrip("/").split("/")[-1]) or "model"
-            candidate, n = stem, 1
-            while candidate in names:
-                n += 1
-                candidate = f"{stem}_{n}"
-            names.append(candidate)
-        return names
+            resolved = resolve(os.path.expanduser(str(model.model.path)))
+            name = re.sub(r"[^\w.-]", "_", os.path.basename(resolved)).lstrip(".") or "model"
+            if name in names:
+                raise ConfigError(
+                    f"models {names[name]!r} and {str(model.model.path)!r} would both be written to the "
+                    f"adapter folder {name!r}; give the model folders different names"
+                )
+            names[name] = str(model.model.path)
+        return list(names)
 
 
 def module_kinds(base_folder: str) -> Dict[str, Tuple[str, Dict[str, Tuple[int, ...]]]]:
@@ -209,9 +221,10 @@ def compress_family(
     """Write one PEFT LoRA adapter per fine-tuned model of ``config`` into ``out_path``.
 
     Returns the report written to ``out_path/compress_report.json`` (see the module docstring).
+    OUT may not overlap an input (``input_paths``); it is written staged, under a lock, and a
+    non-empty OUT is refused unless ``overwrite``, which replaces it as a whole once all
+    adapters are written (``staged_output``).
     """
-    from safetensors.torch import save_file
-
     if rank is not None and fraction is not None:
         raise ValueError("give rank or fraction, not both")
     if rank is not None and (int(rank) != rank or rank < 1):
@@ -223,12 +236,24 @@ def compress_family(
     if dtype is not None and dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     family = ModelFamily.from_config(config)
-    if os.path.exists(out_path) and os.listdir(out_path) and not overwrite:
-        raise FileExistsError(f"{out_path} exists and is not empty (use overwrite)")
+    check_out_disjoint(out_path, family.inputs, command="compress")
+    final_path = check_output_target(out_path, overwrite)
+    names = family.folder_names()
+    with staged_output(out_path, overwrite=overwrite) as staging, model_read_errors():
+        report = _compress_into(staging, final_path, family, names, rank, fraction, svd, dtype, device)
+    return report
+
+
+def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: List[str], rank: Optional[int],
+                   fraction: Optional[float], svd: str, dtype: Optional[str], device: str) -> Dict[str, Any]:
+    """The work of ``compress_family``: adapters and report written into ``staging`` (which
+    becomes ``final_path``)."""
+    from safetensors.torch import save_file
+
     settings = TSVSettings(svd=svd)
     base_folder = os.path.expanduser(family.base.model.path)
     kinds = module_kinds(base_folder)
-    builders = [AdapterBuilder(name) for name in family.folder_names()]
+    builders = [AdapterBuilder(name) for name in names]
     count = len(family.models)
     model_params = 0
     save_dtype: Optional[torch.dtype] = DTYPES[dtype] if dtype else None
@@ -266,22 +291,20 @@ def compress_family(
                 builder.full_modules.add(module)
                 builder.other_norm_sq += norm_sq
         del task_vectors
-    os.makedirs(out_path, exist_ok=True)
     report: Dict[str, Any] = {"base_model": str(family.base), "svd": svd, "rank": rank, "fraction": fraction,
                               "model_parameters": model_params, "adapters": {}}
     for index, builder in enumerate(builders):
-        folder = os.path.join(out_path, builder.name)
-        if os.path.exists(folder):
-            shutil.rmtree(folder)
+        folder = os.path.join(staging, builder.name)
         os.makedirs(folder)
         entry = _write_adapter(builder, family, index, kinds, folder, save_dtype or torch.float32, device,
                                base_folder, save_file)
+        entry["folder"] = os.path.join(final_path, builder.name)
         entry["model_parameters"] = model_params
         entry["size_ratio"] = entry["parameters"] / model_params if model_params else 0.0
         entry["model_bytes"] = _model_bytes(os.path.expanduser(family.models[index].model.path))
         entry["bytes_ratio"] = entry["bytes"] / entry["model_bytes"] if entry["model_bytes"] else None
         report["adapters"][builder.name] = entry
-    with open(os.path.join(out_path, REPORT_NAME), "w", encoding="utf-8") as handle:
+    with open(os.path.join(staging, REPORT_NAME), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
         handle.write("\n")
     return report
@@ -392,18 +415,23 @@ def format_report(report: Dict[str, Any]) -> str:
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default=None,
               help="dtype of the saved adapter tensors (default: the base model's).")
 @click.option("--device", default="cpu", show_default=True, help="torch device for the SVDs (e.g. cuda).")
-@click.option("--overwrite", is_flag=True, default=False, help="Write into a non-empty OUT_PATH.")
-@click.option("--quiet", is_flag=True, default=False)
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace a non-empty OUT_PATH as a whole (only once every adapter is written).")
+@click.option("--quiet", is_flag=True, default=False, help="Print nothing but errors.")
 def compress_command(config_file: str, out_path: str, rank: Optional[int], fraction: Optional[float], svd: str,
                      dtype: Optional[str], device: str, overwrite: bool, quiet: bool) -> None:
     """TSV-C: write each fine-tuned model of CONFIG_FILE as a PEFT LoRA adapter under OUT_PATH."""
-    from mergekit_awd.config_loading import ConfigError
-
     try:
         report = compress_family(config_file, out_path, rank=rank, fraction=fraction, svd=svd, dtype=dtype,
                                  device=device, overwrite=overwrite)
-    except (ConfigError, ValueError, KeyError, FileExistsError) as error:
+    except (MergekitAwdError, ValueError, KeyError, OSError) as error:
         raise click.ClickException(str(error)) from None
+    except InterruptedAfterSwap as error:
+        raise click.ClickException(f"interrupted after the adapters were written: {error}") from None
+    except KeyboardInterrupt as error:
+        raise click.ClickException(
+            f"compress interrupted ({error or 'Ctrl-C'}); {out_path} was left as it was and the partial output removed"
+        ) from None
     if not quiet:
         click.echo(format_report(report))
         click.echo(f"Adapters and {REPORT_NAME} written to {out_path}")

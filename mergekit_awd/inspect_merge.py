@@ -32,7 +32,7 @@ from mergekit.io.tasks import GatherTensors, LoaderCache
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.options import MergeOptions
 
-from mergekit_awd.config_loading import ConfigError, ConfigInput, load_config
+from mergekit_awd.config_loading import ConfigInput, load_config
 from mergekit_awd.core.awd import (
     SolverSettings,
     gram_matrix,
@@ -42,8 +42,12 @@ from mergekit_awd.core.awd import (
     task_vector_stack,
 )
 from mergekit_awd.core.tsv import singular_task_interference
-from mergekit_awd.mergekit_adapter.awd_method import DEFAULT_SCOPE, solver_settings
+from mergekit_awd.errors import ConfigError, MergekitAwdError
+from mergekit_awd.input_paths import check_out_disjoint, config_file_of, merge_inputs
+from mergekit_awd.mergekit_adapter.awd_method import DEFAULT_SCOPE, require_finite, solver_settings
+from mergekit_awd.model_files import model_read_errors
 from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, block_number, is_disentangled
+from mergekit_awd.staged_output import check_output_target, staged_output
 
 REPORT_FILENAME = "inspect_report.json"
 COSINES_PNG = "inspect_cosines.png"
@@ -133,7 +137,8 @@ def plan_tensors(config: ConfigInput, options: MergeOptions
     if base is None:
         raise ConfigError(f"{label}: inspect needs a base_model (task vectors are θᵢ − θ_base)")
     ours = {m.spec.name: m for m in our_methods()}
-    validate_merge(merge_config, label, ours.get(merge_config.merge_method), allow_crimes=options.allow_crimes)
+    validate_merge(merge_config, label, ours.get(merge_config.merge_method), allow_crimes=options.allow_crimes,
+                   options=options)
     arch_info = get_architecture_info(merge_config, options)
     LoaderCache().setup(options=options)
     out_config = _model_out_config(merge_config, arch_info, trust_remote_code=options.trust_remote_code)
@@ -176,6 +181,7 @@ def _load(model: ModelReference, weight: Any, device: str) -> Optional[torch.Ten
                                                raise_on_missing=not weight.optional)
 
 
+@model_read_errors()
 def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, device: str = "cpu",
                   tsv: bool = True) -> Dict[str, Any]:
     """Inspect the merge in ``config`` (a path, YAML text, dict or MergeConfiguration).
@@ -202,6 +208,8 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
         if not base_tensor.is_floating_point():
             skipped[tensor.name] = "not floating point"
             continue
+        require_finite(tensor.name, [(f"{base} (base model)", base_tensor), *((str(m), v) for m, v in zip(order, models))],
+                       opt_out=False)
         for model, value in zip(order, models):
             if value.shape != base_tensor.shape:
                 raise ValueError(f"{tensor.name}: shape {tuple(value.shape)} in {model} differs from "
@@ -362,16 +370,27 @@ def save_heatmap_pngs(report: Dict[str, Any], out_dir: str) -> List[str]:
 @click.option("--transformers-cache", default=None, help="Hugging Face cache folder for Hub models.")
 @click.option("--trust-remote-code", is_flag=True, default=False, help="Trust remote code in model configs.")
 @click.option("--allow-crimes", is_flag=True, default=False, help="Allow mixing architectures.")
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace a non-empty --out folder as a whole (only once the report is written).")
 def inspect_command(config_file: str, out_dir: Optional[str], device: str, no_tsv: bool,
-                    transformers_cache: Optional[str], trust_remote_code: bool, allow_crimes: bool) -> None:
+                    transformers_cache: Optional[str], trust_remote_code: bool, allow_crimes: bool,
+                    overwrite: bool) -> None:
     """Report task-vector cosines, AWD's effect and TSV interference for CONFIG_FILE, without merging."""
     options = MergeOptions(transformers_cache=transformers_cache, trust_remote_code=trust_remote_code,
                            allow_crimes=allow_crimes)
     try:
+        if out_dir:  # before the long work: --out may not overlap an input, nor be a non-empty folder
+            merge_config, _source, label = load_config(config_file)
+            check_out_disjoint(out_dir, merge_inputs(merge_config, config_file_of(label), options), command="inspect")
+            final_dir = check_output_target(out_dir, overwrite)
         report = inspect_merge(config_file, options, device=device, tsv=not no_tsv)
-    except (ConfigError, ValueError) as error:
+        click.echo(format_report(report))
+        if out_dir:
+            with staged_output(out_dir, overwrite=overwrite) as staging:
+                written = [os.path.basename(path) for path in save_report(report, staging)]
+            for name in written:
+                click.echo(f"wrote {os.path.join(final_dir, name)}")
+    except (MergekitAwdError, ValueError, OSError) as error:
         raise click.ClickException(str(error)) from None
-    click.echo(format_report(report))
-    if out_dir:
-        for path in save_report(report, out_dir):
-            click.echo(f"wrote {path}")
+    except KeyboardInterrupt as error:
+        raise click.ClickException(f"inspect interrupted ({error or 'Ctrl-C'}); nothing was written") from None

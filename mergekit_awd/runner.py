@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from mergekit.card import modelref_md
 from mergekit.config import MergeConfiguration
@@ -14,11 +14,15 @@ from mergekit.merge_methods import get as get_method
 from mergekit.options import MergeOptions
 
 from mergekit_awd.config_loading import ConfigInput, load_config
+from mergekit_awd.errors import PostMergeError
 from mergekit_awd.hub.card import task_vector_models, write_model_card
+from mergekit_awd.input_paths import check_out_disjoint, config_file_of, merge_inputs
+from mergekit_awd.mergekit_adapter.card_lookup import local_first_card
 from mergekit_awd.mergekit_adapter.planner import awd_planner
 from mergekit_awd.mergekit_adapter.registration import our_methods, register_methods
+from mergekit_awd.model_files import model_read_errors
 from mergekit_awd.mergekit_adapter.report import collecting_report, report_filename
-from mergekit_awd.output_layout import write_completion_marker
+from mergekit_awd.output_layout import COMPLETION_MARKER, write_completion_marker
 from mergekit_awd.staged_output import check_output_target, staged_output
 from mergekit_awd.validation import validate_merge
 
@@ -68,6 +72,28 @@ def _normalise_mergekit_card(staging: str, out_path: str, config: MergeConfigura
         handle.write("\n".join(lines))
 
 
+def _attempt(failures: List[Tuple[str, str]], step: str, function: Callable[..., Any], *args: Any) -> Any:
+    """Run a step after the merge finished; record its failure (and return None) instead of losing the merge."""
+    try:
+        return function(*args)
+    except Exception as error:
+        failures.append((step, f"{type(error).__name__}: {error}"))
+        return None
+
+
+def _post_merge_error(outcome: MergeOutcome, failures: List[Tuple[str, str]]) -> PostMergeError:
+    steps = "; ".join(f"{step} failed ({reason})" for step, reason in failures)
+    marker_missing = any(COMPLETION_MARKER in step for step, _ in failures)
+    error = PostMergeError(
+        f"the merge finished and {outcome.out_path} holds the complete merged weights, but {steps}"
+        + (f"; without {COMPLETION_MARKER} `mergekit-awd upload` refuses the folder: re-run the merge "
+           "to publish it" if marker_missing else ""),
+        path=outcome.out_path, failures=failures,
+    )
+    error.outcome = outcome
+    return error
+
+
 def run_merge(
     config: ConfigInput,
     out_path: Union[str, os.PathLike],
@@ -90,19 +116,31 @@ def run_merge(
     merge_options = build_options(options, option_overrides)
     ours = {m.spec.name: m for m in our_methods()}
     method = ours.get(merge_config.merge_method)
-    validate_merge(merge_config, label, method, allow_crimes=merge_options.allow_crimes)
+    validate_merge(merge_config, label, method, allow_crimes=merge_options.allow_crimes, options=merge_options)
+    inputs = merge_inputs(merge_config, config_file_of(label), merge_options)
+    check_out_disjoint(os.fspath(out_path), inputs, command="merge")
     final_path = check_output_target(os.fspath(out_path), overwrite)
-    with staged_output(final_path, overwrite=overwrite) as staging:
-        with collecting_report() as report, awd_planner():
+    report_json = None
+    failures: List[Tuple[str, str]] = []
+    with staged_output(os.fspath(out_path), overwrite=overwrite) as staging, local_first_card() as card_failures:
+        with collecting_report() as report, awd_planner(), model_read_errors():
             mergekit_run_merge(merge_config, staging, options=merge_options, config_source=source)
-        _normalise_mergekit_card(staging, final_path, merge_config)
-        report_json = None
+        # The weights are complete: nothing after this point may discard them.
+        failures += card_failures
+        _attempt(failures, "the model card title", _normalise_mergekit_card, staging, final_path, merge_config)
         if method is not None:
             models: List[str] = sorted(str(m) for m in merge_config.referenced_models())
             parameters = _resolved_parameters(merge_config)
-            report_json = report.to_json(merge_config.merge_method, parameters, models)
-            report.write(staging, merge_config.merge_method, parameters, models)
-            write_model_card(staging, merge_config, report_json)
-        write_completion_marker(staging, {"merge_method": merge_config.merge_method})
+            report_json = _attempt(failures, "the merge report", report.to_json,
+                                   merge_config.merge_method, parameters, models)
+            if report_json is not None:
+                _attempt(failures, report_filename(merge_config.merge_method), report.write,
+                         staging, merge_config.merge_method, parameters, models)
+                _attempt(failures, "the model card", write_model_card, staging, merge_config, report_json)
+        _attempt(failures, f"the completion marker {COMPLETION_MARKER}", write_completion_marker,
+                 staging, {"merge_method": merge_config.merge_method})
     report_path = os.path.join(final_path, report_filename(merge_config.merge_method)) if method else None
-    return MergeOutcome(final_path, report_path, report_json)
+    outcome = MergeOutcome(final_path, report_path, report_json)
+    if failures:
+        raise _post_merge_error(outcome, failures)
+    return outcome

@@ -10,8 +10,11 @@ Serves on 127.0.0.1 only.  Implements, with the Hub's status codes and error hea
     POST /{repo}.git/info/lfs/objects/batch             LFS batch: an upload action only for new objects
     PUT  /lfs-upload/{repo}/{sha256}                    the LFS object (a presigned URL: no auth)
     POST /api/models/{repo}/commit/{rev}                ndjson commit
+    GET  /api/whoami-v2                                 the token's user, orgs and role
 
-Every other request needs ``Authorization: Bearer <token>`` (401 otherwise).  A repository in
+Every other request needs ``Authorization: Bearer <token>`` (401 otherwise).  ``role`` is the
+token's role whoami reports (``write``, ``read`` or ``fineGrained``); with ``read``, every
+request that writes (create, branch, preupload, LFS batch, commit) answers 403.  A repository in
 ``foreign_repos`` exists for someone else: creating it answers 409, everything else 404.
 ``faults`` maps a route name to an HTTP status to answer instead, or to ``"drop"`` (read the
 request, close the connection without a response).  ``requests`` records each request (never
@@ -28,7 +31,7 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -50,8 +53,10 @@ ROUTES: Tuple[Tuple[str, str, "re.Pattern[str]"], ...] = tuple(
         ("repo_info", "GET", rf"^/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?$"),
         ("lfs_batch", "POST", rf"^/{_REPO}\.git/info/lfs/objects/batch$"),
         ("lfs_upload", "PUT", rf"^/lfs-upload/{_REPO}/(?P<oid>[0-9a-f]{{64}})$"),
+        ("whoami", "GET", r"^/api/whoami-v2$"),
     )
 )
+WRITE_ROUTES = ("create", "branch", "preupload", "lfs_batch", "commit")
 
 
 def git_blob_sha1(content: bytes) -> str:
@@ -79,9 +84,12 @@ class FakeRepo:
 class FakeHub:
     """The server's state and its control surface for tests."""
 
-    def __init__(self, token: str, user: str = "test-user") -> None:
+    def __init__(self, token: str, user: str = "test-user", orgs: Sequence[str] = (),
+                 role: str = "write") -> None:
         self.token = token
         self.user = user
+        self.orgs: List[str] = list(orgs)
+        self.role = role
         self.repos: Dict[str, FakeRepo] = {}
         self.foreign_repos: set = set()
         self.requests: List[RequestRecord] = []
@@ -207,6 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(501, f"fake hub: no route for {method} {path}")
         if route != "lfs_upload" and not authorized:
             return self._error(401, "Invalid credentials in Authorization header")
+        if route in WRITE_ROUTES and hub.role == "read":
+            return self._error(403, "You don't have the rights to write with a read token", "Forbidden")
         with hub.lock:
             getattr(self, f"_do_{route}")(params, body)
 
@@ -251,6 +261,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {
             "id": params["repo"], "modelId": params["repo"], "sha": repo.heads[branch],
             "private": repo.private, "siblings": [{"rfilename": p} for p in sorted(repo.branches[branch])],
+        })
+
+    def _do_whoami(self, params: Dict[str, str], body: bytes) -> None:
+        hub = self.state
+        access: Dict[str, Any] = {"displayName": "test token", "role": hub.role}
+        if hub.role == "fineGrained":
+            access["fineGrained"] = {"canReadGatedRepos": False, "global": [], "scoped": []}
+        self._send(200, {
+            "type": "user", "id": "0" * 24, "name": hub.user, "fullname": hub.user,
+            "orgs": [{"type": "org", "name": org, "fullname": org, "roleInOrg": "write"} for org in hub.orgs],
+            "auth": {"type": "access_token", "accessToken": access},
         })
 
     def _do_validate_yaml(self, params: Dict[str, str], body: bytes) -> None:

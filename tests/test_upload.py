@@ -50,7 +50,7 @@ def hub(monkeypatch, tmp_path):
     import huggingface_hub.utils._http as hf_http
     from huggingface_hub import constants
 
-    server = FakeHub(token=TOKEN).start()
+    server = FakeHub(token=TOKEN, orgs=["org"]).start()  # the tests publish to org/...
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setattr(constants, "ENDPOINT", server.url)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

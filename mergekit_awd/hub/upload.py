@@ -1,31 +1,42 @@
 """Publish a finished merge output folder to the Hugging Face Hub.
 
-``upload_output`` refuses a folder that is not a finished merge (``output_layout``), creates the
+``upload_output`` refuses a folder that is not exactly what a finished merge wrote
+(``output_layout.check_finished_output``: every file's sha256 against the completion marker, no
+symbolic links, no files the merge did not write, except an edited ``README.md``), creates the
 repository when needed (``create_repo(exist_ok=True)``), creates the branch for ``revision``,
 and uploads the folder with ``HfApi.upload_folder`` (huggingface_hub's resumable, chunk-
 deduplicating Xet pipeline with its live progress display when ``hf_xet`` is installed; the LFS
-protocol otherwise).  Files already on the Hub are not sent again.  The completion marker is
-not uploaded.  The folder is only read, never written.
+protocol otherwise).  Exactly the checked files are offered (``allow_patterns``); the completion
+marker, ``.git`` and ``.cache`` are not uploaded.  Files already on the Hub are not sent again.
+The folder is only read, never written.
 
-The token comes from ``token``, else ``HF_TOKEN``, else the login cache (``hf auth login``).
+The token comes from ``token``, else ``HF_TOKEN``, else the login cache (``hf auth login``), and
+goes through ``normalise_token``: surrounding whitespace (a trailing ``\r`` from a CRLF file) is
+stripped, a token still holding whitespace, a control or a non-ASCII character is refused.
 Every failure becomes one ``HubUploadError`` that names the repository and never contains
-the token.
+the token in any form (``_redact``).  ``check_write_access`` asks the Hub's whoami whether the
+token is valid and may write to the repository's namespace, before a long merge.
 
 ``publish_options`` and ``upload_command`` are the command-line face of the same function.
 """
 
 from __future__ import annotations
 
+import glob
 import importlib
+import json
+import logging
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import quote, quote_plus
 
 import click
 
 from mergekit_awd.errors import HubUploadError, IncompleteOutputError
-from mergekit_awd.output_layout import COMPLETION_MARKER, check_finished_output
+from mergekit_awd.output_layout import FinishedOutput, check_finished_output, upload_ignore_patterns
 
 DEFAULT_BRANCH = "main"
 
@@ -42,19 +53,6 @@ class UploadResult:
     files: Tuple[str, ...]
 
 
-def _folder_files(out_dir: str) -> List[Tuple[str, int]]:
-    """(path in the repository, size) of every file that will be offered for upload."""
-    found = []
-    for root, dirs, names in os.walk(out_dir):
-        dirs[:] = [d for d in dirs if d not in (".git", ".cache")]
-        for name in names:
-            path = os.path.join(root, name)
-            relative = os.path.relpath(path, out_dir).replace(os.sep, "/")
-            if relative != COMPLETION_MARKER:
-                found.append((relative, os.path.getsize(path)))
-    return sorted(found)
-
-
 def _human_size(size: float) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if size < 1024 or unit == "GB":
@@ -63,8 +61,82 @@ def _human_size(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def _redact(text: str, token: Optional[str]) -> str:
-    return text.replace(token, "***") if token and len(token) >= 8 else text
+# Shortest token form that is redacted: shorter strings are too common in ordinary text.
+_MIN_SECRET_CHARS = 4
+_NOT_TOKEN_CHAR = re.compile(r"[^\x21-\x7e]")  # whitespace, controls, non-ASCII
+
+
+def _secret_forms(token: str) -> List[str]:
+    """Every spelling of ``token`` an error message may carry: as is, stripped, ``repr``'s and
+    JSON's escapes, the bytes repr of an HTTP header (``b'Bearer …'``), URL-encoded, and the
+    pieces between whitespace or control characters."""
+    forms = set()
+    for value in {token, token.strip()}:
+        forms.update({
+            value,
+            repr(value)[1:-1],
+            json.dumps(value)[1:-1],
+            repr(value.encode("utf-8", "backslashreplace"))[2:-1],
+            repr(value.encode("latin-1", "backslashreplace"))[2:-1],
+            quote(value), quote(value, safe=""), quote_plus(value), quote_plus(value, safe=""),
+        })
+        forms.update(_NOT_TOKEN_CHAR.split(value))
+    return sorted((f for f in forms if len(f) >= _MIN_SECRET_CHARS), key=len, reverse=True)
+
+
+def _redact(text: str, *tokens: Optional[str]) -> str:
+    """``text`` with every form of every token (``_secret_forms``) replaced by ``***``."""
+    for token in tokens:
+        if token:
+            for form in _secret_forms(token):
+                text = text.replace(form, "***")
+    return text
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites a log record (message, arguments, exception text) without the tokens."""
+
+    def __init__(self, tokens: Tuple[str, ...]) -> None:
+        super().__init__()
+        self.tokens = tokens
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted: drop its arguments
+            message = str(record.msg)
+        redacted = _redact(message, *self.tokens)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info:
+            record.exc_text = _redact(logging.Formatter().formatException(record.exc_info), *self.tokens)
+            record.exc_info = None
+        elif record.exc_text:
+            record.exc_text = _redact(record.exc_text, *self.tokens)
+        return True
+
+
+# Loggers of the HTTP stack that may log a request's headers or an exception quoting them.
+_HTTP_LOGGERS = ("httpcore", "httpx", "huggingface_hub", "urllib3", "requests", "hf_xet")
+
+
+@contextmanager
+def _redacting_logs(*tokens: Optional[str]) -> Iterator[None]:
+    """While the block runs, no record of the HTTP stack's loggers, nor any record reaching the
+    root logger's handlers, carries a token (an HTTP library logs its header errors at DEBUG)."""
+    secrets = tuple(t for t in tokens if t)
+    log_filter = _RedactingFilter(secrets)
+    names = [name for name in list(logging.root.manager.loggerDict)
+             if name.split(".")[0].startswith(_HTTP_LOGGERS)]
+    targets: List[Any] = [logging.getLogger(name) for name in names]
+    targets += [handler for handler in logging.root.handlers]
+    for target in targets:
+        target.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for target in targets:
+            target.removeFilter(log_filter)
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
@@ -74,6 +146,16 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         current = current.__cause__ or current.__context__
+
+
+def _http_status(error: BaseException) -> Optional[int]:
+    """The HTTP status of the first Hub answer in ``error``'s chain, if any."""
+    for cause in _causes(error):
+        response = getattr(cause, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(status, int):
+            return status
+    return None
 
 
 def _transport_error_types() -> Tuple[type, ...]:
@@ -88,13 +170,28 @@ def _transport_error_types() -> Tuple[type, ...]:
     return tuple(types)
 
 
-def describe_failure(error: BaseException, repo_id: str, out_dir: str, endpoint: str) -> str:
+def _is_header_error(cause: BaseException) -> bool:
+    """The HTTP client refused to build a header: a character the token must not contain."""
+    if isinstance(cause, UnicodeEncodeError):
+        return True
+    return type(cause).__name__ in ("LocalProtocolError", "InvalidHeader") and "header" in str(cause).lower()
+
+
+def _header_error_text(source: str) -> str:
+    return (f"the token from {source} could not be sent: it contains a character that is not allowed in an "
+            "HTTP header (a line break, a control or a non-ASCII character); copy the token again")
+
+
+def describe_failure(error: BaseException, repo_id: str, out_dir: str, endpoint: str,
+                     token_source: str = "--token, HF_TOKEN or the login cache") -> str:
     """One sentence on what went wrong and what to do; the caller redacts the token."""
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled, RevisionNotFoundError
 
     retry = (f" Nothing in {out_dir} was changed; run `mergekit-awd upload {out_dir} {repo_id}` "
              "to try again (files already on the Hub are not sent again).")
     chain = list(_causes(error))
+    if any(_is_header_error(cause) for cause in chain):  # never quote it: it holds the token
+        return f"cannot upload to {repo_id}: {_header_error_text(token_source)}." + retry
     for cause in chain:
         if isinstance(cause, OfflineModeIsEnabled):
             return (f"cannot upload to {repo_id}: huggingface_hub offline mode is on "
@@ -137,17 +234,77 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
             enable_progress_bars()
 
 
-def resolve_token(token: Optional[str], repo_id: str) -> str:
-    """``token``, else HF_TOKEN, else the login cache; an error naming ``repo_id`` when none."""
+def normalise_token(raw: Optional[str], source: str, repo_id: Optional[str] = None) -> Optional[str]:
+    """``raw`` without surrounding whitespace (``tok\\r``, ``tok\\n`` work); None when nothing is left.
+
+    A token that still contains whitespace, a control or a non-ASCII character (a line break in
+    the middle, a tab) is refused with a ``HubUploadError`` that quotes no part of it.
+    ``source`` names where it came from (``--token``, ``HF_TOKEN`` …) for the message.
+    """
+    if raw is None:
+        return None
+    token = raw.strip()
+    if not token:
+        return None
+    bad = _NOT_TOKEN_CHAR.search(token)
+    if bad is not None:
+        char = bad.group()
+        kind = ("a line break" if char in "\r\n\x0b\x0c\x85\u2028\u2029" else
+                "a tab" if char == "\t" else
+                "a control character" if ord(char) < 0x20 or 0x7f <= ord(char) < 0xa0 else
+                "a space" if char.isspace() else
+                "a non-ASCII character")
+        where = f" for {repo_id}" if repo_id else ""
+        raise HubUploadError(
+            f"the Hugging Face token{where} from {source} contains {kind} (character {bad.start() + 1} of "
+            f"{len(token)}), which a Hub token cannot contain; copy the token again (one line, no spaces)",
+            repo_id=repo_id,
+        )
+    return token
+
+
+def _environment_token() -> Optional[Tuple[str, str]]:
+    """(variable name, raw value) of the token variable huggingface_hub reads, when set."""
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        value = os.environ.get(name)
+        if value:
+            return name, value
+    return None
+
+
+def _resolve(token: Optional[str], repo_id: str) -> Tuple[str, str, List[str]]:
+    """(token, where it came from, its raw spellings for redaction)."""
     from huggingface_hub import get_token
 
-    resolved = token or get_token()
+    if token is not None:
+        normalised = normalise_token(token, "--token", repo_id)
+        if normalised:
+            return normalised, "--token", [token]
+    resolved = get_token()
+    environment = _environment_token()
+    raws = [resolved] if resolved else []
+    source = "the login cache"
+    # huggingface_hub drops line breaks anywhere in HF_TOKEN: check the value as it was set
+    if (resolved and environment is not None
+            and environment[1].replace("\r", "").replace("\n", "").strip() == resolved):
+        source, raw = environment
+        raws.append(raw)
+        resolved = normalise_token(raw, source, repo_id)
+    else:
+        resolved = normalise_token(resolved, source, repo_id)
     if not resolved:
         raise HubUploadError(
             f"no Hugging Face token to upload to {repo_id}: set HF_TOKEN, run `hf auth login` "
-            "or pass --token"
+            "or pass --token",
+            repo_id=repo_id,
         )
-    return resolved
+    return resolved, source, raws
+
+
+def resolve_token(token: Optional[str], repo_id: str) -> str:
+    """``token``, else HF_TOKEN, else the login cache, normalised (``normalise_token``); an
+    error naming ``repo_id`` when there is none."""
+    return _resolve(token, repo_id)[0]
 
 
 def check_repo_id(repo_id: str) -> None:
@@ -157,7 +314,33 @@ def check_repo_id(repo_id: str) -> None:
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
-        raise HubUploadError(f"{repo_id!r} is not a Hub repository id (ORG/NAME): {error}") from None
+        raise HubUploadError(f"{repo_id!r} is not a Hub repository id (ORG/NAME): {error}",
+                             repo_id=repo_id) from None
+
+
+def _upload(api: Any, finished: FinishedOutput, repo_id: str, branch: str, message: str, private: bool,
+            progress: bool, echo: Optional[Callable[[str], None]]) -> Tuple[Any, Any]:
+    """create_repo, create_branch, upload_folder of exactly the checked files: (commit info, repo url)."""
+    out_dir, files = finished.path, finished.files
+    if echo is not None:
+        echo(f"Uploading {len(files)} files ({_human_size(finished.total_size)}) from "
+             f"{out_dir} to {api.endpoint}/{repo_id} (branch {branch})")
+    with _progress_bars(progress):
+        repo_url = api.create_repo(repo_id, repo_type="model", private=True if private else None,
+                                   exist_ok=True)
+        if branch != DEFAULT_BRANCH:
+            api.create_branch(repo_id, branch=branch, repo_type="model", exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=out_dir,
+            repo_type="model",
+            revision=branch,
+            commit_message=message,
+            # exactly the checked files: nothing added to the folder since is sent
+            allow_patterns=[glob.escape(name) for name in files],
+            ignore_patterns=upload_ignore_patterns(),
+        )
+    return commit, repo_url
 
 
 def upload_output(
@@ -184,40 +367,28 @@ def upload_output(
 
     check_repo_id(repo_id)
     finished = check_finished_output(out_dir)
-    resolved = resolve_token(token, repo_id)
-    api = HfApi(endpoint=endpoint, token=resolved, library_name="mergekit-awd")
+    resolved, source, raws = _resolve(token, repo_id)
     branch = revision or DEFAULT_BRANCH
-    files = _folder_files(out_dir)
     message = commit_message or (
         f"Upload {finished.marker.get('merge_method', 'merged')} merge made with mergekit-awd"
     )
-    if echo is not None:
-        echo(f"Uploading {len(files)} files ({_human_size(sum(s for _, s in files))}) from "
-             f"{out_dir} to {api.endpoint}/{repo_id} (branch {branch})")
+    api = None
     try:
-        with _progress_bars(progress):
-            repo_url = api.create_repo(repo_id, repo_type="model", private=True if private else None,
-                                       exist_ok=True)
-            if branch != DEFAULT_BRANCH:
-                api.create_branch(repo_id, branch=branch, repo_type="model", exist_ok=True)
-            commit = api.upload_folder(
-                repo_id=repo_id,
-                folder_path=out_dir,
-                repo_type="model",
-                revision=branch,
-                commit_message=message,
-                ignore_patterns=[COMPLETION_MARKER],
-            )
+        with _redacting_logs(resolved, *raws):
+            api = HfApi(endpoint=endpoint, token=resolved, library_name="mergekit-awd")
+            commit, repo_url = _upload(api, finished, repo_id, branch, message, private, progress, echo)
     except Exception as error:
-        text = describe_failure(error, repo_id, out_dir, api.endpoint or constants.ENDPOINT)
-        raise HubUploadError(_redact(text, resolved)) from None
+        where = (api.endpoint if api is not None else None) or endpoint or constants.ENDPOINT
+        text = describe_failure(error, repo_id, out_dir, where, token_source=source)
+        raise HubUploadError(_redact(text, resolved, *raws), repo_id=repo_id,
+                             status=_http_status(error)) from None
     result = UploadResult(
         repo_id=repo_id,
         revision=branch,
         repo_url=str(repo_url),
         commit_url=commit.commit_url,
         commit_oid=commit.oid,
-        files=tuple(name for name, _ in files),
+        files=finished.files,
     )
     if echo is not None:
         echo(f"Uploaded to {result.repo_url} (branch {branch}, commit {result.commit_oid[:10]})")
@@ -243,19 +414,101 @@ def publish_options(function: Callable[..., Any]) -> Callable[..., Any]:
     return function
 
 
-def check_publish_target(repo_id: str, token: Optional[str]) -> None:
-    """Before a long merge: a valid repository id, a token, and huggingface_hub not offline."""
-    from huggingface_hub import constants
+def _whoami_failure(error: BaseException, repo_id: str, endpoint: str, source: str) -> str:
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    chain = list(_causes(error))
+    if any(_is_header_error(cause) for cause in chain):
+        return f"cannot push to {repo_id}: {_header_error_text(source)}"
+    for cause in chain:
+        if isinstance(cause, OfflineModeIsEnabled):
+            return f"cannot push to {repo_id}: huggingface_hub offline mode is on (HF_HUB_OFFLINE=1)"
+        if isinstance(cause, HfHubHTTPError) and cause.response is not None:
+            status = cause.response.status_code
+            if status == 401:
+                return (f"the Hub at {endpoint} rejected the token from {source} (HTTP 401 Unauthorized), "
+                        f"so nothing could be pushed to {repo_id}: set HF_TOKEN, run `hf auth login` or "
+                        "pass --token with a valid token that has write access")
+            return (f"could not check the token for {repo_id}: the Hub at {endpoint} answered HTTP {status} "
+                    "to whoami")
+    for cause in chain:
+        if isinstance(cause, _transport_error_types()):
+            return (f"could not reach {endpoint} to check the token for {repo_id} "
+                    f"({type(cause).__name__}: {cause})")
+    return f"could not check the token for {repo_id} ({type(error).__name__}: {error})"
+
+
+def check_write_access(repo_id: str, token: Optional[str] = None, *, endpoint: Optional[str] = None,
+                       warn: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
+    """Ask the Hub (``whoami``) whether the token may push to ``repo_id``; its answer, or a
+    ``HubUploadError`` (never containing the token) when:
+
+    * the Hub rejects the token (HTTP 401; ``status`` 401), or cannot be asked;
+    * the token's role is ``read`` (no write access);
+    * ``repo_id``'s namespace is neither the token's user nor one of their organisations.
+
+    A fine-grained token is accepted as is: its per-repository permissions are the upload's to
+    enforce.  A rate-limited whoami (HTTP 429) is not an error: ``warn`` is told and ``{}``
+    returned.  The token is resolved as for the upload (``--token``, HF_TOKEN, login cache).
+    """
+    from huggingface_hub import HfApi, constants
+
+    check_repo_id(repo_id)
+    resolved, source, raws = _resolve(token, repo_id)
+    if constants.is_offline_mode():
+        raise HubUploadError(
+            f"cannot push to {repo_id}: huggingface_hub offline mode is on (HF_HUB_OFFLINE=1)", repo_id=repo_id
+        )
+    api = None
     try:
-        check_repo_id(repo_id)
-        resolve_token(token, repo_id)
+        with _redacting_logs(resolved, *raws):
+            api = HfApi(endpoint=endpoint, token=resolved, library_name="mergekit-awd")
+            answer = api.whoami()
+    except Exception as error:
+        status = _http_status(error)
+        where = (api.endpoint if api is not None else None) or endpoint or constants.ENDPOINT
+        if status == 429:
+            if warn is not None:
+                warn(f"warning: the Hub at {where} rate-limited the token check (HTTP 429); "
+                     f"the token's access to {repo_id} will be checked by the upload")
+            return {}
+        text = _whoami_failure(error, repo_id, where, source)
+        raise HubUploadError(_redact(text, resolved, *raws), repo_id=repo_id, status=status) from None
+    if not isinstance(answer, dict):
+        return {}
+    auth = answer.get("auth") if isinstance(answer.get("auth"), dict) else {}
+    access = auth.get("accessToken") if isinstance(auth.get("accessToken"), dict) else {}
+    role = access.get("role")
+    if role == "read":
+        raise HubUploadError(
+            f"the token from {source} is read-only: it has no write access, so it cannot push to {repo_id}; "
+            "use a token with the write role (or a fine-grained token with write access to the repository)",
+            repo_id=repo_id, status=403,
+        )
+    if role == "fineGrained":
+        return answer
+    user = answer.get("name")
+    orgs = [org.get("name") for org in answer.get("orgs") or [] if isinstance(org, dict)]
+    namespaces = [name for name in [user, *orgs] if isinstance(name, str)]
+    namespace = repo_id.split("/")[0] if "/" in repo_id else user
+    if namespaces and isinstance(namespace, str) and namespace.lower() not in {n.lower() for n in namespaces}:
+        their_orgs = ", ".join(n for n in orgs if isinstance(n, str)) or "none"
+        raise HubUploadError(
+            f"cannot push to {repo_id}: {namespace!r} is neither the token's user ({user}) nor one of "
+            f"their organisations ({their_orgs}); check the name, or use a token of a member of {namespace!r}",
+            repo_id=repo_id, status=403,
+        )
+    return answer
+
+
+def check_publish_target(repo_id: str, token: Optional[str], *, endpoint: Optional[str] = None) -> None:
+    """Before a long merge: a valid repository id, a token the Hub accepts with write access to
+    the repository's namespace (``check_write_access``), and huggingface_hub not offline.
+    Raises ``click.ClickException`` (the message of the ``HubUploadError``)."""
+    try:
+        check_write_access(repo_id, token, endpoint=endpoint, warn=lambda line: click.echo(line, err=True))
     except HubUploadError as error:
         raise click.ClickException(str(error)) from None
-    if constants.is_offline_mode():
-        raise click.ClickException(
-            f"cannot push to {repo_id}: huggingface_hub offline mode is on (HF_HUB_OFFLINE=1)"
-        )
 
 
 def upload_for_cli(out_dir: str, repo_id: str, private: bool, revision: Optional[str],

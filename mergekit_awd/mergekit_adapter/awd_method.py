@@ -52,6 +52,8 @@ DEFAULT_OPTIMIZER = "adam"
 DEFAULT_SOLVER = "reduced"
 DEFAULT_SCOPE = "tensor"
 DEFAULT_UNITS = "relative"
+# Upper bound of ``steps`` (README, "Parameters of `awd`"); the default is 100.
+MAX_STEPS = 10_000
 
 SOLVER_PARAMETERS: Tuple[str, ...] = ("alpha", "steps", "lr", "optimizer", "units")
 
@@ -76,8 +78,8 @@ def solver_parameter_specs(note: str = "") -> Tuple[ParameterSpec, ...]:
     return (
         ParameterSpec("alpha", Annotated[float, Field(ge=0, allow_inf_nan=False)], shared,
                       default=DEFAULT_ALPHA, description="α, weight of ‖δ‖ (relative units by default)" + note),
-        ParameterSpec("steps", Annotated[int, Field(ge=1, le=1_000_000)], shared,
-                      default=DEFAULT_STEPS, description="N, solver iterations" + note),
+        ParameterSpec("steps", Annotated[int, Field(ge=1, le=MAX_STEPS)], shared,
+                      default=DEFAULT_STEPS, description=f"N, solver iterations, 1 to {MAX_STEPS}" + note),
         ParameterSpec("lr", Annotated[float, Field(gt=0, allow_inf_nan=False)], shared,
                       default=DEFAULT_LR, description="β, solver step size" + note),
         ParameterSpec("optimizer", Literal["gd", "adam"], shared, default=DEFAULT_OPTIMIZER,

@@ -1,0 +1,163 @@
+"""What the completion marker's file digests cost, relative to the merge that writes them.
+
+    python -m benchmarks.bench_digest_cost [--method task_arithmetic|awd] [--rounds 3] [--threads 2]
+    python -m benchmarks.bench_digest_cost --small      (tiny model: checks that the script works)
+
+Uses the speed benchmark's model (``bench_awd_speed.build_inputs``: a ~134M-parameter LLaMA-shaped
+base and 3 fine-tunes in bfloat16, cached in benchmarks/.cache) and its merge configuration
+(``measure.write_merge_config``).  Each round runs one merge end to end in this process through
+``mergekit_awd.runner.run_merge`` (which writes the marker, digests included), then times
+``write_completion_marker`` alone on the finished output (the digest of every file) and
+``check_finished_output`` (what ``mergekit-awd upload`` verifies).  The output was just written,
+so its files are in the page cache: this is the cost of hashing, not of reading a cold disk.
+Writes benchmarks/results/digest_cost.{json,md} (``--small``: digest_cost_small.*) with the ratio
+digest time / merge time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local models only, as the speed benchmark's merges
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_awd_speed import METHODS, RESULTS, build_inputs  # noqa: E402
+from benchmarks.measure import write_merge_config  # noqa: E402
+from mergekit_awd.output_layout import (  # noqa: E402
+    COMPLETION_MARKER,
+    check_finished_output,
+    folder_files,
+    write_completion_marker,
+)
+from mergekit_awd.runner import run_merge  # noqa: E402
+
+# The merges this benchmark can time: the cheapest (the worst case for the ratio) and awd.
+CHOICES = {"task_arithmetic": "task_arithmetic", "awd": "awd_tensor"}
+
+
+def small_inputs(cache: Path) -> List[Path]:
+    """The tests' tiny LLaMA family (a few hundred kB), built once in the cache."""
+    from mergekit_awd.synthetic import build_family
+
+    family = cache / "tiny_bf16"
+    paths = [family / "base"] + [family / f"ft_{i}" for i in range(3)]
+    if not (paths[-1] / "model.safetensors").exists():
+        build_family(family, n_models=3, dtype=torch.bfloat16, tokenizer=False)
+    return paths
+
+
+def one_round(config: Path, out: Path, threads: int) -> Dict[str, float]:
+    if out.exists():
+        shutil.rmtree(out)
+    options = {"copy_tokenizer": False, "quiet": True, "num_threads": threads}
+    start = time.perf_counter()
+    run_merge(str(config), out, options=options)
+    merge_seconds = time.perf_counter() - start
+    marker = json.loads((out / COMPLETION_MARKER).read_text())
+    info = {k: v for k, v in marker.items() if k not in ("format", "files", "weights")}
+    start = time.perf_counter()
+    write_completion_marker(str(out), info)
+    digest_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    check_finished_output(str(out))
+    verify_seconds = time.perf_counter() - start
+    files = folder_files(str(out))
+    return {
+        "merge_seconds": merge_seconds,
+        "digest_seconds": digest_seconds,
+        "verify_seconds": verify_seconds,
+        "files": len(files),
+        "bytes": sum(os.path.getsize(out / name) for name in files),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=sorted(CHOICES), default="task_arithmetic")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the merge")
+    parser.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
+    parser.add_argument("--small", action="store_true",
+                        help="the tests' tiny model instead of the ~134M one (a check that the script runs)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache)
+    paths = small_inputs(cache) if args.small else build_inputs(cache)
+    work = cache / "digest_runs"
+    work.mkdir(parents=True, exist_ok=True)
+    method = METHODS[CHOICES[args.method]]
+    config = work / f"{args.method}.yml"
+    write_merge_config(paths, method["merge_method"], method["parameters"], "bfloat16", config)
+    load_at_start = os.getloadavg()[0]
+    runs = []
+    for index in range(args.rounds):
+        result = one_round(config, work / "out", args.threads)
+        runs.append(result)
+        print(f"round {index + 1}: merge {result['merge_seconds']:7.2f} s  digest {result['digest_seconds']:6.3f} s  "
+              f"verify {result['verify_seconds']:6.3f} s  ({result['files']} files, "
+              f"{result['bytes'] / 2**20:.1f} MiB)", flush=True)
+    shutil.rmtree(work / "out", ignore_errors=True)
+
+    merge = min(r["merge_seconds"] for r in runs)
+    digest = min(r["digest_seconds"] for r in runs)
+    verify = min(r["verify_seconds"] for r in runs)
+    size = runs[-1]["bytes"]
+    summary = {
+        "merge_seconds_best": merge,
+        "merge_seconds_median": statistics.median(r["merge_seconds"] for r in runs),
+        "digest_seconds_best": digest,
+        "verify_seconds_best": verify,
+        "digest_to_merge_ratio": digest / merge,
+        "verify_to_merge_ratio": verify / merge,
+        "digest_mib_per_second": size / 2**20 / digest if digest else float("inf"),
+        "output_bytes": size,
+        "output_files": runs[-1]["files"],
+    }
+    model = ("the tests' tiny LLaMA (hidden 64, 2 layers), bfloat16, 3 fine-tunes" if args.small else
+             "LLaMA-shaped, hidden 768, 12 layers, MLP 2048, vocab 32000, bfloat16, 3 fine-tunes")
+    results = {
+        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+                    "threads": args.threads, "load_average_at_start": load_at_start},
+        "model": model, "method": args.method, "parameters": method["parameters"], "rounds": args.rounds,
+        "runs": runs, "summary": summary,
+    }
+    name = "digest_cost_small" if args.small else "digest_cost"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    command = "python -m benchmarks.bench_digest_cost" + (" --small" if args.small else "") + \
+        f" --method {args.method} --rounds {args.rounds} --threads {args.threads}"
+    lines = [
+        "# Cost of the completion marker's sha256 digests",
+        "",
+        f"Command: `{command}` ({os.cpu_count()} CPU cores, {args.threads} torch thread(s), load average at "
+        f"start {load_at_start:.1f}, torch {torch.__version__}, Python {platform.python_version()}). "
+        f"Model: {model}. Best of {args.rounds} rounds; each round is one `run_merge` in this process "
+        "(end to end, marker included), then `write_completion_marker` alone on the finished output, then "
+        "`check_finished_output` (what `upload` verifies). The output's files are in the page cache.",
+        "",
+        "| merge | output | merge s | digest s | verify s | digest / merge | digest MiB/s |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| {args.method} | {summary['output_files']} files, {size / 2**20:.1f} MiB | {merge:.2f} | {digest:.3f} | "
+        f"{verify:.3f} | {summary['digest_to_merge_ratio']:.3f} | {summary['digest_mib_per_second']:.0f} |",
+        "",
+    ]
+    (RESULTS / f"{name}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
