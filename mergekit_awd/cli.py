@@ -15,8 +15,7 @@ import click
 from mergekit.options import MergeOptions, PrettyPrintHelp, add_merge_options
 
 from mergekit_awd.compress import compress_command
-from mergekit_awd.errors import MergekitAwdError
-from mergekit_awd.staged_output import InterruptedAfterSwap
+from mergekit_awd.cli_errors import command_errors
 from mergekit_awd.hub.upload import check_publish_target, publish_options, upload_command, upload_for_cli
 from mergekit_awd.inspect_merge import inspect_command
 
@@ -61,25 +60,9 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
     if push_to_hub is not None:
         check_publish_target(push_to_hub, token)
     apply_global_options(merge_options)
-    try:
+    with command_errors("merge", out_path, "the merge", verbose=bool(merge_options.verbosity),
+                        traceback_hint="; -v shows the traceback"):
         outcome = run_merge(config_file, out_path, options=merge_options, overwrite=overwrite)
-    except MergekitAwdError as error:
-        # bad config, OUT overlapping an input or busy, a model file that cannot be read, a step
-        # after the merge that failed (the message says OUT holds the complete weights)
-        raise click.ClickException(str(error)) from None
-    except (ValueError, RuntimeError, OSError) as error:
-        # bad tensors, unreadable or missing inputs, a full disk: OUT is untouched (staged output)
-        if merge_options.verbosity:
-            raise
-        raise click.ClickException(
-            f"{type(error).__name__}: {error} ({out_path} was left as it was; -v shows the traceback)"
-        ) from None
-    except InterruptedAfterSwap as error:
-        raise click.ClickException(f"interrupted after the merge finished: {error}") from None
-    except KeyboardInterrupt as error:
-        raise click.ClickException(
-            f"merge interrupted ({error or 'Ctrl-C'}); {out_path} was left as it was and the partial output removed"
-        ) from None
     if not merge_options.quiet:
         click.echo(f"Merged model written to {outcome.out_path}")
         if outcome.report_path:

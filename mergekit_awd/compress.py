@@ -41,17 +41,17 @@ import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import click
 import torch
 
 from mergekit_awd.core.awd import task_vector_stack
 from mergekit_awd.core.tsv import SVD_METHODS, TSVSettings, kept_rank, top_singular_triplets
-from mergekit_awd.errors import ConfigError, MergekitAwdError
+from mergekit_awd.errors import ConfigError
 from mergekit_awd.input_paths import InputPath, check_out_disjoint, config_file_of, model_reference_inputs, resolve
 from mergekit_awd.model_files import model_read_errors
-from mergekit_awd.staged_output import InterruptedAfterSwap, check_output_target, staged_output
+from mergekit_awd.staged_output import check_output_target, staged_output
 
 REPORT_NAME = "compress_report.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -421,17 +421,11 @@ def format_report(report: Dict[str, Any]) -> str:
 def compress_command(config_file: str, out_path: str, rank: Optional[int], fraction: Optional[float], svd: str,
                      dtype: Optional[str], device: str, overwrite: bool, quiet: bool) -> None:
     """TSV-C: write each fine-tuned model of CONFIG_FILE as a PEFT LoRA adapter under OUT_PATH."""
-    try:
+    from mergekit_awd.cli_errors import command_errors
+
+    with command_errors("compress", out_path, "the adapters"):
         report = compress_family(config_file, out_path, rank=rank, fraction=fraction, svd=svd, dtype=dtype,
                                  device=device, overwrite=overwrite)
-    except (MergekitAwdError, ValueError, KeyError, OSError) as error:
-        raise click.ClickException(str(error)) from None
-    except InterruptedAfterSwap as error:
-        raise click.ClickException(f"interrupted after the adapters were written: {error}") from None
-    except KeyboardInterrupt as error:
-        raise click.ClickException(
-            f"compress interrupted ({error or 'Ctrl-C'}); {out_path} was left as it was and the partial output removed"
-        ) from None
     if not quiet:
         click.echo(format_report(report))
         click.echo(f"Adapters and {REPORT_NAME} written to {out_path}")

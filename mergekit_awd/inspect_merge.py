@@ -42,7 +42,7 @@ from mergekit_awd.core.awd import (
     task_vector_stack,
 )
 from mergekit_awd.core.tsv import singular_task_interference
-from mergekit_awd.errors import ConfigError, MergekitAwdError
+from mergekit_awd.errors import ConfigError
 from mergekit_awd.input_paths import check_out_disjoint, config_file_of, merge_inputs
 from mergekit_awd.mergekit_adapter.awd_method import DEFAULT_SCOPE, require_finite, solver_settings
 from mergekit_awd.model_files import model_read_errors
@@ -378,7 +378,9 @@ def inspect_command(config_file: str, out_dir: Optional[str], device: str, no_ts
     """Report task-vector cosines, AWD's effect and TSV interference for CONFIG_FILE, without merging."""
     options = MergeOptions(transformers_cache=transformers_cache, trust_remote_code=trust_remote_code,
                            allow_crimes=allow_crimes)
-    try:
+    from mergekit_awd.cli_errors import command_errors
+
+    with command_errors("inspect", out_dir, "the report"):
         if out_dir:  # before the long work: --out may not overlap an input, nor be a non-empty folder
             merge_config, _source, label = load_config(config_file)
             check_out_disjoint(out_dir, merge_inputs(merge_config, config_file_of(label), options), command="inspect")
@@ -390,7 +392,3 @@ def inspect_command(config_file: str, out_dir: Optional[str], device: str, no_ts
                 written = [os.path.basename(path) for path in save_report(report, staging)]
             for name in written:
                 click.echo(f"wrote {os.path.join(final_dir, name)}")
-    except (MergekitAwdError, ValueError, OSError) as error:
-        raise click.ClickException(str(error)) from None
-    except KeyboardInterrupt as error:
-        raise click.ClickException(f"inspect interrupted ({error or 'Ctrl-C'}); nothing was written") from None

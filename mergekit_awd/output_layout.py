@@ -1,8 +1,8 @@
 """What a finished merge output folder looks like: its files, its weights and its completion marker.
 
 ``run_merge`` writes ``COMPLETION_MARKER`` as its very last step, so a folder without it is an
-interrupted or still-running merge.  The marker records the sha256 and size of every file the
-merge wrote; ``check_finished_output`` (what ``mergekit-awd upload`` runs before sending
+interrupted or still-running merge.  The marker records the digest (XXH3-128) and size of every
+file the merge wrote; ``check_finished_output`` (what ``mergekit-awd upload`` runs before sending
 anything) refuses a folder whose content is not exactly that.
 
 Marker (JSON, ``format`` 2)::
@@ -10,8 +10,14 @@ Marker (JSON, ``format`` 2)::
     {"format": 2, "merge_method": "awd", ...the info run_merge passes...,
      "weights": {"model.safetensors": 268435456},                       # name -> size (kept for
                                                                         #  older readers)
-     "files": {"README.md": {"sha256": "9f…", "size": 1234},
-               "model.safetensors": {"sha256": "1c…", "size": 268435456}, ...}}
+     "files": {"README.md": {"xxh3_128": "9f…", "size": 1234},
+               "model.safetensors": {"xxh3_128": "1c…", "size": 268435456}, ...}}
+
+The digest is XXH3-128 (``xxhash``), not SHA-256: it detects any accidental or deliberate edit of a
+file just as well (the marker is not signed, so whoever can edit the weights can also rewrite
+the marker: a cryptographic hash would add no protection), and it runs at memory speed
+(``benchmarks/bench_digest_cost.py``: about 10x faster than SHA-256 here), so the marker costs a
+merge a few per cent at most.
 
 Paths are relative to the folder, with ``/``.  The marker itself, and everything inside a
 ``.git`` or ``.cache`` folder (or a ``.git`` file), is neither recorded, checked nor uploaded.
@@ -19,13 +25,14 @@ Paths are relative to the folder, with ``/``.  The marker itself, and everything
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import stat
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Tuple
+
+import xxhash
 
 from mergekit_awd.errors import IncompleteOutputError
 
@@ -37,8 +44,9 @@ SKIPPED_NAMES: Tuple[str, ...] = (".git", ".cache")
 # Files the user may edit, add or remove after the merge: their digest is not enforced.
 EDITABLE_FILES: Tuple[str, ...] = ("README.md",)
 
+DIGEST_NAME = "xxh3_128"  # the marker's key for a file's digest
 DIGEST_CHUNK_BYTES = 4 * 1024 * 1024
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST_HEX = re.compile(r"^[0-9a-f]{32}$")
 _LISTED = 10  # names quoted in one message; the rest are counted
 
 # (single-file name, shard index name) for the formats mergekit writes.
@@ -128,7 +136,7 @@ def folder_files(out_dir: str) -> List[str]:
 
 
 def file_digest(path: str, expected_size: int = -1) -> Tuple[str, int]:
-    """(sha256 hex, size) of the regular file ``path``, read in chunks of a few MiB.
+    """(XXH3-128 hex digest, size) of the regular file ``path``, read in chunks of a few MiB.
 
     The file is opened without following a symbolic link; when ``expected_size`` is given and the
     size differs, the digest is not computed (``""`` is returned with the actual size).
@@ -144,7 +152,7 @@ def file_digest(path: str, expected_size: int = -1) -> Tuple[str, int]:
             raise IncompleteOutputError(f"{path}: not a regular file", path=path)
         if 0 <= expected_size != info.st_size:
             return "", info.st_size
-        digest = hashlib.sha256()
+        digest = xxhash.xxh3_128()
         buffer = bytearray(DIGEST_CHUNK_BYTES)
         view = memoryview(buffer)
         size = 0
@@ -186,7 +194,7 @@ def weight_files(out_dir: str) -> List[str]:
 
 
 def write_completion_marker(out_dir: str, info: Dict[str, Any]) -> str:
-    """Record that the merge into ``out_dir`` finished: ``info``, the marker ``format``, the sha256
+    """Record that the merge into ``out_dir`` finished: ``info``, the marker ``format``, the XXH3-128 digest
     and size of every file (``files``) and the size of each weight file (``weights``).
 
     Refuses (``IncompleteOutputError``) a folder without weights or holding a symbolic link.
@@ -195,7 +203,7 @@ def write_completion_marker(out_dir: str, info: Dict[str, Any]) -> str:
     files: Dict[str, Dict[str, Any]] = {}
     for name in folder_files(out_dir):
         digest, size = file_digest(os.path.join(out_dir, name))
-        files[name] = {"sha256": digest, "size": size}
+        files[name] = {DIGEST_NAME: digest, "size": size}
     content = {
         **info,
         "format": MARKER_FORMAT,
@@ -210,7 +218,7 @@ def write_completion_marker(out_dir: str, info: Dict[str, Any]) -> str:
 
 
 def _recorded_files(marker_path: str, marker: Any) -> Dict[str, Tuple[str, int]]:
-    """The marker's ``files`` as name -> (sha256, size); refuse an old, hand-written or odd marker."""
+    """The marker's ``files`` as name -> (digest, size); refuse an old, hand-written or odd marker."""
     version = marker.get("format") if isinstance(marker, Mapping) else None
     if type(version) is int and version > MARKER_FORMAT:
         raise IncompleteOutputError(
@@ -232,13 +240,13 @@ def _recorded_files(marker_path: str, marker: Any) -> Dict[str, Tuple[str, int]]
         parts = name.split("/") if isinstance(name, str) else []
         if not parts or any(part in ("", ".", "..") for part in parts) or "\\" in name or name == COMPLETION_MARKER:
             problem = f"{name!r} is not a path inside the folder"
-        elif not (isinstance(entry, Mapping) and isinstance(entry.get("sha256"), str)
-                  and _SHA256_HEX.match(entry["sha256"]) and type(entry.get("size")) is int
+        elif not (isinstance(entry, Mapping) and isinstance(entry.get(DIGEST_NAME), str)
+                  and _DIGEST_HEX.match(entry[DIGEST_NAME]) and type(entry.get("size")) is int
                   and entry["size"] >= 0):
-            problem = f"{name!r} has no sha256 and size"
+            problem = f"{name!r} has no {DIGEST_NAME} digest and size"
         if problem:
             break
-        recorded[name] = (entry["sha256"], entry["size"])
+        recorded[name] = (entry[DIGEST_NAME], entry["size"])
     if problem:
         raise IncompleteOutputError(
             f"{marker_path}: not a valid completion marker ({problem}); re-run the merge", path=marker_path
@@ -255,7 +263,7 @@ def check_finished_output(out_dir: str) -> FinishedOutput:
       digests); an older or hand-written marker is refused: re-run the merge.
     * no symbolic link (to a file or a folder) and nothing but regular files anywhere in it;
     * the model weights are there (a single file, or an index and every shard it lists);
-    * every file the marker records exists with the recorded size and sha256, else it "changed
+    * every file the marker records exists with the recorded size and digest, else it "changed
       since the merge finished";
     * the weight files are among the recorded files;
     * no file the merge did not write (present but not recorded): move them out of the folder
@@ -290,7 +298,7 @@ def check_finished_output(out_dir: str) -> FinishedOutput:
     weights = weight_files(out_dir)
     present_set = set(present)
     sizes: Dict[str, int] = {}
-    for name, (sha256, size) in sorted(recorded.items()):
+    for name, (recorded_digest, size) in sorted(recorded.items()):
         if name in EDITABLE_FILES:
             continue
         path = os.path.join(out_dir, name)
@@ -303,9 +311,9 @@ def check_finished_output(out_dir: str) -> FinishedOutput:
             raise IncompleteOutputError(
                 f"{path}: changed since the merge finished ({actual} bytes, the merge wrote {size})", path=path
             )
-        if digest != sha256:
+        if digest != recorded_digest:
             raise IncompleteOutputError(
-                f"{path}: changed since the merge finished (same size, different content: its sha256 "
+                f"{path}: changed since the merge finished (same size, different content: its digest "
                 "differs from the one recorded by the merge)",
                 path=path,
             )

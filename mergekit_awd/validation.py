@@ -7,7 +7,6 @@ and finds shape mismatches only when it reaches the tensor.  These checks run fi
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple

@@ -379,3 +379,48 @@ def test_a_failing_card_generator_still_leaves_the_merge(user, tmp_path, monkeyp
     assert f"{out} holds the complete merged weights" in err and "card generator broke" in err
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
     assert (out / "mergekit_awd_complete.json").is_file() and siblings_left(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- damaged inputs, NaN in inspect
+
+
+def test_compress_model_path_ending_in_dotdot_is_one_clear_error(user, tmp_path, capsys):
+    """``ft_0/..`` is the folder holding the models: once an rmtree of ``OUT/..``; now not a model."""
+    config = user.root / "dotdot.yml"
+    config.write_text(yaml.safe_dump(merge_config("tsv", [user.base, Path(f"{user.paths[1]}/..")])))
+    user.before = digests(user.root)
+    out = tmp_path / "adapters"
+    assert run(["compress", str(config), str(out), "--rank", "2", "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("Error:") == 1 and "Traceback" not in err and "config.json" in err
+    assert not out.exists() and user.unchanged()
+
+
+@pytest.mark.parametrize("command", ["merge", "compress", "inspect"])
+def test_a_truncated_input_is_one_error_naming_the_file(user, tmp_path, capsys, command):
+    weights = user.paths[2] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    user.before = digests(user.root)
+    out = tmp_path / "OUT"
+    argv = {"merge": [str(user.config), str(out), *CLI],
+            "compress": ["compress", str(user.config), str(out), "--rank", "2"],
+            "inspect": ["inspect", str(user.config), "--no-tsv", "--out", str(out)]}[command]
+    assert run(argv) == 1
+    err = capsys.readouterr().err
+    assert str(weights) in err and "truncated" in err and "Traceback" not in err
+    assert not out.exists() and user.unchanged() and siblings_left(tmp_path) == []
+
+
+def test_inspect_names_the_tensor_and_model_holding_nan(user, capsys):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = user.paths[1] / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(n for n in state if n.endswith("q_proj.weight"))
+    state[name][0, 0] = float("nan")
+    save_file(state, str(weights), metadata={"format": "pt"})
+    assert torch.isnan(load_file(str(weights))[name]).any()
+    assert run(["inspect", str(user.config), "--no-tsv"]) == 1
+    err = capsys.readouterr().err
+    assert name in err and str(user.paths[1]) in err and "non-finite" in err

@@ -4,26 +4,27 @@ The real huggingface_hub client against the fake Hub of ``hub_server``, with the
 ``test_upload``.
 """
 
-import hashlib
 import json
 import logging
 import os
 from pathlib import Path
 
 import click
+import xxhash
 import pytest
 import yaml
 
 from mergekit_awd.cli import run
+from mergekit_awd.hub import tokens as tokens_module
 from mergekit_awd.hub import upload as upload_module
 from mergekit_awd.hub.upload import (
     HubUploadError,
-    _redact,
     check_publish_target,
     check_write_access,
     normalise_token,
     upload_output,
 )
+from mergekit_awd.hub.tokens import redact
 from mergekit_awd.output_layout import (
     COMPLETION_MARKER,
     MARKER_FORMAT,
@@ -80,7 +81,7 @@ def test_marker_records_the_digest_of_every_file(merged_output):
     assert marker["format"] == MARKER_FORMAT and marker["merge_method"] == "awd"
     assert set(marker["files"]) == set(on_disk)
     for name, content in on_disk.items():
-        assert marker["files"][name] == {"sha256": hashlib.sha256(content).hexdigest(), "size": len(content)}
+        assert marker["files"][name] == {"xxh3_128": xxhash.xxh3_128(content).hexdigest(), "size": len(content)}
     assert marker["weights"] == {"model.safetensors": len(on_disk["model.safetensors"])}
     finished = check_finished_output(str(merged_output))
     assert finished.files == tuple(sorted(on_disk))
@@ -279,7 +280,7 @@ def test_redact_covers_every_form_of_the_token():
     forms = [raw, raw.strip(), repr(raw), f"Illegal header value {('Bearer ' + raw).encode()!r}", json.dumps(raw), quote(raw), quote_plus(raw),
              quote(raw, safe=""), f"Authorization: Bearer {raw.strip()}"]
     for form in forms:
-        text = _redact(f"the request failed: {form} (see above)", raw)
+        text = redact(f"the request failed: {form} (see above)", raw)
         assert leaked(raw.strip(), text) == [], (form, text)
         assert leaked(ODD_TOKEN, text) == [], (form, text)
 
@@ -287,7 +288,7 @@ def test_redact_covers_every_form_of_the_token():
 def test_an_http_header_error_never_leaks_the_token(hub, merged_output, monkeypatch, capsys, caplog):
     """Even when a token with a line break reaches the HTTP library, its header error is not shown."""
     caplog.set_level(logging.DEBUG)
-    monkeypatch.setattr(upload_module, "normalise_token", lambda raw, source, repo_id=None: raw or None)
+    monkeypatch.setattr(tokens_module, "normalise_token", lambda raw, source, repo_id=None: raw or None)
     token = ODD_TOKEN[:14] + "\n" + ODD_TOKEN[14:] + "\r"
     assert upload_cli(merged_output, "org/header", "--token", token) == 1
     captured = capsys.readouterr()

@@ -1,7 +1,7 @@
 """Publish a finished merge output folder to the Hugging Face Hub.
 
 ``upload_output`` refuses a folder that is not exactly what a finished merge wrote
-(``output_layout.check_finished_output``: every file's sha256 against the completion marker, no
+(``output_layout.check_finished_output``: every file's digest against the completion marker, no
 symbolic links, no files the merge did not write, except an edited ``README.md``), creates the
 repository when needed (``create_repo(exist_ok=True)``), creates the branch for ``revision``,
 and uploads the folder with ``HfApi.upload_folder`` (huggingface_hub's resumable, chunk-
@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import glob
 import importlib
-import json
-import logging
-import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import quote, quote_plus
 
 import click
 
 from mergekit_awd.errors import HubUploadError, IncompleteOutputError
+from mergekit_awd.hub.tokens import (  # noqa: F401  (normalise_token, resolve_token: public here too)
+    normalise_token,
+    redact,
+    redacting_logs,
+    resolve_token,
+    resolve_with_source,
+)
 from mergekit_awd.output_layout import FinishedOutput, check_finished_output, upload_ignore_patterns
 
 DEFAULT_BRANCH = "main"
@@ -59,84 +61,6 @@ def _human_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} TB"
-
-
-# Shortest token form that is redacted: shorter strings are too common in ordinary text.
-_MIN_SECRET_CHARS = 4
-_NOT_TOKEN_CHAR = re.compile(r"[^\x21-\x7e]")  # whitespace, controls, non-ASCII
-
-
-def _secret_forms(token: str) -> List[str]:
-    """Every spelling of ``token`` an error message may carry: as is, stripped, ``repr``'s and
-    JSON's escapes, the bytes repr of an HTTP header (``b'Bearer …'``), URL-encoded, and the
-    pieces between whitespace or control characters."""
-    forms = set()
-    for value in {token, token.strip()}:
-        forms.update({
-            value,
-            repr(value)[1:-1],
-            json.dumps(value)[1:-1],
-            repr(value.encode("utf-8", "backslashreplace"))[2:-1],
-            repr(value.encode("latin-1", "backslashreplace"))[2:-1],
-            quote(value), quote(value, safe=""), quote_plus(value), quote_plus(value, safe=""),
-        })
-        forms.update(_NOT_TOKEN_CHAR.split(value))
-    return sorted((f for f in forms if len(f) >= _MIN_SECRET_CHARS), key=len, reverse=True)
-
-
-def _redact(text: str, *tokens: Optional[str]) -> str:
-    """``text`` with every form of every token (``_secret_forms``) replaced by ``***``."""
-    for token in tokens:
-        if token:
-            for form in _secret_forms(token):
-                text = text.replace(form, "***")
-    return text
-
-
-class _RedactingFilter(logging.Filter):
-    """Rewrites a log record (message, arguments, exception text) without the tokens."""
-
-    def __init__(self, tokens: Tuple[str, ...]) -> None:
-        super().__init__()
-        self.tokens = tokens
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a record that cannot be formatted: drop its arguments
-            message = str(record.msg)
-        redacted = _redact(message, *self.tokens)
-        if redacted != message:
-            record.msg, record.args = redacted, None
-        if record.exc_info:
-            record.exc_text = _redact(logging.Formatter().formatException(record.exc_info), *self.tokens)
-            record.exc_info = None
-        elif record.exc_text:
-            record.exc_text = _redact(record.exc_text, *self.tokens)
-        return True
-
-
-# Loggers of the HTTP stack that may log a request's headers or an exception quoting them.
-_HTTP_LOGGERS = ("httpcore", "httpx", "huggingface_hub", "urllib3", "requests", "hf_xet")
-
-
-@contextmanager
-def _redacting_logs(*tokens: Optional[str]) -> Iterator[None]:
-    """While the block runs, no record of the HTTP stack's loggers, nor any record reaching the
-    root logger's handlers, carries a token (an HTTP library logs its header errors at DEBUG)."""
-    secrets = tuple(t for t in tokens if t)
-    log_filter = _RedactingFilter(secrets)
-    names = [name for name in list(logging.root.manager.loggerDict)
-             if name.split(".")[0].startswith(_HTTP_LOGGERS)]
-    targets: List[Any] = [logging.getLogger(name) for name in names]
-    targets += [handler for handler in logging.root.handlers]
-    for target in targets:
-        target.addFilter(log_filter)
-    try:
-        yield
-    finally:
-        for target in targets:
-            target.removeFilter(log_filter)
 
 
 def _causes(error: BaseException) -> Iterator[BaseException]:
@@ -234,79 +158,6 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
             enable_progress_bars()
 
 
-def normalise_token(raw: Optional[str], source: str, repo_id: Optional[str] = None) -> Optional[str]:
-    """``raw`` without surrounding whitespace (``tok\\r``, ``tok\\n`` work); None when nothing is left.
-
-    A token that still contains whitespace, a control or a non-ASCII character (a line break in
-    the middle, a tab) is refused with a ``HubUploadError`` that quotes no part of it.
-    ``source`` names where it came from (``--token``, ``HF_TOKEN`` …) for the message.
-    """
-    if raw is None:
-        return None
-    token = raw.strip()
-    if not token:
-        return None
-    bad = _NOT_TOKEN_CHAR.search(token)
-    if bad is not None:
-        char = bad.group()
-        kind = ("a line break" if char in "\r\n\x0b\x0c\x85\u2028\u2029" else
-                "a tab" if char == "\t" else
-                "a control character" if ord(char) < 0x20 or 0x7f <= ord(char) < 0xa0 else
-                "a space" if char.isspace() else
-                "a non-ASCII character")
-        where = f" for {repo_id}" if repo_id else ""
-        raise HubUploadError(
-            f"the Hugging Face token{where} from {source} contains {kind} (character {bad.start() + 1} of "
-            f"{len(token)}), which a Hub token cannot contain; copy the token again (one line, no spaces)",
-            repo_id=repo_id,
-        )
-    return token
-
-
-def _environment_token() -> Optional[Tuple[str, str]]:
-    """(variable name, raw value) of the token variable huggingface_hub reads, when set."""
-    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
-        value = os.environ.get(name)
-        if value:
-            return name, value
-    return None
-
-
-def _resolve(token: Optional[str], repo_id: str) -> Tuple[str, str, List[str]]:
-    """(token, where it came from, its raw spellings for redaction)."""
-    from huggingface_hub import get_token
-
-    if token is not None:
-        normalised = normalise_token(token, "--token", repo_id)
-        if normalised:
-            return normalised, "--token", [token]
-    resolved = get_token()
-    environment = _environment_token()
-    raws = [resolved] if resolved else []
-    source = "the login cache"
-    # huggingface_hub drops line breaks anywhere in HF_TOKEN: check the value as it was set
-    if (resolved and environment is not None
-            and environment[1].replace("\r", "").replace("\n", "").strip() == resolved):
-        source, raw = environment
-        raws.append(raw)
-        resolved = normalise_token(raw, source, repo_id)
-    else:
-        resolved = normalise_token(resolved, source, repo_id)
-    if not resolved:
-        raise HubUploadError(
-            f"no Hugging Face token to upload to {repo_id}: set HF_TOKEN, run `hf auth login` "
-            "or pass --token",
-            repo_id=repo_id,
-        )
-    return resolved, source, raws
-
-
-def resolve_token(token: Optional[str], repo_id: str) -> str:
-    """``token``, else HF_TOKEN, else the login cache, normalised (``normalise_token``); an
-    error naming ``repo_id`` when there is none."""
-    return _resolve(token, repo_id)[0]
-
-
 def check_repo_id(repo_id: str) -> None:
     """``ORG/NAME`` (or ``NAME`` in the token owner's namespace) in the Hub's spelling."""
     from huggingface_hub.utils import HFValidationError, validate_repo_id
@@ -367,20 +218,20 @@ def upload_output(
 
     check_repo_id(repo_id)
     finished = check_finished_output(out_dir)
-    resolved, source, raws = _resolve(token, repo_id)
+    resolved, source, raws = resolve_with_source(token, repo_id)
     branch = revision or DEFAULT_BRANCH
     message = commit_message or (
         f"Upload {finished.marker.get('merge_method', 'merged')} merge made with mergekit-awd"
     )
     api = None
     try:
-        with _redacting_logs(resolved, *raws):
+        with redacting_logs(resolved, *raws):
             api = HfApi(endpoint=endpoint, token=resolved, library_name="mergekit-awd")
             commit, repo_url = _upload(api, finished, repo_id, branch, message, private, progress, echo)
     except Exception as error:
         where = (api.endpoint if api is not None else None) or endpoint or constants.ENDPOINT
         text = describe_failure(error, repo_id, out_dir, where, token_source=source)
-        raise HubUploadError(_redact(text, resolved, *raws), repo_id=repo_id,
+        raise HubUploadError(redact(text, resolved, *raws), repo_id=repo_id,
                              status=_http_status(error)) from None
     result = UploadResult(
         repo_id=repo_id,
@@ -454,14 +305,14 @@ def check_write_access(repo_id: str, token: Optional[str] = None, *, endpoint: O
     from huggingface_hub import HfApi, constants
 
     check_repo_id(repo_id)
-    resolved, source, raws = _resolve(token, repo_id)
+    resolved, source, raws = resolve_with_source(token, repo_id)
     if constants.is_offline_mode():
         raise HubUploadError(
             f"cannot push to {repo_id}: huggingface_hub offline mode is on (HF_HUB_OFFLINE=1)", repo_id=repo_id
         )
     api = None
     try:
-        with _redacting_logs(resolved, *raws):
+        with redacting_logs(resolved, *raws):
             api = HfApi(endpoint=endpoint, token=resolved, library_name="mergekit-awd")
             answer = api.whoami()
     except Exception as error:
@@ -473,7 +324,7 @@ def check_write_access(repo_id: str, token: Optional[str] = None, *, endpoint: O
                      f"the token's access to {repo_id} will be checked by the upload")
             return {}
         text = _whoami_failure(error, repo_id, where, source)
-        raise HubUploadError(_redact(text, resolved, *raws), repo_id=repo_id, status=status) from None
+        raise HubUploadError(redact(text, resolved, *raws), repo_id=repo_id, status=status) from None
     if not isinstance(answer, dict):
         return {}
     auth = answer.get("auth") if isinstance(answer.get("auth"), dict) else {}
