@@ -1,0 +1,100 @@
+"""Fixed merges of the synthetic family, reduced to tensor digests: proof that a refactor changes no bit.
+
+    python tests/reference_outputs.py      (re)write tests/data/reference_outputs.json
+
+``tests/test_outputs_unchanged.py`` produces the same outputs and compares them with the JSON,
+which was written by the commit before the package redesign (issue #11) and must not be
+regenerated to make a refactor pass: a changed digest is a changed merge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Dict
+
+import torch
+import yaml
+
+REFERENCE = Path(__file__).with_name("data") / "reference_outputs.json"
+
+# name -> (merge_method, parameters, family dtype)
+MERGES = {
+    "awd_tensor": ("awd", {"steps": 20}, "float32"),
+    "awd_tensor_bf16": ("awd", {"steps": 20}, "bfloat16"),
+    "awd_model": ("awd", {"scope": "model", "steps": 20}, "float32"),
+    "awd_direct_gd": ("awd", {"solver": "direct", "optimizer": "gd", "steps": 10}, "float32"),
+    "tsv_exact": ("tsv", {}, "float32"),
+    "tsv_lowrank": ("tsv", {"svd": "lowrank"}, "float32"),
+    "tsv_disentangle": ("tsv", {"disentangle": True, "steps": 20}, "float32"),
+}
+# name -> compress keyword arguments
+COMPRESSIONS = {
+    "compress_default": {},
+    "compress_rank2_lowrank": {"rank": 2, "svd": "lowrank"},
+}
+
+
+def tensor_digests(folder: Path) -> Dict[str, str]:
+    """sha256 of each tensor's dtype, shape and bytes, for every safetensors file under ``folder``."""
+    from safetensors.torch import load_file
+
+    digests = {}
+    for file in sorted(folder.rglob("*.safetensors")):
+        for name, tensor in sorted(load_file(str(file)).items()):
+            data = tensor.contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+            key = f"{file.relative_to(folder).as_posix()}:{name}"
+            digests[key] = hashlib.sha256(f"{tensor.dtype}{list(tensor.shape)}".encode() + data).hexdigest()
+    return digests
+
+
+def produce(work: Path) -> Dict[str, Dict[str, str]]:
+    """Run every fixed merge and compression in ``work``; their tensor digests by name."""
+    from mergekit_awd.synthetic import build_family
+
+    families = {
+        "float32": build_family(work / "family_f32", n_models=3, seed=0),
+        "bfloat16": build_family(work / "family_bf16", n_models=3, seed=1, dtype=torch.bfloat16),
+    }
+    results: Dict[str, Dict[str, str]] = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _run_all(work, families, results)
+    finally:
+        torch.set_num_threads(threads)
+    return results
+
+
+def _run_all(work: Path, families: Dict[str, list], results: Dict[str, Dict[str, str]]) -> None:
+    from mergekit_awd import run_merge
+    from mergekit_awd.compress import compress_family
+    from mergekit_awd.synthetic import merge_config
+
+    for name, (method, parameters, dtype) in MERGES.items():
+        config = work / f"{name}.yml"
+        config.write_text(yaml.safe_dump(merge_config(method, families[dtype], parameters, dtype)))
+        out = work / name
+        run_merge(config, out, copy_tokenizer=False, quiet=True, write_model_card=False)
+        results[name] = tensor_digests(out)
+    config = work / "compress.yml"
+    config.write_text(yaml.safe_dump(merge_config("tsv", families["float32"])))
+    for name, options in COMPRESSIONS.items():
+        out = work / name
+        compress_family(config, str(out), **options)
+        results[name] = tensor_digests(out)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        results = produce(Path(scratch))
+    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+    REFERENCE.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {REFERENCE} ({sum(len(v) for v in results.values())} tensors)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
