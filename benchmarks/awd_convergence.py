@@ -25,7 +25,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.quality.tasks import TASK_NAMES  # noqa: E402
-from mergekit_awd.core.awd import SolverSettings, gram_of_task_vectors, solve_reduced  # noqa: E402
+from mergekit_awd.core.awd import SolverSettings, solve_reduced
+from mergekit_awd.core.task_vectors import gram_of_task_vectors
 
 CACHE = ROOT / "benchmarks" / ".cache"
 RESULTS = ROOT / "benchmarks" / "results"

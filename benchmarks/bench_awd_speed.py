@@ -39,7 +39,7 @@ METHODS = {
 
 
 def build_inputs(cache: Path) -> List[Path]:
-    from mergekit_awd.synthetic import BENCH_150M, build_family
+    from mergekit_awd.testing.synthetic import BENCH_150M, build_family
 
     family = cache / "llama134m_bf16"
     paths = [family / "base"] + [family / f"ft_{i}" for i in range(3)]
@@ -66,7 +66,8 @@ def solver_comparison(paths: List[Path], steps: int) -> Dict[str, float]:
     """reduced vs direct on the largest block matrix (down_proj of layer 0), plain GD."""
     from safetensors import safe_open
 
-    from mergekit_awd.core.awd import SolverSettings, gram_matrix, redundant_vector, solve_direct, solve_reduced
+    from mergekit_awd.core.awd import SolverSettings, solve_direct, solve_reduced
+    from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector
 
     name = "model.layers.0.mlp.down_proj.weight"
     tensors = []

@@ -6,7 +6,7 @@
 Uses the speed benchmark's model (``bench_awd_speed.build_inputs``: a ~134M-parameter LLaMA-shaped
 base and 3 fine-tunes in bfloat16, cached in benchmarks/.cache) and its merge configuration
 (``measure.write_merge_config``).  Each round runs one merge end to end in this process through
-``mergekit_awd.runner.run_merge`` (which writes the marker, digests included), then times
+``mergekit_awd.pipeline.runner.run_merge`` (which writes the marker, digests included), then times
 ``write_completion_marker`` alone on the finished output (the digest of every file) and
 ``check_finished_output`` (what ``mergekit-awd upload`` verifies).  The output was just written,
 so its files are in the page cache: this is the cost of hashing, not of reading a cold disk.
@@ -38,13 +38,13 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.bench_awd_speed import METHODS, RESULTS, build_inputs, run_child  # noqa: E402
 from benchmarks.measure import write_merge_config  # noqa: E402
-from mergekit_awd.output_layout import (  # noqa: E402
+from mergekit_awd.pipeline.output_layout import (
     COMPLETION_MARKER,
     check_finished_output,
     folder_files,
     write_completion_marker,
 )
-from mergekit_awd.runner import run_merge  # noqa: E402
+from mergekit_awd.pipeline.runner import run_merge
 
 # The merges this benchmark can time: the cheapest (the worst case for the ratio) and awd.
 CHOICES = {"task_arithmetic": "task_arithmetic", "awd": "awd_tensor"}
@@ -52,7 +52,7 @@ CHOICES = {"task_arithmetic": "task_arithmetic", "awd": "awd_tensor"}
 
 def small_inputs(cache: Path) -> List[Path]:
     """The tests' tiny LLaMA family (a few hundred kB), built once in the cache."""
-    from mergekit_awd.synthetic import build_family
+    from mergekit_awd.testing.synthetic import build_family
 
     family = cache / "tiny_bf16"
     paths = [family / "base"] + [family / f"ft_{i}" for i in range(3)]

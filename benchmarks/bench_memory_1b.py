@@ -11,7 +11,7 @@ the peak RSS of loading one whole model into memory (what not streaming would co
 Writes benchmarks/results/memory_1b.{json,md}.
 
 The family is written tensor by tensor into sharded safetensors with the recipe of
-``mergekit_awd.synthetic.build_family`` (θ_i = θ_base + s_t (c · shared_t + own_i,t)):
+``mergekit_awd.testing.synthetic.build_family`` (θ_i = θ_base + s_t (c · shared_t + own_i,t)):
 ``build_family`` itself holds several float32 copies of the whole model (~18 GB at this size).
 """
 
@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.measure import run_measured, write_merge_config  # noqa: E402
-from mergekit_awd.synthetic import LlamaShape, llama_config  # noqa: E402
+from mergekit_awd.testing.synthetic import LlamaShape, llama_config
 
 RESULTS = ROOT / "benchmarks" / "results"
 SHARD_BYTES = 512 * 1024 * 1024

@@ -44,7 +44,7 @@ def is_block_linear(name: str, tensor: torch.Tensor) -> bool:
 
 
 def gaussian_family(cache: Path) -> List[Path]:
-    from mergekit_awd.synthetic import BENCH_150M, build_family
+    from mergekit_awd.testing.synthetic import BENCH_150M, build_family
 
     family = cache / "tsv_speed_family"
     paths = [family / "base"] + [family / f"ft_{i}" for i in range(3)]

@@ -39,7 +39,7 @@ def write_merge_config(paths: Sequence[Path], method: str, parameters: dict, dty
     """``path``: a mergekit YAML merging paths[1:] (weight 1 each) onto the base paths[0] with ``method``."""
     import yaml
 
-    from mergekit_awd.synthetic import merge_config
+    from mergekit_awd.testing.synthetic import merge_config
 
     config = merge_config(method, paths, parameters, dtype, weights=[1.0] * (len(paths) - 1))
     path.write_text(yaml.safe_dump(config))

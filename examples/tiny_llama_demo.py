@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--models", default=str(HERE / "output" / "tiny_family"))
     args = parser.parse_args()
 
-    from mergekit_awd.synthetic import awd_config, build_family
+    from mergekit_awd.testing.synthetic import awd_config, build_family
 
     models = Path(args.models)
     if not (models / "ft_2" / "model.safetensors").exists():

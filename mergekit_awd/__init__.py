@@ -7,7 +7,7 @@ from mergekit_awd.mergekit_adapter.registration import register_methods
 
 register_methods()
 
-from mergekit_awd.runner import MergeOutcome, run_merge  # noqa: E402
+from mergekit_awd.pipeline.runner import MergeOutcome, run_merge
 
 __all__ = ["run_merge", "MergeOutcome", "register_methods"]
 __version__ = "0.1.0"

@@ -13,7 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import mergekit_awd  # noqa: E402,F401  (registers the methods)
-from mergekit_awd.synthetic import build_family  # noqa: E402
+from mergekit_awd.testing.synthetic import build_family
 
 
 @pytest.fixture(scope="session")

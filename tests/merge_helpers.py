@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from mergekit_awd.cli import run
-from mergekit_awd.synthetic import merge_config
+from mergekit_awd.testing.synthetic import merge_config
 
 LAYER_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -53,7 +53,7 @@ def tensor_digests(folder: Path) -> Dict[str, str]:
 
 def produce(work: Path) -> Dict[str, Dict[str, str]]:
     """Run every fixed merge and compression in ``work``; their tensor digests by name."""
-    from mergekit_awd.synthetic import build_family
+    from mergekit_awd.testing.synthetic import build_family
 
     families = {
         "float32": build_family(work / "family_f32", n_models=3, seed=0),
@@ -71,8 +71,8 @@ def produce(work: Path) -> Dict[str, Dict[str, str]]:
 
 def _run_all(work: Path, families: Dict[str, list], results: Dict[str, Dict[str, str]]) -> None:
     from mergekit_awd import run_merge
-    from mergekit_awd.compress import compress_family
-    from mergekit_awd.synthetic import merge_config
+    from mergekit_awd.tools.compress import compress_family
+    from mergekit_awd.testing.synthetic import merge_config
 
     for name, (method, parameters, dtype) in MERGES.items():
         config = work / f"{name}.yml"

@@ -8,12 +8,11 @@ import torch
 from mergekit_awd.core.awd import (
     SolverSettings,
     awd_loss_and_grad,
-    gram_matrix,
     merge_disentangled,
-    redundant_vector,
     solve_direct,
     solve_reduced,
 )
+from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector
 from reference_awd import paper_delta
 
 
@@ -121,7 +120,7 @@ def test_merge_weights_lambda_and_normalize():
 
 
 def test_streaming_passes_match_dense_arithmetic_across_chunk_boundaries():
-    from mergekit_awd.core.awd import combine, gram_of_task_vectors
+    from mergekit_awd.core.task_vectors import combine, gram_of_task_vectors
 
     base = torch.randn(7, 1000, dtype=torch.float32)
     models = [base + 1e-2 * torch.randn(7, 1000) for _ in range(3)]

@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from mergekit_awd.cli import run
-from mergekit_awd.config_loading import ConfigError
-from mergekit_awd.runner import run_merge
-from mergekit_awd.staged_output import OutputExistsError
-from mergekit_awd.synthetic import LlamaShape, build_family
+from mergekit_awd.pipeline.config import ConfigError
+from mergekit_awd.pipeline.runner import run_merge
+from mergekit_awd.pipeline.staging import OutputExistsError
+from mergekit_awd.testing.synthetic import LlamaShape, build_family
 
 MISSING_BASE = "/nonexistent/mergekit-awd-tests/base"
 MISSING_FT = "/nonexistent/mergekit-awd-tests/ft_1"
@@ -328,8 +328,8 @@ def test_relative_path_into_an_existing_folder_is_a_missing_local_model(tmp_path
     """`fam/ft_9` with `fam/` present is a local path that does not exist, not a Hub id."""
     import shutil
 
-    from mergekit_awd.config_loading import ConfigError
-    from mergekit_awd.runner import run_merge
+    from mergekit_awd.pipeline.config import ConfigError
+    from mergekit_awd.pipeline.runner import run_merge
 
     shutil.copytree(tiny_family[0], tmp_path / "fam" / "base")
     monkeypatch.chdir(tmp_path)

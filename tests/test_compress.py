@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from mergekit_awd.cli import run
-from mergekit_awd.compress import compress_family
+from mergekit_awd.tools.compress import compress_family
 
 IDS = torch.tensor([[1, 5, 9, 20, 33, 7, 100, 4]])
 
@@ -81,7 +81,7 @@ def _save_biased_family(root: Path):
     """Tiny LLaMA with attention biases: base and one fine-tune whose weights and biases moved."""
     from transformers import LlamaForCausalLM
 
-    from mergekit_awd.synthetic import TINY, llama_config
+    from mergekit_awd.testing.synthetic import TINY, llama_config
 
     config = llama_config(TINY)
     config.attention_bias = True

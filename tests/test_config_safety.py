@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from mergekit_awd.cli import run
-from mergekit_awd.config_loading import MAX_EXPANDED_NODES, load_config
+from mergekit_awd.pipeline.config import MAX_EXPANDED_NODES, load_config
 from mergekit_awd.errors import MAX_MESSAGE_CHARS, ConfigError
 from mergekit_awd.mergekit_adapter.awd_method import awd_merge_method
-from mergekit_awd.validation import check_parameters
+from mergekit_awd.pipeline.validation import check_parameters
 
 BOUND = MAX_MESSAGE_CHARS + 100
 
@@ -80,7 +80,7 @@ def check_awd(text: str) -> None:
 
 BOMB_SCRIPT = """
 import json, sys
-from mergekit_awd.config_loading import load_config
+from mergekit_awd.pipeline.config import load_config
 from mergekit_awd.errors import ConfigError
 try:
     load_config(sys.stdin.read())

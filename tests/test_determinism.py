@@ -25,7 +25,7 @@ from typing import Dict
 import pytest
 import yaml
 
-from mergekit_awd.synthetic import LlamaShape, build_family
+from mergekit_awd.testing.synthetic import LlamaShape, build_family
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = LlamaShape(hidden_size=128, intermediate_size=640, num_hidden_layers=1,

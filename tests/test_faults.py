@@ -28,9 +28,9 @@ from safetensors.torch import load_file, save_file
 
 from conftest import load_state
 from mergekit_awd.cli import run
-from mergekit_awd.runner import run_merge
-from mergekit_awd.staged_output import MergeInterrupted
-from mergekit_awd.synthetic import build_family
+from mergekit_awd.pipeline.runner import run_merge
+from mergekit_awd.pipeline.staging import MergeInterrupted
+from mergekit_awd.testing.synthetic import build_family
 
 ROOT = Path(__file__).resolve().parents[1]
 SELECTED = "model.layers.0.self_attn.q_proj.weight"   # disentangled by the default select
@@ -308,7 +308,7 @@ def test_failure_after_mergekit_finished_keeps_the_finished_merge(tmp_path, tiny
                                                                    step):
     """A failure in the last steps (report, card, completion marker) never discards the merge:
     OUT holds the finished weights and the error says which step failed (issue #10, item 6)."""
-    import mergekit_awd.runner as runner
+    import mergekit_awd.pipeline.runner as runner
     from mergekit_awd.errors import PostMergeError
 
     out, before = previous_out
@@ -410,7 +410,7 @@ def test_sigterm_during_a_merge_leaves_out_as_it_was(tmp_path, tiny_family, prev
 
 
 # SIGTERM at the two edges of the staged write, in a small process that loads only
-# mergekit_awd/staged_output.py (no torch, no mergekit).
+# mergekit_awd/pipeline/staging.py (no torch, no mergekit).
 STAGED_SCRIPT = textwrap.dedent("""
     import importlib.util, os, signal, sys, tempfile
     spec = importlib.util.spec_from_file_location("staged_output", sys.argv[1])
@@ -451,7 +451,7 @@ def test_sigterm_at_the_edges_of_the_staged_write(tmp_path, moment):
     before = fill_previous_output(out)
     script = tmp_path / "staged.py"
     script.write_text(STAGED_SCRIPT)
-    done = subprocess.run([sys.executable, str(script), str(ROOT / "mergekit_awd" / "staged_output.py"), str(out), moment],
+    done = subprocess.run([sys.executable, str(script), str(ROOT / "mergekit_awd" / "pipeline" / "staging.py"), str(out), moment],
                           capture_output=True, text=True, timeout=60)
     assert leftovers(out) == [], (done.returncode, done.stdout, done.stderr)
     if moment == "folder-created":

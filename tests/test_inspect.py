@@ -10,10 +10,11 @@ import yaml
 
 from conftest import load_state
 from mergekit_awd.cli import run
-from mergekit_awd.core.awd import SolverSettings, gram_matrix, solve_reduced
+from mergekit_awd.core.awd import SolverSettings, solve_reduced
+from mergekit_awd.core.task_vectors import gram_matrix
 from mergekit_awd.core.tsv import singular_task_interference
-from mergekit_awd.inspect_merge import COSINES_PNG, LAYERS_PNG, REPORT_FILENAME, inspect_merge
-from mergekit_awd.synthetic import awd_config
+from mergekit_awd.tools.inspect import COSINES_PNG, LAYERS_PNG, REPORT_FILENAME, inspect_merge
+from mergekit_awd.testing.synthetic import awd_config
 
 PARAMETERS = {"alpha": 0.02, "steps": 40, "lr": 0.02}
 SETTINGS = SolverSettings(alpha=0.02, steps=40, lr=0.02)

@@ -24,7 +24,7 @@ import yaml
 
 from mergekit_awd.cli import run
 from mergekit_awd.errors import ConfigError, ModelFileError
-from mergekit_awd.model_files import (
+from mergekit_awd.pipeline.model_files import (
     check_lora_folder,
     check_model_folder,
     check_pickle_file,
@@ -33,9 +33,9 @@ from mergekit_awd.model_files import (
     read_safetensors_header,
     weight_files,
 )
-from mergekit_awd.runner import run_merge
-from mergekit_awd.synthetic import LlamaShape, build_family
-from mergekit_awd.validation import check_models
+from mergekit_awd.pipeline.runner import run_merge
+from mergekit_awd.testing.synthetic import LlamaShape, build_family
+from mergekit_awd.pipeline.validation import check_models
 
 
 # --------------------------------------------------------------------------- helpers
@@ -652,7 +652,7 @@ def test_lora_needs_cache_and_a_usable_cache_entry(tiny_family, lora_adapter, tm
     from mergekit.config import MergeConfiguration
     from mergekit.options import MergeOptions
 
-    from mergekit_awd.config_loading import load_config
+    from mergekit_awd.pipeline.config import load_config
 
     config = write_config(tmp_path, tiny_family[0], [f"{tiny_family[1]}+{lora_adapter}", str(tiny_family[2])])
     merge_config, _, label = load_config(config)
@@ -681,7 +681,7 @@ def _vocab_config(tiny_family, other: Path, **extra) -> dict:
 
 
 def _check(config: dict, **kwargs) -> None:
-    from mergekit_awd.config_loading import load_config
+    from mergekit_awd.pipeline.config import load_config
 
     merge_config, _, label = load_config(config)
     check_models(merge_config, label, **kwargs)
@@ -714,7 +714,7 @@ def test_unsafe_truncate_embeddings_allows_vocabulary_sizes(tiny_family, vocab_3
 
 def test_vocabulary_fallback_without_definition(tiny_family, vocab_300, wide, monkeypatch):
     """Without a mergekit definition, tensors whose first axis is each model's vocab_size."""
-    from mergekit_awd import validation
+    from mergekit_awd.pipeline import validation
 
     monkeypatch.setattr(validation, "_vocabulary_axes", lambda *_: None)
     _check(_vocab_config(tiny_family, vocab_300, tokenizer_source="union"))
@@ -723,7 +723,7 @@ def test_vocabulary_fallback_without_definition(tiny_family, vocab_300, wide, mo
 
 
 def test_vocabulary_axes_from_mergekit_definition(tiny_family):
-    from mergekit_awd.validation import _vocabulary_axes
+    from mergekit_awd.pipeline.validation import _vocabulary_axes
 
     axes = _vocabulary_axes(str(tiny_family[0]), None)
     assert axes is not None

@@ -22,11 +22,11 @@ import pytest
 import yaml
 
 from mergekit_awd.cli import run
-from mergekit_awd.compress import compress_family
+from mergekit_awd.tools.compress import compress_family
 from mergekit_awd.errors import OutputBusyError, OutputChangedError, OutputPathError
-from mergekit_awd.runner import run_merge
-from mergekit_awd.staged_output import output_lock
-from mergekit_awd.synthetic import merge_config
+from mergekit_awd.pipeline.runner import run_merge
+from mergekit_awd.pipeline.staging import output_lock
+from mergekit_awd.testing.synthetic import merge_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ["--no-copy-tokenizer", "--quiet"]
@@ -189,7 +189,7 @@ def test_compress_into_an_existing_file_is_one_clear_error(user, tmp_path, capsy
 
 
 def test_failed_compress_overwrite_leaves_the_previous_adapters(user, tmp_path, monkeypatch, capsys):
-    import mergekit_awd.compress as compress
+    import mergekit_awd.tools.compress as compress
 
     out = tmp_path / "adapters"
     compress_family(user.config, str(out), rank=2)
@@ -210,8 +210,8 @@ def test_failed_compress_overwrite_leaves_the_previous_adapters(user, tmp_path, 
 
 
 def test_interrupted_compress_leaves_out_as_it_was(user, tmp_path, monkeypatch, capsys):
-    import mergekit_awd.compress as compress
-    from mergekit_awd.staged_output import MergeInterrupted
+    import mergekit_awd.tools.compress as compress
+    from mergekit_awd.pipeline.staging import MergeInterrupted
 
     out = tmp_path / "adapters"
     compress_family(user.config, str(out), rank=2)

@@ -150,7 +150,8 @@ def test_output_loads_and_gives_finite_logits(tmp_path, tiny_family, disentangle
 
 def test_disentangle_runs_tsv_on_awd_vectors(tmp_path, tiny_family):
     """disentangle: TSV-M of τ_i − δ with δ from AWD's reduced solver on each tensor."""
-    from mergekit_awd.core.awd import SolverSettings, gram_matrix, redundant_vector, solve_reduced
+    from mergekit_awd.core.awd import SolverSettings, solve_reduced
+    from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector
 
     params = {"disentangle": True, "steps": 40, "alpha": 0.02, "lr": 0.05, "optimizer": "gd", "lambda": 1.0}
     out = merge_cli(tmp_path, write_config(tmp_path, tiny_family, params), "dis")

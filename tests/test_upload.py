@@ -15,14 +15,14 @@ import yaml
 from hub_server import FakeHub
 from mergekit_awd.cli import run
 from mergekit_awd.hub.upload import HubUploadError, upload_output
-from mergekit_awd.output_layout import (
+from mergekit_awd.pipeline.output_layout import (
     COMPLETION_MARKER,
     IncompleteOutputError,
     check_finished_output,
     weight_files,
 )
-from mergekit_awd.runner import run_merge
-from mergekit_awd.synthetic import awd_config
+from mergekit_awd.pipeline.runner import run_merge
+from mergekit_awd.testing.synthetic import awd_config
 
 TOKEN = "hf_TestTokenDoNotLeak0123456789abcdefgh"
 FAST = {"steps": 20}

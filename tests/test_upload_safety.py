@@ -17,22 +17,18 @@ import yaml
 from mergekit_awd.cli import run
 from mergekit_awd.hub import tokens as tokens_module
 from mergekit_awd.hub import upload as upload_module
-from mergekit_awd.hub.upload import (
-    HubUploadError,
-    check_publish_target,
-    check_write_access,
-    normalise_token,
-    upload_output,
-)
+from mergekit_awd.hub.tokens import normalise_token
+from mergekit_awd.hub.upload import HubUploadError, check_write_access, upload_output
+from mergekit_awd.cli.upload import check_publish_target
 from mergekit_awd.hub.tokens import redact
-from mergekit_awd.output_layout import (
+from mergekit_awd.pipeline.output_layout import (
     COMPLETION_MARKER,
     MARKER_FORMAT,
     IncompleteOutputError,
     check_finished_output,
     write_completion_marker,
 )
-from mergekit_awd.synthetic import awd_config
+from mergekit_awd.testing.synthetic import awd_config
 from test_upload import (  # noqa: F401  (hub, merged_output and output_copy are fixtures)
     FAST,
     TOKEN,
@@ -328,10 +324,10 @@ def push_config(tiny_family, tmp_path):
 @pytest.fixture
 def no_merge(monkeypatch):
     """Fail the test if the merge starts (no model file is read before the target is checked)."""
-    import mergekit_awd.runner
+    import mergekit_awd.pipeline.runner
 
     started = []
-    monkeypatch.setattr(mergekit_awd.runner, "run_merge", lambda *a, **k: started.append(a) or 1 / 0)
+    monkeypatch.setattr(mergekit_awd.pipeline.runner, "run_merge", lambda *a, **k: started.append(a) or 1 / 0)
     return started
 
 

@@ -81,14 +81,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from mergekit_awd.core.awd import (
-    SolveResult,
-    SolverSettings,
-    gram_matrix,
-    redundant_vector,
-    solve_reduced,
-    working_dtype,
-)
+from mergekit_awd.core.awd import SolveResult, SolverSettings, solve_reduced
+from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector, working_dtype
 
 SVD_METHODS: Tuple[str, ...] = ("exact", "lowrank")
 

@@ -255,7 +255,7 @@ def _awd_figures(report: Dict[str, Any], labels: List[str], out_dir: str) -> Lis
         "",
     ]
     try:
-        from mergekit_awd.heatmap import HeatmapPanel, save_heatmaps
+        from mergekit_awd.tools.heatmap import HeatmapPanel, save_heatmaps
 
         save_heatmaps(
             os.path.join(out_dir, CARD_HEATMAP),

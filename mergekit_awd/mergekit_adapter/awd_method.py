@@ -13,10 +13,7 @@ mergekit-awd planner (``model_scope``) runs it and hands the coefficients to thi
 
 from __future__ import annotations
 
-import contextvars
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
 from pydantic import Field
@@ -32,14 +29,9 @@ from mergekit.merge_methods.base import (
     TensorGroup,
 )
 
-from mergekit_awd.core.awd import (
-    SolverSettings,
-    gram_of_task_vectors,
-    merge_disentangled,
-    solve_direct,
-    solve_reduced,
-    task_vector_stack,
-)
+from mergekit_awd.core.awd import SolverSettings, merge_disentangled, solve_direct, solve_reduced
+from mergekit_awd.core.task_vectors import gram_of_task_vectors, task_vector_stack
+from mergekit_awd.mergekit_adapter.model_scope.solution import current_scope_solution
 from mergekit_awd.mergekit_adapter.report import active_report
 from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, is_disentangled
 
@@ -129,48 +121,6 @@ def solver_settings(parameters: Dict[str, Any]) -> SolverSettings:
     return SolverSettings(**{name: parameters[name] for name in SOLVER_PARAMETERS})
 
 
-@dataclass(frozen=True)
-class ScopeSolution:
-    """Coefficients β of a model-scope δ = Σ_k β_k τ_k, in the order of ``ids``; ``included``
-    marks the task vectors that are non-zero over the scope."""
-
-    key: str
-    ids: Tuple[Hashable, ...]
-    coefficients: torch.Tensor
-    included: torch.Tensor
-
-    def _positions(self, ids: Sequence[Hashable], tensor: str) -> list:
-        try:
-            return [self.ids.index(i) for i in ids]
-        except ValueError:
-            raise RuntimeError(
-                f"{tensor}: its inputs {list(ids)} differ from those of model scope {self.key!r}"
-            ) from None
-
-    def coefficients_for(self, ids: Sequence[Hashable], tensor: str) -> torch.Tensor:
-        """β in the order of ``ids``."""
-        return self.coefficients[self._positions(ids, tensor)]
-
-    def included_for(self, ids: Sequence[Hashable], tensor: str) -> torch.Tensor:
-        """Which of ``ids`` took part in the scope's solve (non-zero over the scope)."""
-        return self.included[self._positions(ids, tensor)]
-
-
-_SCOPE_SOLUTION: contextvars.ContextVar[Optional[ScopeSolution]] = contextvars.ContextVar(
-    "mergekit_awd_scope_solution", default=None
-)
-
-
-@contextmanager
-def scope_solution(solution: ScopeSolution) -> Iterator[None]:
-    """Make ``solution`` the model-scope δ for merges run inside this block (this thread)."""
-    token = _SCOPE_SOLUTION.set(solution)
-    try:
-        yield
-    finally:
-        _SCOPE_SOLUTION.reset(token)
-
-
 class AWDMerge(GroupMergeMethod):
     """AWD Task Arithmetic (arXiv 2411.18729)."""
 
@@ -210,7 +160,7 @@ class AWDMerge(GroupMergeMethod):
                 report.record_task_arithmetic(name)
             return merge_disentangled(base, models, weights, lam, **common)
         if parameters["scope"] == "model":
-            solution = _SCOPE_SOLUTION.get()
+            solution = current_scope_solution()
             if solution is None:
                 raise RuntimeError(
                     f"{name}: awd with scope: model needs the mergekit-awd runner (the "

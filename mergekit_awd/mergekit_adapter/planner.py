@@ -15,7 +15,7 @@ from mergekit.io.tasks import LoaderCache
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.plan import MergePlanner
 
-from mergekit_awd.mergekit_adapter.model_scope import plan_model_scopes
+from mergekit_awd.mergekit_adapter.model_scope.tasks import plan_model_scopes
 
 MODEL_SCOPE_METHODS = ("awd",)
 

@@ -39,7 +39,7 @@ from mergekit.merge_methods.base import (
     TensorGroup,
 )
 
-from mergekit_awd.core.awd import task_vector_stack
+from mergekit_awd.core.task_vectors import task_vector_stack
 from mergekit_awd.core.tsv import (
     DEFAULT_FRACTION,
     DEFAULT_OVERSAMPLE,

@@ -26,14 +26,10 @@ from mergekit.graph import Task
 from mergekit.io.tasks import GatherTensors, LoadTensor
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 
-from mergekit_awd.core.awd import gram_of_task_vectors, solve_reduced
-from mergekit_awd.mergekit_adapter.awd_method import (
-    SOLVER_PARAMETERS,
-    ScopeSolution,
-    require_finite,
-    scope_solution,
-    solver_settings,
-)
+from mergekit_awd.core.task_vectors import gram_of_task_vectors
+from mergekit_awd.core.awd import solve_reduced
+from mergekit_awd.mergekit_adapter.awd_method import SOLVER_PARAMETERS, require_finite, solver_settings
+from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution, scope_solution
 from mergekit_awd.mergekit_adapter.report import active_report
 from mergekit_awd.mergekit_adapter.selection import is_disentangled, may_be_disentangled
 

@@ -25,29 +25,20 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import click
 import torch
 from mergekit.common import ModelReference
 from mergekit.io.tasks import GatherTensors, LoaderCache
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.options import MergeOptions
 
-from mergekit_awd.config_loading import ConfigInput, load_config
-from mergekit_awd.core.awd import (
-    SolverSettings,
-    gram_matrix,
-    mean_offdiag,
-    pairwise_abs_cos,
-    solve_reduced,
-    task_vector_stack,
-)
+from mergekit_awd.pipeline.config import ConfigInput, load_config
+from mergekit_awd.core.awd import SolverSettings, solve_reduced
+from mergekit_awd.core.task_vectors import gram_matrix, mean_offdiag, pairwise_abs_cos, task_vector_stack
 from mergekit_awd.core.tsv import singular_task_interference
 from mergekit_awd.errors import ConfigError
-from mergekit_awd.input_paths import check_out_disjoint, config_file_of, merge_inputs
 from mergekit_awd.mergekit_adapter.awd_method import DEFAULT_SCOPE, require_finite, solver_settings
-from mergekit_awd.model_files import model_read_errors
+from mergekit_awd.pipeline.model_files import model_read_errors
 from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, block_number, is_disentangled
-from mergekit_awd.staged_output import check_output_target, staged_output
 
 REPORT_FILENAME = "inspect_report.json"
 COSINES_PNG = "inspect_cosines.png"
@@ -129,7 +120,7 @@ def plan_tensors(config: ConfigInput, options: MergeOptions
     from mergekit.plan import MergePlanner
 
     from mergekit_awd.mergekit_adapter.registration import our_methods, register_methods
-    from mergekit_awd.validation import validate_merge
+    from mergekit_awd.pipeline.validation import validate_merge
 
     register_methods()
     merge_config, _source, label = load_config(config)
@@ -335,7 +326,7 @@ def save_report(report: Dict[str, Any], out_dir: str) -> List[str]:
 
 def save_heatmap_pngs(report: Dict[str, Any], out_dir: str) -> List[str]:
     """``COSINES_PNG`` (whole set before/after) and ``LAYERS_PNG`` (layers × model pairs)."""
-    from mergekit_awd.heatmap import HeatmapPanel, save_heatmaps
+    from mergekit_awd.tools.heatmap import HeatmapPanel, save_heatmaps
 
     labels = report["labels"]
     whole = report["whole"]
@@ -360,35 +351,3 @@ def save_heatmap_pngs(report: Dict[str, Any], out_dir: str) -> List[str]:
     return [cosines, layers]
 
 
-@click.command("inspect")
-@click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
-              help="Folder for inspect_report.json and the heatmap PNGs (no model is written).")
-@click.option("--device", default="cpu", show_default=True, help="Device for the per-tensor arithmetic.")
-@click.option("--no-tsv", "no_tsv", is_flag=True, default=False,
-              help="Skip TSV interference (it needs an SVD of every task matrix).")
-@click.option("--transformers-cache", default=None, help="Hugging Face cache folder for Hub models.")
-@click.option("--trust-remote-code", is_flag=True, default=False, help="Trust remote code in model configs.")
-@click.option("--allow-crimes", is_flag=True, default=False, help="Allow mixing architectures.")
-@click.option("--overwrite", is_flag=True, default=False,
-              help="Replace a non-empty --out folder as a whole (only once the report is written).")
-def inspect_command(config_file: str, out_dir: Optional[str], device: str, no_tsv: bool,
-                    transformers_cache: Optional[str], trust_remote_code: bool, allow_crimes: bool,
-                    overwrite: bool) -> None:
-    """Report task-vector cosines, AWD's effect and TSV interference for CONFIG_FILE, without merging."""
-    options = MergeOptions(transformers_cache=transformers_cache, trust_remote_code=trust_remote_code,
-                           allow_crimes=allow_crimes)
-    from mergekit_awd.cli_errors import command_errors
-
-    with command_errors("inspect", out_dir, "the report"):
-        if out_dir:  # before the long work: --out may not overlap an input, nor be a non-empty folder
-            merge_config, _source, label = load_config(config_file)
-            check_out_disjoint(out_dir, merge_inputs(merge_config, config_file_of(label), options), command="inspect")
-            final_dir = check_output_target(out_dir, overwrite)
-        report = inspect_merge(config_file, options, device=device, tsv=not no_tsv)
-        click.echo(format_report(report))
-        if out_dir:
-            with staged_output(out_dir, overwrite=overwrite) as staging:
-                written = [os.path.basename(path) for path in save_report(report, staging)]
-            for name in written:
-                click.echo(f"wrote {os.path.join(final_dir, name)}")

@@ -15,7 +15,7 @@ from mergekit.config import ConditionalParameter, MergeConfiguration
 from mergekit.merge_methods.base import MergeMethod
 from pydantic import ValidationError
 
-from mergekit_awd.config_loading import ConfigError
+from mergekit_awd.pipeline.config import ConfigError
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
@@ -144,7 +144,7 @@ def local_lora_dir(reference) -> Optional[str]:
 def safetensors_shapes(folder: str) -> Optional[Dict[str, Tuple[int, ...]]]:
     """Tensor shapes from the safetensors headers of a model folder (no data is read); None for
     pickled (.bin) weights.  ModelFileError for a damaged index or header."""
-    from mergekit_awd import model_files
+    from mergekit_awd.pipeline import model_files
 
     files = model_files.weight_files(folder)
     return model_files.safetensors_shapes(files) if files.format == "safetensors" else None
@@ -152,7 +152,7 @@ def safetensors_shapes(folder: str) -> Optional[Dict[str, Tuple[int, ...]]]:
 
 def _architectures(folder: str) -> List[str]:
     """``architectures`` of the folder's config.json ([] when absent); ModelFileError when unreadable."""
-    from mergekit_awd import model_files
+    from mergekit_awd.pipeline import model_files
 
     return model_files.read_architectures(folder)
 
@@ -250,7 +250,7 @@ def check_models(config: MergeConfiguration, label: str, allow_crimes: bool = Fa
     ``options`` (mergekit's MergeOptions): its ``allow_crimes`` counts too, a LoRA needs
     ``lora_merge_cache``, and an unusable entry left in that cache is refused.
     """
-    from mergekit_awd import model_files
+    from mergekit_awd.pipeline import model_files
     from mergekit_awd.errors import ModelFileError
 
     if options is not None:

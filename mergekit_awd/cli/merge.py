@@ -1,46 +1,17 @@
-"""``mergekit-awd``: mergekit-yaml with this package's methods registered, plus subcommands.
-
-    mergekit-awd CONFIG OUT [every mergekit-yaml option]     merge (the default command)
-        [--push-to-hub ORG/NAME [--private] [--revision BRANCH] [--commit-message M] [--token T]]
-    mergekit-awd upload OUT ORG/NAME [...]                    upload a finished output folder
-    mergekit-awd inspect CONFIG [--out DIR]                   cosines, AWD and TSV figures, no merge
-"""
+"""``mergekit-awd CONFIG OUT [every mergekit-yaml option]``: the merge command."""
 
 from __future__ import annotations
 
-import sys
-from typing import List, Optional
+from typing import Optional
 
 import click
 from mergekit.options import MergeOptions, PrettyPrintHelp, add_merge_options
 
-from mergekit_awd.compress import compress_command
-from mergekit_awd.cli_errors import command_errors
-from mergekit_awd.hub.upload import check_publish_target, publish_options, upload_command, upload_for_cli
-from mergekit_awd.inspect_merge import inspect_command
+from mergekit_awd.cli.errors import command_errors
+from mergekit_awd.cli.upload import check_publish_target, publish_options, upload_for_cli
 
 
-class DefaultCommandGroup(click.Group):
-    """A group whose first argument, when it is not a subcommand name, runs ``merge``."""
-
-    default_command = "merge"
-
-    def parse_args(self, ctx: click.Context, args: List[str]) -> List[str]:
-        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
-            args = [self.default_command, *args]
-        return super().parse_args(ctx, args)
-
-
-@click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="mergekit-awd")
-def main() -> None:
-    """Merge models with AWD (and mergekit's own methods) from a mergekit YAML file.
-
-    `mergekit-awd CONFIG OUT [OPTIONS]` is `mergekit-awd merge CONFIG OUT [OPTIONS]`.
-    """
-
-
-@main.command("merge", cls=PrettyPrintHelp)
+@click.command("merge", cls=PrettyPrintHelp)
 @click.argument("config_file")
 @click.argument("out_path")
 @click.option("--push-to-hub", "push_to_hub", default=None, metavar="ORG/NAME",
@@ -53,7 +24,7 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
                   private: bool, revision: Optional[str], commit_message: Optional[str],
                   token: Optional[str], overwrite: bool) -> None:
     """Run the merge in CONFIG_FILE and write the model to OUT_PATH (mergekit-yaml's options)."""
-    from mergekit_awd.runner import run_merge
+    from mergekit_awd.pipeline.runner import run_merge
 
     if push_to_hub is None and (private or revision or commit_message or token):
         raise click.UsageError("--private, --revision, --commit-message and --token need --push-to-hub")
@@ -79,12 +50,6 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
                        quiet=merge_options.quiet)
 
 
-# Subcommands live in their own modules and are attached here, one line each.
-main.add_command(upload_command)
-main.add_command(inspect_command)
-main.add_command(compress_command)
-
-
 def apply_global_options(merge_options: MergeOptions) -> None:
     """mergekit's ``apply_global_options`` (logging, seed, ``-j`` threads), callable more than once.
 
@@ -100,19 +65,3 @@ def apply_global_options(merge_options: MergeOptions) -> None:
         if "interop threads" not in str(error):
             raise
         torch.set_num_threads(merge_options.num_threads)
-
-
-def run(argv: Optional[List[str]] = None) -> int:
-    """Entry point for tests: returns the exit code instead of exiting."""
-    try:
-        main.main(args=argv, prog_name="mergekit-awd", standalone_mode=False)
-    except click.ClickException as error:
-        error.show()
-        return error.exit_code
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

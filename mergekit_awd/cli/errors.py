@@ -13,7 +13,7 @@ from typing import Iterator, Optional
 import click
 
 from mergekit_awd.errors import MergekitAwdError
-from mergekit_awd.staged_output import InterruptedAfterSwap
+from mergekit_awd.pipeline.staging import InterruptedAfterSwap
 
 
 @contextmanager

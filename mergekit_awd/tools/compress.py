@@ -43,15 +43,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-import click
 import torch
 
-from mergekit_awd.core.awd import task_vector_stack
-from mergekit_awd.core.tsv import SVD_METHODS, TSVSettings, kept_rank, top_singular_triplets
+from mergekit_awd.core.task_vectors import task_vector_stack
+from mergekit_awd.core.tsv import SVD_METHODS, TSVSettings
+from mergekit_awd.core.tsv_compress import compression_rank, lora_factors
 from mergekit_awd.errors import ConfigError
-from mergekit_awd.input_paths import InputPath, check_out_disjoint, config_file_of, model_reference_inputs, resolve
-from mergekit_awd.model_files import model_read_errors
-from mergekit_awd.staged_output import check_output_target, staged_output
+from mergekit_awd.pipeline.input_paths import (
+    InputPath,
+    check_out_disjoint,
+    config_file_of,
+    model_reference_inputs,
+    resolve,
+)
+from mergekit_awd.pipeline.model_files import model_read_errors
+from mergekit_awd.pipeline.staging import check_output_target, staged_output
 
 REPORT_NAME = "compress_report.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -68,8 +74,8 @@ class ModelFamily:
     @classmethod
     def from_config(cls, config: Any) -> "ModelFamily":
         """From a merge config (path, YAML text, dict or MergeConfiguration) with base_model + models."""
-        from mergekit_awd.config_loading import load_config
-        from mergekit_awd.validation import check_models
+        from mergekit_awd.pipeline.config import load_config
+        from mergekit_awd.pipeline.validation import check_models
 
         merge_config, _, label = load_config(config)
         config_file = config_file_of(label)
@@ -150,16 +156,6 @@ def module_kinds(base_folder: str) -> Dict[str, Tuple[str, Dict[str, Tuple[int, 
     return kinds
 
 
-def compression_rank(rows: int, cols: int, models: int, rank: Optional[int], fraction: Optional[float]) -> int:
-    """k for one matrix: fixed ``rank``, ⌊fraction · min(m, n)⌋, or the paper's ⌊min(m, n) / K⌋ (≥ 1)."""
-    full = min(rows, cols)
-    if rank is not None:
-        return min(rank, full)
-    if fraction is not None:
-        return max(1, min(full, math.floor(fraction * full * (1 + 1e-9))))
-    return kept_rank(rows, cols, models)
-
-
 @dataclass
 class AdapterBuilder:
     """Accumulates one fine-tuned model's adapter tensors and statistics."""
@@ -187,25 +183,6 @@ class AdapterBuilder:
 def _split_name(tensor_name: str) -> Tuple[str, str]:
     module, _, param = tensor_name.rpartition(".")
     return module, param
-
-
-def _lora_factors(delta: torch.Tensor, k: int, settings: TSVSettings, kind: str, save_dtype: torch.dtype
-                  ) -> Tuple[Dict[str, torch.Tensor], float]:
-    """LoRA tensors (module-relative names, ``save_dtype``) for Δ ≈ U_k Σ_k V_kᵀ, and ‖Δ − Δ̂‖_F²
-    with Δ̂ the product of the factors as saved."""
-    triplets = top_singular_triplets(delta, k, settings)
-    root = triplets.s.sqrt()
-    left = triplets.u * root             # U √Σ   [m, k']
-    right = root[:, None] * triplets.vh  # √Σ Vᵀ  [k', n]
-    pad = k - triplets.rank              # numerically zero directions: zero columns keep rank k
-    if pad:
-        left = torch.cat([left, left.new_zeros(left.shape[0], pad)], dim=1)
-        right = torch.cat([right, right.new_zeros(pad, right.shape[1])], dim=0)
-    left, right = left.to(save_dtype), right.to(save_dtype)
-    error_sq = float((delta.double() - left.double() @ right.double()).pow(2).sum())
-    if kind == "linear":
-        return {"lora_A.weight": right, "lora_B.weight": left}, error_sq
-    return {"lora_embedding_A": left.T.contiguous(), "lora_embedding_B": right.T.contiguous()}, error_sq
 
 
 def compress_family(
@@ -278,7 +255,7 @@ def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: 
                 builder.other_norm_sq += norm_sq
             elif kind in ("linear", "embedding") and param == "weight":
                 k = compression_rank(*delta.shape, count, rank, fraction)
-                factors, error_sq = _lora_factors(delta, k, settings, kind, save_dtype)
+                factors, error_sq = lora_factors(delta, k, settings, kind, save_dtype)
                 for suffix, value in factors.items():
                     builder.tensors[f"{module}.{suffix}"] = value.cpu()
                 builder.ranks[module] = k
@@ -404,28 +381,3 @@ def format_report(report: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@click.command("compress")
-@click.argument("config_file")
-@click.argument("out_path")
-@click.option("--rank", type=int, default=None, help="LoRA rank k for every matrix (capped at min(m, n)).")
-@click.option("--fraction", type=float, default=None,
-              help="k = floor(fraction * min(m, n)); default: the paper's floor(min(m, n) / K).")
-@click.option("--svd", type=click.Choice(list(SVD_METHODS)), default="exact", show_default=True,
-              help="exact: torch.linalg.svd; lowrank: seeded randomized SVD.")
-@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default=None,
-              help="dtype of the saved adapter tensors (default: the base model's).")
-@click.option("--device", default="cpu", show_default=True, help="torch device for the SVDs (e.g. cuda).")
-@click.option("--overwrite", is_flag=True, default=False,
-              help="Replace a non-empty OUT_PATH as a whole (only once every adapter is written).")
-@click.option("--quiet", is_flag=True, default=False, help="Print nothing but errors.")
-def compress_command(config_file: str, out_path: str, rank: Optional[int], fraction: Optional[float], svd: str,
-                     dtype: Optional[str], device: str, overwrite: bool, quiet: bool) -> None:
-    """TSV-C: write each fine-tuned model of CONFIG_FILE as a PEFT LoRA adapter under OUT_PATH."""
-    from mergekit_awd.cli_errors import command_errors
-
-    with command_errors("compress", out_path, "the adapters"):
-        report = compress_family(config_file, out_path, rank=rank, fraction=fraction, svd=svd, dtype=dtype,
-                                 device=device, overwrite=overwrite)
-    if not quiet:
-        click.echo(format_report(report))
-        click.echo(f"Adapters and {REPORT_NAME} written to {out_path}")

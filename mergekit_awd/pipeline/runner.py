@@ -13,18 +13,18 @@ from mergekit.merge import run_merge as mergekit_run_merge
 from mergekit.merge_methods import get as get_method
 from mergekit.options import MergeOptions
 
-from mergekit_awd.config_loading import ConfigInput, load_config
+from mergekit_awd.pipeline.config import ConfigInput, load_config
 from mergekit_awd.errors import PostMergeError
 from mergekit_awd.hub.card import task_vector_models, write_model_card
-from mergekit_awd.input_paths import check_out_disjoint, config_file_of, merge_inputs
+from mergekit_awd.pipeline.input_paths import check_out_disjoint, config_file_of, merge_inputs
 from mergekit_awd.mergekit_adapter.card_lookup import local_first_card
 from mergekit_awd.mergekit_adapter.planner import awd_planner
 from mergekit_awd.mergekit_adapter.registration import our_methods, register_methods
-from mergekit_awd.model_files import model_read_errors
+from mergekit_awd.pipeline.model_files import model_read_errors
 from mergekit_awd.mergekit_adapter.report import collecting_report, report_filename
-from mergekit_awd.output_layout import COMPLETION_MARKER, write_completion_marker
-from mergekit_awd.staged_output import check_output_target, staged_output
-from mergekit_awd.validation import validate_merge
+from mergekit_awd.pipeline.output_layout import COMPLETION_MARKER, write_completion_marker
+from mergekit_awd.pipeline.staging import check_output_target, staged_output
+from mergekit_awd.pipeline.validation import validate_merge
 
 
 @dataclass(frozen=True)

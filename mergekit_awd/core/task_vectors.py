@@ -1,0 +1,151 @@
+"""Task-vector kernels shared by every method: working dtype, streaming Gram, chunked combine.
+
+Task vectors τ_i = θ_i − θ_base are never materialised as a [K, n] stack where a streaming pass
+does: ``gram_of_task_vectors`` sums G_ij = ⟨τ_i, τ_j⟩ chunk by chunk in float64, and ``combine``
+writes θ_base + Σ_i c_i τ_i chunk by chunk.  Everything is computed in float32 (float64 for float64
+weights) whatever the weights' dtype (``working_dtype``).  Pure torch.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; every other dtype is solved in float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def flatten_task_vectors(task_vectors: torch.Tensor) -> torch.Tensor:
+    """[K, *shape] → [K, n] in float32 or float64 (a view when already in that dtype)."""
+    flat = task_vectors.reshape(task_vectors.shape[0], -1)
+    return flat.to(working_dtype(flat.dtype))
+
+
+# Elements per chunk of the combining pass: bounds its scratch memory (a few 2²²-element float32
+# temporaries, 16 MiB each, less than mergekit's own K full-size temporaries for large tensors) and
+# keeps the operation count low.
+CHUNK_ELEMENTS = 1 << 22
+
+
+# Elements per chunk of the Gram pass: small enough for the K scratch rows (float32 and float64) to
+# stay in cache, and it fixes the order in which the Gram matrix is summed.
+GRAM_CHUNK_ELEMENTS = 1 << 16
+
+
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.reshape(-1)
+
+
+def gram_of_task_vectors(
+    base: Optional[torch.Tensor], models: Sequence[torch.Tensor], chunk: int = GRAM_CHUNK_ELEMENTS
+) -> torch.Tensor:
+    """G_ij = ⟨θ_i − θ_base, θ_j − θ_base⟩ (θ_base = 0 when ``base`` is None); float64 [K, K] on CPU.
+
+    Streams over fixed-size chunks without allocating a [K, n] stack: the differences are formed
+    in the working dtype (exact for bfloat16/float16 inputs), their products and sums in float64,
+    chunk after chunk in a fixed order.  Float64 products keep exact linear dependence exact (two
+    collinear bfloat16 task vectors give a rank-1 G, which the reduced solver relies on); the
+    2¹⁶-element chunks keep the scratch buffers in cache, which is what makes the pass fast.
+    Squared weight units.  Gram matrices of several tensors add up to the Gram matrix of their
+    concatenation (design note, Fact 3).
+    """
+    flats = [_flat(m) for m in models]
+    k = len(flats)
+    if k == 0:
+        return torch.zeros((0, 0), dtype=torch.float64)
+    device = flats[0].device
+    work = working_dtype(flats[0].dtype if base is None else torch.promote_types(base.dtype, flats[0].dtype))
+    flat_base = _flat(base) if base is not None else None
+    n = flats[0].numel()
+    size = max(1, min(chunk, n))
+    diff = torch.empty((k, size), dtype=work, device=device)
+    wide = diff if work == torch.float64 else torch.empty((k, size), dtype=torch.float64, device=device)
+    base_rows = torch.empty((size,), dtype=work, device=device) if flat_base is not None else None
+    gram = torch.zeros((k, k), dtype=torch.float64, device=device)
+    for start in range(0, n, size):
+        stop = min(start + size, n)
+        rows, wide_rows = diff[:, : stop - start], wide[:, : stop - start]
+        for index, flat in enumerate(flats):
+            rows[index].copy_(flat[start:stop])
+        if base_rows is not None:
+            base_chunk = base_rows[: stop - start]
+            base_chunk.copy_(flat_base[start:stop])
+            rows.sub_(base_chunk)
+        if wide is not diff:
+            wide_rows.copy_(rows)
+        gram.addmm_(wide_rows, wide_rows.T)
+    return gram.cpu()
+
+
+def gram_matrix(task_vectors: torch.Tensor) -> torch.Tensor:
+    """G_ij = ⟨τ_i, τ_j⟩ over all elements of a [K, *shape] stack; float64 [K, K] on CPU."""
+    return gram_of_task_vectors(None, list(task_vectors))
+
+
+def pairwise_abs_cos(gram: torch.Tensor) -> torch.Tensor:
+    """|cos(τ_i, τ_j)| from a Gram matrix (0 where a vector is zero); float64 [K, K]."""
+    gram = gram.to(torch.float64)
+    norms = gram.diagonal().clamp_min(0).sqrt()
+    denom = torch.outer(norms, norms)
+    cos = torch.where(denom > 0, gram / torch.where(denom > 0, denom, 1.0), 0.0)
+    return cos.abs().clamp_max(1.0)
+
+
+def mean_offdiag(matrix: torch.Tensor) -> float:
+    """1/(K(K−1)) Σ_{i≠j} M_ij; 0 for K < 2."""
+    k = matrix.shape[0]
+    if k < 2:
+        return 0.0
+    return float((matrix.sum() - matrix.diagonal().sum()) / (k * (k - 1)))
+
+
+def redundant_vector(task_vectors: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """δ = Σ_k β_k τ_k for a [K, *shape] stack; working dtype, the stack's device."""
+    stack = task_vectors.to(working_dtype(task_vectors.dtype))
+    beta = coefficients.to(device=stack.device, dtype=stack.dtype)
+    return torch.tensordot(beta, stack, dims=1)
+
+
+def combine(
+    base: torch.Tensor,
+    models: Sequence[torch.Tensor],
+    c: torch.Tensor,
+    out_dtype: Optional[torch.dtype] = None,
+    chunk: int = CHUNK_ELEMENTS,
+) -> torch.Tensor:
+    """θ_base + Σ_i c_i (θ_i − θ_base), computed chunk by chunk in the working dtype.
+
+    Reads the raw inputs (no task-vector stack is allocated) and writes each chunk straight into
+    an output of ``out_dtype`` (default: the working dtype).
+    """
+    work = working_dtype(torch.promote_types(base.dtype, models[0].dtype) if models else base.dtype)
+    out = torch.empty(base.shape, dtype=out_dtype or work, device=base.device)
+    flat_out, flat_base = _flat(out), _flat(base)
+    flats = [_flat(m) for m in models]
+    factors = [float(x) for x in c.tolist()]
+    for start in range(0, flat_base.numel(), chunk):
+        stop = start + chunk
+        piece = flat_base[start:stop].to(work)
+        acc = piece.clone()
+        for factor, flat in zip(factors, flats):
+            if factor != 0.0:
+                acc.add_(flat[start:stop].to(work) - piece, alpha=factor)  # never in place on inputs
+        flat_out[start:stop] = acc
+    return out
+
+
+def task_vector_stack(
+    base: torch.Tensor, models: Sequence[torch.Tensor], device: Optional[torch.device] = None
+) -> torch.Tensor:
+    """τ_i = θ_i − θ_base as a [K, *shape] stack in the working dtype (for the direct solver)."""
+    dtype = working_dtype(torch.promote_types(base.dtype, models[0].dtype) if models else base.dtype)
+    device = device if device is not None else base.device
+    stack = torch.empty((len(models), *base.shape), dtype=dtype, device=device)
+    base_w = base.to(device=device, dtype=dtype)
+    for index, model in enumerate(models):
+        stack[index].copy_(model)
+        stack[index].sub_(base_w)
+    return stack
