@@ -1,4 +1,7 @@
-"""Child of benchmarks.measure: run a module as __main__, then record this process's VmHWM."""
+"""Child of ``benchmarks.common.run_measured``: run a module as __main__, then record this process's VmHWM.
+
+    python -m benchmarks._measured_child RESULT.json MODULE [ARGS...]
+"""
 
 import atexit
 import json

@@ -1,6 +1,6 @@
 """How far the AWD solve is from converged after N steps, on the quality benchmark's real fine-tunes.
 
-    python benchmarks/awd_convergence.py      (needs the cached fine-tunes: ./run.sh quality builds them)
+    python -m benchmarks.awd_convergence      (needs the cached fine-tunes: ./run.sh quality builds them)
 
 For every tensor AWD disentangles by default (2-D weights inside the encoder layers) of the six
 MiniLM fine-tunes, one reduced solve per step count N at the default α, lr and optimizer; prints and
@@ -10,34 +10,29 @@ value (mean and worst over tensors), the mean |cos| after, and the mean index of
 
 from __future__ import annotations
 
-import json
+import argparse
 import re
 import statistics
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks.quality.tasks import TASK_NAMES  # noqa: E402
+from benchmarks.common import save_results
+from benchmarks.quality.paths import FINETUNE_DIR, PRETRAINED_ENCODER_DIR
+from benchmarks.quality.tasks import TASK_NAMES
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
 from mergekit_awd.core.task_vectors import gram_of_task_vectors
 
-CACHE = ROOT / "benchmarks" / ".cache"
-RESULTS = ROOT / "benchmarks" / "results"
 STEPS = (25, 50, 100, 200, 300, 1000)
 REFERENCE = 1000
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
-    base = load_file(str(CACHE / "pretrained_encoder" / "model.safetensors"))
-    fine_tunes = [load_file(str(CACHE / "finetunes" / task / "encoder" / "model.safetensors")) for task in TASK_NAMES]
+    base = load_file(str(PRETRAINED_ENCODER_DIR / "model.safetensors"))
+    fine_tunes = [load_file(str(FINETUNE_DIR / task / "encoder" / "model.safetensors")) for task in TASK_NAMES]
     names = [n for n in base if re.search(r"layer\.\d+\.", n) and base[n].dim() == 2]
     defaults = SolverSettings()
     rows = {n: [] for n in STEPS}
@@ -56,10 +51,8 @@ def main() -> None:
               "settings": {"alpha": defaults.alpha, "lr": defaults.lr, "optimizer": defaults.optimizer,
                            "units": defaults.units},
               "objective_at_delta0_vs_1000_mean": start, "steps": table}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "awd_convergence.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# AWD solve: objective after N steps, real fine-tunes", "",
-             f"Command: `python benchmarks/awd_convergence.py`. {len(names)} tensors (2-D weights of the encoder "
+             f"Command: `python -m benchmarks.awd_convergence`. {len(names)} tensors (2-D weights of the encoder "
              f"layers) of the six MiniLM fine-tunes of the quality benchmark, K = {len(TASK_NAMES)}, reduced solver, "
              f"α {defaults.alpha}, lr {defaults.lr}, {defaults.optimizer}, {defaults.units} units. Objective relative "
              f"to the 1000-step solve of the same tensor (at δ = 0 it is {start:.3f} on average).", "",
@@ -69,8 +62,7 @@ def main() -> None:
         t = table[n]
         lines.append(f"| {n} | {t['objective_vs_1000_mean']:.4f} | {t['objective_vs_1000_worst']:.4f} | "
                      f"{t['mean_abs_cos_after']:.5f} | {t['mean_best_step']:.0f} |")
-    (RESULTS / "awd_convergence.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    save_results("awd_convergence", result, lines + [""])
 
 
 if __name__ == "__main__":

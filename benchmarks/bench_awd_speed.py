@@ -1,10 +1,10 @@
 """Speed and memory of `awd` against mergekit's `task_arithmetic`, measured in one run.
 
-    python benchmarks/bench_awd_speed.py [--rounds 2] [--cache benchmarks/.cache]
+    python -m benchmarks.bench_awd_speed [--rounds 2] [--threads 2] [--cache benchmarks/.cache]
 
 Builds (once, cached outside git) a ~134M-parameter LLaMA-shaped base and 3 fine-tunes in
 bfloat16, then runs each merge as its own `mergekit-awd` process, alternating methods over
-``--rounds`` rounds, and records wall time and the child's peak RSS (ru_maxrss via wait4).
+``--rounds`` rounds, and records wall time and the child's peak RSS (its VmHWM, ``benchmarks.common.run_measured``).
 Reports the best round of each method as a ratio to task_arithmetic, and the time of the
 `reduced` solver against the `direct` one on one large tensor at the same δ (plain gradient
 descent, where both give the same iterates).  Writes benchmarks/results/awd_speed.{json,md}.
@@ -13,53 +13,22 @@ descent, where both give the same iterates).  Writes benchmarks/results/awd_spee
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.measure import run_measured, write_merge_config  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
-
-METHODS = {
-    "task_arithmetic": {"merge_method": "task_arithmetic", "parameters": {"lambda": 0.5}},
-    "awd_tensor": {"merge_method": "awd", "parameters": {"lambda": 0.5, "scope": "tensor"}},
-    "awd_model": {"merge_method": "awd", "parameters": {"lambda": 0.5, "scope": "model"}},
-}
-
-
-def build_inputs(cache: Path) -> List[Path]:
-    from mergekit_awd.testing.synthetic import BENCH_150M, build_family
-
-    family = cache / "llama134m_bf16"
-    paths = [family / "base"] + [family / f"ft_{i}" for i in range(3)]
-    if not (paths[-1] / "model.safetensors").exists():
-        print(f"building the ~134M LLaMA family in {family} (once) ...", flush=True)
-        build_family(family, n_models=3, shape=BENCH_150M, dtype=torch.bfloat16, tokenizer=False)
-    return paths
-
-
-def run_child(config: Path, out: Path, threads: int) -> Dict[str, float]:
-    """One merge in a fresh process: wall seconds and that process's peak RSS (MiB)."""
-    if out.exists():
-        shutil.rmtree(out)
-    thread_env = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-    seconds, peak = run_measured(
-        "mergekit_awd.cli",
-        [config, out, "--no-copy-tokenizer", "--quiet", "--no-write-model-card", "-j", str(threads)],
-        env={"HF_HUB_OFFLINE": "1", **thread_env},
-    )
-    return {"seconds": seconds, "peak_rss_mib": peak}
+from benchmarks.common import (
+    CACHE,
+    METHODS,
+    build_inputs,
+    machine_info,
+    measure_merge,
+    save_results,
+    write_merge_config,
+)
 
 
 def solver_comparison(paths: List[Path], steps: int) -> Dict[str, float]:
@@ -100,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=300, help="GD steps for the solver comparison")
-    parser.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
+    parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--threads", type=int, default=2,
                         help="torch/OpenMP threads of every merge process (1 avoids OpenMP stalls on a busy machine)")
     args = parser.parse_args()
@@ -114,7 +83,7 @@ def main() -> None:
         for name, method in METHODS.items():
             config = work / f"{name}.yml"
             write_merge_config(paths, method["merge_method"], method["parameters"], "bfloat16", config)
-            result = run_child(config, work / f"out_{name}", args.threads)
+            result = measure_merge(config, work / f"out_{name}", threads=args.threads, jobs=args.threads)
             runs[name].append(result)
             print(f"round {round_index + 1} {name:16s} {result['seconds']:7.2f} s  "
                   f"peak RSS {result['peak_rss_mib']:8.1f} MiB", flush=True)
@@ -125,18 +94,15 @@ def main() -> None:
                      "rss_ratio": b["peak_rss_mib"] / reference["peak_rss_mib"]} for name, b in best.items()}
     solver = solver_comparison(paths, args.steps)
     results = {
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                    "threads_per_merge": args.threads, "load_average_at_start": load_at_start},
+        "machine": machine_info(threads_per_merge=args.threads, load_average_at_start=load_at_start),
         "model": "LLaMA-shaped, hidden 768, 12 layers, MLP 2048, vocab 32000, bfloat16, 3 fine-tunes",
         "runs": runs, "best": best, "ratios_to_task_arithmetic": ratios, "solver": solver,
         "targets": {"awd_tensor_time": 1.2, "awd_tensor_rss": 1.3, "awd_model_time": 2.2, "solver_speedup": 100},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "awd_speed.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         "# awd speed and memory vs mergekit task_arithmetic",
         "",
-        f"Command: `python benchmarks/bench_awd_speed.py --rounds {args.rounds} --threads {args.threads}` "
+        f"Command: `python -m benchmarks.bench_awd_speed --rounds {args.rounds} --threads {args.threads}` "
         f"({os.cpu_count()} CPU cores, {args.threads} thread(s) per merge process, load average at start "
         f"{load_at_start:.1f}, torch {torch.__version__}). Best of {args.rounds} alternating rounds, "
         "each merge a fresh `mergekit-awd` process, peak RSS = its VmHWM; model: " + results["model"] + ".",
@@ -155,8 +121,7 @@ def main() -> None:
         f"**{solver['speedup']:.0f}× faster** (target ≥ 100×); relative difference of δ {solver['relative_difference_of_delta']:.1e}.",
         "",
     ]
-    (RESULTS / "awd_speed.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save_results("awd_speed", results, lines)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,9 @@
     python -m benchmarks.bench_digest_cost [--method task_arithmetic|awd] [--rounds 3] [--threads 2]
     python -m benchmarks.bench_digest_cost --small      (tiny model: checks that the script works)
 
-Uses the speed benchmark's model (``bench_awd_speed.build_inputs``: a ~134M-parameter LLaMA-shaped
+Uses the speed benchmark's model (``benchmarks.common.build_inputs``: a ~134M-parameter LLaMA-shaped
 base and 3 fine-tunes in bfloat16, cached in benchmarks/.cache) and its merge configuration
-(``measure.write_merge_config``).  Each round runs one merge end to end in this process through
+(``benchmarks.common.write_merge_config``).  Each round runs one merge end to end in this process through
 ``mergekit_awd.pipeline.runner.run_merge`` (which writes the marker, digests included), then times
 ``write_completion_marker`` alone on the finished output (the digest of every file) and
 ``check_finished_output`` (what ``mergekit-awd upload`` verifies).  The output was just written,
@@ -23,28 +23,31 @@ import os
 import platform
 import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Dict, List
 
-import torch
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local models only, as the speed benchmark's merges
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import torch  # noqa: E402
 
-from benchmarks.bench_awd_speed import METHODS, RESULTS, build_inputs, run_child  # noqa: E402
-from benchmarks.measure import write_merge_config  # noqa: E402
-from mergekit_awd.pipeline.output_layout import (
+from benchmarks.common import (  # noqa: E402
+    CACHE,
+    METHODS,
+    build_inputs,
+    cached_family,
+    machine_info,
+    measure_merge,
+    save_results,
+    write_merge_config,
+)
+from mergekit_awd.pipeline.output_layout import (  # noqa: E402
     COMPLETION_MARKER,
     check_finished_output,
     folder_files,
     write_completion_marker,
 )
-from mergekit_awd.pipeline.runner import run_merge
+from mergekit_awd.pipeline.runner import run_merge  # noqa: E402
 
 # The merges this benchmark can time: the cheapest (the worst case for the ratio) and awd.
 CHOICES = {"task_arithmetic": "task_arithmetic", "awd": "awd_tensor"}
@@ -52,13 +55,7 @@ CHOICES = {"task_arithmetic": "task_arithmetic", "awd": "awd_tensor"}
 
 def small_inputs(cache: Path) -> List[Path]:
     """The tests' tiny LLaMA family (a few hundred kB), built once in the cache."""
-    from mergekit_awd.testing.synthetic import build_family
-
-    family = cache / "tiny_bf16"
-    paths = [family / "base"] + [family / f"ft_{i}" for i in range(3)]
-    if not (paths[-1] / "model.safetensors").exists():
-        build_family(family, n_models=3, dtype=torch.bfloat16, tokenizer=False)
-    return paths
+    return cached_family(cache / "tiny_bf16", "the tests' tiny LLaMA family", dtype=torch.bfloat16)
 
 
 def one_round(config: Path, out: Path, threads: int) -> Dict[str, float]:
@@ -82,7 +79,7 @@ def one_round(config: Path, out: Path, threads: int) -> Dict[str, float]:
         with open(out / name, "rb") as handle:
             hashlib.file_digest(handle, "sha256")
     sha256_seconds = time.perf_counter() - start
-    cli_seconds = run_child(config, out.with_name("out_cli"), threads)["seconds"]
+    cli_seconds = measure_merge(config, out.with_name("out_cli"), threads=threads, jobs=threads)["seconds"]
     return {
         "merge_seconds": merge_seconds,
         "cli_merge_seconds": cli_seconds,
@@ -99,7 +96,7 @@ def main() -> None:
     parser.add_argument("--method", choices=sorted(CHOICES), default="task_arithmetic")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the merge")
-    parser.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
+    parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--small", action="store_true",
                         help="the tests' tiny model instead of the ~134M one (a check that the script runs)")
     args = parser.parse_args()
@@ -147,14 +144,11 @@ def main() -> None:
     model = ("the tests' tiny LLaMA (hidden 64, 2 layers), bfloat16, 3 fine-tunes" if args.small else
              "LLaMA-shaped, hidden 768, 12 layers, MLP 2048, vocab 32000, bfloat16, 3 fine-tunes")
     results = {
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-                    "threads": args.threads, "load_average_at_start": load_at_start},
+        "machine": machine_info(threads=args.threads, load_average_at_start=load_at_start),
         "model": model, "method": args.method, "parameters": method["parameters"], "rounds": args.rounds,
         "runs": runs, "summary": summary,
     }
     name = "digest_cost_small" if args.small else "digest_cost"
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
     command = "python -m benchmarks.bench_digest_cost" + (" --small" if args.small else "") + \
         f" --method {args.method} --rounds {args.rounds} --threads {args.threads}"
     lines = [
@@ -165,7 +159,7 @@ def main() -> None:
         f"Model: {model}. Best of {args.rounds} rounds; each round is one `run_merge` in this process "
         "(end to end, marker included), then `write_completion_marker` alone on the finished output, then "
         "`check_finished_output` (what `upload` verifies), then the same files through SHA-256 (for comparison), "
-        "then the same merge as the speed benchmark times it (`bench_awd_speed.run_child`: a fresh "
+        "then the same merge as the speed benchmark times it (`benchmarks.common.measure_merge`: a fresh "
         "`mergekit-awd` process, what a user waits for). The output's files are in the page cache. "
         "Target (issue #10): digest ≤ 5 % of the merge wall time.",
         "",
@@ -178,8 +172,7 @@ def main() -> None:
         f"{summary['sha256_to_merge_ratio']:.3f} |",
         "",
     ]
-    (RESULTS / f"{name}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save_results(name, results, lines)
 
 
 if __name__ == "__main__":

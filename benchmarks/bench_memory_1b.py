@@ -1,11 +1,11 @@
 """Peak memory of `awd` (and `tsv`) against mergekit's `task_arithmetic` on a ~1B-parameter model.
 
-    python benchmarks/bench_memory_1b.py [--cache benchmarks/.cache] [--layers 20] [--models 4]
+    python -m benchmarks.bench_memory_1b [--cache benchmarks/.cache] [--layers 20] [--models 4]
 
 Builds (once, cached outside git) a LLaMA-shaped base of ~1.03B parameters (hidden 2048, MLP 5632,
 20 layers, 16 heads / 4 KV heads, vocabulary 32,000, untied head) and 4 fine-tunes in bfloat16,
 then runs each merge as its own `mergekit-awd` process, one after the other, and records the
-child's peak RSS (VmHWM, ``benchmarks.measure.run_measured``) and wall time.  Reports each as a
+child's peak RSS (VmHWM, ``benchmarks.common.run_measured``) and wall time.  Reports each as a
 ratio to task_arithmetic measured in the same run (target: awd within 1.3x), plus, for context,
 the peak RSS of loading one whole model into memory (what not streaming would cost, times K + 1).
 Writes benchmarks/results/memory_1b.{json,md}.
@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -30,13 +27,18 @@ from typing import Dict, List, Tuple
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.measure import run_measured, write_merge_config  # noqa: E402
+from benchmarks.common import (
+    CACHE,
+    METHODS,
+    RESULTS,
+    machine_info,
+    measure_merge,
+    run_measured,
+    save_results,
+    write_merge_config,
+)
 from mergekit_awd.testing.synthetic import LlamaShape, llama_config
 
-RESULTS = ROOT / "benchmarks" / "results"
 SHARD_BYTES = 512 * 1024 * 1024
 SHARED, SCALE, INIT_STD = 0.6, 0.02, 0.02
 
@@ -134,11 +136,7 @@ def build_inputs(cache: Path, layers: int, n_models: int) -> Tuple[List[Path], i
 
 
 def method_table(available: List[str]) -> Dict[str, Dict]:
-    methods = {
-        "task_arithmetic": {"merge_method": "task_arithmetic", "parameters": {"lambda": 0.5}},
-        "awd_tensor": {"merge_method": "awd", "parameters": {"lambda": 0.5, "scope": "tensor"}},
-        "awd_model": {"merge_method": "awd", "parameters": {"lambda": 0.5, "scope": "model"}},
-    }
+    methods = dict(METHODS)
     if "tsv" in available:
         # the randomized SVD; fraction 0.1 keeps k = 51 of the paper's r/K = 512 triplets per task
         # (at fraction 1 one 2048 x 5632 tensor takes ~1 min on 2 cores: ~1.5 h for the model)
@@ -162,7 +160,7 @@ def load_whole_model(folder: str) -> None:
 
 def measure_whole_model_load(folder: Path, n_models: int) -> Dict[str, float]:
     """Peak RSS of loading one model whole; K + 1 models: that plus K more models' bytes."""
-    _, peak = run_measured("bench_memory_1b", ["--load-only", folder])
+    _, peak = run_measured("benchmarks.bench_memory_1b", ["--load-only", folder])
     model_mib = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors")) / 2**20
     estimate = peak + n_models * model_mib
     print(f"{'whole-model load':16s} peak RSS {peak:8.0f} MiB (one model of {model_mib:.0f} MiB; "
@@ -172,8 +170,6 @@ def measure_whole_model_load(folder: Path, n_models: int) -> Dict[str, float]:
 
 def write_results(results: Dict) -> None:
     """memory_1b.json and the table in memory_1b.md."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "memory_1b.json").write_text(json.dumps(results, indent=2) + "\n")
     runs, ratios, load = results["runs"], results["ratios_to_task_arithmetic"], results["whole_model_load"]
     machine = results["machine"]
     lines = [
@@ -204,13 +200,12 @@ def write_results(results: Dict) -> None:
         + (f" (measured by `{load['command']}`)" if load.get("command") else "") + ".",
         "",
     ]
-    (RESULTS / "memory_1b.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save_results("memory_1b", results, lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
+    parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--layers", type=int, default=20)
     parser.add_argument("--models", type=int, default=4, help="K, the number of fine-tunes")
     parser.add_argument("--context-only", action="store_true",
@@ -220,7 +215,7 @@ def main() -> None:
     if args.load_only:
         load_whole_model(args.load_only)
         return
-    command = "python benchmarks/bench_memory_1b.py" + (f" --layers {args.layers}" if args.layers != 20 else "") + (
+    command = "python -m benchmarks.bench_memory_1b" + (f" --layers {args.layers}" if args.layers != 20 else "") + (
         f" --models {args.models}" if args.models != 4 else "")
     if args.context_only:
         results = json.loads((RESULTS / "memory_1b.json").read_text())
@@ -248,14 +243,8 @@ def main() -> None:
         config = work / f"{name}.yml"
         write_merge_config(paths, method["merge_method"], method["parameters"], "bfloat16", config)
         out = work / f"out_{name}"
-        if out.exists():
-            shutil.rmtree(out)
         try:
-            seconds, peak = run_measured(
-                "mergekit_awd.cli",
-                [config, out, "--no-copy-tokenizer", "--quiet", "--no-write-model-card"],
-                env={"HF_HUB_OFFLINE": "1"},
-            )
+            runs[name] = measure_merge(config, out)
         except RuntimeError as error:
             failures[name] = str(error)
             print(f"{name:16s} FAILED: {error}", flush=True)
@@ -263,15 +252,14 @@ def main() -> None:
         finally:
             if out.exists():
                 shutil.rmtree(out)  # 2 GB per output: keep one at a time
-        runs[name] = {"seconds": seconds, "peak_rss_mib": peak}
-        print(f"{name:16s} {seconds:8.1f} s  peak RSS {peak:8.0f} MiB", flush=True)
+        print(f"{name:16s} {runs[name]['seconds']:8.1f} s  peak RSS {runs[name]['peak_rss_mib']:8.0f} MiB", flush=True)
     reference = runs.get("task_arithmetic")
     ratios = ({name: {"rss_ratio": r["peak_rss_mib"] / reference["peak_rss_mib"],
                       "time_ratio": r["seconds"] / reference["seconds"]} for name, r in runs.items()}
               if reference else {})
     results = {
         "command": command,
-        "machine": {"cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()},
+        "machine": machine_info(),
         "model": model_description(parameters, args.layers, args.models),
         "parameters": parameters,
         "k": args.models,

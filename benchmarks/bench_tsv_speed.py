@@ -1,6 +1,6 @@
 """Speed and accuracy of `tsv` (TSV-M) exact vs lowrank against mergekit's `task_arithmetic`, one run.
 
-    python benchmarks/bench_tsv_speed.py [--cache benchmarks/.cache] [--cuda] [--families gaussian,decaying]
+    python -m benchmarks.bench_tsv_speed [--cache benchmarks/.cache] [--cuda] [--families gaussian,decaying]
 
 Builds (once, cached outside git) a ~134M-parameter LLaMA-shaped base and 3 fine-tunes in float32
 with ``build_family(..., shape=BENCH_150M)`` (i.i.d. Gaussian task vectors: a flat singular
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import sys
 from pathlib import Path
@@ -28,12 +27,8 @@ from typing import Dict, List
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from benchmarks.common import CACHE, cached_family, machine_info, measure_merge, save_results, write_merge_config
 
-from benchmarks.measure import run_measured, write_merge_config  # noqa: E402
-
-RESULTS = ROOT / "benchmarks" / "results"
 LAYER_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TARGET_TIME_RATIO = 3.0
 TARGET_ERROR = 1e-2
@@ -44,16 +39,9 @@ def is_block_linear(name: str, tensor: torch.Tensor) -> bool:
 
 
 def gaussian_family(cache: Path) -> List[Path]:
-    from mergekit_awd.testing.synthetic import BENCH_150M, build_family
+    from mergekit_awd.testing.synthetic import BENCH_150M
 
-    family = cache / "tsv_speed_family"
-    paths = [family / "base"] + [family / f"ft_{i}" for i in range(3)]
-    if not (family / "complete").exists():
-        print(f"building the ~134M LLaMA family in {family} (once) ...", flush=True)
-        shutil.rmtree(family, ignore_errors=True)
-        build_family(family, n_models=3, shape=BENCH_150M, seed=0, tokenizer=False)
-        (family / "complete").write_text("ok\n")
-    return paths
+    return cached_family(cache / "tsv_speed_family", "the ~134M LLaMA family (float32)", shape=BENCH_150M)
 
 
 def decaying_family(cache: Path, gaussian: List[Path], decay: float) -> List[Path]:
@@ -88,15 +76,6 @@ def decaying_family(cache: Path, gaussian: List[Path], decay: float) -> List[Pat
         shutil.copy(gaussian[i + 1] / "config.json", target / "config.json")
     (family / "complete").write_text("ok\n")
     return paths
-
-
-def run_child(config: Path, out: Path, cuda: bool, threads: int) -> Dict[str, float]:
-    if out.exists():
-        shutil.rmtree(out)
-    args = [config, out, "--no-copy-tokenizer", "--quiet", "--no-write-model-card"] + (["--cuda"] if cuda else [])
-    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    seconds, peak = run_measured("mergekit_awd.cli", args, env=env)
-    return {"seconds": seconds, "peak_rss_mib": peak}
 
 
 def merged_errors(base_dir: Path, exact_dir: Path, fast_dir: Path) -> Dict[str, float]:
@@ -139,7 +118,7 @@ def measure_family(label: str, paths: List[Path], work: Path, cuda: bool, fast_p
     for name, (method, parameters) in methods.items():
         config = work / f"{label}_{name}.yml"
         write_merge_config(paths, method, parameters, "float32", config)
-        runs[name] = run_child(config, work / f"{label}_{name}", cuda, threads)
+        runs[name] = measure_merge(config, work / f"{label}_{name}", threads=threads, cuda=cuda)
         print(f"{label:9s} {name:16s} {runs[name]['seconds']:8.2f} s  peak RSS {runs[name]['peak_rss_mib']:8.1f} MiB",
               flush=True)
     reference = runs["task_arithmetic"]["seconds"]
@@ -155,15 +134,17 @@ def measure_family(label: str, paths: List[Path], work: Path, cuda: bool, fast_p
 
 
 def main() -> None:
-    from mergekit_awd.core.tsv import DEFAULT_OVERSAMPLE, DEFAULT_POWER_ITERS
+    from mergekit_awd.core.tsv import TSVSettings
+
+    defaults = TSVSettings()
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
+    parser.add_argument("--cache", default=str(CACHE))
     parser.add_argument("--cuda", action="store_true", help="run the merges with mergekit's --cuda")
     parser.add_argument("--families", default="gaussian,decaying")
     parser.add_argument("--decay", type=float, default=32.0, help="e-folding index of the decaying spectrum")
-    parser.add_argument("--oversample", type=int, default=DEFAULT_OVERSAMPLE)
-    parser.add_argument("--power-iters", type=int, default=DEFAULT_POWER_ITERS)
+    parser.add_argument("--oversample", type=int, default=defaults.oversample)
+    parser.add_argument("--power-iters", type=int, default=defaults.power_iters)
     parser.add_argument("--threads", type=int, default=1,
                         help="OMP/MKL threads of every merge process (1: see the note in the results)")
     parser.add_argument("--output", default="tsv_speed",
@@ -180,9 +161,7 @@ def main() -> None:
                for name, paths in families.items()}
     device = torch.cuda.get_device_name(0) if args.cuda and torch.cuda.is_available() else "cpu"
     summary = {
-        "machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "device": device,
-                    "load_average": os.getloadavg(),
-                    "torch": torch.__version__, "python": platform.python_version()},
+        "machine": machine_info(threads=args.threads, device=device, load_average=os.getloadavg()),
         "model": "LLaMA-shaped, hidden 768, 12 layers, MLP 2048, 4 KV heads, vocab 32000, float32, 3 fine-tunes",
         "families": {"gaussian": "build_family(shape=BENCH_150M): i.i.d. Gaussian task vectors (flat spectrum)",
                      "decaying": f"block task matrices U diag(σ) Vᵀ, σ_j ∝ exp(−j/{args.decay:g}), same norms"},
@@ -190,12 +169,10 @@ def main() -> None:
         "targets": {"time_ratio_lowrank": TARGET_TIME_RATIO, "relative_error": TARGET_ERROR},
         "results": results,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.output}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [
         "# tsv (TSV-M) speed and accuracy vs mergekit task_arithmetic",
         "",
-        f"Command: `python benchmarks/bench_tsv_speed.py{''.join(' ' + a for a in sys.argv[1:])}` "
+        f"Command: `python -m benchmarks.bench_tsv_speed{''.join(' ' + a for a in sys.argv[1:])}` "
         f"({os.cpu_count()} CPU cores, {args.threads} thread(s) per merge, device {device}, "
         f"torch {torch.__version__}). One run; each merge a fresh `mergekit-awd` process. Model: {summary['model']}. "
         f"lowrank: oversample {fast['oversample']}, power_iters {fast['power_iters']}.",
@@ -223,8 +200,7 @@ def main() -> None:
               "while the other core is taken): compare thread counts only on a quiet machine."]
     lines += ["", "Families: " + "; ".join(f"{k}: {v}" for k, v in summary["families"].items() if k in results) + ".",
               ""]
-    (RESULTS / f"{args.output}.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    save_results(args.output, summary, lines)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,14 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData
 
 from hub_server import metadata_errors
+from mergekit_awd.constants import CARD_HEATMAP
+from mergekit_awd.core.awd import AWDParameters
+from mergekit_awd.hub.card import SECTION_BEGIN, hub_model_ids, write_model_card
 from mergekit_awd.pipeline.config import load_config
-from mergekit_awd.hub.card import CARD_HEATMAP, SECTION_BEGIN, hub_model_ids, write_model_card
-from mergekit_awd.mergekit_adapter.awd_method import DEFAULT_ALPHA, DEFAULT_LAMBDA
 from mergekit_awd.pipeline.runner import run_merge
 from mergekit_awd.testing.synthetic import awd_config
+
+DEFAULT_ALPHA, DEFAULT_LAMBDA = AWDParameters.alpha, AWDParameters.lam
 
 BASE_README = "---\nlicense: apache-2.0\nlanguage:\n- en\n---\n# A tiny base model\n"
 MERGEKIT_README = """---

@@ -13,7 +13,10 @@ from mergekit_awd.cli import run
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
 from mergekit_awd.core.task_vectors import gram_matrix
 from mergekit_awd.core.tsv import singular_task_interference
-from mergekit_awd.tools.inspect import COSINES_PNG, LAYERS_PNG, REPORT_FILENAME, inspect_merge
+from mergekit_awd.constants import INSPECT_COSINES_PNG as COSINES_PNG
+from mergekit_awd.constants import INSPECT_LAYERS_PNG as LAYERS_PNG
+from mergekit_awd.constants import INSPECT_REPORT as REPORT_FILENAME
+from mergekit_awd.tools.inspect import inspect_merge
 from mergekit_awd.testing.synthetic import awd_config
 
 PARAMETERS = {"alpha": 0.02, "steps": 40, "lr": 0.02}

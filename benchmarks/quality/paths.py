@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CACHE_DIR = REPO_ROOT / "benchmarks" / ".cache"
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+from benchmarks.common import CACHE as CACHE_DIR
+from benchmarks.common import RESULTS as RESULTS_DIR  # noqa: F401  (re-exported)
 
 FINETUNE_DIR = CACHE_DIR / "finetunes"          # <task>/encoder (BertModel), <task>/head.safetensors
 PRETRAINED_ENCODER_DIR = CACHE_DIR / "pretrained_encoder"

@@ -7,7 +7,8 @@ from typing import Optional
 import click
 
 from mergekit_awd.core.tsv import SVD_METHODS
-from mergekit_awd.tools.compress import DTYPES, REPORT_NAME, compress_family, format_report
+from mergekit_awd.constants import COMPRESS_REPORT
+from mergekit_awd.tools.compress import DTYPES, compress_family, format_report
 
 
 @click.command("compress")
@@ -34,4 +35,4 @@ def compress_command(config_file: str, out_path: str, rank: Optional[int], fract
                                  device=device, overwrite=overwrite)
     if not quiet:
         click.echo(format_report(report))
-        click.echo(f"Adapters and {REPORT_NAME} written to {out_path}")
+        click.echo(f"Adapters and {COMPRESS_REPORT} written to {out_path}")

@@ -46,10 +46,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Literal, Optional, Sequence, Tuple
+from typing import Literal, Optional, Sequence, Tuple, get_args
 
 import torch
 
+from mergekit_awd.core.selection import DEFAULT_SELECT, Select
+from mergekit_awd.core.settings import setting, subset, validate_settings
 from mergekit_awd.core.task_vectors import (
     combine,
     flatten_task_vectors,
@@ -60,9 +62,15 @@ from mergekit_awd.core.task_vectors import (
 
 Optimizer = Literal["gd", "adam"]
 Units = Literal["relative", "absolute"]
+Solver = Literal["reduced", "direct"]
+Scope = Literal["tensor", "model"]
 
-OPTIMIZERS: Tuple[str, ...] = ("gd", "adam")
-UNITS: Tuple[str, ...] = ("relative", "absolute")
+OPTIMIZERS: Tuple[str, ...] = get_args(Optimizer)
+UNITS: Tuple[str, ...] = get_args(Units)
+
+# The most solver iterations a merge may ask for: 10⁴ Adam steps take seconds per tensor on the
+# direct solver already, and the defaults converge in 10² (benchmarks/awd_convergence.py).
+MAX_STEPS = 10_000
 
 # Adam's usual constants; ε is in the units of the (relative or absolute) gradient.
 ADAM_BETAS: Tuple[float, float] = (0.9, 0.999)
@@ -71,32 +79,48 @@ ADAM_EPS: float = 1e-8
 
 @dataclass(frozen=True)
 class SolverSettings:
-    """Settings of the δ optimisation (paper Algorithm 1).
+    """Settings of the δ optimisation (paper Algorithm 1): the single source of their defaults,
+    choices and ranges (the ``awd`` and ``tsv`` parameter specs are generated from them).
 
     alpha:     α ≥ 0, weight of ‖δ‖₂ in the objective (relative or absolute units).
-    steps:     N ≥ 0, number of optimiser iterations.
+    steps:     N, number of optimiser iterations, 1 … ``MAX_STEPS``.
     lr:        β > 0, step size (relative or absolute units).
     optimizer: "gd" (the paper's plain gradient descent) or "adam".
     units:     "relative" (scale-free, default) or "absolute" (the paper's raw form).
     """
 
-    alpha: float = 0.03
-    steps: int = 100
-    lr: float = 0.01
-    optimizer: str = "adam"
-    units: str = "relative"
+    alpha: float = setting(0.03, "α, weight of ‖δ‖ (relative units by default)", ge=0, group="solver")
+    steps: int = setting(100, f"N, solver iterations, 1 to {MAX_STEPS}", ge=1, le=MAX_STEPS, group="solver")
+    lr: float = setting(0.01, "β, solver step size", gt=0, group="solver")
+    optimizer: Optimizer = setting("adam", "gd: the paper's Algorithm 1; adam", group="solver")
+    units: Units = setting("relative", "relative: α and lr relative to mean ‖τ_i‖; absolute: paper's raw form",
+                           group="solver")
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.alpha) and self.alpha >= 0):
-            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
-        if int(self.steps) != self.steps or self.steps < 0:
-            raise ValueError(f"steps must be an integer >= 0, got {self.steps!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.units not in UNITS:
-            raise ValueError(f"units must be one of {UNITS}, got {self.units!r}")
+        validate_settings(self)
+
+
+@dataclass(frozen=True)
+class AWDParameters(SolverSettings):
+    """Every parameter of the ``awd`` merge method (besides the per-model ``weight``).
+
+    lam:          λ, scale of Σ_i w_i (τ_i − δ) (YAML ``lambda``).
+    normalize:    divide Σ_i w_i (τ_i − δ) by Σ_i w_i (mergekit's convention).
+    solver:       "reduced" (exact K-dimensional solve) or "direct" (the full δ, scope tensor only).
+    scope:        "tensor" (one δ per tensor) or "model" (one δ over all selected tensors).
+    select:       which tensors are disentangled (``core.selection``).
+    check_finite: refuse NaN/Inf inputs (false: merge them anyway).
+    """
+
+    lam: float = setting(0.3, "λ, scale of Σ_i w_i (τ_i − δ)", name="lambda")
+    normalize: bool = setting(False, "divide the weighted sum by Σ_i w_i")
+    solver: Solver = setting("reduced", "reduced: exact K-dimensional solve; direct: full-size δ")
+    scope: Scope = setting("tensor", "tensor: one δ per tensor; model: one δ over all selected tensors")
+    select: Select = setting(DEFAULT_SELECT, "which tensors are disentangled")
+    check_finite: bool = setting(True, "refuse inputs with NaN/Inf (false: merge them anyway)")
+
+    def solver_settings(self) -> SolverSettings:
+        return subset(SolverSettings, self)
 
 
 @dataclass(frozen=True)

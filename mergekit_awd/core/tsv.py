@@ -77,51 +77,64 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Literal, Optional, Sequence, Tuple, Union, get_args
 
 import torch
 
 from mergekit_awd.core.awd import SolveResult, SolverSettings, solve_reduced
+from mergekit_awd.core.selection import DEFAULT_SELECT, Select
+from mergekit_awd.core.settings import setting, subset, validate_settings
 from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector, working_dtype
 
-SVD_METHODS: Tuple[str, ...] = ("exact", "lowrank")
-
-DEFAULT_FRACTION = 1.0
-DEFAULT_SVD = "exact"
-DEFAULT_OVERSAMPLE = 32
-DEFAULT_POWER_ITERS = 2
-DEFAULT_SEED = 0
+SVD = Literal["exact", "lowrank"]
+SVD_METHODS: Tuple[str, ...] = get_args(SVD)
 
 TaskMatrices = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
 @dataclass(frozen=True)
 class TSVSettings:
-    """How TSV-M finds and keeps each task's singular triplets.
+    """How TSV-M finds and keeps each task's singular triplets (single source of the defaults,
+    choices and ranges; the ``tsv`` parameter specs are generated from them).
 
     fraction:    share of the paper's per-task rank r/K that is kept, 0 < fraction ≤ 1
                  (k = max(1, ⌊fraction · r / K⌋)); 1 is the paper's TSV-M.
     svd:         "exact" (torch.linalg.svd) or "lowrank" (seeded randomized subspace iteration).
     oversample:  p ≥ 0, extra columns of the randomized sketch (lowrank only).
     power_iters: q ≥ 0, power (subspace) iterations of the sketch (lowrank only).
-    seed:        seed of the sketch's Gaussian test matrix (lowrank only).
+    seed:        seed of the sketch's Gaussian test matrix (lowrank only; not a merge parameter).
     """
 
-    fraction: float = DEFAULT_FRACTION
-    svd: str = DEFAULT_SVD
-    oversample: int = DEFAULT_OVERSAMPLE
-    power_iters: int = DEFAULT_POWER_ITERS
-    seed: int = DEFAULT_SEED
+    fraction: float = setting(1.0, "keep k = max(1, floor(fraction * rank / K)) singular triplets per task",
+                              gt=0, le=1)
+    svd: SVD = setting("exact", "exact: torch.linalg.svd; lowrank: seeded randomized subspace iteration")
+    oversample: int = setting(32, "extra sketch columns (svd: lowrank)", ge=0, le=100_000)
+    power_iters: int = setting(2, "power iterations (svd: lowrank)", ge=0, le=1000)
+    seed: int = setting(0, "seed of the randomized sketch", ge=0, exposed=False)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.fraction) and 0 < self.fraction <= 1):
-            raise ValueError(f"fraction must be a number in (0, 1], got {self.fraction!r}")
-        if self.svd not in SVD_METHODS:
-            raise ValueError(f"svd must be one of {SVD_METHODS}, got {self.svd!r}")
-        if int(self.oversample) != self.oversample or self.oversample < 0:
-            raise ValueError(f"oversample must be an integer >= 0, got {self.oversample!r}")
-        if int(self.power_iters) != self.power_iters or self.power_iters < 0:
-            raise ValueError(f"power_iters must be an integer >= 0, got {self.power_iters!r}")
+        validate_settings(self)
+
+
+@dataclass(frozen=True)
+class TSVParameters(TSVSettings, SolverSettings):
+    """Every parameter of the ``tsv`` merge method (besides the per-model ``weight``): the TSV-M
+    settings, the AWD solver's (used with ``disentangle``), and:
+
+    lam:         α of the paper, scale of the merged task vector (YAML ``lambda``; paper: 1.0).
+    select:      which 2-D tensors get TSV-M; the others get the mean task vector.
+    disentangle: remove AWD's redundant vector δ (solved per tensor) before TSV-M.
+    """
+
+    lam: float = setting(1.0, "α, scale of the merged task vector (paper: 1.0)", name="lambda")
+    select: Select = setting(DEFAULT_SELECT, "which 2-D tensors get TSV-M (the rest: mean of task vectors)")
+    disentangle: bool = setting(False, "remove AWD's redundant vector δ before TSV-M")
+
+    def tsv_settings(self) -> TSVSettings:
+        return subset(TSVSettings, self)
+
+    def solver_settings(self) -> SolverSettings:
+        return subset(SolverSettings, self)
 
 
 @dataclass(frozen=True)
@@ -183,7 +196,7 @@ class TSVMergeResult:
         }
 
 
-def kept_rank(rows: int, cols: int, tasks: int, fraction: float = DEFAULT_FRACTION) -> int:
+def kept_rank(rows: int, cols: int, tasks: int, fraction: float = 1.0) -> int:
     """k = max(1, ⌊fraction · min(rows, cols) / tasks⌋); 0 when there is nothing to keep.
 
     The floor carries a 1e-9 relative tolerance so that, e.g., fraction = 1/3 of 3·256 is 256.

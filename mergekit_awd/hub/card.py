@@ -1,12 +1,12 @@
-"""Extend mergekit's generated README.md with what AWD (or TSV) did, and Hub metadata.
+"""Extend mergekit's generated README.md with what our method did, and Hub metadata.
 
 Keeps mergekit's card text and adds, between ``SECTION_BEGIN``/``SECTION_END`` (replaced, not
 duplicated, when written again):
 
-* the method with its paper link and the resolved parameters (α, λ, solver, scope, ...);
-* for AWD, a table of pairwise |cos| between task vectors before and after disentanglement
-  and a heatmap PNG of the same (``CARD_HEATMAP``, saved next to the card);
-* for TSV, the interference figures recorded in ``tsv_report.json``.
+* the method with its paper link and the resolved parameters (α, λ, solver, scope, ...), the
+  method's own first (``PackageMergeMethod.card_parameter_labels``);
+* the method's figures of its report (``PackageMergeMethod.card_lines``, built from
+  ``card_sections``: AWD's cosine table and heatmap, TSV's interference).
 
 Metadata goes through ``huggingface_hub.ModelCard``: ``base_model`` lists the inputs given as
 Hub ids, ``tags`` include mergekit, merge and the method, ``library_name`` is transformers and
@@ -21,16 +21,15 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import torch
 from huggingface_hub import ModelCard, metadata_load
 from mergekit.card import method_md
 from mergekit.common import ModelReference
 from mergekit.config import MergeConfiguration
 
+from mergekit_awd.constants import CARD_FILENAME, MODEL_CONFIG
+
 LOG = logging.getLogger(__name__)
 
-CARD_FILENAME = "README.md"
-CARD_HEATMAP = "awd_cosines.png"
 SECTION_BEGIN = "<!-- mergekit-awd: begin -->"
 SECTION_END = "<!-- mergekit-awd: end -->"
 BASE_TAGS: Tuple[str, ...] = ("mergekit", "merge")
@@ -39,19 +38,6 @@ LICENSE_KEYS: Tuple[str, ...] = ("license", "license_name", "license_link")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SECTION = re.compile(re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END) + r"\n?", re.DOTALL)
 
-# How each AWD parameter reads in the card, in this order.
-AWD_PARAMETER_NAMES: Tuple[Tuple[str, str], ...] = (
-    ("alpha", "α (weight of ‖δ‖)"),
-    ("lambda", "λ (scale of Σ wᵢ τ̂ᵢ)"),
-    ("solver", "solver"),
-    ("optimizer", "optimizer"),
-    ("steps", "steps"),
-    ("lr", "step size β"),
-    ("units", "units"),
-    ("scope", "scope"),
-    ("select", "selected tensors"),
-    ("normalize", "normalize"),
-)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -107,7 +93,7 @@ def _local_license(folder: str) -> Dict[str, str]:
         found = {k: str(v) for k, v in metadata.items() if k in LICENSE_KEYS and v}
         if "license" in found:
             return found
-    config_path = os.path.join(folder, "config.json")
+    config_path = os.path.join(folder, MODEL_CONFIG)
     if os.path.isfile(config_path):
         with open(config_path, encoding="utf-8") as handle:
             value = json.load(handle).get("license")
@@ -152,49 +138,6 @@ def base_model_license(config: MergeConfiguration) -> Dict[str, str]:
 # --------------------------------------------------------------------------- report figures
 
 
-def mean_cosine_matrices(report: Dict[str, Any]) -> Optional[Tuple[torch.Tensor, torch.Tensor, int]]:
-    """Mean over solved scopes of the |cos| matrices before and after, and the scope count.
-
-    ``scope: tensor`` has one scope per disentangled tensor (so this is the mean over tensors);
-    ``scope: model`` has one scope (its matrices as they are).  None when nothing was solved.
-    """
-    before, after = [], []
-    for entry in (report.get("scopes") or {}).values():
-        if entry.get("active", 0) >= 2 and "abs_cos_before" in entry:
-            before.append(torch.tensor(entry["abs_cos_before"], dtype=torch.float64))
-            after.append(torch.tensor(entry["abs_cos_after"], dtype=torch.float64))
-    if not before or len({m.shape for m in before}) != 1:
-        return None
-    return torch.stack(before).mean(0), torch.stack(after).mean(0), len(before)
-
-
-def mean_delta_norm_ratio(report: Dict[str, Any]) -> Optional[float]:
-    ratios = [e["delta_norm_ratio"] for e in (report.get("scopes") or {}).values()
-              if e.get("active", 0) >= 2 and "delta_norm_ratio" in e]
-    return sum(ratios) / len(ratios) if ratios else None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def interference_means(report: Dict[str, Any]) -> Tuple[Dict[str, float], int]:
-    """Mean over tensors of every numeric figure in the report's ``interference`` section.
-
-    A list of numbers (one per task, such as ``energy_kept``) counts as its mean.
-    """
-    entries = list((report.get("interference") or {}).values())
-    sums: Dict[str, List[float]] = {}
-    for entry in entries:
-        values = entry.items() if isinstance(entry, dict) else [("interference", entry)]
-        for key, value in values:
-            if isinstance(value, list) and value and all(_is_number(v) for v in value):
-                value = sum(value) / len(value)
-            if _is_number(value):
-                sums.setdefault(key, []).append(float(value))
-    return {key: sum(v) / len(v) for key, v in sums.items()}, len(entries)
-
-
 # --------------------------------------------------------------------------- markdown
 
 
@@ -207,79 +150,15 @@ def _format_value(value: Any) -> str:
 
 
 def parameters_table(method: str, parameters: Dict[str, Any]) -> str:
-    names = list(AWD_PARAMETER_NAMES) if method == "awd" else []
+    """The resolved parameters: the method's own labels first (``card_parameter_labels``), then the rest."""
+    from mergekit_awd.mergekit_adapter.registration import method_for
+
+    ours = method_for(method)
+    names = list(ours.card_parameter_labels) if ours is not None else []
     shown = {key for key, _ in names}
     names += [(key, key) for key in sorted(parameters) if key not in shown]
     rows = [f"| {label} | {_format_value(parameters[key])} |" for key, label in names if key in parameters]
     return "\n".join(["| parameter | value |", "| --- | --- |", *rows])
-
-
-def cosine_table(labels: Sequence[str], before: torch.Tensor, after: torch.Tensor) -> str:
-    """One row per pair of task vectors: |cos| before and after disentanglement."""
-    rows = ["| task vector i | task vector j | abs cos before | abs cos after |", "| --- | --- | ---: | ---: |"]
-    for i in range(len(labels)):
-        for j in range(i + 1, len(labels)):
-            rows.append(f"| {labels[i]} | {labels[j]} | {float(before[i, j]):.4f} | {float(after[i, j]):.4f} |")
-    return "\n".join(rows)
-
-
-def _awd_figures(report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
-    summary = report.get("summary", {})
-    parameters = report.get("parameters", {})
-    lines = [
-        f"Disentangled tensors: {summary.get('disentangled_tensors', 0)}; merged by plain task "
-        f"arithmetic: {summary.get('task_arithmetic_tensors', 0)}.",
-        "",
-    ]
-    matrices = mean_cosine_matrices(report)
-    if matrices is None:
-        lines.append("No tensor had two or more non-zero task vectors, so AWD removed nothing (δ = 0).")
-        return lines
-    before, after, count = matrices
-    if len(labels) != before.shape[0]:
-        labels = [f"τ{i + 1}" for i in range(before.shape[0])]
-    if parameters.get("scope") == "model":
-        how = "one δ over all selected tensors" if count == 1 else f"mean over {count} model-wide scopes"
-    else:
-        how = f"one δ per tensor; mean over the {count} disentangled tensors"
-    ratio = mean_delta_norm_ratio(report)
-    lines += [
-        "### Task-vector cosines before and after disentanglement",
-        "",
-        f"Pairwise |cos(τᵢ, τⱼ)| of the task vectors τᵢ = θᵢ − θ_base and of the disentangled "
-        f"vectors τ̂ᵢ = τᵢ − δ ({how}). Mean |cos| over pairs: "
-        f"{summary.get('mean_abs_cos_before', 0.0):.4f} → {summary.get('mean_abs_cos_after', 0.0):.4f}"
-        + (f"; ‖δ‖ / mean‖τᵢ‖ = {ratio:.4f}." if ratio is not None else "."),
-        "",
-        cosine_table(labels, before, after),
-        "",
-    ]
-    try:
-        from mergekit_awd.tools.heatmap import HeatmapPanel, save_heatmaps
-
-        save_heatmaps(
-            os.path.join(out_dir, CARD_HEATMAP),
-            [HeatmapPanel("before: |cos(τᵢ, τⱼ)|", before, labels, labels),
-             HeatmapPanel("after: |cos(τ̂ᵢ, τ̂ⱼ)|", after, labels, labels)],
-            title="Task-vector |cos| before and after AWD",
-        )
-        lines += [f"![Pairwise task-vector cosines before and after AWD]({CARD_HEATMAP})", ""]
-    except ImportError:
-        LOG.warning("matplotlib is not installed: the model card has no %s heatmap", CARD_HEATMAP)
-    return lines
-
-
-def _interference_figures(report: Dict[str, Any]) -> List[str]:
-    means, count = interference_means(report)
-    if not means:
-        return []
-    lines = ["### Task interference", ""]
-    if "sti" in means:
-        lines += [f"Singular Task Interference (STI, weight units) summed over the {count} task matrices: "
-                  f"{means['sti'] * count:.6g} (mean per matrix {means['sti']:.6g}).", ""]
-    rows = [f"| {key} | {value:.6g} |" for key, value in sorted(means.items())]
-    return lines + [f"Mean over the {count} tensors recorded in the report:", "",
-                    "| figure | mean |", "| --- | ---: |", *rows, ""]
 
 
 def method_section(method: str, report: Dict[str, Any], labels: List[str], out_dir: str) -> str:
@@ -293,9 +172,11 @@ def method_section(method: str, report: Dict[str, Any], labels: List[str], out_d
         parameters_table(method, report.get("parameters", {})),
         "",
     ]
-    if report.get("scopes") or method == "awd":
-        lines += _awd_figures(report, labels, out_dir)
-    lines += _interference_figures(report)
+    from mergekit_awd.mergekit_adapter.registration import method_for
+
+    ours = method_for(method)
+    if ours is not None:
+        lines += ours.card_lines(report, labels, out_dir)
     lines.append(SECTION_END)
     return "\n".join(lines) + "\n"
 

@@ -16,8 +16,7 @@ from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.plan import MergePlanner
 
 from mergekit_awd.mergekit_adapter.model_scope.tasks import plan_model_scopes
-
-MODEL_SCOPE_METHODS = ("awd",)
+from mergekit_awd.mergekit_adapter.registration import method_for
 
 LOG = logging.getLogger(__name__)
 
@@ -39,8 +38,12 @@ class AWDMergePlanner(MergePlanner):
       ``embeddings.position_ids``).  The same check is made here tuple-safely; mergekit then plans
       the weight from a non-optional copy (skipping only that check) and the planned task gets
       the original optional ``WeightInfo`` back, so saving behaves as mergekit intends.
-    * Model-scope tensors of our methods are rewritten into the two-pass graph (``model_scope``).
+    * Model-scope tensors of our methods (``plans_model_scope``) are rewritten into the two-pass
+      graph (``model_scope``), unless ``rewrite_model_scopes`` is False (``inspect`` plans the
+      same tensors with the same fix, but reads them itself).
     """
+
+    rewrite_model_scopes: bool = True
 
     def plan_tensor(self, weight: WeightInfo, weights_in: List[WeightInfo], models: List[ModelReference],
                     cfg_reader: ConfigReader) -> None:
@@ -60,8 +63,9 @@ class AWDMergePlanner(MergePlanner):
 
     def _plan(self) -> None:
         super()._plan()
-        if self.config.merge_method in MODEL_SCOPE_METHODS:
-            self._tensors = plan_model_scopes(self._tensors, self.config.merge_method)
+        method = method_for(self.config.merge_method)
+        if self.rewrite_model_scopes and method is not None and method.plans_model_scope:
+            self._tensors = plan_model_scopes(self._tensors, method)
 
 
 @contextmanager

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
-from mergekit.merge_methods import MergeMethod, register, registered_methods
+from mergekit.merge_methods import register, registered_methods
 
 from mergekit_awd.mergekit_adapter.awd_method import awd_merge_method
+from mergekit_awd.mergekit_adapter.method import PackageMergeMethod
 from mergekit_awd.mergekit_adapter.tsv_method import tsv_merge_method
 
 
-def our_methods() -> Tuple[MergeMethod, ...]:
+def our_methods() -> Tuple[PackageMergeMethod, ...]:
+    """This package's merge methods; a new method is one more entry here."""
     return (awd_merge_method, tsv_merge_method)
 
 
+def method_for(name: str) -> Optional[PackageMergeMethod]:
+    """Our method called ``name``, or None (a mergekit method, or unknown)."""
+    return next((method for method in our_methods() if method.spec.name == name), None)
+
+
 def register_methods() -> None:
-    """Register ``awd`` (and later ``tsv``) with ``mergekit.merge_methods``; idempotent.
+    """Register our methods with ``mergekit.merge_methods``; idempotent.
 
     A name already taken by a method that is not ours is an error (mergekit's own rule).
     """

@@ -1,25 +1,17 @@
 """Collects per-scope diagnostics during a merge and writes the method's report JSON.
 
-``awd`` writes ``awd_report.json``; ``tsv`` writes ``tsv_report.json``.  A report has named
-sections (``scopes`` for AWD δ solves, and any section another method records, such as TSV's
-``interference``), each a mapping from a scope/tensor key to a JSON-ready entry.
+Each method names its report file (``PackageMergeMethod.report_filename``).  A report has named
+sections, each a mapping from a scope/tensor key to a JSON-ready entry: ``scopes`` for δ solves
+(AWD, and TSV with ``disentangle``), and whatever else a method records (TSV's ``interference``
+and ``averaged``).  The summary is computed from the sections, whichever method recorded them.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import threading
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional
-
-REPORT_FILENAMES: Dict[str, str] = {"awd": "awd_report.json", "tsv": "tsv_report.json"}
-REPORT_FILENAME = REPORT_FILENAMES["awd"]
-
-
-def report_filename(method: str) -> str:
-    return REPORT_FILENAMES.get(method, f"{method}_report.json")
-
 
 class MergeReport:
     """Thread-safe record of what a method did to each scope (a tensor or a group of tensors)."""
@@ -67,8 +59,7 @@ class MergeReport:
             "task_arithmetic_tensors": passthrough,
         }
 
-    def write(self, out_dir: str, method: str, parameters: Dict[str, Any], models: List[str]) -> str:
-        path = os.path.join(out_dir, report_filename(method))
+    def write(self, path: str, method: str, parameters: Dict[str, Any], models: List[str]) -> str:
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(self.to_json(method, parameters, models), handle, indent=2)
             handle.write("\n")

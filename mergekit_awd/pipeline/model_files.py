@@ -24,14 +24,22 @@ import zipfile
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from mergekit_awd.constants import (
+    ADAPTER_CONFIG,
+    ADAPTER_PICKLE_WEIGHTS,
+    ADAPTER_WEIGHTS,
+    INDEX_SUFFIX,
+    MODEL_CONFIG,
+    PICKLE_WEIGHTS,
+    SAFETENSORS_WEIGHTS,
+)
 from mergekit_awd.errors import ModelFileError
 
-CONFIG_NAME = "config.json"
-SAFETENSORS_NAME = "model.safetensors"
-PICKLE_NAME = "pytorch_model.bin"
-INDEX_SUFFIX = ".index.json"
-ADAPTER_CONFIG_NAME = "adapter_config.json"
-ADAPTER_WEIGHT_NAMES = ("adapter_model.safetensors", "adapter_model.bin")
+CONFIG_NAME = MODEL_CONFIG
+SAFETENSORS_NAME = SAFETENSORS_WEIGHTS
+PICKLE_NAME = PICKLE_WEIGHTS
+ADAPTER_CONFIG_NAME = ADAPTER_CONFIG
+ADAPTER_WEIGHT_NAMES = (ADAPTER_WEIGHTS, ADAPTER_PICKLE_WEIGHTS)
 
 # safetensors refuses headers above 100 MB (MAX_HEADER_SIZE in the Rust crate).
 MAX_HEADER_BYTES = 100_000_000

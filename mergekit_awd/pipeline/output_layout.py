@@ -34,15 +34,22 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import xxhash
 
+from mergekit_awd.constants import (
+    CARD_FILENAME,
+    COMPLETION_MARKER,
+    PICKLE_INDEX,
+    PICKLE_WEIGHTS,
+    SAFETENSORS_INDEX,
+    SAFETENSORS_WEIGHTS,
+)
 from mergekit_awd.errors import IncompleteOutputError
 
-COMPLETION_MARKER = "mergekit_awd_complete.json"
 MARKER_FORMAT = 2
 
 # Path components that are never part of a merge output (a git checkout, a download cache).
 SKIPPED_NAMES: Tuple[str, ...] = (".git", ".cache")
 # Files the user may edit, add or remove after the merge: their digest is not enforced.
-EDITABLE_FILES: Tuple[str, ...] = ("README.md",)
+EDITABLE_FILES: Tuple[str, ...] = (CARD_FILENAME,)
 
 DIGEST_NAME = "xxh3_128"  # the marker's key for a file's digest
 DIGEST_CHUNK_BYTES = 4 * 1024 * 1024
@@ -51,8 +58,8 @@ _LISTED = 10  # names quoted in one message; the rest are counted
 
 # (single-file name, shard index name) for the formats mergekit writes.
 WEIGHT_LAYOUTS: Tuple[Tuple[str, str], ...] = (
-    ("model.safetensors", "model.safetensors.index.json"),
-    ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    (SAFETENSORS_WEIGHTS, SAFETENSORS_INDEX),
+    (PICKLE_WEIGHTS, PICKLE_INDEX),
 )
 
 

@@ -13,16 +13,17 @@ from mergekit.merge import run_merge as mergekit_run_merge
 from mergekit.merge_methods import get as get_method
 from mergekit.options import MergeOptions
 
+from mergekit_awd.constants import CARD_FILENAME, COMPLETION_MARKER
 from mergekit_awd.pipeline.config import ConfigInput, load_config
 from mergekit_awd.errors import PostMergeError
 from mergekit_awd.hub.card import task_vector_models, write_model_card
 from mergekit_awd.pipeline.input_paths import check_out_disjoint, config_file_of, merge_inputs
 from mergekit_awd.mergekit_adapter.card_lookup import local_first_card
 from mergekit_awd.mergekit_adapter.planner import awd_planner
-from mergekit_awd.mergekit_adapter.registration import our_methods, register_methods
+from mergekit_awd.mergekit_adapter.registration import method_for, register_methods
 from mergekit_awd.pipeline.model_files import model_read_errors
-from mergekit_awd.mergekit_adapter.report import collecting_report, report_filename
-from mergekit_awd.pipeline.output_layout import COMPLETION_MARKER, write_completion_marker
+from mergekit_awd.mergekit_adapter.report import collecting_report
+from mergekit_awd.pipeline.output_layout import write_completion_marker
 from mergekit_awd.pipeline.staging import check_output_target, staged_output
 from mergekit_awd.pipeline.validation import validate_merge
 
@@ -59,7 +60,7 @@ def _normalise_mergekit_card(staging: str, out_path: str, config: MergeConfigura
     mergekit titles the card with the folder it wrote to (our temporary one) and lists
     ``config.referenced_models()``, a set whose order changes from process to process.
     """
-    card = os.path.join(staging, "README.md")
+    card = os.path.join(staging, CARD_FILENAME)
     if not os.path.isfile(card):
         return
     with open(card, encoding="utf-8") as handle:
@@ -108,14 +109,13 @@ def run_merge(
     MergeOptions (or a dict of its fields); keyword overrides such as ``cuda=True`` win.
     The configuration is checked before anything is read or written (``ConfigError``).  The merge
     is written into a temporary folder beside ``out_path`` and moved into place when it finished;
-    an existing non-empty ``out_path`` is refused unless ``overwrite``.  Our methods write
-    ``awd_report.json`` (``tsv_report.json`` for tsv) into the output.
+    an existing non-empty ``out_path`` is refused unless ``overwrite``.  Our methods write their
+    report (``awd_report.json``, ``tsv_report.json``: the method's ``report_filename``) into it.
     """
     register_methods()
     merge_config, source, label = load_config(config)
     merge_options = build_options(options, option_overrides)
-    ours = {m.spec.name: m for m in our_methods()}
-    method = ours.get(merge_config.merge_method)
+    method = method_for(merge_config.merge_method)
     validate_merge(merge_config, label, method, allow_crimes=merge_options.allow_crimes, options=merge_options)
     inputs = merge_inputs(merge_config, config_file_of(label), merge_options)
     check_out_disjoint(os.fspath(out_path), inputs, command="merge")
@@ -134,12 +134,12 @@ def run_merge(
             report_json = _attempt(failures, "the merge report", report.to_json,
                                    merge_config.merge_method, parameters, models)
             if report_json is not None:
-                _attempt(failures, report_filename(merge_config.merge_method), report.write,
-                         staging, merge_config.merge_method, parameters, models)
+                _attempt(failures, method.report_filename, report.write, os.path.join(staging, method.report_filename),
+                         merge_config.merge_method, parameters, models)
                 _attempt(failures, "the model card", write_model_card, staging, merge_config, report_json)
         _attempt(failures, f"the completion marker {COMPLETION_MARKER}", write_completion_marker,
                  staging, {"merge_method": merge_config.merge_method})
-    report_path = os.path.join(final_path, report_filename(merge_config.merge_method)) if method else None
+    report_path = os.path.join(final_path, method.report_filename) if method else None
     outcome = MergeOutcome(final_path, report_path, report_json)
     if failures:
         raise _post_merge_error(outcome, failures)

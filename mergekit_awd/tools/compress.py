@@ -45,6 +45,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from mergekit_awd.constants import ADAPTER_CONFIG, ADAPTER_WEIGHTS, COMPRESS_REPORT
 from mergekit_awd.core.task_vectors import task_vector_stack
 from mergekit_awd.core.tsv import SVD_METHODS, TSVSettings
 from mergekit_awd.core.tsv_compress import compression_rank, lora_factors
@@ -59,7 +60,6 @@ from mergekit_awd.pipeline.input_paths import (
 from mergekit_awd.pipeline.model_files import model_read_errors
 from mergekit_awd.pipeline.staging import check_output_target, staged_output
 
-REPORT_NAME = "compress_report.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -281,7 +281,7 @@ def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: 
         entry["model_bytes"] = _model_bytes(os.path.expanduser(family.models[index].model.path))
         entry["bytes_ratio"] = entry["bytes"] / entry["model_bytes"] if entry["model_bytes"] else None
         report["adapters"][builder.name] = entry
-    with open(os.path.join(staging, REPORT_NAME), "w", encoding="utf-8") as handle:
+    with open(os.path.join(staging, COMPRESS_REPORT), "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
         handle.write("\n")
     return report
@@ -351,10 +351,10 @@ def _write_adapter(builder: AdapterBuilder, family: ModelFamily, index: int, kin
         "init_lora_weights": True,
         "inference_mode": True,
     }
-    with open(os.path.join(folder, "adapter_config.json"), "w", encoding="utf-8") as handle:
+    with open(os.path.join(folder, ADAPTER_CONFIG), "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=2)
         handle.write("\n")
-    path = os.path.join(folder, "adapter_model.safetensors")
+    path = os.path.join(folder, ADAPTER_WEIGHTS)
     save_file(tensors, path, metadata={"format": "pt"})
     return {
         "folder": folder,

@@ -31,18 +31,16 @@ from mergekit.io.tasks import GatherTensors, LoaderCache
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.options import MergeOptions
 
+from mergekit_awd.constants import INSPECT_COSINES_PNG, INSPECT_LAYERS_PNG, INSPECT_REPORT
 from mergekit_awd.pipeline.config import ConfigInput, load_config
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
 from mergekit_awd.core.task_vectors import gram_matrix, mean_offdiag, pairwise_abs_cos, task_vector_stack
 from mergekit_awd.core.tsv import singular_task_interference
 from mergekit_awd.errors import ConfigError
-from mergekit_awd.mergekit_adapter.awd_method import DEFAULT_SCOPE, require_finite, solver_settings
+from mergekit_awd.mergekit_adapter.method import require_finite
 from mergekit_awd.pipeline.model_files import model_read_errors
-from mergekit_awd.mergekit_adapter.selection import DEFAULT_SELECT, block_number, is_disentangled
+from mergekit_awd.core.selection import DEFAULT_SELECT, block_number, is_disentangled
 
-REPORT_FILENAME = "inspect_report.json"
-COSINES_PNG = "inspect_cosines.png"
-LAYERS_PNG = "inspect_layers.png"
 OUTSIDE_BLOCKS = "outside blocks"
 
 LOG = logging.getLogger(__name__)
@@ -111,15 +109,16 @@ class PlannedTensor:
 
 def plan_tensors(config: ConfigInput, options: MergeOptions
                  ) -> Tuple[List[PlannedTensor], ModelReference, List[ModelReference], str, Dict[str, str]]:
-    """Plan the merge with mergekit's planner; no tensor is read.
+    """Plan the merge with the merge's own planner (``AWDMergePlanner``, without the model-scope
+    rewrite: inspect reads every tensor itself); no tensor is read.
 
     Returns (tensors, base model, non-base models in order, merge method, skipped tensors → reason).
     """
     from mergekit.architecture import get_architecture_info
     from mergekit.merge import _model_out_config
-    from mergekit.plan import MergePlanner
 
-    from mergekit_awd.mergekit_adapter.registration import our_methods, register_methods
+    from mergekit_awd.mergekit_adapter.planner import AWDMergePlanner
+    from mergekit_awd.mergekit_adapter.registration import method_for, register_methods
     from mergekit_awd.pipeline.validation import validate_merge
 
     register_methods()
@@ -127,14 +126,14 @@ def plan_tensors(config: ConfigInput, options: MergeOptions
     base = merge_config.base_model
     if base is None:
         raise ConfigError(f"{label}: inspect needs a base_model (task vectors are θᵢ − θ_base)")
-    ours = {m.spec.name: m for m in our_methods()}
-    validate_merge(merge_config, label, ours.get(merge_config.merge_method), allow_crimes=options.allow_crimes,
+    validate_merge(merge_config, label, method_for(merge_config.merge_method), allow_crimes=options.allow_crimes,
                    options=options)
     arch_info = get_architecture_info(merge_config, options)
     LoaderCache().setup(options=options)
     out_config = _model_out_config(merge_config, arch_info, trust_remote_code=options.trust_remote_code)
-    planner = MergePlanner(merge_config.model_copy(deep=True), arch_info, options=options,
-                           out_model_config=out_config)
+    planner = AWDMergePlanner(merge_config.model_copy(deep=True), arch_info, options=options,
+                              out_model_config=out_config)
+    planner.rewrite_model_scopes = False
     planner._plan()
     tensors: List[PlannedTensor] = []
     skipped: Dict[str, str] = {}
@@ -162,8 +161,12 @@ def plan_tensors(config: ConfigInput, options: MergeOptions
 
 
 def _settings(method: str, parameters: Dict[str, Any]) -> SolverSettings:
-    """The configured solver settings for ``awd``; awd's defaults for any other method."""
-    return solver_settings(parameters) if method == "awd" else SolverSettings()
+    """The AWD solver settings the configuration sets (``awd``, or ``tsv`` with ``disentangle``);
+    the solver's defaults for mergekit's methods."""
+    from mergekit_awd.mergekit_adapter.registration import method_for
+
+    ours = method_for(method)
+    return ours.solver_settings(parameters) if ours is not None else SolverSettings()
 
 
 def _load(model: ModelReference, weight: Any, device: str) -> Optional[torch.Tensor]:
@@ -242,7 +245,7 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
         "models": [str(m) for m in order],
         "labels": model_labels(order),
         "settings": {**asdict(settings_used), "select": select_used,
-                     "scope": planned[0].parameters.get("scope", DEFAULT_SCOPE) if method == "awd" else None},
+                     "scope": planned[0].parameters.get("scope")},
         "whole": whole_json,
         "layers": {name: layers[name].to_json() for name in layer_order},
         "tensors": per_tensor,
@@ -301,7 +304,7 @@ def format_report(report: Dict[str, Any]) -> str:
         )
         lines.append(f"{label:<{width}}{cells}")
     if report["skipped"]:
-        lines += ["", f"Skipped {len(report['skipped'])} tensors (see {REPORT_FILENAME})."]
+        lines += ["", f"Skipped {len(report['skipped'])} tensors (see {INSPECT_REPORT})."]
     return "\n".join(lines)
 
 
@@ -313,7 +316,7 @@ def _pair_labels(labels: Sequence[str]) -> Tuple[List[Tuple[int, int]], List[str
 def save_report(report: Dict[str, Any], out_dir: str) -> List[str]:
     """Write the JSON and, when matplotlib is installed, the two heatmaps; return the paths."""
     os.makedirs(out_dir, exist_ok=True)
-    json_path = os.path.join(out_dir, REPORT_FILENAME)
+    json_path = os.path.join(out_dir, INSPECT_REPORT)
     with open(json_path, "w", encoding="utf-8") as handle:
         json.dump(report, handle, indent=2)
         handle.write("\n")
@@ -325,7 +328,7 @@ def save_report(report: Dict[str, Any], out_dir: str) -> List[str]:
 
 
 def save_heatmap_pngs(report: Dict[str, Any], out_dir: str) -> List[str]:
-    """``COSINES_PNG`` (whole set before/after) and ``LAYERS_PNG`` (layers × model pairs)."""
+    """``INSPECT_COSINES_PNG`` (whole set before/after) and ``INSPECT_LAYERS_PNG`` (layers × model pairs)."""
     from mergekit_awd.tools.heatmap import HeatmapPanel, save_heatmaps
 
     labels = report["labels"]
@@ -338,7 +341,7 @@ def save_heatmap_pngs(report: Dict[str, Any], out_dir: str) -> List[str]:
     if whole["tensor_scope"]["abs_cos_after"] is not None:
         panels.append(HeatmapPanel("after δ per tensor (mean)", torch.tensor(whole["tensor_scope"]["abs_cos_after"]),
                                    labels, labels))
-    cosines = save_heatmaps(os.path.join(out_dir, COSINES_PNG), panels, "Task-vector |cos| and AWD")
+    cosines = save_heatmaps(os.path.join(out_dir, INSPECT_COSINES_PNG), panels, "Task-vector |cos| and AWD")
     pairs, pair_names = _pair_labels(labels)
     layer_names = [n if n == OUTSIDE_BLOCKS else f"layer {n}" for n in report["layers"]]
     groups = list(report["layers"].values())
@@ -347,7 +350,7 @@ def save_heatmap_pngs(report: Dict[str, Any], out_dir: str) -> List[str]:
     if all(g["tensor_scope"]["abs_cos_after"] is not None for g in groups):
         after = torch.tensor([[g["tensor_scope"]["abs_cos_after"][i][j] for i, j in pairs] for g in groups])
         layer_panels.append(HeatmapPanel("after δ per tensor (mean)", after, layer_names, pair_names))
-    layers = save_heatmaps(os.path.join(out_dir, LAYERS_PNG), layer_panels, "Per-layer |cos| between task vectors")
+    layers = save_heatmaps(os.path.join(out_dir, INSPECT_LAYERS_PNG), layer_panels, "Per-layer |cos| between task vectors")
     return [cosines, layers]
 
 

@@ -26,12 +26,13 @@ from mergekit.graph import Task
 from mergekit.io.tasks import GatherTensors, LoadTensor
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 
+from mergekit_awd.core.awd import SolverSettings, solve_reduced
+from mergekit_awd.core.selection import is_disentangled, may_be_disentangled
+from mergekit_awd.core.settings import from_parameters, setting_fields
 from mergekit_awd.core.task_vectors import gram_of_task_vectors
-from mergekit_awd.core.awd import solve_reduced
-from mergekit_awd.mergekit_adapter.awd_method import SOLVER_PARAMETERS, require_finite, solver_settings
+from mergekit_awd.mergekit_adapter.method import PackageMergeMethod, require_finite
 from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution, scope_solution
 from mergekit_awd.mergekit_adapter.report import active_report
-from mergekit_awd.mergekit_adapter.selection import is_disentangled, may_be_disentangled
 
 
 class DeferredLoadTensor(LoadTensor):
@@ -142,7 +143,7 @@ class SolveScopeTask(Task[ScopeSolution]):
                 continue
             total += gram
             tensors.append(name)
-        result = solve_reduced(total, solver_settings(dict(self.settings)))
+        result = solve_reduced(total, from_parameters(SolverSettings, dict(self.settings)))
         report = active_report()
         if report is not None:
             report.record_scope(self.scope_key, {"tensors": tensors, "models": [str(m) for m in self.ids],
@@ -173,11 +174,13 @@ class ExecuteWithScopeSolution(ExecuteMergeMethodTask):
             return super().execute(tensors)
 
 
-def plan_model_scopes(tensors: List[Tuple[WeightInfo, Task]], method_name: str) -> List[Tuple[WeightInfo, Task]]:
-    """Rewrite planned ``awd`` tensors with ``scope: model`` into the two-pass graph above."""
+def plan_model_scopes(tensors: List[Tuple[WeightInfo, Task]], method: PackageMergeMethod
+                      ) -> List[Tuple[WeightInfo, Task]]:
+    """Rewrite ``method``'s planned tensors with ``scope: model`` into the two-pass graph above."""
+    solver_names = [item.name for item in setting_fields(SolverSettings)]
     scopes: "OrderedDict[Tuple, List[int]]" = OrderedDict()
     for index, (weight, task) in enumerate(tensors):
-        if not isinstance(task, ExecuteMergeMethodTask) or task.method_name != method_name:
+        if not isinstance(task, ExecuteMergeMethodTask) or task.method_name != method.spec.name:
             continue
         params = task.parameters
         if params["scope"] != "model" or not may_be_disentangled(weight.name, params["select"], weight.vocabulary_axis):
@@ -192,7 +195,7 @@ def plan_model_scopes(tensors: List[Tuple[WeightInfo, Task]], method_name: str) 
                 f"{weight.name}: scope: model cannot disentangle tensors whose vocabulary is "
                 "re-mapped by a tokenizer setting; exclude them with select or use scope: tensor"
             )
-        key = (_non_base_order(task),) + tuple((n, params[n]) for n in SOLVER_PARAMETERS)
+        key = (_non_base_order(task),) + tuple((n, params[n]) for n in solver_names)
         scopes.setdefault(key, []).append(index)
 
     result = list(tensors)

@@ -14,9 +14,10 @@ if wanted, through mergekit's usual parameter filters:
 from __future__ import annotations
 
 import re
-from typing import Optional, Tuple
+from typing import Literal, Optional, Tuple, get_args
 
-SELECT_CHOICES: Tuple[str, ...] = ("block_linear", "matrices", "all", "none")
+Select = Literal["block_linear", "matrices", "all", "none"]
+SELECT_CHOICES: Tuple[str, ...] = get_args(Select)
 DEFAULT_SELECT = "block_linear"
 
 _BLOCK_PATTERN = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.")

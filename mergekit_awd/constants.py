@@ -1,0 +1,27 @@
+"""Every file name mergekit-awd writes or looks for: one home for each."""
+
+# A merge's output folder
+AWD_REPORT = "awd_report.json"  # written by awd merges
+TSV_REPORT = "tsv_report.json"  # written by tsv merges
+COMPLETION_MARKER = "mergekit_awd_complete.json"  # the last file a merge writes (with digests)
+CARD_FILENAME = "README.md"  # mergekit's model card, extended
+CARD_HEATMAP = "awd_cosines.png"  # the card's cosine heatmap
+
+# inspect --out
+INSPECT_REPORT = "inspect_report.json"
+INSPECT_COSINES_PNG = "inspect_cosines.png"
+INSPECT_LAYERS_PNG = "inspect_layers.png"
+
+# compress OUT
+COMPRESS_REPORT = "compress_report.json"
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+ADAPTER_PICKLE_WEIGHTS = "adapter_model.bin"
+
+# Model folders (read)
+MODEL_CONFIG = "config.json"
+SAFETENSORS_WEIGHTS = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+PICKLE_WEIGHTS = "pytorch_model.bin"
+PICKLE_INDEX = "pytorch_model.bin.index.json"
+INDEX_SUFFIX = ".index.json"

@@ -1,0 +1,117 @@
+"""What every merge method of this package brings to mergekit and to the rest of the package.
+
+``PackageMergeMethod`` is a mergekit ``GroupMergeMethod`` that
+
+* generates its ``MergeMethodSpec`` from the method's core settings dataclass (``specs``);
+* runs one prologue for every method: an empty group returns the base, the tensor is named, the
+  settings are bound, the per-model weights read, and one finite-input policy applies (below);
+* tells the generic parts of the package what they need about it, so that the runner, report,
+  card, planner and inspect hold no method names: ``report_filename``, ``card_parameter_labels``
+  and ``card_lines`` (the card), ``plans_model_scope`` (the planner), ``solver_settings`` (inspect
+  and the model-scope solve).
+
+Finite inputs.  NaN or Inf in an input is an error naming the tensor and the model.  A method
+whose math cannot run on them (``inputs_must_be_finite``: TSV's SVDs) scans its inputs first;
+the others check only their output (a non-finite output is where a non-finite input shows), scan
+the inputs to name the model then, and let ``check_finite: false`` merge anyway.
+
+A new method: one core module (math + settings dataclass), one subclass here with its
+``merge_tensor``, one line in ``registration.our_methods``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from mergekit.merge_methods.base import BasePolicy, GroupMergeMethod, InputContract, MergeMethodSpec, TensorGroup
+
+from mergekit_awd.core.awd import SolverSettings
+from mergekit_awd.core.settings import from_parameters, subset
+from mergekit_awd.mergekit_adapter.report import MergeReport, active_report
+from mergekit_awd.mergekit_adapter.specs import parameter_specs
+
+
+def input_labels(group: TensorGroup) -> List[Tuple[str, torch.Tensor]]:
+    """(label, tensor) of every input of a group; the base is marked as such."""
+    return [(f"{e.id}{' (base model)' if e.is_base else ''}", e.tensor) for e in group.entries]
+
+
+def require_finite(tensor_name: str, inputs: Sequence[Tuple[str, torch.Tensor]], opt_out: bool = True) -> None:
+    """Raise naming the tensor and the model when an input holds NaN or Inf."""
+    for label, tensor in inputs:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{tensor_name}: non-finite values (NaN or Inf) in {label}; fix the checkpoint"
+                + (", or set check_finite: false to merge anyway" if opt_out else "")
+            )
+
+
+class PackageMergeMethod(GroupMergeMethod):
+    """A merge method of this package (see the module docstring)."""
+
+    name: ClassVar[str]
+    pretty_name: ClassVar[str]
+    reference_url: ClassVar[str]
+    settings_class: ClassVar[type]
+    weight_description: ClassVar[str]
+    group_notes: ClassVar[Dict[str, str]] = {}
+    report_filename: ClassVar[str]
+    inputs_must_be_finite: ClassVar[bool] = False
+    plans_model_scope: ClassVar[bool] = False
+    # (parameter, how the card names it), in the order the card lists them first
+    card_parameter_labels: ClassVar[Tuple[Tuple[str, str], ...]] = ()
+
+    def __init__(self) -> None:
+        self.spec = MergeMethodSpec(
+            name=self.name,
+            pretty_name=self.pretty_name,
+            reference_url=self.reference_url,
+            parameters=parameter_specs(self.settings_class, self.weight_description, self.group_notes),
+            contract=InputContract(base=BasePolicy.REQUIRED, min_non_base=1),
+        )
+
+    # ------------------------------------------------------------------ settings
+
+    def settings(self, parameters: Mapping[str, Any]) -> Any:
+        """The method's settings dataclass from bound (or YAML) parameters; defaults for the rest."""
+        return from_parameters(self.settings_class, parameters)
+
+    def solver_settings(self, parameters: Mapping[str, Any]) -> SolverSettings:
+        """The AWD solver settings these parameters configure (inspect's α, the model-scope solve)."""
+        return subset(SolverSettings, self.settings(parameters))
+
+    # ------------------------------------------------------------------ merging
+
+    def merge_group(self, group: TensorGroup, /, **parameters: Any) -> torch.Tensor:
+        base = group.base.tensor
+        entries = group.non_base
+        if not entries:
+            return base
+        name = group.metadata.name or "<unnamed tensor>"
+        settings = self.settings(parameters)
+        if self.inputs_must_be_finite:
+            require_finite(name, input_labels(group), opt_out=False)
+        weights = [parameters["weight"][e.id] for e in entries]
+        merged = self.merge_tensor(group, name, settings, weights, active_report())
+        if (not self.inputs_must_be_finite and getattr(settings, "check_finite", True)
+                and not bool(torch.isfinite(merged).all())):
+            # NaN/Inf in any input used by the merge reaches the output; only then are the
+            # inputs scanned to name the model.
+            require_finite(name, input_labels(group))
+            raise ValueError(f"{name}: the merged values overflow {merged.dtype} (inputs are finite)")
+        return merged
+
+    def merge_tensor(self, group: TensorGroup, name: str, settings: Any, weights: List[float],
+                     report: Optional[MergeReport]) -> torch.Tensor:
+        """The merged tensor for a group with at least one non-base entry (``weights`` in entry order)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the card
+
+    def card_lines(self, report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
+        """Markdown lines the model card shows after the parameter table (figures of the report)."""
+        return []
+
+
+__all__ = ["PackageMergeMethod", "input_labels", "require_finite"]
