@@ -34,6 +34,33 @@ class ConfigError(MergekitAwdError, ValueError):
         self.key = key
 
 
+class InvalidSettingError(MergekitAwdError, ValueError):
+    """A setting outside its type, choices or range (a core settings dataclass, a command option)."""
+
+    def __init__(self, message: str, *, name: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class TensorError(MergekitAwdError, ValueError):
+    """A tensor that cannot be merged as it is: NaN/Inf in an input, a shape that differs from the
+    base's, a tensor a model lacks, merged values that overflow; the message names tensor and model."""
+
+    def __init__(self, message: str, *, tensor: Optional[str] = None, model: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.tensor = tensor
+        self.model = model
+
+
+class PlanError(MergekitAwdError, RuntimeError):
+    """A merge that cannot be planned or run as configured (``scope: model`` outside our runner,
+    ``solver: direct`` with ``scope: model``, a method name taken by another package)."""
+
+    def __init__(self, message: str, *, tensor: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.tensor = tensor
+
+
 class OutputPathError(MergekitAwdError, ValueError):
     """OUT overlaps an input (equal to, inside, or containing it), or cannot be an output folder."""
 
@@ -109,6 +136,9 @@ __all__ = [
     "bounded",
     "MergekitAwdError",
     "ConfigError",
+    "InvalidSettingError",
+    "TensorError",
+    "PlanError",
     "OutputPathError",
     "OutputExistsError",
     "OutputBusyError",

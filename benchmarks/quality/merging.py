@@ -21,7 +21,6 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import yaml
 
 CLI_FLAGS: List[str] = ["--no-copy-tokenizer", "--quiet", "--random-seed", "0"]
-REPORT_FILE = "awd_report.json"
 
 
 @dataclass(frozen=True)
@@ -73,6 +72,15 @@ def cli_command() -> List[str]:
     return [found] if found else [sys.executable, "-m", "mergekit_awd.cli"]
 
 
+def report_file(out_dir: Path, method: str) -> Optional[Path]:
+    """Where a merge by ``method`` writes its report (our methods' ``report_filename``); None for
+    mergekit's own methods, which write none."""
+    from mergekit_awd.mergekit_adapter.registration import method_for
+
+    ours = method_for(method)
+    return out_dir / ours.report_filename if ours is not None else None
+
+
 def run_cli_merge(config: Mapping[str, Any], work_dir: Path) -> MergeRun:
     """Write ``work_dir/config.yml``, merge into ``work_dir/model``; raise with the CLI's output on failure."""
     out_dir = work_dir / "model"
@@ -91,8 +99,8 @@ def run_cli_merge(config: Mapping[str, Any], work_dir: Path) -> MergeRun:
         raise RuntimeError(
             f"mergekit-awd failed ({result.returncode}) on {config_path}:\n{result.stdout}\n{result.stderr}"
         )
-    report_path = out_dir / REPORT_FILE
-    report = json.loads(report_path.read_text()) if report_path.exists() else None
+    report_path = report_file(out_dir, config["merge_method"])
+    report = json.loads(report_path.read_text()) if report_path is not None and report_path.exists() else None
     return MergeRun(out_dir=out_dir, seconds=seconds, report=report)
 
 

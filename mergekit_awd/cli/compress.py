@@ -6,21 +6,17 @@ from typing import Optional
 
 import click
 
-from mergekit_awd.core.tsv import SVD_METHODS
+from mergekit_awd.cli.errors import command_errors
+from mergekit_awd.cli.options import settings_options
 from mergekit_awd.constants import COMPRESS_REPORT
-from mergekit_awd.tools.compress import DTYPES, compress_family, format_report
+from mergekit_awd.core.tsv_compress import CompressSettings
+from mergekit_awd.tools.compress import compress_family, format_report
 
 
 @click.command("compress")
 @click.argument("config_file")
 @click.argument("out_path")
-@click.option("--rank", type=int, default=None, help="LoRA rank k for every matrix (capped at min(m, n)).")
-@click.option("--fraction", type=float, default=None,
-              help="k = floor(fraction * min(m, n)); default: the paper's floor(min(m, n) / K).")
-@click.option("--svd", type=click.Choice(list(SVD_METHODS)), default="exact", show_default=True,
-              help="exact: torch.linalg.svd; lowrank: seeded randomized SVD.")
-@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default=None,
-              help="dtype of the saved adapter tensors (default: the base model's).")
+@settings_options(CompressSettings)
 @click.option("--device", default="cpu", show_default=True, help="torch device for the SVDs (e.g. cuda).")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace a non-empty OUT_PATH as a whole (only once every adapter is written).")
@@ -28,8 +24,6 @@ from mergekit_awd.tools.compress import DTYPES, compress_family, format_report
 def compress_command(config_file: str, out_path: str, rank: Optional[int], fraction: Optional[float], svd: str,
                      dtype: Optional[str], device: str, overwrite: bool, quiet: bool) -> None:
     """TSV-C: write each fine-tuned model of CONFIG_FILE as a PEFT LoRA adapter under OUT_PATH."""
-    from mergekit_awd.cli.errors import command_errors
-
     with command_errors("compress", out_path, "the adapters"):
         report = compress_family(config_file, out_path, rank=rank, fraction=fraction, svd=svd, dtype=dtype,
                                  device=device, overwrite=overwrite)

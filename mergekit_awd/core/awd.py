@@ -21,7 +21,7 @@ Two solvers share one loss-and-gradient routine:
                    span{τ_k}; in an orthonormal basis Q of that span τ_i = Q r_i with
                    ⟨r_i, r_j⟩ = G_ij and δ = Q d.  Cosines and norms are preserved and plain
                    gradient descent is rotation-equivariant, so the reduced iterates are the
-                   paper's iterates mapped through Q (see ``shared/design/awd-solver.md``).
+                   paper's iterates mapped through Q (see ``docs/awd-solver.md``).
                    The result is returned as coefficients β with δ = Σ_k β_k τ_k.
 
 Units.  Cosines are scale-free but ‖δ‖ and the step are not, and per-tensor task-vector norms

@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
+from mergekit_awd.errors import InvalidSettingError
+
 T = TypeVar("T")
 
 _KEY = "mergekit_awd_setting"
@@ -53,14 +55,27 @@ class SettingField:
     info: SettingInfo
 
     @property
+    def optional(self) -> bool:
+        """``Optional[...]``: None means "not set" (the caller's default applies)."""
+        return typing.get_origin(self.annotation) is typing.Union and type(None) in typing.get_args(self.annotation)
+
+    @property
+    def value_type(self) -> Any:
+        """The annotation without ``Optional``."""
+        if not self.optional:
+            return self.annotation
+        return next(a for a in typing.get_args(self.annotation) if a is not type(None))
+
+    @property
     def choices(self) -> Optional[Tuple[Any, ...]]:
-        return typing.get_args(self.annotation) if typing.get_origin(self.annotation) is typing.Literal else None
+        inner = self.value_type
+        return typing.get_args(inner) if typing.get_origin(inner) is typing.Literal else None
 
     @property
     def kind(self) -> type:
         """bool, int, float or str (the type of a Literal's choices)."""
         choices = self.choices
-        return type(choices[0]) if choices else self.annotation
+        return type(choices[0]) if choices else self.value_type
 
 
 def setting_fields(cls: type) -> List[SettingField]:
@@ -81,26 +96,28 @@ def _range_text(info: SettingInfo) -> str:
 
 
 def check_value(item: SettingField, value: Any) -> None:
-    """``ValueError`` naming the setting when ``value`` is outside its type, choices or range."""
+    """``InvalidSettingError`` (a ValueError) naming the setting when ``value`` is outside its type, choices or range."""
+    if value is None and item.optional:
+        return
     choices = item.choices
     if choices is not None:
         if value not in choices or type(value) is not type(choices[0]):
-            raise ValueError(f"{item.name} must be one of {list(choices)}, got {value!r}")
+            raise InvalidSettingError(f"{item.name} must be one of {list(choices)}, got {value!r}", name=item.name)
         return
     kind = item.kind
     if kind is bool:
         if not isinstance(value, bool):
-            raise ValueError(f"{item.name} must be true or false, got {value!r}")
+            raise InvalidSettingError(f"{item.name} must be true or false, got {value!r}", name=item.name)
         return
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if kind is int and not (numeric and float(value).is_integer()):
-        raise ValueError(f"{item.name} must be an integer, got {value!r}")
+        raise InvalidSettingError(f"{item.name} must be an integer, got {value!r}", name=item.name)
     if kind is float and not (numeric and math.isfinite(value)):
-        raise ValueError(f"{item.name} must be a finite number, got {value!r}")
+        raise InvalidSettingError(f"{item.name} must be a finite number, got {value!r}", name=item.name)
     info = item.info
     if ((info.ge is not None and value < info.ge) or (info.gt is not None and value <= info.gt)
             or (info.le is not None and value > info.le)):
-        raise ValueError(f"{item.name} must be {_range_text(info)}, got {value!r}")
+        raise InvalidSettingError(f"{item.name} must be {_range_text(info)}, got {value!r}", name=item.name)
 
 
 def validate_settings(instance: Any) -> None:

@@ -8,9 +8,11 @@ weights) whatever the weights' dtype (``working_dtype``).  Pure torch.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
+
+from mergekit_awd.errors import TensorError
 
 
 def working_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -50,7 +52,7 @@ def gram_of_task_vectors(
     collinear bfloat16 task vectors give a rank-1 G, which the reduced solver relies on); the
     2¹⁶-element chunks keep the scratch buffers in cache, which is what makes the pass fast.
     Squared weight units.  Gram matrices of several tensors add up to the Gram matrix of their
-    concatenation (design note, Fact 3).
+    concatenation (docs/awd-solver.md, Fact 3).
     """
     flats = [_flat(m) for m in models]
     k = len(flats)
@@ -149,3 +151,14 @@ def task_vector_stack(
         stack[index].copy_(model)
         stack[index].sub_(base_w)
     return stack
+
+
+def require_same_shape(name: str, base_label: Any, base: torch.Tensor,
+                       inputs: Sequence[Tuple[Any, torch.Tensor]]) -> None:
+    """``TensorError`` (a ValueError) naming the tensor and the model when an input's shape differs
+    from the base's (a task vector θ_i − θ_base needs both of one shape): the one shape check of
+    every reader."""
+    for label, tensor in inputs:
+        if tensor.shape != base.shape:
+            raise TensorError(f"{name}: shape {tuple(tensor.shape)} in {label} differs from "
+                              f"{tuple(base.shape)} in the base model {base_label}", tensor=name, model=str(label))

@@ -12,11 +12,36 @@ keeps each task on its own, so the budget is not divided among tasks.
 from __future__ import annotations
 
 import math
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, Literal, Optional, Tuple
 
 import torch
 
-from mergekit_awd.core.tsv import TSVSettings, kept_rank, top_singular_triplets
+from mergekit_awd.core.settings import setting, validate_settings
+from mergekit_awd.core.tsv import SVD, TSVSettings, kept_rank, top_singular_triplets
+from mergekit_awd.errors import InvalidSettingError
+
+AdapterDtype = Literal["float32", "bfloat16", "float16"]
+ADAPTER_DTYPES: Dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16,
+                                          "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    """The settings of ``compress`` (single source of their choices and ranges; the command's
+    options are generated from them).  ``rank`` and ``fraction`` exclude each other; with neither,
+    k is the paper's ⌊min(m, n) / K⌋."""
+
+    rank: Optional[int] = setting(None, "LoRA rank k for every matrix (capped at min(m, n))", ge=1)
+    fraction: Optional[float] = setting(
+        None, "k = floor(fraction * min(m, n)); default: the paper's floor(min(m, n) / K)", gt=0, le=1)
+    svd: SVD = setting("exact", "exact: torch.linalg.svd; lowrank: seeded randomized SVD")
+    dtype: Optional[AdapterDtype] = setting(None, "dtype of the saved adapter tensors (default: the base model's)")
+
+    def __post_init__(self) -> None:
+        if self.rank is not None and self.fraction is not None:
+            raise InvalidSettingError("give rank or fraction, not both", name="rank")
+        validate_settings(self)
 
 
 def compression_rank(rows: int, cols: int, models: int, rank: Optional[int], fraction: Optional[float]) -> int:

@@ -27,6 +27,7 @@ from mergekit.common import ModelReference
 from mergekit.config import MergeConfiguration
 
 from mergekit_awd.constants import CARD_FILENAME, MODEL_CONFIG
+from mergekit_awd.hub.ids import HUB_ID, is_hub_id
 
 LOG = logging.getLogger(__name__)
 
@@ -35,17 +36,11 @@ SECTION_END = "<!-- mergekit-awd: end -->"
 BASE_TAGS: Tuple[str, ...] = ("mergekit", "merge")
 LICENSE_KEYS: Tuple[str, ...] = ("license", "license_name", "license_link")
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SECTION = re.compile(re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END) + r"\n?", re.DOTALL)
 
 
 
 # --------------------------------------------------------------------------- inputs
-
-
-def is_hub_id(path: str) -> bool:
-    """A model given as ``org/name`` that is not a local folder."""
-    return bool(_HUB_ID.match(path)) and not os.path.exists(path)
 
 
 def hub_model_ids(config: MergeConfiguration) -> List[str]:
@@ -204,7 +199,7 @@ def write_model_card(out_dir: str, config: MergeConfiguration, report: Dict[str,
     card = ModelCard.load(path)
     method = report.get("method", config.merge_method)
     data = card.data
-    existing_ids = [b for b in _merged_list(data.base_model) if _HUB_ID.match(b)]
+    existing_ids = [b for b in _merged_list(data.base_model) if HUB_ID.match(b)]
     base_models = _merged_list(hub_model_ids(config), existing_ids)
     data.base_model = base_models or None
     if base_models:

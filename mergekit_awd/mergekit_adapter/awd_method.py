@@ -21,6 +21,7 @@ from mergekit_awd.constants import AWD_REPORT
 from mergekit_awd.core.awd import AWDParameters, merge_disentangled, solve_direct, solve_reduced
 from mergekit_awd.core.selection import is_disentangled
 from mergekit_awd.core.task_vectors import gram_of_task_vectors, task_vector_stack
+from mergekit_awd.errors import PlanError
 from mergekit_awd.mergekit_adapter.method import PackageMergeMethod, input_labels, require_finite
 from mergekit_awd.mergekit_adapter.model_scope.solution import current_scope_solution
 from mergekit_awd.mergekit_adapter.report import MergeReport
@@ -64,11 +65,11 @@ class AWDMerge(PackageMergeMethod):
         if settings.scope == "model":
             solution = current_scope_solution()
             if solution is None:
-                raise RuntimeError(
+                raise PlanError(
                     f"{name}: awd with scope: model needs the mergekit-awd runner (the "
                     "`mergekit-awd` command or mergekit_awd.run_merge), which solves one δ over "
                     "all selected tensors before merging; plain mergekit-yaml cannot. "
-                    "Use scope: tensor there."
+                    "Use scope: tensor there.", tensor=name,
                 )
             ids = [e.id for e in entries]
             return merge_disentangled(

@@ -3,24 +3,18 @@
 mergekit's card generator (``mergekit.card.is_hf``) asks the Hub whether a relative path with
 one folder (``models/ft2``) is a repository, even when that folder exists locally.  Offline
 (``HF_HUB_OFFLINE=1``) the call raises and mergekit loses the whole finished merge; online it
-sends local folder names to the Hub.  Inside ``local_first_card`` a path that exists locally is
-local, anything else is a Hub id, and no network call is made; and if mergekit's card generator
+sends local folder names to the Hub.  Inside ``local_first_card`` mergekit uses our one rule
+(``hub.ids.is_hub_id``: a path that exists locally is never a Hub id) and no network call is made; and if mergekit's card generator
 fails anyway, a minimal card is written and the failure recorded, so the merge is never lost to
 its card.
 """
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from typing import Iterator, List, Tuple
 
-
-def is_hub_repository(path: str) -> bool:
-    """mergekit's ``is_hf`` without the network: a path that exists locally is never a Hub id."""
-    if not path or path[0] in "/~." or path.count("/") > 1:
-        return False
-    return not os.path.exists(path)
+from mergekit_awd.hub.ids import is_hub_id
 
 
 def minimal_card(name: str, error: BaseException) -> str:
@@ -48,7 +42,7 @@ def local_first_card() -> Iterator[List[Tuple[str, str]]]:
             failures.append(("mergekit's model card", f"{type(error).__name__}: {error}"))
             return minimal_card(kwargs.get("name", "merged model"), error)
 
-    card.is_hf, merge.generate_card = is_hub_repository, generate_card
+    card.is_hf, merge.generate_card = is_hub_id, generate_card
     try:
         yield failures
     finally:

@@ -28,6 +28,7 @@ from mergekit.merge_methods.base import BasePolicy, GroupMergeMethod, InputContr
 
 from mergekit_awd.core.awd import SolverSettings
 from mergekit_awd.core.settings import from_parameters, subset
+from mergekit_awd.errors import TensorError
 from mergekit_awd.mergekit_adapter.report import MergeReport, active_report
 from mergekit_awd.mergekit_adapter.specs import parameter_specs
 
@@ -41,9 +42,10 @@ def require_finite(tensor_name: str, inputs: Sequence[Tuple[str, torch.Tensor]],
     """Raise naming the tensor and the model when an input holds NaN or Inf."""
     for label, tensor in inputs:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise ValueError(
+            raise TensorError(
                 f"{tensor_name}: non-finite values (NaN or Inf) in {label}; fix the checkpoint"
-                + (", or set check_finite: false to merge anyway" if opt_out else "")
+                + (", or set check_finite: false to merge anyway" if opt_out else ""),
+                tensor=tensor_name, model=label,
             )
 
 
@@ -99,7 +101,7 @@ class PackageMergeMethod(GroupMergeMethod):
             # NaN/Inf in any input used by the merge reaches the output; only then are the
             # inputs scanned to name the model.
             require_finite(name, input_labels(group))
-            raise ValueError(f"{name}: the merged values overflow {merged.dtype} (inputs are finite)")
+            raise TensorError(f"{name}: the merged values overflow {merged.dtype} (inputs are finite)", tensor=name)
         return merged
 
     def merge_tensor(self, group: TensorGroup, name: str, settings: Any, weights: List[float],

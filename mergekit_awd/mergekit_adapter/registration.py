@@ -6,6 +6,7 @@ from typing import Optional, Tuple
 
 from mergekit.merge_methods import register, registered_methods
 
+from mergekit_awd.errors import PlanError
 from mergekit_awd.mergekit_adapter.awd_method import awd_merge_method
 from mergekit_awd.mergekit_adapter.method import PackageMergeMethod
 from mergekit_awd.mergekit_adapter.tsv_method import tsv_merge_method
@@ -32,7 +33,7 @@ def register_methods() -> None:
         if existing is None:
             register(method)
         elif type(existing) is not type(method):
-            raise ValueError(
+            raise PlanError(
                 f"merge method {method.spec.name!r} is already registered by "
                 f"{type(existing).__module__}.{type(existing).__name__}"
             )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
 from mergekit_awd.errors import OutputPathError
+from mergekit_awd.hub.ids import is_hub_id
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,6 @@ def model_reference_inputs(reference: Any, role: str) -> List[InputPath]:
     return [item for item in found if item is not None]
 
 
-def _is_hub_reference(reference: Any) -> bool:
-    return _local("model", reference.model.path) is None
-
-
 def merge_inputs(config: Any, config_file: Optional[str] = None, options: Any = None) -> List[InputPath]:
     """Every local path a merge (or inspect, compress) of ``config`` reads or that mergekit writes to."""
     found: List[InputPath] = []
@@ -68,7 +65,7 @@ def merge_inputs(config: Any, config_file: Optional[str] = None, options: Any = 
         item = _local(role, getattr(options, attribute, None)) if options is not None else None
         if item is not None:
             found.append(item)
-    if any(_is_hub_reference(r) for r in references):
+    if any(is_hub_id(r.model.path) for r in references):
         from huggingface_hub import constants
 
         item = _local("Hugging Face cache", constants.HF_HUB_CACHE)

@@ -34,15 +34,9 @@ from typing import Any, Dict, List, Mapping, Tuple
 
 import xxhash
 
-from mergekit_awd.constants import (
-    CARD_FILENAME,
-    COMPLETION_MARKER,
-    PICKLE_INDEX,
-    PICKLE_WEIGHTS,
-    SAFETENSORS_INDEX,
-    SAFETENSORS_WEIGHTS,
-)
-from mergekit_awd.errors import IncompleteOutputError
+from mergekit_awd.constants import CARD_FILENAME, COMPLETION_MARKER
+from mergekit_awd.errors import IncompleteOutputError, ModelFileError
+from mergekit_awd.pipeline import model_files
 
 MARKER_FORMAT = 2
 
@@ -56,11 +50,6 @@ DIGEST_CHUNK_BYTES = 4 * 1024 * 1024
 _DIGEST_HEX = re.compile(r"^[0-9a-f]{32}$")
 _LISTED = 10  # names quoted in one message; the rest are counted
 
-# (single-file name, shard index name) for the formats mergekit writes.
-WEIGHT_LAYOUTS: Tuple[Tuple[str, str], ...] = (
-    (SAFETENSORS_WEIGHTS, SAFETENSORS_INDEX),
-    (PICKLE_WEIGHTS, PICKLE_INDEX),
-)
 
 
 @dataclass(frozen=True)
@@ -172,32 +161,16 @@ def file_digest(path: str, expected_size: int = -1) -> Tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _shards_from_index(out_dir: str, index_name: str) -> List[str]:
-    index_path = os.path.join(out_dir, index_name)
-    try:
-        with open(index_path, encoding="utf-8") as handle:
-            weight_map = json.load(handle)["weight_map"]
-        shards = sorted(set(weight_map.values()))
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-        raise IncompleteOutputError(f"{index_path}: not a readable shard index ({error})",
-                                    path=index_path) from None
-    missing = [s for s in shards if not isinstance(s, str) or not os.path.isfile(os.path.join(out_dir, s))]
-    if missing:
-        raise IncompleteOutputError(
-            f"{out_dir}: shard(s) {', '.join(map(str, missing))} listed in {index_name} are missing", path=out_dir
-        )
-    return [index_name, *shards]
-
-
 def weight_files(out_dir: str) -> List[str]:
-    """The weight files of ``out_dir`` (the index first when sharded); error when there are none."""
-    for single, index in WEIGHT_LAYOUTS:
-        if os.path.isfile(os.path.join(out_dir, index)):
-            return _shards_from_index(out_dir, index)
-        if os.path.isfile(os.path.join(out_dir, single)):
-            return [single]
-    expected = " or ".join(f"{single} / {index}" for single, index in WEIGHT_LAYOUTS)
-    raise IncompleteOutputError(f"{out_dir}: no model weights found (expected {expected})", path=out_dir)
+    """The weight files of ``out_dir`` (the index first when sharded), relative to it, as the one
+    shard reader (``model_files.weight_files``) finds them; ``IncompleteOutputError`` when there
+    are none or a listed shard is missing."""
+    try:
+        found = model_files.weight_files(out_dir)
+    except ModelFileError as error:
+        raise IncompleteOutputError(str(error), path=error.path) from None
+    names = [os.path.relpath(path, out_dir).replace(os.sep, "/") for path in found.files]
+    return [os.path.basename(found.index), *names] if found.index else names
 
 
 def write_completion_marker(out_dir: str, info: Dict[str, Any]) -> str:

@@ -8,16 +8,15 @@ and finds shape mismatches only when it reaches the tensor.  These checks run fi
 from __future__ import annotations
 
 import os
-import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from mergekit.config import ConditionalParameter, MergeConfiguration
 from mergekit.merge_methods.base import MergeMethod
 from pydantic import ValidationError
 
+from mergekit_awd.hub.ids import is_hub_id
 from mergekit_awd.pipeline.config import ConfigError
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
 def parameter_blocks(config: MergeConfiguration) -> Iterator[Tuple[str, Optional[Dict[str, Any]]]]:
@@ -111,20 +110,13 @@ def check_inputs(config: MergeConfiguration, method: MergeMethod, label: str) ->
         )
 
 
-def _looks_like_hub_id(path: str) -> bool:
-    """ORG/NAME that is not a path into a local folder (``fam/ft_9`` with ``fam/`` present is local)."""
-    if not _HUB_ID.match(path) or path.startswith((".", "/", "~")):
-        return False
-    return not ("/" in path and os.path.isdir(path.split("/", 1)[0]))
-
-
 def _local_folder(path: str, noun: str, folder_noun: str) -> Optional[str]:
     expanded = os.path.expanduser(path)
     if os.path.isdir(expanded):
         return expanded
     if os.path.exists(expanded):
         raise ConfigError(f"{noun} {path!r} is a file, not a {folder_noun} folder")
-    if _looks_like_hub_id(path):
+    if is_hub_id(path):
         return None
     raise ConfigError(f"{folder_noun} folder {path!r} does not exist")
 

@@ -46,10 +46,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from mergekit_awd.constants import ADAPTER_CONFIG, ADAPTER_WEIGHTS, COMPRESS_REPORT
-from mergekit_awd.core.task_vectors import task_vector_stack
-from mergekit_awd.core.tsv import SVD_METHODS, TSVSettings
-from mergekit_awd.core.tsv_compress import compression_rank, lora_factors
-from mergekit_awd.errors import ConfigError
+from mergekit_awd.core.task_vectors import require_same_shape, task_vector_stack
+from mergekit_awd.core.tsv import TSVSettings
+from mergekit_awd.core.tsv_compress import ADAPTER_DTYPES, CompressSettings, compression_rank, lora_factors
+from mergekit_awd.errors import ConfigError, TensorError
 from mergekit_awd.pipeline.input_paths import (
     InputPath,
     check_out_disjoint,
@@ -60,7 +60,6 @@ from mergekit_awd.pipeline.input_paths import (
 from mergekit_awd.pipeline.model_files import model_read_errors
 from mergekit_awd.pipeline.staging import check_output_target, staged_output
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -107,12 +106,10 @@ class ModelFamily:
         for model in self.models:
             tensor = self.loader(model).get_tensor(name, device=device, raise_on_missing=False)
             if tensor is None:
-                raise KeyError(f"model {model} has no tensor {name!r} (the base model has)")
-            if tensor.shape != base.shape:
-                raise ValueError(
-                    f"{name}: model {model} has shape {tuple(tensor.shape)}, base has {tuple(base.shape)}"
-                )
+                raise TensorError(f"model {model} has no tensor {name!r} (the base model has)", tensor=name,
+                                  model=str(model))
             out.append(tensor)
+        require_same_shape(name, self.base, base, list(zip(self.models, out)))
         return base, out
 
     def folder_names(self) -> List[str]:
@@ -202,16 +199,7 @@ def compress_family(
     non-empty OUT is refused unless ``overwrite``, which replaces it as a whole once all
     adapters are written (``staged_output``).
     """
-    if rank is not None and fraction is not None:
-        raise ValueError("give rank or fraction, not both")
-    if rank is not None and (int(rank) != rank or rank < 1):
-        raise ValueError(f"rank must be an integer >= 1, got {rank!r}")
-    if fraction is not None and not (math.isfinite(fraction) and 0 < fraction <= 1):
-        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}")
-    if svd not in SVD_METHODS:
-        raise ValueError(f"svd must be one of {SVD_METHODS}, got {svd!r}")
-    if dtype is not None and dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    CompressSettings(rank=rank, fraction=fraction, svd=svd, dtype=dtype)  # choices and ranges
     family = ModelFamily.from_config(config)
     check_out_disjoint(out_path, family.inputs, command="compress")
     final_path = check_output_target(out_path, overwrite)
@@ -233,7 +221,7 @@ def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: 
     builders = [AdapterBuilder(name) for name in names]
     count = len(family.models)
     model_params = 0
-    save_dtype: Optional[torch.dtype] = DTYPES[dtype] if dtype else None
+    save_dtype: Optional[torch.dtype] = ADAPTER_DTYPES[dtype] if dtype else None
     for tensor_name in family.tensor_names():
         base, models = family.tensors(tensor_name, device)
         model_params += base.numel()
@@ -246,7 +234,8 @@ def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: 
         for builder, fine_tuned, delta in zip(builders, models, task_vectors):
             norm_sq = float(delta.double().pow(2).sum())
             if not math.isfinite(norm_sq):
-                raise ValueError(f"{tensor_name}: model {builder.name} (or the base) has non-finite entries")
+                raise TensorError(f"{tensor_name}: model {builder.name} (or the base) has non-finite entries",
+                                  tensor=tensor_name, model=builder.name)
             if norm_sq == 0.0:
                 continue
             if kind is None or param not in kinds[module][1]:

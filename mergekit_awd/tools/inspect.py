@@ -34,7 +34,13 @@ from mergekit.options import MergeOptions
 from mergekit_awd.constants import INSPECT_COSINES_PNG, INSPECT_LAYERS_PNG, INSPECT_REPORT
 from mergekit_awd.pipeline.config import ConfigInput, load_config
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
-from mergekit_awd.core.task_vectors import gram_matrix, mean_offdiag, pairwise_abs_cos, task_vector_stack
+from mergekit_awd.core.task_vectors import (
+    gram_matrix,
+    mean_offdiag,
+    pairwise_abs_cos,
+    require_same_shape,
+    task_vector_stack,
+)
 from mergekit_awd.core.tsv import singular_task_interference
 from mergekit_awd.errors import ConfigError
 from mergekit_awd.mergekit_adapter.method import require_finite
@@ -204,10 +210,7 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
             continue
         require_finite(tensor.name, [(f"{base} (base model)", base_tensor), *((str(m), v) for m, v in zip(order, models))],
                        opt_out=False)
-        for model, value in zip(order, models):
-            if value.shape != base_tensor.shape:
-                raise ValueError(f"{tensor.name}: shape {tuple(value.shape)} in {model} differs from "
-                                 f"{tuple(base_tensor.shape)} in the base model {base}")
+        require_same_shape(tensor.name, base, base_tensor, list(zip(order, models)))
         task_vectors = task_vector_stack(base_tensor, models, device=torch.device(device))
         del models, base_tensor
         gram = gram_matrix(task_vectors)

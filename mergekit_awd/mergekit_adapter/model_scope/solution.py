@@ -9,6 +9,8 @@ from typing import Hashable, Iterator, Optional, Sequence, Tuple
 
 import torch
 
+from mergekit_awd.errors import PlanError
+
 
 @dataclass(frozen=True)
 class ScopeSolution:
@@ -24,8 +26,8 @@ class ScopeSolution:
         try:
             return [self.ids.index(i) for i in ids]
         except ValueError:
-            raise RuntimeError(
-                f"{tensor}: its inputs {list(ids)} differ from those of model scope {self.key!r}"
+            raise PlanError(
+                f"{tensor}: its inputs {list(ids)} differ from those of model scope {self.key!r}", tensor=tensor
             ) from None
 
     def coefficients_for(self, ids: Sequence[Hashable], tensor: str) -> torch.Tensor:

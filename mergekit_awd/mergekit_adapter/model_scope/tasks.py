@@ -1,4 +1,4 @@
-"""Planning ``scope: model``: one δ over every selected tensor (design note, Fact 3).
+"""Planning ``scope: model``: one δ over every selected tensor (docs/awd-solver.md, Fact 3).
 
 Graph, per scope (tensors sharing the same solver settings):
 
@@ -26,10 +26,11 @@ from mergekit.graph import Task
 from mergekit.io.tasks import GatherTensors, LoadTensor
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 
+from mergekit_awd.errors import ConfigError, TensorError
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
 from mergekit_awd.core.selection import is_disentangled, may_be_disentangled
 from mergekit_awd.core.settings import from_parameters, setting_fields
-from mergekit_awd.core.task_vectors import gram_of_task_vectors
+from mergekit_awd.core.task_vectors import gram_of_task_vectors, require_same_shape
 from mergekit_awd.mergekit_adapter.method import PackageMergeMethod, require_finite
 from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution, scope_solution
 from mergekit_awd.mergekit_adapter.report import active_report
@@ -95,17 +96,12 @@ class ScopeGramTask(Task[Optional[torch.Tensor]]):
         order = _non_base_order(self.source)
         missing = [str(m) for m in order if m not in tensors]
         if base is None or missing:
-            raise RuntimeError(f"{name}: missing in {missing or [str(self.source.base_model)]}")
+            raise TensorError(f"{name}: missing in {missing or [str(self.source.base_model)]}", tensor=name)
         if not base.is_floating_point() or not is_disentangled(
             name, base.ndim, self.source.parameters["select"], self.source.output_weight.vocabulary_axis
         ):
             return None
-        for model in order:
-            if tensors[model].shape != base.shape:
-                raise RuntimeError(
-                    f"{name}: shape {tuple(tensors[model].shape)} in {model} differs from "
-                    f"{tuple(base.shape)} in the base model {self.source.base_model}"
-                )
+        require_same_shape(name, self.source.base_model, base, [(m, tensors[m]) for m in order])
         gram = gram_of_task_vectors(base, [tensors[m] for m in order])
         if self.source.parameters["check_finite"] and not bool(torch.isfinite(gram).all()):
             # NaN/Inf in any input reaches the Gram matrix; scan the inputs to name the model
@@ -186,12 +182,12 @@ def plan_model_scopes(tensors: List[Tuple[WeightInfo, Task]], method: PackageMer
         if params["scope"] != "model" or not may_be_disentangled(weight.name, params["select"], weight.vocabulary_axis):
             continue
         if params["solver"] == "direct":
-            raise ValueError(
+            raise ConfigError(
                 f"{weight.name}: solver: direct holds the full δ of its scope and works with "
                 "scope: tensor only; use solver: reduced (exact, same δ) with scope: model"
             )
         if type(task.gather_tensors) is not GatherTensors:
-            raise ValueError(
+            raise ConfigError(
                 f"{weight.name}: scope: model cannot disentangle tensors whose vocabulary is "
                 "re-mapped by a tokenizer setting; exclude them with select or use scope: tensor"
             )
