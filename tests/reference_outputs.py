@@ -71,8 +71,8 @@ def produce(work: Path) -> Dict[str, Dict[str, str]]:
 
 def _run_all(work: Path, families: Dict[str, list], results: Dict[str, Dict[str, str]]) -> None:
     from mergekit_awd import run_merge
-    from mergekit_awd.tools.compress import compress_family
     from mergekit_awd.testing.synthetic import merge_config
+    from mergekit_awd.tools.compress import compress_family
 
     for name, (method, parameters, dtype) in MERGES.items():
         config = work / f"{name}.yml"

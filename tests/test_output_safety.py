@@ -22,11 +22,11 @@ import pytest
 import yaml
 
 from mergekit_awd.cli import run
-from mergekit_awd.tools.compress import compress_family
 from mergekit_awd.errors import OutputBusyError, OutputChangedError, OutputPathError
 from mergekit_awd.pipeline.runner import run_merge
 from mergekit_awd.pipeline.staging import output_lock
 from mergekit_awd.testing.synthetic import merge_config
+from mergekit_awd.tools.compress import compress_family
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ["--no-copy-tokenizer", "--quiet"]

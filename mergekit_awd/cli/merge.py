@@ -37,7 +37,7 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
     if not merge_options.quiet:
         click.echo(f"Merged model written to {outcome.out_path}")
         if outcome.report_path:
-            summary = outcome.report["summary"]
+            summary = outcome.report.summary
             line = f"Report: {outcome.report_path}"
             if summary["disentangled_tensors"]:
                 line += (f" (mean |cos| between task vectors {summary['mean_abs_cos_before']:.4f} -> "

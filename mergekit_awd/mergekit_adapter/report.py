@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional
+
+from mergekit_awd.results import JsonResult
+
 
 class MergeReport:
     """Thread-safe record of what a method did to each scope (a tensor or a group of tensors)."""
@@ -33,7 +37,9 @@ class MergeReport:
         with self._lock:
             self.passthrough.append(tensor)
 
-    def to_json(self, method: str, parameters: Dict[str, Any], models: List[str]) -> Dict[str, Any]:
+    def result(self, method: str, parameters: Dict[str, Any], models: List[str]) -> "MergeReportData":
+        """What was recorded so far, with its summary (scopes, disentangled tensors, mean |cos|
+        before and after over the solved scopes, the summed STI when interference was recorded)."""
         with self._lock:
             sections = {name: dict(sorted(entries.items())) for name, entries in self.sections.items()}
             passthrough = sorted(self.passthrough)
@@ -43,25 +49,37 @@ class MergeReport:
         after = [s["mean_abs_cos_after"] for s in solved]
         interference = [e["sti"] for e in sections.get("interference", {}).values() if isinstance(e.get("sti"), (int, float))]
         extra = {"singular_task_interference": sum(interference)} if interference else {}
-        return {
-            "method": method,
-            "parameters": parameters,
-            "models": models,
-            "summary": {
-                "scopes": len(scopes),
-                "disentangled_tensors": sum(len(s.get("tensors", [])) for s in scopes.values()),
-                "task_arithmetic_tensors": len(passthrough),
-                "mean_abs_cos_before": sum(before) / len(before) if before else 0.0,
-                "mean_abs_cos_after": sum(after) / len(after) if after else 0.0,
-                **extra,
-            },
-            **sections,
-            "task_arithmetic_tensors": passthrough,
+        summary = {
+            "scopes": len(scopes),
+            "disentangled_tensors": sum(len(s.get("tensors", [])) for s in scopes.values()),
+            "task_arithmetic_tensors": len(passthrough),
+            "mean_abs_cos_before": sum(before) / len(before) if before else 0.0,
+            "mean_abs_cos_after": sum(after) / len(after) if after else 0.0,
+            **extra,
         }
+        return MergeReportData(method, parameters, models, summary, sections, passthrough)
 
-    def write(self, path: str, method: str, parameters: Dict[str, Any], models: List[str]) -> str:
+
+@dataclass(frozen=True)
+class MergeReportData(JsonResult):
+    """A merge's report (``awd_report.json``, ``tsv_report.json``): the method, its resolved
+    parameters, the models, the summary, each recorded section and the tensors merged by plain
+    task arithmetic.  In JSON the sections are top-level keys."""
+
+    method: str
+    parameters: Dict[str, Any]
+    models: List[str]
+    summary: Dict[str, Any]
+    sections: Dict[str, Dict[str, Dict[str, Any]]]
+    task_arithmetic_tensors: List[str]
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"method": self.method, "parameters": self.parameters, "models": self.models,
+                "summary": self.summary, **self.sections, "task_arithmetic_tensors": self.task_arithmetic_tensors}
+
+    def write(self, path: str) -> str:
         with open(path, "w", encoding="utf-8") as handle:
-            json.dump(self.to_json(method, parameters, models), handle, indent=2)
+            json.dump(self.to_json(), handle, indent=2)
             handle.write("\n")
         return path
 

@@ -14,27 +14,29 @@ from mergekit.merge_methods import get as get_method
 from mergekit.options import MergeOptions
 
 from mergekit_awd.constants import CARD_FILENAME, COMPLETION_MARKER
-from mergekit_awd.pipeline.config import ConfigInput, load_config
 from mergekit_awd.errors import PostMergeError
 from mergekit_awd.hub.card import task_vector_models, write_model_card
-from mergekit_awd.pipeline.input_paths import check_out_disjoint, config_file_of, merge_inputs
 from mergekit_awd.mergekit_adapter.card_lookup import local_first_card
 from mergekit_awd.mergekit_adapter.planner import awd_planner
 from mergekit_awd.mergekit_adapter.registration import method_for, register_methods
+from mergekit_awd.mergekit_adapter.report import MergeReportData, collecting_report
+from mergekit_awd.pipeline.config import ConfigInput, load_config
+from mergekit_awd.pipeline.input_paths import check_out_disjoint, config_file_of, merge_inputs
 from mergekit_awd.pipeline.model_files import model_read_errors
-from mergekit_awd.mergekit_adapter.report import collecting_report
 from mergekit_awd.pipeline.output_layout import write_completion_marker
 from mergekit_awd.pipeline.staging import check_output_target, staged_output
 from mergekit_awd.pipeline.validation import validate_merge
+from mergekit_awd.results import JsonResult
 
 
 @dataclass(frozen=True)
-class MergeOutcome:
-    """Where a merge went: the output folder and, for our methods, its ``awd_report.json``."""
+class MergeOutcome(JsonResult):
+    """Where a merge went: the output folder and, for our methods, its report (the method's
+    ``report_filename`` in the folder, and the same content as ``report``)."""
 
     out_path: str
     report_path: Optional[str]
-    report: Optional[Dict[str, Any]]
+    report: Optional[MergeReportData]
 
 
 def _resolved_parameters(config: MergeConfiguration) -> Dict[str, Any]:
@@ -120,7 +122,7 @@ def run_merge(
     inputs = merge_inputs(merge_config, config_file_of(label), merge_options)
     check_out_disjoint(os.fspath(out_path), inputs, command="merge")
     final_path = check_output_target(os.fspath(out_path), overwrite)
-    report_json = None
+    report_data: Optional[MergeReportData] = None
     failures: List[Tuple[str, str]] = []
     with staged_output(os.fspath(out_path), overwrite=overwrite) as staging, local_first_card() as card_failures:
         with collecting_report() as report, awd_planner(), model_read_errors():
@@ -131,16 +133,16 @@ def run_merge(
         if method is not None:
             models: List[str] = sorted(str(m) for m in merge_config.referenced_models())
             parameters = _resolved_parameters(merge_config)
-            report_json = _attempt(failures, "the merge report", report.to_json,
+            report_data = _attempt(failures, "the merge report", report.result,
                                    merge_config.merge_method, parameters, models)
-            if report_json is not None:
-                _attempt(failures, method.report_filename, report.write, os.path.join(staging, method.report_filename),
-                         merge_config.merge_method, parameters, models)
-                _attempt(failures, "the model card", write_model_card, staging, merge_config, report_json)
+            if report_data is not None:
+                _attempt(failures, method.report_filename, report_data.write,
+                         os.path.join(staging, method.report_filename))
+                _attempt(failures, "the model card", write_model_card, staging, merge_config, report_data.to_json())
         _attempt(failures, f"the completion marker {COMPLETION_MARKER}", write_completion_marker,
                  staging, {"merge_method": merge_config.merge_method})
     report_path = os.path.join(final_path, method.report_filename) if method else None
-    outcome = MergeOutcome(final_path, report_path, report_json)
+    outcome = MergeOutcome(final_path, report_path, report_data)
     if failures:
         raise _post_merge_error(outcome, failures)
     return outcome

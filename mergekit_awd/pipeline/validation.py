@@ -18,7 +18,6 @@ from mergekit_awd.hub.ids import is_hub_id
 from mergekit_awd.pipeline.config import ConfigError
 
 
-
 def parameter_blocks(config: MergeConfiguration) -> Iterator[Tuple[str, Optional[Dict[str, Any]]]]:
     """(location, parameters) for every place a configuration sets parameters."""
     yield "parameters", config.parameters
@@ -242,8 +241,8 @@ def check_models(config: MergeConfiguration, label: str, allow_crimes: bool = Fa
     ``options`` (mergekit's MergeOptions): its ``allow_crimes`` counts too, a LoRA needs
     ``lora_merge_cache``, and an unusable entry left in that cache is refused.
     """
-    from mergekit_awd.pipeline import model_files
     from mergekit_awd.errors import ModelFileError
+    from mergekit_awd.pipeline import model_files
 
     if options is not None:
         allow_crimes = allow_crimes or bool(options.allow_crimes)

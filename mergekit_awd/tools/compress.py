@@ -59,7 +59,7 @@ from mergekit_awd.pipeline.input_paths import (
 )
 from mergekit_awd.pipeline.model_files import model_read_errors
 from mergekit_awd.pipeline.staging import check_output_target, staged_output
-
+from mergekit_awd.results import JsonResult
 
 
 @dataclass
@@ -153,6 +153,40 @@ def module_kinds(base_folder: str) -> Dict[str, Tuple[str, Dict[str, Tuple[int, 
     return kinds
 
 
+@dataclass(frozen=True)
+class AdapterReport(JsonResult):
+    """One adapter of a compress run: sizes (parameters and bytes, and their ratio to the
+    fine-tuned model) and the relative reconstruction error ‖Δ − Δ̂‖_F / ‖Δ‖_F over the LoRA
+    modules and over every changed tensor."""
+
+    folder: str
+    lora_modules: int
+    ranks: Dict[int, int]  # rank k → number of LoRA modules with that rank
+    full_modules: List[str]
+    lora_bias: bool
+    dropped_tensors: List[str]
+    parameters: int
+    bytes: int
+    relative_error_lora: float
+    relative_error_total: float
+    model_parameters: int
+    size_ratio: float
+    model_bytes: int
+    bytes_ratio: Optional[float]
+
+
+@dataclass(frozen=True)
+class CompressReport(JsonResult):
+    """What ``compress_family`` wrote (also ``OUT/compress_report.json``): one entry per adapter."""
+
+    base_model: str
+    svd: str
+    rank: Optional[int]
+    fraction: Optional[float]
+    model_parameters: int
+    adapters: Dict[str, AdapterReport]
+
+
 @dataclass
 class AdapterBuilder:
     """Accumulates one fine-tuned model's adapter tensors and statistics."""
@@ -191,7 +225,7 @@ def compress_family(
     dtype: Optional[str] = None,
     device: str = "cpu",
     overwrite: bool = False,
-) -> Dict[str, Any]:
+) -> CompressReport:
     """Write one PEFT LoRA adapter per fine-tuned model of ``config`` into ``out_path``.
 
     Returns the report written to ``out_path/compress_report.json`` (see the module docstring).
@@ -210,7 +244,7 @@ def compress_family(
 
 
 def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: List[str], rank: Optional[int],
-                   fraction: Optional[float], svd: str, dtype: Optional[str], device: str) -> Dict[str, Any]:
+                   fraction: Optional[float], svd: str, dtype: Optional[str], device: str) -> CompressReport:
     """The work of ``compress_family``: adapters and report written into ``staging`` (which
     becomes ``final_path``)."""
     from safetensors.torch import save_file
@@ -257,8 +291,7 @@ def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: 
                 builder.full_modules.add(module)
                 builder.other_norm_sq += norm_sq
         del task_vectors
-    report: Dict[str, Any] = {"base_model": str(family.base), "svd": svd, "rank": rank, "fraction": fraction,
-                              "model_parameters": model_params, "adapters": {}}
+    adapters: Dict[str, AdapterReport] = {}
     for index, builder in enumerate(builders):
         folder = os.path.join(staging, builder.name)
         os.makedirs(folder)
@@ -269,9 +302,11 @@ def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: 
         entry["size_ratio"] = entry["parameters"] / model_params if model_params else 0.0
         entry["model_bytes"] = _model_bytes(os.path.expanduser(family.models[index].model.path))
         entry["bytes_ratio"] = entry["bytes"] / entry["model_bytes"] if entry["model_bytes"] else None
-        report["adapters"][builder.name] = entry
+        adapters[builder.name] = AdapterReport(**entry)
+    report = CompressReport(base_model=str(family.base), svd=svd, rank=rank, fraction=fraction,
+                            model_parameters=model_params, adapters=adapters)
     with open(os.path.join(staging, COMPRESS_REPORT), "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
+        json.dump(report.to_json(), handle, indent=2)
         handle.write("\n")
     return report
 
@@ -359,14 +394,15 @@ def _write_adapter(builder: AdapterBuilder, family: ModelFamily, index: int, kin
     }
 
 
-def format_report(report: Dict[str, Any]) -> str:
+def format_report(report: CompressReport) -> str:
+    """The terminal table: one row per adapter."""
     lines = [f"{'adapter':<20} {'LoRA':>5} {'full':>5} {'params/model':>13} {'bytes/model':>12} "
              f"{'err(LoRA)':>10} {'err(all)':>10}"]
-    for name, entry in report["adapters"].items():
-        bytes_ratio = f"{entry['bytes_ratio']:.4f}" if entry["bytes_ratio"] is not None else "-"
-        lines.append(f"{name:<20} {entry['lora_modules']:>5} {len(entry['full_modules']):>5} "
-                     f"{entry['size_ratio']:>13.4f} {bytes_ratio:>12} "
-                     f"{entry['relative_error_lora']:>10.4f} {entry['relative_error_total']:>10.4f}")
+    for name, entry in report.adapters.items():
+        bytes_ratio = f"{entry.bytes_ratio:.4f}" if entry.bytes_ratio is not None else "-"
+        lines.append(f"{name:<20} {entry.lora_modules:>5} {len(entry.full_modules):>5} "
+                     f"{entry.size_ratio:>13.4f} {bytes_ratio:>12} "
+                     f"{entry.relative_error_lora:>10.4f} {entry.relative_error_total:>10.4f}")
     return "\n".join(lines)
 
 

@@ -32,8 +32,8 @@ from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.options import MergeOptions
 
 from mergekit_awd.constants import INSPECT_COSINES_PNG, INSPECT_LAYERS_PNG, INSPECT_REPORT
-from mergekit_awd.pipeline.config import ConfigInput, load_config
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
+from mergekit_awd.core.selection import DEFAULT_SELECT, block_number, is_disentangled
 from mergekit_awd.core.task_vectors import (
     gram_matrix,
     mean_offdiag,
@@ -44,8 +44,9 @@ from mergekit_awd.core.task_vectors import (
 from mergekit_awd.core.tsv import singular_task_interference
 from mergekit_awd.errors import ConfigError
 from mergekit_awd.mergekit_adapter.method import require_finite
+from mergekit_awd.pipeline.config import ConfigInput, load_config
 from mergekit_awd.pipeline.model_files import model_read_errors
-from mergekit_awd.core.selection import DEFAULT_SELECT, block_number, is_disentangled
+from mergekit_awd.results import JsonResult
 
 OUTSIDE_BLOCKS = "outside blocks"
 
@@ -101,6 +102,27 @@ class GroupFigures:
             },
             "sti": self.sti,
         }
+
+
+@dataclass(frozen=True)
+class InspectReport(JsonResult):
+    """What ``inspect`` found (written as ``inspect_report.json``).
+
+    settings: the AWD solver settings inspected with, ``select`` and ``scope``;
+    whole:    the figures of all selected tensors (``GroupFigures.to_json`` plus ``model_scope``:
+              one δ over them); layers: the same per numbered block; tensors: per tensor (|cos|,
+              selected, and after AWD); skipped: tensors not inspected → why.
+    """
+
+    merge_method: str
+    base_model: str
+    models: List[str]
+    labels: List[str]
+    settings: Dict[str, Any]
+    whole: Dict[str, Any]
+    layers: Dict[str, Dict[str, Any]]
+    tensors: Dict[str, Dict[str, Any]]
+    skipped: Dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -183,10 +205,10 @@ def _load(model: ModelReference, weight: Any, device: str) -> Optional[torch.Ten
 
 @model_read_errors()
 def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, device: str = "cpu",
-                  tsv: bool = True) -> Dict[str, Any]:
+                  tsv: bool = True) -> "InspectReport":
     """Inspect the merge in ``config`` (a path, YAML text, dict or MergeConfiguration).
 
-    Returns a JSON-ready dict (see the module docstring and ``save_report``).  ``tsv=False``
+    Returns an ``InspectReport`` (see the module docstring and ``save_report``).  ``tsv=False``
     skips the STI (it needs an SVD of every task matrix).
     """
     from mergekit_awd.hub.card import model_labels
@@ -242,18 +264,17 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
         "coefficients": model_solve.coefficients.tolist(),
     }
     layer_order = sorted(layers, key=lambda name: (name == OUTSIDE_BLOCKS, int(name) if name.isdigit() else 0))
-    return {
-        "merge_method": method,
-        "base_model": str(base),
-        "models": [str(m) for m in order],
-        "labels": model_labels(order),
-        "settings": {**asdict(settings_used), "select": select_used,
-                     "scope": planned[0].parameters.get("scope")},
-        "whole": whole_json,
-        "layers": {name: layers[name].to_json() for name in layer_order},
-        "tensors": per_tensor,
-        "skipped": skipped,
-    }
+    return InspectReport(
+        merge_method=method,
+        base_model=str(base),
+        models=[str(m) for m in order],
+        labels=model_labels(order),
+        settings={**asdict(settings_used), "select": select_used, "scope": planned[0].parameters.get("scope")},
+        whole=whole_json,
+        layers={name: layers[name].to_json() for name in layer_order},
+        tensors=per_tensor,
+        skipped=skipped,
+    )
 
 
 # --------------------------------------------------------------------------- output
@@ -263,8 +284,9 @@ def _number(value: Optional[float], width: int, digits: int = 4) -> str:
     return f"{'-':>{width}}" if value is None else f"{value:>{width}.{digits}f}"
 
 
-def format_report(report: Dict[str, Any]) -> str:
+def format_report(result: InspectReport) -> str:
     """The terminal table: one row per layer, the whole set, and the pairwise matrix."""
+    report = result.to_json()
     settings = report["settings"]
     labels = report["labels"]
     lines = [
@@ -316,12 +338,12 @@ def _pair_labels(labels: Sequence[str]) -> Tuple[List[Tuple[int, int]], List[str
     return pairs, [f"{labels[i]} · {labels[j]}" for i, j in pairs]
 
 
-def save_report(report: Dict[str, Any], out_dir: str) -> List[str]:
+def save_report(report: InspectReport, out_dir: str) -> List[str]:
     """Write the JSON and, when matplotlib is installed, the two heatmaps; return the paths."""
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, INSPECT_REPORT)
     with open(json_path, "w", encoding="utf-8") as handle:
-        json.dump(report, handle, indent=2)
+        json.dump(report.to_json(), handle, indent=2)
         handle.write("\n")
     try:
         return [json_path, *save_heatmap_pngs(report, out_dir)]
@@ -330,10 +352,11 @@ def save_report(report: Dict[str, Any], out_dir: str) -> List[str]:
         return [json_path]
 
 
-def save_heatmap_pngs(report: Dict[str, Any], out_dir: str) -> List[str]:
+def save_heatmap_pngs(result: InspectReport, out_dir: str) -> List[str]:
     """``INSPECT_COSINES_PNG`` (whole set before/after) and ``INSPECT_LAYERS_PNG`` (layers × model pairs)."""
     from mergekit_awd.tools.heatmap import HeatmapPanel, save_heatmaps
 
+    report = result.to_json()
     labels = report["labels"]
     whole = report["whole"]
     panels = [

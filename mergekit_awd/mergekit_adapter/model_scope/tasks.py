@@ -18,19 +18,18 @@ from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
-from pydantic import PrivateAttr
-
 from mergekit.architecture import WeightInfo
 from mergekit.common import ModelReference
 from mergekit.graph import Task
 from mergekit.io.tasks import GatherTensors, LoadTensor
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
+from pydantic import PrivateAttr
 
-from mergekit_awd.errors import ConfigError, TensorError
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
 from mergekit_awd.core.selection import is_disentangled, may_be_disentangled
 from mergekit_awd.core.settings import from_parameters, setting_fields
 from mergekit_awd.core.task_vectors import gram_of_task_vectors, require_same_shape
+from mergekit_awd.errors import ConfigError, TensorError
 from mergekit_awd.mergekit_adapter.method import PackageMergeMethod, require_finite
 from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution, scope_solution
 from mergekit_awd.mergekit_adapter.report import active_report
