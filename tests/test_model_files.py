@@ -28,11 +28,11 @@ from mergekit_awd.pipeline.model_files import (
     check_lora_folder,
     check_model_folder,
     check_pickle_file,
-    model_read_errors,
     read_config_json,
     read_safetensors_header,
     weight_files,
 )
+from mergekit_awd.pipeline.read_errors import model_read_errors
 from mergekit_awd.pipeline.runner import run_merge
 from mergekit_awd.testing.synthetic import LlamaShape, build_family
 from mergekit_awd.pipeline.validation import check_models

@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from mergekit_awd.core.awd import SolverSettings
+from mergekit_awd.core.task_vectors import mean_task_vector
 from mergekit_awd.core.tsv import (
     TSVSettings,
+    _stack,
     kept_rank,
-    mean_task_vector,
     polar_factor,
     remove_redundant_vector,
     singular_task_interference,
@@ -18,7 +19,6 @@ from mergekit_awd.core.tsv import (
     tsv_merge_matrices,
     whiten,
 )
-from mergekit_awd.core.tsv import _stack
 
 EXACT = TSVSettings(svd="exact")
 LOWRANK = TSVSettings(svd="lowrank", oversample=4, power_iters=2)

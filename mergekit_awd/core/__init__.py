@@ -1,0 +1,43 @@
+"""The numerical core: pure torch, testable on plain tensors, one module per method.
+
+* ``task_vectors``: kernels every method shares (working dtype, streaming Gram, chunked combine).
+* ``awd``: Adaptive Weight Disentanglement (arXiv 2411.18729): the δ solvers and AWD Task Arithmetic.
+* ``tsv``: Task Singular Vectors merge (TSV-M, arXiv 2412.00081) and interference (STI).
+* ``tsv_compress``: TSV-C, one task matrix as a rank-k LoRA update.
+* ``selection``: which tensors a method treats (``select``).
+* ``settings``: settings dataclasses, the single source of every default, choice and range.
+"""
+
+from mergekit_awd.core.awd import (
+    AWDParameters,
+    SolveResult,
+    SolverSettings,
+    merge_disentangled,
+    solve_direct,
+    solve_reduced,
+)
+from mergekit_awd.core.selection import Select, is_disentangled
+from mergekit_awd.core.settings import setting, setting_fields
+from mergekit_awd.core.task_vectors import (
+    combine,
+    gram_matrix,
+    gram_of_task_vectors,
+    mean_offdiag,
+    pairwise_abs_cos,
+    task_vector_stack,
+    working_dtype,
+)
+from mergekit_awd.core.tsv import TSVParameters, TSVSettings, singular_task_interference, tsv_merge_matrices
+from mergekit_awd.core.tsv_compress import CompressSettings, compression_rank, lora_factors
+
+__all__ = [
+    # settings
+    "SolverSettings", "AWDParameters", "TSVSettings", "TSVParameters", "CompressSettings", "Select",
+    "setting", "setting_fields",
+    # kernels
+    "working_dtype", "task_vector_stack", "gram_of_task_vectors", "gram_matrix", "pairwise_abs_cos",
+    "mean_offdiag", "combine",
+    # methods
+    "solve_reduced", "solve_direct", "SolveResult", "merge_disentangled", "tsv_merge_matrices",
+    "singular_task_interference", "compression_rank", "lora_factors", "is_disentangled",
+]

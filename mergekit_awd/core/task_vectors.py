@@ -162,3 +162,15 @@ def require_same_shape(name: str, base_label: Any, base: torch.Tensor,
         if tensor.shape != base.shape:
             raise TensorError(f"{name}: shape {tuple(tensor.shape)} in {label} differs from "
                               f"{tuple(base.shape)} in the base model {base_label}", tensor=name, model=str(label))
+
+
+def mean_task_vector(task_vectors: torch.Tensor, weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """(1/K) Σ_i w_i τ_i over a [K, *shape] stack: the paper's treatment of non-matrix tensors."""
+    stack = task_vectors.to(working_dtype(task_vectors.dtype))
+    k = stack.shape[0]
+    if weights is None:
+        return stack.mean(dim=0)
+    w = torch.as_tensor(weights, dtype=stack.dtype, device=stack.device)
+    if w.shape != (k,):
+        raise ValueError(f"got {tuple(w.shape)} weights for {k} task vectors")
+    return torch.tensordot(w, stack, dims=1) / k

@@ -431,18 +431,6 @@ def tsv_merge_matrices(task_matrices: TaskMatrices, weights: Optional[Sequence[f
                           sti, energy, float(s.double().sum()))
 
 
-def mean_task_vector(task_vectors: torch.Tensor, weights: Optional[Sequence[float]] = None) -> torch.Tensor:
-    """(1/K) Σ_i w_i τ_i over a [K, *shape] stack: the paper's treatment of non-matrix tensors."""
-    stack = task_vectors.to(working_dtype(task_vectors.dtype))
-    k = stack.shape[0]
-    if weights is None:
-        return stack.mean(dim=0)
-    w = torch.as_tensor(weights, dtype=stack.dtype, device=stack.device)
-    if w.shape != (k,):
-        raise ValueError(f"got {tuple(w.shape)} weights for {k} task vectors")
-    return torch.tensordot(w, stack, dims=1) / k
-
-
 def remove_redundant_vector(task_vectors: torch.Tensor, solver: SolverSettings
                             ) -> Tuple[torch.Tensor, SolveResult]:
     """AWD before TSV: τ̂_i = τ_i − δ (AWD eq. 11) with δ from ``solve_reduced`` on this tensor.

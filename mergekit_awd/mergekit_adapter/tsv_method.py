@@ -15,8 +15,8 @@ from mergekit.merge_methods.base import TensorGroup
 
 from mergekit_awd.constants import TSV_REPORT
 from mergekit_awd.core.selection import is_disentangled
-from mergekit_awd.core.task_vectors import task_vector_stack
-from mergekit_awd.core.tsv import TSVParameters, mean_task_vector, remove_redundant_vector, tsv_merge_matrices
+from mergekit_awd.core.task_vectors import mean_task_vector, task_vector_stack
+from mergekit_awd.core.tsv import TSVParameters, remove_redundant_vector, tsv_merge_matrices
 from mergekit_awd.mergekit_adapter.method import PackageMergeMethod
 from mergekit_awd.mergekit_adapter.report import MergeReport
 

@@ -14,15 +14,13 @@ the tensors its ``weight_map`` lists exist for mergekit.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
 import struct
 import warnings
-import zipfile
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from mergekit_awd.constants import (
     ADAPTER_CONFIG,
@@ -35,10 +33,6 @@ from mergekit_awd.constants import (
 )
 from mergekit_awd.errors import ModelFileError
 
-CONFIG_NAME = MODEL_CONFIG
-SAFETENSORS_NAME = SAFETENSORS_WEIGHTS
-PICKLE_NAME = PICKLE_WEIGHTS
-ADAPTER_CONFIG_NAME = ADAPTER_CONFIG
 ADAPTER_WEIGHT_NAMES = (ADAPTER_WEIGHTS, ADAPTER_PICKLE_WEIGHTS)
 
 # safetensors refuses headers above 100 MB (MAX_HEADER_SIZE in the Rust crate).
@@ -97,7 +91,7 @@ def _json_kind(value: Any) -> str:
 
 def read_config_json(folder: str) -> Dict[str, Any]:
     """``folder/config.json`` as a dict (missing, unreadable, not JSON, not an object → ModelFileError)."""
-    return read_json_object(os.path.join(folder, CONFIG_NAME), "model config")
+    return read_json_object(os.path.join(folder, MODEL_CONFIG), "model config")
 
 
 def read_architectures(folder: str, config: Optional[Dict[str, Any]] = None) -> List[str]:
@@ -107,7 +101,7 @@ def read_architectures(folder: str, config: Optional[Dict[str, Any]] = None) -> 
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
-        path = os.path.join(folder, CONFIG_NAME)
+        path = os.path.join(folder, MODEL_CONFIG)
         raise ModelFileError(f"{path}: \"architectures\" is {value!r}, not a list of class names", path=path)
     return list(value)
 
@@ -126,7 +120,7 @@ class WeightFiles:
     weight_map: Optional[Dict[str, str]] = None  # tensor name → shard file name, from the index
 
 
-def weight_files(folder: str, names: Sequence[str] = (SAFETENSORS_NAME, PICKLE_NAME)) -> WeightFiles:
+def weight_files(folder: str, names: Sequence[str] = (SAFETENSORS_WEIGHTS, PICKLE_WEIGHTS)) -> WeightFiles:
     """The weight files of ``folder``: a single file or the shards an index lists.
 
     ``names`` are the candidates in mergekit's order (each also as ``NAME.index.json``).  An index
@@ -315,11 +309,11 @@ def check_pickle_file(path: str) -> List[str]:
         detail = next((line.strip() for line in reason if "Unsupported global" in line or "Unsupported operand" in line),
                       reason[0].strip()).split(" Please use ")[0]
         raise ModelFileError(f"{path}: not a checkpoint torch's weights-only loader accepts (tensors and plain "
-                             f"containers only); refused without running any of it (torch: {_shorten(detail)})",
+                             f"containers only); refused without running any of it (torch: {shorten(detail)})",
                              path=path) from None
     except Exception as error:  # noqa: BLE001 - torch raises RuntimeError, KeyError, EOFError, …
         what = "torch zip archive" if is_zip else "torch pickle"
-        raise ModelFileError(f"{path}: unreadable {what} ({type(error).__name__}: {_shorten(str(error))})",
+        raise ModelFileError(f"{path}: unreadable {what} ({type(error).__name__}: {shorten(str(error))})",
                              path=path) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -328,7 +322,7 @@ def check_pickle_file(path: str) -> List[str]:
     return [name for name, value in state.items() if isinstance(value, torch.Tensor)]
 
 
-def _shorten(text: str, limit: int = 300) -> str:
+def shorten(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + " …"
 
@@ -387,7 +381,7 @@ def check_lora_folder(path: str) -> LoraFolder:
     if not os.path.isdir(path):
         what = "is not a folder" if os.path.exists(path) else "does not exist"
         raise ModelFileError(f"{path}: LoRA adapter folder {what}", path=path)
-    config_path = os.path.join(path, ADAPTER_CONFIG_NAME)
+    config_path = os.path.join(path, ADAPTER_CONFIG)
     config = read_json_object(config_path, "LoRA adapter config")
     peft_type = config.get("peft_type")
     if not isinstance(peft_type, str) or not peft_type:
@@ -407,69 +401,6 @@ def check_lora_folder(path: str) -> LoraFolder:
     raise ModelFileError(f"{path}: LoRA adapter folder has no {' or '.join(ADAPTER_WEIGHT_NAMES)}", path=path)
 
 
-# --------------------------------------------------------------------------- load time
-
-
-_PATH_LOCALS = ("shard_full_path", "shard_path", "file_path", "path", "model_path")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-def _failing_file(error: BaseException) -> Optional[str]:
-    """The weight file mergekit's loader was opening when ``error`` was raised, from its frames."""
-    frames = []
-    tb = error.__traceback__
-    while tb is not None:
-        frames.append(tb.tb_frame)
-        tb = tb.tb_next
-    for frame in reversed(frames):  # innermost first
-        if not frame.f_globals.get("__name__", "").startswith("mergekit.io"):
-            continue
-        for name in _PATH_LOCALS:
-            value = frame.f_locals.get(name)
-            if isinstance(value, str) and value.lower().endswith(_WEIGHT_SUFFIXES):
-                return value
-    return None
-
-
-def _raised_while_reading(error: BaseException) -> bool:
-    """Raised by the file-reading libraries below mergekit's loader (not by mergekit itself)."""
-    from safetensors import SafetensorError
-
-    if isinstance(error, (SafetensorError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError)):
-        return True
-    tb = error.__traceback__
-    last = None
-    while tb is not None:
-        last = tb.tb_frame
-        tb = tb.tb_next
-    module = last.f_globals.get("__name__", "") if last is not None else ""
-    return module.startswith(("torch", "pickle", "zipfile", "_pickle"))
-
-
-@contextlib.contextmanager
-def model_read_errors() -> Iterator[None]:
-    """Turn a file-reading failure inside mergekit's loaders into a ModelFileError naming the file.
-
-    Wraps ``SafetensorError`` (truncated or corrupt safetensors: "Error while deserializing
-    header: …"), torch's ``UnpicklingError`` (weights_only refusal), and the ``RuntimeError`` /
-    ``EOFError`` / ``KeyError`` … torch raises for a truncated or corrupt ``.bin``, when they come
-    from a weight file mergekit's ``mergekit.io`` loader was opening.  Anything else, and errors
-    whose file cannot be told, pass through unchanged.
-    """
-    try:
-        yield
-    except ModelFileError:
-        raise
-    except Exception as error:  # noqa: BLE001 - filtered below, re-raised unchanged otherwise
-        path = _failing_file(error)
-        if path is None or not _raised_while_reading(error):
-            raise
-        detail = _shorten(str(error).split("\n")[0] or type(error).__name__)
-        size = os.path.getsize(path) if os.path.isfile(path) else None
-        where = f" ({size} bytes)" if size is not None else ""
-        raise ModelFileError(f"{path}{where}: cannot be read: {type(error).__name__}: {detail}", path=path) from error
-
-
 __all__ = [
     "ModelFileError",
     "WeightFiles",
@@ -485,5 +416,5 @@ __all__ = [
     "check_weight_files",
     "check_model_folder",
     "check_lora_folder",
-    "model_read_errors",
+    "shorten",
 ]

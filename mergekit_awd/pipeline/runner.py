@@ -22,8 +22,8 @@ from mergekit_awd.mergekit_adapter.registration import method_for, register_meth
 from mergekit_awd.mergekit_adapter.report import MergeReportData, collecting_report
 from mergekit_awd.pipeline.config import ConfigInput, load_config
 from mergekit_awd.pipeline.input_paths import check_out_disjoint, config_file_of, merge_inputs
-from mergekit_awd.pipeline.model_files import model_read_errors
 from mergekit_awd.pipeline.output_layout import write_completion_marker
+from mergekit_awd.pipeline.read_errors import model_read_errors
 from mergekit_awd.pipeline.staging import check_output_target, staged_output
 from mergekit_awd.pipeline.validation import validate_merge
 from mergekit_awd.results import JsonResult

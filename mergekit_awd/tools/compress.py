@@ -57,7 +57,7 @@ from mergekit_awd.pipeline.input_paths import (
     model_reference_inputs,
     resolve,
 )
-from mergekit_awd.pipeline.model_files import model_read_errors
+from mergekit_awd.pipeline.read_errors import model_read_errors
 from mergekit_awd.pipeline.staging import check_output_target, staged_output
 from mergekit_awd.results import JsonResult
 

@@ -45,7 +45,7 @@ from mergekit_awd.core.tsv import singular_task_interference
 from mergekit_awd.errors import ConfigError
 from mergekit_awd.mergekit_adapter.method import require_finite
 from mergekit_awd.pipeline.config import ConfigInput, load_config
-from mergekit_awd.pipeline.model_files import model_read_errors
+from mergekit_awd.pipeline.read_errors import model_read_errors
 from mergekit_awd.results import JsonResult
 
 OUTSIDE_BLOCKS = "outside blocks"

@@ -1,0 +1,1 @@
+"""Tiny model families for tests, demos and benchmarks (``synthetic.build_family``)."""
