@@ -59,6 +59,7 @@ from mergekit_awd.core.task_vectors import (
     mean_offdiag,
     pairwise_abs_cos,
 )
+from mergekit_awd.errors import TensorError
 
 Optimizer = Literal["gd", "adam"]
 Units = Literal["relative", "absolute"]
@@ -271,7 +272,7 @@ def solve_reduced(gram: torch.Tensor, settings: SolverSettings) -> SolveResult:
     """
     gram = gram.to(device="cpu", dtype=torch.float64)
     if not bool(torch.isfinite(gram).all()):
-        raise ValueError("Gram matrix of the task vectors is not finite")
+        raise TensorError("Gram matrix of the task vectors is not finite")
     k = gram.shape[0]
     active = gram.diagonal() > 0
     idx = active.nonzero().flatten()

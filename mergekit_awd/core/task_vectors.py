@@ -172,5 +172,5 @@ def mean_task_vector(task_vectors: torch.Tensor, weights: Optional[Sequence[floa
         return stack.mean(dim=0)
     w = torch.as_tensor(weights, dtype=stack.dtype, device=stack.device)
     if w.shape != (k,):
-        raise ValueError(f"got {tuple(w.shape)} weights for {k} task vectors")
+        raise TensorError(f"got {tuple(w.shape)} weights for {k} task vectors")
     return torch.tensordot(w, stack, dims=1) / k

@@ -85,6 +85,7 @@ from mergekit_awd.core.awd import SolveResult, SolverSettings, solve_reduced
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, subset, validate_settings
 from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector, working_dtype
+from mergekit_awd.errors import InvalidSettingError, TensorError
 
 SVD = Literal["exact", "lowrank"]
 SVD_METHODS: Tuple[str, ...] = get_args(SVD)
@@ -210,17 +211,17 @@ def kept_rank(rows: int, cols: int, tasks: int, fraction: float = 1.0) -> int:
 def _as_matrix_list(task_matrices: TaskMatrices, what: str = "task matrices") -> List[torch.Tensor]:
     matrices = list(task_matrices.unbind(0)) if isinstance(task_matrices, torch.Tensor) else list(task_matrices)
     if not matrices:
-        raise ValueError(f"{what}: need at least one task matrix")
+        raise TensorError(f"{what}: need at least one task matrix")
     shape = matrices[0].shape
     for i, matrix in enumerate(matrices):
         if matrix.ndim != 2:
-            raise ValueError(f"{what}: task matrix {i} has shape {tuple(matrix.shape)}, expected 2-D")
+            raise TensorError(f"{what}: task matrix {i} has shape {tuple(matrix.shape)}, expected 2-D")
         if matrix.shape != shape:
-            raise ValueError(
+            raise TensorError(
                 f"{what}: task matrix {i} has shape {tuple(matrix.shape)}, task matrix 0 has {tuple(shape)}"
             )
         if not matrix.is_floating_point():
-            raise ValueError(f"{what}: task matrix {i} has dtype {matrix.dtype}, expected floating point")
+            raise TensorError(f"{what}: task matrix {i} has dtype {matrix.dtype}, expected floating point")
     return matrices
 
 
@@ -273,7 +274,7 @@ def top_singular_triplets(matrix: torch.Tensor, k: int, settings: TSVSettings = 
     if k <= 0 or frobenius_sq == 0.0:
         return empty
     if not math.isfinite(frobenius_sq):
-        raise ValueError("task matrix has non-finite entries")
+        raise TensorError("task matrix has non-finite entries")
     k = min(k, min(rows, cols))
     if settings.svd == "exact":
         u, s, vh = torch.linalg.svd(work, full_matrices=False)
@@ -360,7 +361,7 @@ def _weighted(matrices: List[torch.Tensor], weights: Optional[Sequence[float]]) 
         return matrices
     weights = [float(w) for w in (weights.tolist() if isinstance(weights, torch.Tensor) else weights)]
     if len(weights) != len(matrices):
-        raise ValueError(f"got {len(weights)} weights for {len(matrices)} task matrices")
+        raise TensorError(f"got {len(weights)} weights for {len(matrices)} task matrices")
     return [m if w == 1.0 else m.to(working_dtype(m.dtype)) * w for m, w in zip(matrices, weights)]
 
 
@@ -380,7 +381,7 @@ def task_singular_triplets(task_matrices: TaskMatrices, k: Optional[int] = None,
     if k is None:
         k = kept_rank(rows, cols, active, settings.fraction)
     elif int(k) != k or k < 1:
-        raise ValueError(f"k must be a positive integer or None, got {k!r}")
+        raise InvalidSettingError(f"k must be a positive integer or None, got {k!r}", name="k")
     return [top_singular_triplets(m, int(k), settings) for m in matrices], int(k)
 
 

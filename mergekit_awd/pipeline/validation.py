@@ -52,8 +52,9 @@ def check_parameters(config: MergeConfiguration, method: MergeMethod, label: str
     """Every parameter name is one of the method's, and every value validates.
 
     Booleans are not numbers: ``true``/``false`` is refused where the parameter's type (inside
-    ``Annotated``/``Optional``) is ``int`` or ``float`` (pydantic would read ``true`` as 1);
-    parameters typed ``bool`` take booleans as before.
+    ``Annotated``/``Optional``) is ``int`` or ``float`` (pydantic would read ``true`` as 1), and
+    only ``true``/``false`` is a boolean (pydantic would read ``1`` or ``"yes"`` as true), as the
+    core settings (``core.settings.check_value``) decide.
     """
     from typing import Union, get_args, get_origin
 
@@ -69,6 +70,7 @@ def check_parameters(config: MergeConfiguration, method: MergeMethod, label: str
     specs = {p.name: p for p in method.spec.parameters}
     numeric = {name for name, p in specs.items()
                if bool not in members(p.value_type) and {int, float} & set(members(p.value_type))}
+    boolean = {name for name, p in specs.items() if members(p.value_type) == [bool]}
     accepted = ", ".join(sorted(specs))
     for location, block in parameter_blocks(config):
         for key, setting in (block or {}).items():
@@ -82,6 +84,11 @@ def check_parameters(config: MergeConfiguration, method: MergeMethod, label: str
                 if isinstance(value, bool) and key in numeric:
                     raise ConfigError(
                         f"{label}: {location}.{key} = {value!r} is not accepted: a boolean is not a number"
+                        + (f" ({spec.description})" if spec.description else "")
+                    )
+                if key in boolean and not isinstance(value, bool):
+                    raise ConfigError(
+                        f"{label}: {location}.{key} = {value!r} is not accepted: a boolean must be true or false"
                         + (f" ({spec.description})" if spec.description else "")
                     )
                 try:

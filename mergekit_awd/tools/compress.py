@@ -352,7 +352,7 @@ def _write_adapter(builder: AdapterBuilder, family: ModelFamily, index: int, kin
     common = Counter(ranks.values()).most_common(1)[0][0] if ranks else 1
     pattern = {re.escape(module): k for module, k in sorted(ranks.items()) if k != common}
     if not ranks:
-        raise ValueError(
+        raise TensorError(
             f"{builder.name}: no Linear or Embedding weight differs from the base model; PEFT needs at "
             "least one LoRA module"
         )
