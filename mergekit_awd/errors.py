@@ -8,7 +8,7 @@ parsing the text.  Each class also derives from the built-in type it used to be 
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 # Longest message the command line prints: a config error quotes user text, which may be huge.
 MAX_MESSAGE_CHARS = 2000
@@ -22,113 +22,106 @@ def bounded(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 
 
 class MergekitAwdError(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose.
+
+    A subclass declares its typed fields as class annotations; they are keyword arguments of the
+    constructor (None when not given) and attributes of the error.
+    """
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        declared = {name for cls in type(self).__mro__ for name in vars(cls).get("__annotations__", {})}
+        unknown = sorted(set(fields) - declared)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field {unknown}")
+        super().__init__(message)
+        for name in declared:
+            setattr(self, name, fields.get(name))
 
 
 class ConfigError(MergekitAwdError, ValueError):
-    """A configuration that cannot be used; the message names the file and the key."""
+    """A configuration that cannot be used; the message (bounded) names the file and the key."""
 
-    def __init__(self, message: str, *, path: Optional[str] = None, key: Optional[str] = None) -> None:
-        super().__init__(bounded(message))
-        self.path = path
-        self.key = key
+    path: Optional[str]
+    key: Optional[str]
+
+    def __init__(self, message: str, **fields: Any) -> None:
+        super().__init__(bounded(message), **fields)
 
 
 class InvalidSettingError(MergekitAwdError, ValueError):
     """A setting outside its type, choices or range (a core settings dataclass, a command option)."""
 
-    def __init__(self, message: str, *, name: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.name = name
+    name: Optional[str]
 
 
 class TensorError(MergekitAwdError, ValueError):
     """A tensor that cannot be merged as it is: NaN/Inf in an input, a shape that differs from the
     base's, a tensor a model lacks, merged values that overflow; the message names tensor and model."""
 
-    def __init__(self, message: str, *, tensor: Optional[str] = None, model: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.tensor = tensor
-        self.model = model
+    tensor: Optional[str]
+    model: Optional[str]
 
 
 class PlanError(MergekitAwdError, RuntimeError):
     """A merge that cannot be planned or run as configured (``scope: model`` outside our runner,
-    ``solver: direct`` with ``scope: model``, a method name taken by another package)."""
+    inputs that differ from the scope's, a method name taken by another package)."""
 
-    def __init__(self, message: str, *, tensor: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.tensor = tensor
+    tensor: Optional[str]
 
 
 class OutputPathError(MergekitAwdError, ValueError):
-    """OUT overlaps an input (equal to, inside, or containing it), or cannot be an output folder."""
+    """OUT overlaps an input (equal to, inside, or containing it)."""
 
-    def __init__(self, message: str, *, path: str, input_path: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.input_path = input_path
+    path: str
+    input_path: Optional[str]
 
 
 class OutputExistsError(MergekitAwdError, FileExistsError):
-    """OUT exists and is not empty, and overwriting was not asked for."""
+    """OUT exists and is not empty (or is a file), and overwriting was not asked for."""
 
-    def __init__(self, message: str, *, path: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.path = path
+    path: Optional[str]
 
 
 class OutputBusyError(MergekitAwdError, RuntimeError):
     """Another mergekit-awd command is writing to the same OUT right now (its lock is held)."""
 
-    def __init__(self, message: str, *, path: str, lock_path: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.lock_path = lock_path
+    path: str
+    lock_path: str
 
 
 class OutputChangedError(MergekitAwdError, RuntimeError):
     """OUT changed while the command ran; OUT was not touched and the new output kept elsewhere."""
 
-    def __init__(self, message: str, *, path: str, kept_path: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.kept_path = kept_path
+    path: str
+    kept_path: str
 
 
 class ModelFileError(MergekitAwdError, ValueError):
     """A model file that cannot be read: truncated, corrupt, unsupported or malformed."""
 
-    def __init__(self, message: str, *, path: str) -> None:
-        super().__init__(message)
-        self.path = path
+    path: str
 
 
 class PostMergeError(MergekitAwdError, RuntimeError):
-    """The merged weights are complete in OUT, but a step after them (card, report, marker) failed."""
+    """The merged weights are complete in OUT, but a step after them (card, report, marker) failed;
+    ``failures``: (step, reason) pairs."""
 
-    def __init__(self, message: str, *, path: str, failures: Sequence[Tuple[str, str]]) -> None:
-        super().__init__(message)
-        self.path = path
-        self.failures = tuple(failures)
+    path: str
+    failures: Sequence[Tuple[str, str]]
 
 
 class IncompleteOutputError(MergekitAwdError, ValueError):
     """An output folder that is not a finished, unchanged merge; the message names folder and file."""
 
-    def __init__(self, message: str, *, path: Optional[str] = None) -> None:
-        super().__init__(message)
-        self.path = path
+    path: Optional[str]
 
 
 class HubUploadError(MergekitAwdError, RuntimeError):
     """An upload that did not happen or did not finish; the message names the repository and
     never contains the token."""
 
-    def __init__(self, message: str, *, repo_id: Optional[str] = None, status: Optional[int] = None) -> None:
-        super().__init__(message)
-        self.repo_id = repo_id
-        self.status = status
+    repo_id: Optional[str]
+    status: Optional[int]
 
 
 __all__ = [
