@@ -35,7 +35,9 @@ MEAN_LAMBDAS = (0.3, 0.45, 0.6, 0.8, 1.0, 1.4, 2.0, 3.0)     # TIES, DELLA: divi
 TSV_LAMBDAS = (0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)          # TSV-M: θ_base + λ Δ_M (paper: λ = 1)
 AWD_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7, 1.0)
 VARIANT_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)           # AWD diagnostics: the low-λ part of AWD_LAMBDAS
+ISO_LAMBDAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)   # Iso-C/CTS: a flat spectrum, smaller in norm than Σ τ_i
 AWD_ALPHAS = (0.01, 0.03, 0.1)
+SELECTS = ("block_linear", "matrices")                        # the package default; the references' every 2-D tensor
 DENSITIES = (0.2, 0.4)
 
 
@@ -62,6 +64,15 @@ def optional_grids(registered: Sequence[str]) -> List[MethodGrid]:
         grids.append(MethodGrid("tsv", _specs("tsv", [{}], [{}]), TSV_LAMBDAS))
         # TSV-M on AWD-disentangled task vectors (tsv's `disentangle`, awd solver defaults)
         grids.append(MethodGrid("tsv_disentangled", _specs("tsv", [{"disentangle": True}], [{}]), TSV_LAMBDAS))
+    if "wudi" in registered:
+        # WUDI from Σ τ_i: the reference's early-stopped Adam, and the exact minimiser (same scale: λ ~ TA's)
+        grids.append(MethodGrid("wudi_adam", _specs("wudi", [{"solver": "adam", "select": s} for s in SELECTS], [{}]),
+                                TA_LAMBDAS))
+        grids.append(MethodGrid("wudi_exact", _specs("wudi", [{"solver": "exact", "select": s} for s in SELECTS],
+                                                     [{}]), TA_LAMBDAS))
+    for iso in ("iso_c", "iso_cts"):
+        if iso in registered:
+            grids.append(MethodGrid(iso, _specs(iso, [{"select": s} for s in SELECTS], [{}]), ISO_LAMBDAS))
     return grids
 
 

@@ -44,12 +44,12 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def interference_means(report: Dict[str, Any]) -> Tuple[Dict[str, float], int]:
-    """Mean over tensors of every numeric figure in the report's ``interference`` section.
+def section_means(report: Dict[str, Any], section: str) -> Tuple[Dict[str, float], int]:
+    """Mean over tensors of every numeric figure in one section of the report.
 
     A list of numbers (one per task, such as ``energy_kept``) counts as its mean.
     """
-    entries = list((report.get("interference") or {}).values())
+    entries = list((report.get(section) or {}).values())
     sums: Dict[str, List[float]] = {}
     for entry in entries:
         values = entry.items() if isinstance(entry, dict) else [("interference", entry)]
@@ -116,14 +116,23 @@ def disentanglement_lines(report: Dict[str, Any], labels: List[str], out_dir: st
     return lines
 
 
-def interference_lines(report: Dict[str, Any]) -> List[str]:
-    means, count = interference_means(report)
+def interference_means(report: Dict[str, Any]) -> Tuple[Dict[str, float], int]:
+    """``section_means`` of the ``interference`` section (TSV's STI and its parts)."""
+    return section_means(report, "interference")
+
+
+def section_lines(report: Dict[str, Any], section: str, title: str, intro: Sequence[str] = ()) -> List[str]:
+    """A card section: ``title``, ``intro`` lines, and the mean of each figure of ``section``."""
+    means, count = section_means(report, section)
     if not means:
         return []
-    lines = ["### Task interference", ""]
-    if "sti" in means:
-        lines += [f"Singular Task Interference (STI, weight units) summed over the {count} task matrices: "
-                  f"{means['sti'] * count:.6g} (mean per matrix {means['sti']:.6g}).", ""]
     rows = [f"| {key} | {value:.6g} |" for key, value in sorted(means.items())]
-    return lines + [f"Mean over the {count} tensors recorded in the report:", "",
-                    "| figure | mean |", "| --- | ---: |", *rows, ""]
+    return [f"### {title}", "", *intro, f"Mean over the {count} tensors recorded in the report:", "",
+            "| figure | mean |", "| --- | ---: |", *rows, ""]
+
+
+def interference_lines(report: Dict[str, Any]) -> List[str]:
+    means, count = interference_means(report)
+    intro = [f"Singular Task Interference (STI, weight units) summed over the {count} task matrices: "
+             f"{means['sti'] * count:.6g} (mean per matrix {means['sti']:.6g}).", ""] if "sti" in means else []
+    return section_lines(report, "interference", "Task interference", intro)

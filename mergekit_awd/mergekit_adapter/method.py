@@ -80,7 +80,10 @@ class PackageMergeMethod(GroupMergeMethod):
         return from_parameters(self.settings_class, parameters)
 
     def solver_settings(self, parameters: Mapping[str, Any]) -> SolverSettings:
-        """The AWD solver settings these parameters configure (inspect's α, the model-scope solve)."""
+        """The AWD solver settings these parameters configure (inspect's α, the model-scope solve);
+        the solver's defaults for a method without them."""
+        if not issubclass(self.settings_class, SolverSettings):
+            return SolverSettings()
         return subset(SolverSettings, self.settings(parameters))
 
     # ------------------------------------------------------------------ merging

@@ -1,0 +1,120 @@
+"""Speed of the data-free peers (``iso_c``, ``iso_cts``, ``wudi``) against ``task_arithmetic`` and ``tsv``.
+
+    python -m benchmarks.bench_peer_speed [--rounds 1] [--threads 2] [--adam-steps 300]
+
+The speed benchmark's model (``common.build_inputs``: ~134M-parameter LLaMA-shaped bfloat16 base
+and 3 fine-tunes; 84 selected block matrices of 768×768, 768×2048 and 2048×768) merged by each
+method as a fresh ``mergekit-awd`` process, alternating methods over ``--rounds`` rounds, best
+round reported as a ratio to task_arithmetic.  ``wudi`` with the reference's Adam (300 steps of
+O(K m² n) each per tensor) takes hours on 2 CPU cores, so it is not run whole: its per-tensor time
+is measured on one tensor of each shape (``wudi_merge_matrices``, default settings) and the
+whole-model figure is that times the tensor count plus task_arithmetic's time, marked as an
+estimate.  Writes benchmarks/results/peer_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List
+
+from benchmarks.common import CACHE, build_inputs, machine_info, measure_merge, save_results, write_merge_config
+
+METHODS = {
+    "task_arithmetic": {"merge_method": "task_arithmetic", "parameters": {"lambda": 1.0}},
+    "tsv_exact": {"merge_method": "tsv", "parameters": {"svd": "exact"}},
+    "iso_c": {"merge_method": "iso_c", "parameters": {}},
+    "iso_cts": {"merge_method": "iso_cts", "parameters": {}},
+    "wudi_exact": {"merge_method": "wudi", "parameters": {"solver": "exact"}},
+}
+TARGETS = {"iso_c": "≤ tsv_exact", "wudi_exact": "≤ 3.0× task_arithmetic"}
+
+
+def adam_per_tensor(paths: List[Path], steps: int) -> Dict[str, Dict[str, float]]:
+    """Seconds of one default ``wudi`` Adam solve per selected matrix shape, and the shape counts."""
+    from safetensors import safe_open
+
+    from mergekit_awd.core.selection import is_disentangled
+    from mergekit_awd.core.task_vectors import task_vector_stack
+    from mergekit_awd.core.wudi import WudiParameters, wudi_merge_matrices
+
+    handles = [safe_open(str(p / "model.safetensors"), framework="pt") for p in paths]
+    names = [n for n in handles[0].keys() if is_disentangled(n, len(handles[0].get_slice(n).get_shape()), "block_linear")]
+    shapes = Counter(tuple(handles[0].get_slice(n).get_shape()) for n in names)
+    timed: Dict[str, Dict[str, float]] = {}
+    for shape, count in shapes.items():
+        name = next(n for n in names if tuple(handles[0].get_slice(n).get_shape()) == shape)
+        tensors = [h.get_tensor(name) for h in handles]
+        stack = task_vector_stack(tensors[0], tensors[1:])
+        start = time.perf_counter()
+        wudi_merge_matrices(stack, None, WudiParameters(solver="adam", steps=steps))
+        seconds = time.perf_counter() - start
+        timed["x".join(map(str, shape))] = {"tensor": name, "seconds": seconds, "count": count}
+        print(f"wudi adam {name} {shape}: {seconds:.1f} s ({steps} steps), {count} such tensors", flush=True)
+    return timed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of every merge process")
+    parser.add_argument("--adam-steps", type=int, default=300, help="wudi Adam steps per tensor (the reference's)")
+    args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    load_at_start = os.getloadavg()[0]
+    paths = build_inputs(CACHE)
+    work = CACHE / "peer_speed_runs"
+    work.mkdir(parents=True, exist_ok=True)
+    runs: Dict[str, List[float]] = {name: [] for name in METHODS}
+    for round_index in range(args.rounds):
+        for name, method in METHODS.items():
+            config = work / f"{name}.yml"
+            write_merge_config(paths, method["merge_method"], method["parameters"], "bfloat16", config)
+            result = measure_merge(config, work / f"out_{name}", threads=args.threads, jobs=args.threads)
+            runs[name].append(result["seconds"])
+            print(f"round {round_index + 1} {name:16s} {result['seconds']:7.2f} s", flush=True)
+    best = {name: min(seconds) for name, seconds in runs.items()}
+    reference = best["task_arithmetic"]
+    adam = adam_per_tensor(paths, args.adam_steps)
+    adam_total = reference + sum(entry["seconds"] * entry["count"] for entry in adam.values())
+    ratios = {name: seconds / reference for name, seconds in best.items()}
+    results = {
+        "machine": machine_info(threads_per_merge=args.threads, load_average_at_start=load_at_start),
+        "model": "LLaMA-shaped, hidden 768, 12 layers, MLP 2048, vocab 32000, bfloat16, 3 fine-tunes",
+        "runs": runs, "best_seconds": best, "ratios_to_task_arithmetic": ratios,
+        "wudi_adam": {"per_tensor": adam, "estimated_model_seconds": adam_total,
+                      "estimated_ratio": adam_total / reference, "steps": args.adam_steps},
+        "targets": TARGETS,
+    }
+    lines = [
+        "# Data-free peers: merge time vs task_arithmetic",
+        "",
+        f"Command: `python -m benchmarks.bench_peer_speed --rounds {args.rounds} --threads {args.threads} "
+        f"--adam-steps {args.adam_steps}` ({os.cpu_count()} CPU cores, {args.threads} thread(s) per merge process, "
+        f"load average at start {load_at_start:.1f}, torch {torch.__version__}). Model: {results['model']}; "
+        f"best of {args.rounds} round(s), each merge a fresh `mergekit-awd` process (select: block_linear, "
+        "the package default).",
+        "",
+        "| method | wall s | ratio to task_arithmetic | target |",
+        "| --- | ---: | ---: | --- |",
+        *[f"| {name} | {best[name]:.2f} | {ratios[name]:.2f} | {TARGETS.get(name, '')} |" for name in METHODS],
+        f"| wudi_adam (estimate) | {adam_total:.0f} | {adam_total / reference:.1f} | reported as measured |",
+        "",
+        f"wudi_adam is estimated, not run whole: one default Adam solve ({args.adam_steps} steps) measured per "
+        "matrix shape, times the number of such matrices, plus task_arithmetic's time:",
+        "",
+        "| shape | tensor timed | seconds | tensors |",
+        "| --- | --- | ---: | ---: |",
+        *[f"| {shape} | {entry['tensor']} | {entry['seconds']:.1f} | {entry['count']} |" for shape, entry in adam.items()],
+        "",
+    ]
+    save_results("peer_speed", results, lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""WUDI-Merging: "Whoever Started the Interference Should End It" (Cheng, Xiong et al., ICML 2025,
+arXiv 2503.08099), by AWD's authors.
+
+For one weight matrix with task vectors τ_i [m, n] (i = 1..K), the merged task vector is
+
+    τ_m = argmin_τ  L(τ),   L(τ) = Σ_i ‖(τ − τ_i) τ_iᵀ‖²_F / ‖τ_i‖²_F                  (paper eq. 7)
+
+(the interference of τ with each task measured on that task's own input directions, the rows
+of τ_i), and the output is θ_base + λ τ_m.  Tensors that are not selected matrices get
+θ_base + λ · mean_i τ_i (the reference's treatment of every non-2-D tensor).
+
+Solvers
+* ``adam`` (the reference): τ⁰ = Σ_i τ_i, then ``steps`` Adam steps (lr 1e-5, no weight decay) on
+  L, as FusionBench's ``fusion_bench/method/wudi/wudi.py`` and the authors' ``vit/wudi_main.py``
+  do.  It stops early: 300 steps of 1e-5 move each entry by at most 3e-3.
+* ``exact``: L is a convex quadratic: ∇L = 2 (τ A − B) with A = Σ_i τ_iᵀ τ_i / ‖τ_i‖² [n, n] and
+  B = Σ_i τ_i τ_iᵀ τ_i / ‖τ_i‖² [m, n], so its minimisers solve the normal equations τ A = B.
+  Gradient descent from Σ_i τ_i (whose rows lie in the row space of the τ_i, the range of A) stays
+  in that range and converges to the minimum-norm solution τ* = B A⁺, which ``exact`` computes:
+  directly (A in float64, its eigendecomposition, eigenvalues below 1e-12 · the largest dropped)
+  when n ≤ ``DIRECT_MAX_COLUMNS``, else matrix-free by conjugate gradients on τ ↦ τ A =
+  Σ_i (τ τ_iᵀ) τ_i / ‖τ_i‖² started at Σ_i τ_i (never an n × n matrix: O(K m² n) per iteration).
+  None of the references has this solver.
+
+Where ours differs from the references, and why
+1. Weights: mergekit's per-model ``weight`` w_i scales τ_i before anything (the references have none).
+2. A zero task vector (a model identical to the base) is left out of L: the reference divides by
+   ‖τ_i‖² = 0 and returns NaN.  With no non-zero task vector τ_m = 0.
+3. Computed in float32 (float64 for float64 weights) on the tensors' device; ``exact`` solves in
+   float64.  The reference runs Adam on the checkpoint's dtype.
+4. λ (default 1.0, the reference's implicit scale) multiplies the merged vector as in mergekit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional, Sequence, Tuple
+
+import torch
+
+from mergekit_awd.core.selection import DEFAULT_SELECT, Select
+from mergekit_awd.core.settings import setting, validate_settings
+from mergekit_awd.core.task_vectors import working_dtype
+from mergekit_awd.errors import TensorError
+
+WudiSolver = Literal["adam", "exact"]
+
+# The direct exact solve forms A [n, n] in float64: up to 4096 columns that is 128 MiB.
+DIRECT_MAX_COLUMNS = 4096
+# Conjugate gradients stop at this relative residual ‖τA − B‖ / ‖B‖, or after CG_MAX_ITERATIONS.
+CG_TOLERANCE = 1e-10
+CG_MAX_ITERATIONS = 2000
+# Eigenvalues of A below this share of the largest are treated as zero (its null space).
+EIGENVALUE_CUTOFF = 1e-12
+
+
+@dataclass(frozen=True)
+class WudiParameters:
+    """Every parameter of the ``wudi`` merge method (besides the per-model ``weight``)."""
+
+    lam: float = setting(1.0, "λ, scale of the merged task vector (reference: 1.0)", name="lambda")
+    solver: WudiSolver = setting("adam", "adam: the reference's early-stopped Adam; exact: the minimum-norm "
+                                         "minimiser (normal equations)")
+    steps: int = setting(300, "Adam iterations (solver: adam)", ge=1, le=100_000)
+    lr: float = setting(1e-5, "Adam step size in weight units (solver: adam)", gt=0)
+    select: Select = setting(DEFAULT_SELECT, "which 2-D tensors get WUDI (the rest: mean of task vectors); "
+                                             "matrices: every 2-D tensor, as the references")
+
+    def __post_init__(self) -> None:
+        validate_settings(self)
+
+
+@dataclass(frozen=True)
+class WudiResult:
+    """τ_m for one matrix and how it was found (losses in squared weight units)."""
+
+    delta: torch.Tensor
+    loss: float
+    initial_loss: float
+    tasks: int
+    iterations: int
+    residual: Optional[float]  # ‖τA − B‖_F / ‖B‖_F (exact), None for adam
+
+    def summary(self) -> dict:
+        return {"loss": self.loss, "initial_loss": self.initial_loss, "tasks": self.tasks,
+                "iterations": self.iterations, "relative_residual": self.residual}
+
+
+def _nonzero(stack: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The non-zero task matrices of a [K, m, n] stack and their squared norms."""
+    norms = stack.reshape(stack.shape[0], -1).pow(2).sum(dim=1)
+    keep = norms > 0
+    return stack[keep], norms[keep]
+
+
+def wudi_loss(merged: torch.Tensor, tasks: torch.Tensor, norms_sq: torch.Tensor) -> torch.Tensor:
+    """L(τ) = Σ_i ‖(τ − τ_i) τ_iᵀ‖²_F / ‖τ_i‖²_F for non-zero ``tasks`` [K, m, n] (paper eq. 7).
+
+    With m > n it is computed as Σ_i ⟨(τ − τ_i)ᵀ(τ − τ_i), τ_iᵀτ_i⟩_F / ‖τ_i‖² (the same number):
+    n × n Gram matrices instead of the reference's K m × m products (a 30522 × 384 embedding would
+    need 11 GB for those).
+    """
+    diff = merged.unsqueeze(0) - tasks
+    rows, columns = tasks.shape[1:]
+    if rows > columns:
+        gram_diff = torch.matmul(diff.transpose(1, 2), diff)
+        gram_tasks = torch.matmul(tasks.transpose(1, 2), tasks)
+        return ((gram_diff * gram_tasks).sum(dim=(1, 2)) / norms_sq).sum()
+    product = torch.matmul(diff, tasks.transpose(1, 2))
+    return (product.pow(2).sum(dim=(1, 2)) / norms_sq).sum()
+
+
+def apply_normal_operator(merged: torch.Tensor, tasks: torch.Tensor, norms_sq: torch.Tensor,
+                          chunk_rows: int = 1024) -> torch.Tensor:
+    """τ A = Σ_i (τ τ_iᵀ) τ_i / ‖τ_i‖², without forming A, ``chunk_rows`` rows of τ at a time
+    (scratch: K · chunk_rows · m)."""
+    out = torch.empty_like(merged)
+    scaled = tasks / norms_sq[:, None, None]
+    for start in range(0, merged.shape[0], chunk_rows):
+        block = merged[start:start + chunk_rows]
+        out[start:start + chunk_rows] = torch.einsum("kcr,krn->cn", torch.matmul(block, tasks.transpose(1, 2)), scaled)
+    return out
+
+
+def normal_equations(tasks: torch.Tensor, norms_sq: torch.Tensor) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
+    """(A, B) of the normal equations τ A = B; A is None (not formed) past ``DIRECT_MAX_COLUMNS``."""
+    rows, columns = tasks.shape[1:]
+    scaled = tasks / norms_sq[:, None, None]
+    a = torch.einsum("kri,krj->ij", scaled, tasks) if columns <= DIRECT_MAX_COLUMNS else None
+    if a is not None and columns <= rows:  # B = Σ τ_i A_i: K m n² flops
+        b = torch.einsum("kri,kij->rj", tasks, torch.einsum("kri,krj->kij", scaled, tasks))
+    else:  # B = Σ (τ_i τ_iᵀ) τ_i / ‖τ_i‖²: K m² n flops
+        b = torch.einsum("krs,ksj->rj", torch.matmul(scaled, tasks.transpose(1, 2)), tasks)
+    return a, b
+
+
+def _solve_exact(tasks: torch.Tensor, norms_sq: torch.Tensor) -> Tuple[torch.Tensor, int, float]:
+    a, b = normal_equations(tasks, norms_sq)
+    if a is not None:
+        values, vectors = torch.linalg.eigh(a)
+        keep = values > EIGENVALUE_CUTOFF * values.max().clamp_min(0)
+        basis = vectors[:, keep]
+        merged = ((b @ basis) / values[keep]) @ basis.T
+        iterations = 0
+    else:
+        merged, iterations = _conjugate_gradients(tasks, norms_sq, b, tasks.sum(dim=0))
+    residual = apply_normal_operator(merged, tasks, norms_sq) - b
+    scale = float(b.norm())
+    return merged, iterations, float(residual.norm()) / scale if scale > 0 else 0.0
+
+
+def _conjugate_gradients(tasks: torch.Tensor, norms_sq: torch.Tensor, b: torch.Tensor, start: torch.Tensor,
+                         tolerance: float = CG_TOLERANCE, limit: int = CG_MAX_ITERATIONS) -> Tuple[torch.Tensor, int]:
+    """CG on τ ↦ τ A (symmetric PSD for the Frobenius inner product) from ``start`` (in A's range)."""
+    x = start.clone()
+    r = b - apply_normal_operator(x, tasks, norms_sq)
+    p = r.clone()
+    rr = float((r * r).sum())
+    target = tolerance * tolerance * float((b * b).sum())
+    for iteration in range(1, limit + 1):
+        if rr <= target:
+            return x, iteration - 1
+        ap = apply_normal_operator(p, tasks, norms_sq)
+        curvature = float((p * ap).sum())
+        if curvature <= 0:
+            return x, iteration - 1
+        step = rr / curvature
+        x.add_(p, alpha=step)
+        r.sub_(ap, alpha=step)
+        rr_next = float((r * r).sum())
+        p.mul_(rr_next / rr).add_(r)
+        rr = rr_next
+    return x, limit
+
+
+def _solve_adam(tasks: torch.Tensor, norms_sq: torch.Tensor, steps: int, lr: float) -> torch.Tensor:
+    merged = torch.nn.Parameter(tasks.sum(dim=0).clone())
+    optimizer = torch.optim.Adam([merged], lr=lr, weight_decay=0)
+    with torch.enable_grad():
+        for _ in range(steps):
+            loss = wudi_loss(merged, tasks, norms_sq)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return merged.detach()
+
+
+def wudi_merge_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[float]] = None,
+                        parameters: WudiParameters = WudiParameters()) -> WudiResult:
+    """τ_m for a [K, m, n] stack of task matrices (weights scale each τ_i first); see the module docstring."""
+    if task_matrices.ndim != 3:
+        raise TensorError(f"expected a [K, m, n] stack of task matrices, got shape {tuple(task_matrices.shape)}")
+    work = working_dtype(task_matrices.dtype)
+    stack = task_matrices.to(work)
+    if weights is not None:
+        w = torch.as_tensor(list(weights), dtype=work, device=stack.device)
+        if w.shape != (stack.shape[0],):
+            raise TensorError(f"got {tuple(w.shape)} weights for {stack.shape[0]} task matrices")
+        stack = stack * w[:, None, None]
+    if not bool(torch.isfinite(stack).all()):
+        raise TensorError("task matrices have non-finite entries")
+    tasks, norms_sq = _nonzero(stack)
+    if tasks.shape[0] == 0:
+        zero = torch.zeros(stack.shape[1:], dtype=work, device=stack.device)
+        return WudiResult(zero, 0.0, 0.0, 0, 0, None)
+    start = tasks.sum(dim=0)
+    initial = float(wudi_loss(start.double(), tasks.double(), norms_sq.double()))
+    if parameters.solver == "exact":
+        solved, iterations, residual = _solve_exact(tasks.double(), norms_sq.double())
+        merged = solved.to(work)
+    else:
+        merged, iterations, residual = _solve_adam(tasks, norms_sq, parameters.steps, parameters.lr), parameters.steps, None
+    merged = merged.contiguous()
+    loss = float(wudi_loss(merged.double(), tasks.double(), norms_sq.double()))
+    return WudiResult(merged, loss, initial, int(tasks.shape[0]), iterations, residual)
+
+
+__all__ = ["WudiParameters", "WudiResult", "wudi_loss", "wudi_merge_matrices", "normal_equations",
+           "apply_normal_operator", "DIRECT_MAX_COLUMNS"]
