@@ -69,6 +69,12 @@ class PlanError(MergekitAwdError, RuntimeError):
     tensor: Optional[str]
 
 
+class DeviceError(MergekitAwdError, RuntimeError):
+    """The device asked for (``--cuda``, ``--device``) is not one this torch can use."""
+
+    device: Optional[str]
+
+
 class OutputPathError(MergekitAwdError, ValueError):
     """OUT overlaps an input (equal to, inside, or containing it)."""
 
@@ -132,6 +138,7 @@ __all__ = [
     "InvalidSettingError",
     "TensorError",
     "PlanError",
+    "DeviceError",
     "OutputPathError",
     "OutputExistsError",
     "OutputBusyError",

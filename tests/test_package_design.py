@@ -53,6 +53,10 @@ CASES = [  # (method, parameter, value, accepted)
     ("tsv", "fraction", 0.0, False), ("tsv", "fraction", 1.0, True), ("tsv", "fraction", 1.01, False),
     ("tsv", "svd", "lowrank", True), ("tsv", "svd", "fast", False), ("tsv", "oversample", -1, False),
     ("tsv", "power_iters", 1001, False), ("tsv", "disentangle", 1, False), ("tsv", "steps", 0, False),
+    ("wudi", "solver", "exact", True), ("wudi", "solver", "sgd", False), ("wudi", "steps", 0, False),
+    ("wudi", "lr", -1e-5, False), ("iso_c", "select", "matrices", True), ("iso_c", "lambda", float("nan"), False),
+    ("iso_cts", "common_space_fraction", 1.0, True), ("iso_cts", "common_space_fraction", 1.1, False),
+    ("iso_cts", "common_space_fraction", True, False),
 ]
 
 
@@ -176,3 +180,15 @@ def test_results_are_typed_dataclasses_with_their_json(tiny_family, tmp_path):
     assert outcome.report.summary["disentangled_tensors"] > 0
     written = json.loads((tmp_path / "out" / "awd_report.json").read_text())
     assert written == json.loads(json.dumps(outcome.report.to_json()))
+
+
+def test_methods_command_lists_every_method_with_its_parameters(capsys):
+    from mergekit_awd.cli import run
+
+    assert run(["methods"]) == 0
+    printed = capsys.readouterr().out
+    for method in our_methods():
+        assert f"{method.spec.name}: {method.spec.pretty_name}" in printed
+        for spec in method.spec.parameters:
+            assert f"  {spec.name} " in printed, (method.spec.name, spec.name)
+    assert run(["methods", "nope"]) == 1 and "unknown method 'nope'" in capsys.readouterr().err

@@ -20,6 +20,7 @@ import click
 from mergekit_awd.cli.compress import compress_command
 from mergekit_awd.cli.inspect import inspect_command
 from mergekit_awd.cli.merge import merge_command
+from mergekit_awd.cli.methods import methods_command
 from mergekit_awd.cli.upload import upload_command
 
 
@@ -37,7 +38,9 @@ class DefaultCommandGroup(click.Group):
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mergekit-awd")
 def main() -> None:
-    """Merge models with AWD (and mergekit's own methods) from a mergekit YAML file.
+    """Merge models from a mergekit YAML file with mergekit's methods and this package's:
+    awd, tsv, wudi, iso_c, iso_cts (`mergekit-awd methods` lists their parameters, defaults and
+    ranges; the README has the details).
 
     `mergekit-awd CONFIG OUT [OPTIONS]` is `mergekit-awd merge CONFIG OUT [OPTIONS]`.
     """
@@ -48,6 +51,7 @@ main.add_command(merge_command)
 main.add_command(upload_command)
 main.add_command(inspect_command)
 main.add_command(compress_command)
+main.add_command(methods_command)
 
 
 def run(argv: Optional[List[str]] = None) -> int:

@@ -4,6 +4,8 @@
 * ``awd``: Adaptive Weight Disentanglement (arXiv 2411.18729): the δ solvers and AWD Task Arithmetic.
 * ``tsv``: Task Singular Vectors merge (TSV-M, arXiv 2412.00081) and interference (STI).
 * ``tsv_compress``: TSV-C, one task matrix as a rank-k LoRA update.
+* ``wudi``: WUDI-Merging (arXiv 2503.08099), the reference's Adam and the exact minimiser.
+* ``iso``: isotropic merging, Iso-C and Iso-CTS (arXiv 2502.04959).
 * ``selection``: which tensors a method treats (``select``).
 * ``settings``: settings dataclasses, the single source of every default, choice and range.
 """
@@ -16,6 +18,7 @@ from mergekit_awd.core.awd import (
     solve_direct,
     solve_reduced,
 )
+from mergekit_awd.core.iso import IsoCParameters, IsoCTSParameters, iso_c_matrices, iso_cts_matrices
 from mergekit_awd.core.selection import Select, is_disentangled
 from mergekit_awd.core.settings import setting, setting_fields
 from mergekit_awd.core.task_vectors import (
@@ -29,10 +32,12 @@ from mergekit_awd.core.task_vectors import (
 )
 from mergekit_awd.core.tsv import TSVParameters, TSVSettings, singular_task_interference, tsv_merge_matrices
 from mergekit_awd.core.tsv_compress import CompressSettings, compression_rank, lora_factors
+from mergekit_awd.core.wudi import WudiParameters, wudi_merge_matrices
 
 __all__ = [
     # settings
-    "SolverSettings", "AWDParameters", "TSVSettings", "TSVParameters", "CompressSettings", "Select",
+    "SolverSettings", "AWDParameters", "TSVSettings", "TSVParameters", "CompressSettings", "WudiParameters",
+    "IsoCParameters", "IsoCTSParameters", "Select",
     "setting", "setting_fields",
     # kernels
     "working_dtype", "task_vector_stack", "gram_of_task_vectors", "gram_matrix", "pairwise_abs_cos",
@@ -40,4 +45,5 @@ __all__ = [
     # methods
     "solve_reduced", "solve_direct", "SolveResult", "merge_disentangled", "tsv_merge_matrices",
     "singular_task_interference", "compression_rank", "lora_factors", "is_disentangled",
+    "wudi_merge_matrices", "iso_c_matrices", "iso_cts_matrices",
 ]

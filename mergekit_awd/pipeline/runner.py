@@ -21,6 +21,7 @@ from mergekit_awd.mergekit_adapter.planner import awd_planner
 from mergekit_awd.mergekit_adapter.registration import method_for, register_methods
 from mergekit_awd.mergekit_adapter.report import MergeReportData, collecting_report
 from mergekit_awd.pipeline.config import ConfigInput, load_config
+from mergekit_awd.pipeline.devices import check_merge_devices
 from mergekit_awd.pipeline.input_paths import check_out_disjoint, config_file_of, merge_inputs
 from mergekit_awd.pipeline.output_layout import write_completion_marker
 from mergekit_awd.pipeline.read_errors import model_read_errors
@@ -115,8 +116,9 @@ def run_merge(
     report (``awd_report.json``, ``tsv_report.json``: the method's ``report_filename``) into it.
     """
     register_methods()
-    merge_config, source, label = load_config(config)
     merge_options = build_options(options, option_overrides)
+    check_merge_devices(merge_options)  # before anything is read
+    merge_config, source, label = load_config(config)
     method = method_for(merge_config.merge_method)
     validate_merge(merge_config, label, method, allow_crimes=merge_options.allow_crimes, options=merge_options)
     inputs = merge_inputs(merge_config, config_file_of(label), merge_options)

@@ -50,6 +50,7 @@ from mergekit_awd.core.task_vectors import require_same_shape, task_vector_stack
 from mergekit_awd.core.tsv import TSVSettings
 from mergekit_awd.core.tsv_compress import ADAPTER_DTYPES, CompressSettings, compression_rank, lora_factors
 from mergekit_awd.errors import ConfigError, TensorError
+from mergekit_awd.pipeline.devices import check_device
 from mergekit_awd.pipeline.input_paths import (
     InputPath,
     check_out_disjoint,
@@ -234,6 +235,7 @@ def compress_family(
     adapters are written (``staged_output``).
     """
     CompressSettings(rank=rank, fraction=fraction, svd=svd, dtype=dtype)  # choices and ranges
+    check_device(device)
     family = ModelFamily.from_config(config)
     check_out_disjoint(out_path, family.inputs, command="compress")
     final_path = check_output_target(out_path, overwrite)

@@ -45,6 +45,7 @@ from mergekit_awd.core.tsv import singular_task_interference
 from mergekit_awd.errors import ConfigError
 from mergekit_awd.mergekit_adapter.method import require_finite
 from mergekit_awd.pipeline.config import ConfigInput, load_config
+from mergekit_awd.pipeline.devices import check_device
 from mergekit_awd.pipeline.read_errors import model_read_errors
 from mergekit_awd.results import JsonResult
 
@@ -214,6 +215,7 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
     from mergekit_awd.hub.card import model_labels
 
     options = options or MergeOptions()
+    check_device(device)
     planned, base, order, method, skipped = plan_tensors(config, options)
     k = len(order)
     whole = GroupFigures(k)

@@ -1,0 +1,48 @@
+"""Devices are checked before anything is read (issue #13, item 2): ``--cuda`` on a machine without
+CUDA is one line and exit 1, and no model is opened (a config naming a missing model shows it:
+the device error comes first)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from mergekit_awd.cli import run
+from mergekit_awd.errors import DeviceError
+from mergekit_awd.pipeline.devices import check_device
+
+pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+
+
+@pytest.fixture
+def config_with_missing_models(tmp_path):
+    config = tmp_path / "merge.yml"
+    config.write_text(yaml.safe_dump({"merge_method": "awd", "base_model": str(tmp_path / "no-base"),
+                                      "models": [{"model": str(tmp_path / "no-ft")}], "dtype": "float32"}))
+    return config
+
+
+@pytest.mark.parametrize("argv,asked", [(["--cuda"], "--cuda"), (["--device", "cuda:1"], "--device cuda:1")])
+def test_merge_refuses_a_missing_device_before_reading_anything(config_with_missing_models, tmp_path, capsys,
+                                                                 argv, asked):
+    out = tmp_path / "out"
+    assert run([str(config_with_missing_models), str(out), *argv]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"Error: {asked} asks for CUDA") and "CPU only" in err and err.count("\n") == 1
+    assert "does not exist" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["compress", "inspect"])
+def test_compress_and_inspect_check_their_device_first(config_with_missing_models, tmp_path, capsys, command):
+    argv = [command, str(config_with_missing_models)] + ([str(tmp_path / "out")] if command == "compress" else [])
+    assert run([*argv, "--device", "cuda"]) == 1
+    err = capsys.readouterr().err
+    assert "--device cuda asks for CUDA" in err and "does not exist" not in err
+
+
+def test_check_device_accepts_the_cpu_and_names_bad_spellings():
+    check_device("cpu")
+    check_device(None)
+    with pytest.raises(DeviceError, match="not a torch device"):
+        check_device("gpu0")
