@@ -46,3 +46,19 @@ def test_check_device_accepts_the_cpu_and_names_bad_spellings():
     check_device(None)
     with pytest.raises(DeviceError, match="not a torch device"):
         check_device("gpu0")
+
+
+def test_cli_merge_prints_no_transformers_deprecation_noise(tmp_path, tiny_family):
+    """A fresh process (transformers warns once per process), with the tokenizer copied as by default."""
+    import os
+    import subprocess
+    import sys
+
+    from mergekit_awd.testing.synthetic import merge_config
+
+    config = tmp_path / "merge.yml"
+    config.write_text(yaml.safe_dump(merge_config("awd", tiny_family, {"steps": 5}, "float32")))
+    done = subprocess.run([sys.executable, "-m", "mergekit_awd.cli", str(config), str(tmp_path / "out")],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "is deprecated" not in done.stdout + done.stderr

@@ -20,6 +20,7 @@ import click
 from mergekit_awd.cli.compress import compress_command
 from mergekit_awd.cli.inspect import inspect_command
 from mergekit_awd.cli.merge import merge_command
+from mergekit_awd.cli.quiet import silence_library_noise
 from mergekit_awd.cli.methods import methods_command
 from mergekit_awd.cli.upload import upload_command
 
@@ -44,6 +45,7 @@ def main() -> None:
 
     `mergekit-awd CONFIG OUT [OPTIONS]` is `mergekit-awd merge CONFIG OUT [OPTIONS]`.
     """
+    silence_library_noise()
 
 
 # Subcommands live in their own modules and are attached here, one line each.

@@ -12,8 +12,8 @@ from mergekit_awd.cli.upload import check_publish_target, publish_options, uploa
 
 
 @click.command("merge", cls=PrettyPrintHelp)
-@click.argument("config_file")
-@click.argument("out_path")
+@click.argument("config_file", metavar="CONFIG_FILE")
+@click.argument("out_path", metavar="OUT_PATH")
 @click.option("--push-to-hub", "push_to_hub", default=None, metavar="ORG/NAME",
               help="After a successful merge, upload OUT_PATH to this Hub model repository.")
 @publish_options
@@ -23,7 +23,13 @@ from mergekit_awd.cli.upload import check_publish_target, publish_options, uploa
 def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, push_to_hub: Optional[str],
                   private: bool, revision: Optional[str], commit_message: Optional[str],
                   token: Optional[str], overwrite: bool) -> None:
-    """Run the merge in CONFIG_FILE and write the model to OUT_PATH (mergekit-yaml's options)."""
+    """Run the merge in CONFIG_FILE and write the model to OUT_PATH (mergekit-yaml's options).
+
+    CONFIG_FILE: a mergekit YAML (merge_method, base_model, models, parameters); this package adds
+    the methods awd, tsv, wudi, iso_c and iso_cts (`mergekit-awd methods` lists their parameters).
+    OUT_PATH: the output folder; it may not be, contain or lie inside any input, and a non-empty one
+    needs --overwrite (it is replaced only once the merge finished).
+    """
     from mergekit_awd.pipeline.runner import run_merge
 
     if push_to_hub is None and (private or revision or commit_message or token):
