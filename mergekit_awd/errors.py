@@ -110,10 +110,11 @@ class ModelFileError(MergekitAwdError, ValueError):
 
 class PostMergeError(MergekitAwdError, RuntimeError):
     """The merged weights are complete in OUT, but a step after them (card, report, marker) failed;
-    ``failures``: (step, reason) pairs."""
+    ``failures``: (step, reason) pairs; ``outcome``: the merge's ``MergeOutcome``."""
 
     path: str
     failures: Sequence[Tuple[str, str]]
+    outcome: Any
 
 
 class IncompleteOutputError(MergekitAwdError, ValueError):

@@ -34,6 +34,22 @@ def tiny_family_with_identical(tmp_path_factory) -> List[Path]:
     return build_family(tmp_path_factory.mktemp("family_ident"), n_models=3, seed=2, identical=(1,))
 
 
+@pytest.fixture(scope="session")
+def lora_adapter(tiny_family, tmp_path_factory) -> Path:
+    """A PEFT LoRA adapter (q_proj, v_proj) for the tiny LLaMA."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM.from_pretrained(str(tiny_family[1]))
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  init_lora_weights=False))
+    path = tmp_path_factory.mktemp("lora") / "adapter"
+    peft_model.save_pretrained(str(path))
+    assert (path / "adapter_model.safetensors").is_file()
+    return path
+
+
 def load_state(path: Path) -> dict:
     from safetensors.torch import load_file
 

@@ -1,6 +1,6 @@
-"""Devices are checked before anything is read (issue #13, item 2): ``--cuda`` on a machine without
-CUDA is one line and exit 1, and no model is opened (a config naming a missing model shows it:
-the device error comes first)."""
+"""A new user's first run (issue #13): devices are checked before anything is read (``--cuda`` on a
+machine without CUDA is one line and exit 1, before a missing model is noticed), no deprecation
+noise from mergekit's calls, LoRA inputs without extra flags."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from mergekit_awd.cli import run
 from mergekit_awd.errors import DeviceError
 from mergekit_awd.pipeline.devices import check_device
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ def config_with_missing_models(tmp_path):
     return config
 
 
+@NO_CUDA
 @pytest.mark.parametrize("argv,asked", [(["--cuda"], "--cuda"), (["--device", "cuda:1"], "--device cuda:1")])
 def test_merge_refuses_a_missing_device_before_reading_anything(config_with_missing_models, tmp_path, capsys,
                                                                  argv, asked):
@@ -33,6 +34,7 @@ def test_merge_refuses_a_missing_device_before_reading_anything(config_with_miss
     assert "does not exist" not in err and not out.exists()
 
 
+@NO_CUDA
 @pytest.mark.parametrize("command", ["compress", "inspect"])
 def test_compress_and_inspect_check_their_device_first(config_with_missing_models, tmp_path, capsys, command):
     argv = [command, str(config_with_missing_models)] + ([str(tmp_path / "out")] if command == "compress" else [])
@@ -62,3 +64,22 @@ def test_cli_merge_prints_no_transformers_deprecation_noise(tmp_path, tiny_famil
                           capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "is deprecated" not in done.stdout + done.stderr
+
+
+def test_a_lora_input_merges_without_extra_flags_and_leaves_no_cache(tmp_path, tiny_family, lora_adapter, capsys):
+    """``model: base+lora`` (mergekit's syntax) merges with no --lora-merge-cache (issue #13, item 2)."""
+    import tempfile
+    from pathlib import Path
+
+    from mergekit_awd.testing.synthetic import merge_config
+
+    def caches():
+        return sorted(p.name for p in Path(tempfile.gettempdir()).glob("mergekit-awd-lora-*"))
+
+    before = caches()
+    config_dict = merge_config("awd", tiny_family, {"steps": 5}, "float32")
+    config_dict["models"][0]["model"] = f"{tiny_family[1]}+{lora_adapter}"
+    config = tmp_path / "lora.yml"
+    config.write_text(yaml.safe_dump(config_dict))
+    assert run([str(config), str(tmp_path / "out"), "--no-copy-tokenizer", "--quiet"]) == 0, capsys.readouterr().err
+    assert (tmp_path / "out" / "model.safetensors").is_file() and caches() == before

@@ -143,22 +143,6 @@ def expect_cli_error(config: Path, out: Path, damaged: Path, capsys, extra: List
 
 
 @pytest.fixture(scope="module")
-def lora_adapter(tiny_family, tmp_path_factory) -> Path:
-    """A PEFT LoRA adapter (q_proj, v_proj) for the tiny LLaMA."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaForCausalLM
-
-    torch.manual_seed(0)
-    model = LlamaForCausalLM.from_pretrained(str(tiny_family[1]))
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                  init_lora_weights=False))
-    path = tmp_path_factory.mktemp("lora") / "adapter"
-    peft_model.save_pretrained(str(path))
-    assert (path / "adapter_model.safetensors").is_file()
-    return path
-
-
-@pytest.fixture(scope="module")
 def vocab_300(tmp_path_factory) -> Path:
     """A tiny LLaMA with vocab_size 300 (the family has 256); every other shape equal."""
     return build_family(tmp_path_factory.mktemp("vocab300"), n_models=1, shape=LlamaShape(vocab_size=300),

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from mergekit.card import modelref_md
 from mergekit.config import MergeConfiguration
@@ -92,10 +95,24 @@ def _post_merge_error(outcome: MergeOutcome, failures: List[Tuple[str, str]]) ->
         f"the merge finished and {outcome.out_path} holds the complete merged weights, but {steps}"
         + (f"; without {COMPLETION_MARKER} `mergekit-awd upload` refuses the folder: re-run the merge "
            "to publish it" if marker_missing else ""),
-        path=outcome.out_path, failures=failures,
+        path=outcome.out_path, failures=failures, outcome=outcome,
     )
-    error.outcome = outcome
     return error
+
+
+@contextmanager
+def lora_merge_cache(config: MergeConfiguration, options: MergeOptions) -> Iterator[MergeOptions]:
+    """``options`` with a LoRA merge cache: the user's ``--lora-merge-cache``, or, when a model is
+    given as ``base+lora`` and none was given, a temporary folder removed afterwards (mergekit
+    writes each base+LoRA model there before merging)."""
+    if options.lora_merge_cache or not any(m.lora is not None for m in config.referenced_models()):
+        yield options
+        return
+    cache = tempfile.mkdtemp(prefix="mergekit-awd-lora-")
+    try:
+        yield options.model_copy(update={"lora_merge_cache": cache})
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def run_merge(
@@ -114,11 +131,19 @@ def run_merge(
     is written into a temporary folder beside ``out_path`` and moved into place when it finished;
     an existing non-empty ``out_path`` is refused unless ``overwrite``.  Our methods write their
     report (``awd_report.json``, ``tsv_report.json``: the method's ``report_filename``) into it.
+    LoRA inputs (``model: base+path/to/lora``) need no option: without ``lora_merge_cache`` a
+    temporary one is used and removed (``lora_merge_cache``).
     """
     register_methods()
     merge_options = build_options(options, option_overrides)
     check_merge_devices(merge_options)  # before anything is read
     merge_config, source, label = load_config(config)
+    with lora_merge_cache(merge_config, merge_options) as merge_options:
+        return _run(merge_config, source, label, merge_options, out_path, overwrite)
+
+
+def _run(merge_config: MergeConfiguration, source: str, label: str, merge_options: MergeOptions,
+         out_path: Union[str, os.PathLike], overwrite: bool) -> MergeOutcome:
     method = method_for(merge_config.merge_method)
     validate_merge(merge_config, label, method, allow_crimes=merge_options.allow_crimes, options=merge_options)
     inputs = merge_inputs(merge_config, config_file_of(label), merge_options)
