@@ -83,3 +83,26 @@ def test_a_lora_input_merges_without_extra_flags_and_leaves_no_cache(tmp_path, t
     config.write_text(yaml.safe_dump(config_dict))
     assert run([str(config), str(tmp_path / "out"), "--no-copy-tokenizer", "--quiet"]) == 0, capsys.readouterr().err
     assert (tmp_path / "out" / "model.safetensors").is_file() and caches() == before
+
+
+def test_a_task_negation_reports_that_delta_has_no_effect(tmp_path, tiny_family, capsys):
+    """Weights summing to zero: θ_base + λ Σ w_i (τ_i − δ) = θ_base + λ Σ w_i τ_i, so the report counts
+    no disentangled tensor and says why; the merge equals task arithmetic (issue #13, item 4)."""
+    import json
+
+    from conftest import load_state
+    from mergekit_awd.testing.synthetic import merge_config
+
+    paths = tiny_family[:3]
+    for method, name in (("awd", "awd"), ("task_arithmetic", "ta")):
+        config = tmp_path / f"{name}.yml"
+        parameters = {"steps": 5, "lambda": 0.5} if method == "awd" else {"lambda": 0.5}
+        config.write_text(yaml.safe_dump(merge_config(method, paths, parameters, "float32", weights=[1.0, -1.0])))
+        assert run([str(config), str(tmp_path / name), "--no-copy-tokenizer"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((tmp_path / "awd" / "awd_report.json").read_text())["summary"]
+    assert summary["disentangled_tensors"] == 0 and summary["tensors_where_delta_cancels"] == 14
+    assert "δ cancels out of the merge on 14 tensors" in printed and "over 0 disentangled" not in printed
+    awd, ta = load_state(tmp_path / "awd"), load_state(tmp_path / "ta")
+    for key in awd:
+        torch.testing.assert_close(awd[key], ta[key], atol=1e-6, rtol=1e-5)

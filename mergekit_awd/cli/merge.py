@@ -48,6 +48,9 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
             if summary["disentangled_tensors"]:
                 line += (f" (mean |cos| between task vectors {summary['mean_abs_cos_before']:.4f} -> "
                          f"{summary['mean_abs_cos_after']:.4f} over {summary['disentangled_tensors']} disentangled tensors)")
+            if summary.get("tensors_where_delta_cancels"):
+                line += (f" (δ cancels out of the merge on {summary['tensors_where_delta_cancels']} tensors: the "
+                         "weights of the disentangled models sum to zero, so there the merge is task arithmetic)")
             if "singular_task_interference" in summary:
                 line += f" (singular task interference {summary['singular_task_interference']:.4g})"
             click.echo(line)

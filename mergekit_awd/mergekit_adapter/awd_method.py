@@ -72,9 +72,11 @@ class AWDMerge(PackageMergeMethod):
                     "Use scope: tensor there.", tensor=name,
                 )
             ids = [e.id for e in entries]
+            included = solution.included_for(ids, name)
+            self._note_cancelling_weights(name, weight_vector, included, report)
             return merge_disentangled(
                 base, models, weight_vector, lam, coefficients=solution.coefficients_for(ids, name),
-                included=solution.included_for(ids, name), **common,
+                included=included, **common,
             )
         gram = gram_of_task_vectors(base, models)
         if not bool(torch.isfinite(gram).all()):
@@ -87,6 +89,7 @@ class AWDMerge(PackageMergeMethod):
             return merge_disentangled(base, models, weight_vector, lam, **common)
         solver = settings.solver_settings()
         included = gram.diagonal() > 0
+        self._note_cancelling_weights(name, weight_vector, included, report)
         if settings.solver == "direct":
             direct = solve_direct(task_vector_stack(base, models), solver)
             result = direct.summary
@@ -99,6 +102,14 @@ class AWDMerge(PackageMergeMethod):
         if report is not None:
             report.record_scope(name, {"tensors": [name], "models": [str(e.id) for e in entries], **result.summary()})
         return merged
+
+    @staticmethod
+    def _note_cancelling_weights(name: str, weights: torch.Tensor, included: torch.Tensor,
+                                 report: Optional[MergeReport]) -> None:
+        """Record when δ cannot change this tensor: the weights of the models it was solved over
+        sum to zero (a task negation), so λ Σ w_i (τ_i − δ) = λ Σ w_i τ_i."""
+        if report is not None and int(included.sum()) >= 2 and abs(float(weights[included.cpu()].sum())) < 1e-12:
+            report.record_no_effect(name, "the weights of the models δ was solved over sum to zero")
 
     def card_lines(self, report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
         from mergekit_awd.hub.card_sections import disentanglement_lines

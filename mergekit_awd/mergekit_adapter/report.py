@@ -17,6 +17,11 @@ from typing import Any, Dict, Iterator, List, Optional
 from mergekit_awd.results import JsonResult
 
 
+# Section of tensors where a solved δ does not change the merge (the weights of the models it was
+# solved over sum to zero: θ_base + λ Σ w_i (τ_i − δ) = θ_base + λ Σ w_i τ_i − λ (Σ w_i) δ).
+NO_EFFECT = "delta_without_effect"
+
+
 class MergeReport:
     """Thread-safe record of what a method did to each scope (a tensor or a group of tensors)."""
 
@@ -33,6 +38,10 @@ class MergeReport:
         """An AWD δ solve over ``entry["tensors"]`` (see ``SolveResult.summary``)."""
         self.record("scopes", key, entry)
 
+    def record_no_effect(self, tensor: str, reason: str) -> None:
+        """δ was solved for ``tensor`` but leaves its merge unchanged (``reason``)."""
+        self.record(NO_EFFECT, tensor, {"reason": reason})
+
     def record_task_arithmetic(self, tensor: str) -> None:
         with self._lock:
             self.passthrough.append(tensor)
@@ -48,10 +57,16 @@ class MergeReport:
         before = [s["mean_abs_cos_before"] for s in solved]
         after = [s["mean_abs_cos_after"] for s in solved]
         interference = [e["sti"] for e in sections.get("interference", {}).values() if isinstance(e.get("sti"), (int, float))]
-        extra = {"singular_task_interference": sum(interference)} if interference else {}
+        no_effect = set(sections.get(NO_EFFECT, {}))
+        extra: Dict[str, Any] = {"singular_task_interference": sum(interference)} if interference else {}
+        if no_effect:
+            extra["tensors_where_delta_cancels"] = len(no_effect)
+        if "averaged" in sections:
+            extra["averaged_tensors"] = len(sections["averaged"])
         summary = {
             "scopes": len(scopes),
-            "disentangled_tensors": sum(len(s.get("tensors", [])) for s in scopes.values()),
+            # tensors whose merge a solved δ changed: ≥ 2 non-zero task vectors, weights not cancelling δ
+            "disentangled_tensors": sum(1 for s in solved for t in s.get("tensors", []) if t not in no_effect),
             "task_arithmetic_tensors": len(passthrough),
             "mean_abs_cos_before": sum(before) / len(before) if before else 0.0,
             "mean_abs_cos_after": sum(after) / len(after) if after else 0.0,
