@@ -203,3 +203,25 @@ def test_wudi_exact_objective_is_no_higher_than_adam_on_every_tensor(tmp_path, t
     for name, entry in losses["exact"].items():
         assert entry["loss"] <= losses["adam"][name]["loss"] * (1 + 1e-6) + 1e-12, name
         assert entry["relative_residual"] < 1e-6, name
+
+
+def test_svd_falls_back_to_float64_when_lapack_does_not_converge(monkeypatch):
+    """LAPACK's divide and conquer can fail on ill-conditioned float32 matrices (it did on the speed
+    benchmark's iso_cts residuals); ``stable_svd`` retries in float64."""
+    from mergekit_awd.core.task_vectors import stable_svd
+
+    real = torch.linalg.svd
+    calls = []
+
+    def flaky(matrix, *args, **kwargs):
+        calls.append(matrix.dtype)
+        if matrix.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return real(matrix, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    tvs = tasks()
+    merged = iso_cts_matrices(tvs).delta
+    assert merged.dtype == torch.float32 and torch.isfinite(merged).all() and torch.float64 in calls
+    u, s, vh = stable_svd(tvs[0])
+    torch.testing.assert_close((u * s) @ vh, tvs[0], atol=1e-6, rtol=1e-4)

@@ -21,7 +21,7 @@ danielm1405/iso-merging.  Where ours differs, and why:
    reference takes arbitrary directions from its zero SVD (zero singular values) and, after the
    polar factor, gives them the mean singular value.  With no non-zero task vector the result is 0.
 3. Computed in float32 (float64 for float64 weights) on the tensors' device, SVDs through
-   ``torch.linalg.svd``; the reference computes in the checkpoint's dtype.
+   ``torch.linalg.svd`` (retried in float64 where LAPACK fails to converge in float32); the reference computes in the checkpoint's dtype.
 4. A numerically rank-deficient basis (two identical fine-tunes) is orthogonalised to the partial
    isometry on its range (``polar_factor``), not completed with arbitrary directions.
 """
@@ -35,7 +35,7 @@ import torch
 
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, validate_settings
-from mergekit_awd.core.task_vectors import working_dtype
+from mergekit_awd.core.task_vectors import stable_svd, working_dtype
 from mergekit_awd.core.tsv import polar_factor
 from mergekit_awd.errors import TensorError
 
@@ -98,7 +98,7 @@ def iso_c_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[float
     if tasks.shape[0] == 0:
         return IsoResult(torch.zeros(shape, dtype=working_dtype(task_matrices.dtype), device=task_matrices.device),
                          0.0, 0, 0, 0)
-    u, s, vh = torch.linalg.svd(tasks.sum(dim=0), full_matrices=False)
+    u, s, vh = stable_svd(tasks.sum(dim=0))
     mean = s.mean()
     return IsoResult((u * mean) @ vh, float(mean), int(tasks.shape[0]), int(s.numel()), 0)
 
@@ -120,12 +120,12 @@ def iso_cts_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[flo
     rank = min(tasks.shape[1], tasks.shape[2])
     k_common = common_rank(rank, count, common_space_fraction)
     per_task = (rank - k_common) // count
-    u, s, vh = torch.linalg.svd(tasks.sum(dim=0), full_matrices=False)
+    u, s, vh = stable_svd(tasks.sum(dim=0))
     u_common = u[:, :k_common]
     lefts, values, rights = [], [], []
     for task in tasks:
         specific = task - u_common @ (u_common.T @ task)
-        u_t, s_t, vh_t = torch.linalg.svd(specific, full_matrices=False)
+        u_t, s_t, vh_t = stable_svd(specific)
         lefts.append(u_t[:, :per_task])
         values.append(s_t[:per_task])
         rights.append(vh_t[:per_task])

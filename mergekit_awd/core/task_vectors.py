@@ -174,3 +174,17 @@ def mean_task_vector(task_vectors: torch.Tensor, weights: Optional[Sequence[floa
     if w.shape != (k,):
         raise TensorError(f"got {tuple(w.shape)} weights for {k} task vectors")
     return torch.tensordot(w, stack, dims=1) / k
+
+
+def stable_svd(matrix: torch.Tensor):
+    """``torch.linalg.svd(matrix, full_matrices=False)``, retried in float64 when LAPACK's divide and
+    conquer fails to converge (it does on ill-conditioned float32 matrices with many tiny, nearly
+    repeated singular values, such as a residual after projecting out a subspace); the factors
+    come back in ``matrix``'s dtype."""
+    try:
+        return torch.linalg.svd(matrix, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        if matrix.dtype == torch.float64:
+            raise
+        u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+        return u.to(matrix.dtype), s.to(matrix.dtype), vh.to(matrix.dtype)

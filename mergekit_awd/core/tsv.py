@@ -84,7 +84,7 @@ import torch
 from mergekit_awd.core.awd import SolveResult, SolverSettings, solve_reduced
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, subset, validate_settings
-from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector, working_dtype
+from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector, stable_svd, working_dtype
 from mergekit_awd.errors import InvalidSettingError, TensorError
 
 SVD = Literal["exact", "lowrank"]
@@ -249,7 +249,7 @@ def randomized_triplets(matrix: torch.Tensor, k: int, oversample: int, power_ite
     rows, cols = matrix.shape
     q = min(k + oversample, min(rows, cols))
     if q >= min(rows, cols):
-        u, s, vh = torch.linalg.svd(matrix, full_matrices=False)
+        u, s, vh = stable_svd(matrix)
         return u[:, :k], s[:k], vh[:k]
     generator = torch.Generator(device=matrix.device)
     generator.manual_seed(seed)
@@ -257,7 +257,7 @@ def randomized_triplets(matrix: torch.Tensor, k: int, oversample: int, power_ite
     basis = _orthonormal_columns(matrix @ omega)
     for _ in range(power_iters):
         basis = _orthonormal_columns(matrix @ _orthonormal_columns(matrix.T @ basis))
-    u_small, s, vh = torch.linalg.svd(basis.T @ matrix, full_matrices=False)
+    u_small, s, vh = stable_svd(basis.T @ matrix)
     return (basis @ u_small[:, :k]), s[:k], vh[:k]
 
 
@@ -277,7 +277,7 @@ def top_singular_triplets(matrix: torch.Tensor, k: int, settings: TSVSettings = 
         raise TensorError("task matrix has non-finite entries")
     k = min(k, min(rows, cols))
     if settings.svd == "exact":
-        u, s, vh = torch.linalg.svd(work, full_matrices=False)
+        u, s, vh = stable_svd(work)
         u, s, vh = u[:, :k], s[:k], vh[:k]
     else:
         u, s, vh = randomized_triplets(work, k, settings.oversample, settings.power_iters, settings.seed)
@@ -293,7 +293,7 @@ def polar_factor(x: torch.Tensor) -> torch.Tensor:
     columns of P and Q with zero d are left out, giving the partial isometry on x's range
     (the canonical choice, and what the Gram route of ``whiten`` gives).
     """
-    p, d, qh = torch.linalg.svd(x, full_matrices=False)
+    p, d, qh = stable_svd(x)
     keep = _numerical_rank_cut(d, *x.shape)
     if keep < d.shape[0]:
         p, qh = p[:, :keep], qh[:keep]

@@ -17,8 +17,9 @@ Solvers
   B = Σ_i τ_i τ_iᵀ τ_i / ‖τ_i‖² [m, n], so its minimisers solve the normal equations τ A = B.
   Gradient descent from Σ_i τ_i (whose rows lie in the row space of the τ_i, the range of A) stays
   in that range and converges to the minimum-norm solution τ* = B A⁺, which ``exact`` computes:
-  directly (A in float64, its eigendecomposition, eigenvalues below 1e-12 · the largest dropped)
-  when n ≤ ``DIRECT_MAX_COLUMNS``, else matrix-free by conjugate gradients on τ ↦ τ A =
+  directly when n ≤ ``DIRECT_MAX_COLUMNS`` (A in float64; by Cholesky when A is full rank and well
+  conditioned, the unique solution; else by its eigendecomposition, eigenvalues below 1e-12 · the
+  largest dropped), else matrix-free by conjugate gradients on τ ↦ τ A =
   Σ_i (τ τ_iᵀ) τ_i / ‖τ_i‖² started at Σ_i τ_i (never an n × n matrix: O(K m² n) per iteration).
   None of the references has this solver.
 
@@ -52,6 +53,9 @@ CG_TOLERANCE = 1e-10
 CG_MAX_ITERATIONS = 2000
 # Eigenvalues of A below this share of the largest are treated as zero (its null space).
 EIGENVALUE_CUTOFF = 1e-12
+# A is solved by Cholesky when its factor's diagonal spread squared (a lower bound of its condition
+# number) stays below this; else by the eigendecomposition, which gives the minimum-norm solution.
+CHOLESKY_MAX_CONDITION = 1e8
 
 
 @dataclass(frozen=True)
@@ -134,19 +138,45 @@ def normal_equations(tasks: torch.Tensor, norms_sq: torch.Tensor) -> Tuple[Optio
     return a, b
 
 
-def _solve_exact(tasks: torch.Tensor, norms_sq: torch.Tensor) -> Tuple[torch.Tensor, int, float]:
-    a, b = normal_equations(tasks, norms_sq)
+def _relative_residual(merged: torch.Tensor, tasks: torch.Tensor, norms_sq: torch.Tensor,
+                       a: Optional[torch.Tensor], b: torch.Tensor) -> float:
+    """‖τA − B‖_F / ‖B‖_F (with A when it was formed: m n² flops instead of K m² n)."""
+    product = merged @ a if a is not None else apply_normal_operator(merged, tasks, norms_sq)
+    scale = float(b.norm())
+    return float((product - b).norm()) / scale if scale > 0 else 0.0
+
+
+def _solve_exact(tasks: torch.Tensor, norms_sq: torch.Tensor, a: Optional[torch.Tensor], b: torch.Tensor
+                 ) -> Tuple[torch.Tensor, int, float]:
+    """The minimum-norm solution of τ A = B: (τ, CG iterations, relative residual)."""
+    iterations = 0
     if a is not None:
-        values, vectors = torch.linalg.eigh(a)
-        keep = values > EIGENVALUE_CUTOFF * values.max().clamp_min(0)
-        basis = vectors[:, keep]
-        merged = ((b @ basis) / values[keep]) @ basis.T
-        iterations = 0
+        # A full rank and well conditioned (the common case, K m ≥ n): the unique solution, by Cholesky
+        factor, info = torch.linalg.cholesky_ex(a)
+        diagonal = factor.diagonal()
+        if (int(info) == 0 and float(diagonal.min()) > 0
+                and float(diagonal.max() / diagonal.min()) ** 2 < CHOLESKY_MAX_CONDITION):
+            merged = torch.cholesky_solve(b.T, factor).T
+        else:
+            values, vectors = torch.linalg.eigh(a)
+            keep = values > EIGENVALUE_CUTOFF * values.max().clamp_min(0)
+            basis = vectors[:, keep]
+            merged = ((b @ basis) / values[keep]) @ basis.T
     else:
         merged, iterations = _conjugate_gradients(tasks, norms_sq, b, tasks.sum(dim=0))
-    residual = apply_normal_operator(merged, tasks, norms_sq) - b
-    scale = float(b.norm())
-    return merged, iterations, float(residual.norm()) / scale if scale > 0 else 0.0
+    return merged, iterations, _relative_residual(merged, tasks, norms_sq, a, b)
+
+
+def _objective(tasks: torch.Tensor, norms_sq: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor]):
+    """τ ↦ L(τ) as a float; with A and B: ⟨τA, τ⟩ − 2⟨τ, B⟩ + Σ_i ‖τ_iᵀτ_i‖²_F / ‖τ_i‖² (the same
+    quadratic, m n² flops)."""
+    if a is None or b is None:
+        return lambda merged: float(wudi_loss(merged, tasks, norms_sq))
+    rows, columns = tasks.shape[1:]
+    grams = (torch.matmul(tasks.transpose(1, 2), tasks) if columns <= rows
+             else torch.matmul(tasks, tasks.transpose(1, 2)))
+    constant = float((grams.pow(2).sum(dim=(1, 2)) / norms_sq).sum())
+    return lambda merged: float(((merged @ a) * merged).sum() - 2 * (merged * b).sum()) + constant
 
 
 def _conjugate_gradients(tasks: torch.Tensor, norms_sq: torch.Tensor, b: torch.Tensor, start: torch.Tensor,
@@ -203,15 +233,17 @@ def wudi_merge_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[
     if tasks.shape[0] == 0:
         zero = torch.zeros(stack.shape[1:], dtype=work, device=stack.device)
         return WudiResult(zero, 0.0, 0.0, 0, 0, None)
-    start = tasks.sum(dim=0)
-    initial = float(wudi_loss(start.double(), tasks.double(), norms_sq.double()))
+    tasks64, norms64 = tasks.double(), norms_sq.double()
     if parameters.solver == "exact":
-        solved, iterations, residual = _solve_exact(tasks.double(), norms_sq.double())
+        a, b = normal_equations(tasks64, norms64)
+        objective = _objective(tasks64, norms64, a, b)
+        solved, iterations, residual = _solve_exact(tasks64, norms64, a, b)
         merged = solved.to(work)
     else:
+        objective = _objective(tasks64, norms64, None, None)
         merged, iterations, residual = _solve_adam(tasks, norms_sq, parameters.steps, parameters.lr), parameters.steps, None
     merged = merged.contiguous()
-    loss = float(wudi_loss(merged.double(), tasks.double(), norms_sq.double()))
+    initial, loss = objective(tasks64.sum(dim=0)), objective(merged.double())
     return WudiResult(merged, loss, initial, int(tasks.shape[0]), iterations, residual)
 
 
