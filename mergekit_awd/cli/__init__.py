@@ -20,8 +20,8 @@ import click
 from mergekit_awd.cli.compress import compress_command
 from mergekit_awd.cli.inspect import inspect_command
 from mergekit_awd.cli.merge import merge_command
-from mergekit_awd.cli.quiet import silence_library_noise
 from mergekit_awd.cli.methods import methods_command
+from mergekit_awd.cli.quiet import silence_library_noise
 from mergekit_awd.cli.upload import upload_command
 
 

@@ -35,9 +35,8 @@ import torch
 
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, validate_settings
-from mergekit_awd.core.task_vectors import stable_svd, working_dtype
+from mergekit_awd.core.task_vectors import stable_svd, weighted_task_matrices, working_dtype
 from mergekit_awd.core.tsv import polar_factor
-from mergekit_awd.errors import TensorError
 
 
 @dataclass(frozen=True)
@@ -75,25 +74,9 @@ class IsoResult:
                 "common_rank": self.common_rank, "task_rank": self.task_rank}
 
 
-def _prepared(task_matrices: torch.Tensor, weights: Optional[Sequence[float]]) -> torch.Tensor:
-    """The non-zero, weighted task matrices in the working dtype."""
-    if task_matrices.ndim != 3:
-        raise TensorError(f"expected a [K, m, n] stack of task matrices, got shape {tuple(task_matrices.shape)}")
-    work = working_dtype(task_matrices.dtype)
-    stack = task_matrices.to(work)
-    if weights is not None:
-        w = torch.as_tensor(list(weights), dtype=work, device=stack.device)
-        if w.shape != (stack.shape[0],):
-            raise TensorError(f"got {tuple(w.shape)} weights for {stack.shape[0]} task matrices")
-        stack = stack * w[:, None, None]
-    if not bool(torch.isfinite(stack).all()):
-        raise TensorError("task matrices have non-finite entries")
-    return stack[stack.reshape(stack.shape[0], -1).ne(0).any(dim=1)]
-
-
 def iso_c_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[float]] = None) -> IsoResult:
     """Iso-C for a [K, m, n] stack (see the module docstring)."""
-    tasks = _prepared(task_matrices, weights)
+    tasks, _ = weighted_task_matrices(task_matrices, weights)
     shape = task_matrices.shape[1:]
     if tasks.shape[0] == 0:
         return IsoResult(torch.zeros(shape, dtype=working_dtype(task_matrices.dtype), device=task_matrices.device),
@@ -113,7 +96,7 @@ def common_rank(rank: int, tasks: int, fraction: float) -> int:
 def iso_cts_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[float]] = None,
                      common_space_fraction: float = 0.8) -> IsoResult:
     """Iso-CTS for a [K, m, n] stack (see the module docstring)."""
-    tasks = _prepared(task_matrices, weights)
+    tasks, _ = weighted_task_matrices(task_matrices, weights)
     count = int(tasks.shape[0])
     if count == 0:
         return iso_c_matrices(task_matrices, weights)

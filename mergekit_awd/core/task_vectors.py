@@ -188,3 +188,24 @@ def stable_svd(matrix: torch.Tensor):
             raise
         u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
         return u.to(matrix.dtype), s.to(matrix.dtype), vh.to(matrix.dtype)
+
+
+def weighted_task_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[float]] = None
+                           ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A [K, m, n] stack in the working dtype with w_i τ_i, checked finite: (the non-zero task matrices,
+    their squared Frobenius norms).  Zero task matrices (a model identical to the base, or w_i = 0)
+    are left out: methods that divide by ‖τ_i‖ or take τ_i's directions cannot use them."""
+    if task_matrices.ndim != 3:
+        raise TensorError(f"expected a [K, m, n] stack of task matrices, got shape {tuple(task_matrices.shape)}")
+    work = working_dtype(task_matrices.dtype)
+    stack = task_matrices.to(work)
+    if weights is not None:
+        w = torch.as_tensor(list(weights), dtype=work, device=stack.device)
+        if w.shape != (stack.shape[0],):
+            raise TensorError(f"got {tuple(w.shape)} weights for {stack.shape[0]} task matrices")
+        stack = stack * w[:, None, None]
+    if not bool(torch.isfinite(stack).all()):
+        raise TensorError("task matrices have non-finite entries")
+    norms_sq = stack.reshape(stack.shape[0], -1).pow(2).sum(dim=1)
+    keep = norms_sq > 0
+    return stack[keep], norms_sq[keep]

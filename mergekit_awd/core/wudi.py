@@ -41,8 +41,7 @@ import torch
 
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, validate_settings
-from mergekit_awd.core.task_vectors import working_dtype
-from mergekit_awd.errors import TensorError
+from mergekit_awd.core.task_vectors import weighted_task_matrices, working_dtype
 
 WudiSolver = Literal["adam", "exact"]
 
@@ -88,13 +87,6 @@ class WudiResult:
     def summary(self) -> dict:
         return {"loss": self.loss, "initial_loss": self.initial_loss, "tasks": self.tasks,
                 "iterations": self.iterations, "relative_residual": self.residual}
-
-
-def _nonzero(stack: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The non-zero task matrices of a [K, m, n] stack and their squared norms."""
-    norms = stack.reshape(stack.shape[0], -1).pow(2).sum(dim=1)
-    keep = norms > 0
-    return stack[keep], norms[keep]
 
 
 def wudi_loss(merged: torch.Tensor, tasks: torch.Tensor, norms_sq: torch.Tensor) -> torch.Tensor:
@@ -218,20 +210,10 @@ def _solve_adam(tasks: torch.Tensor, norms_sq: torch.Tensor, steps: int, lr: flo
 def wudi_merge_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[float]] = None,
                         parameters: WudiParameters = WudiParameters()) -> WudiResult:
     """τ_m for a [K, m, n] stack of task matrices (weights scale each τ_i first); see the module docstring."""
-    if task_matrices.ndim != 3:
-        raise TensorError(f"expected a [K, m, n] stack of task matrices, got shape {tuple(task_matrices.shape)}")
     work = working_dtype(task_matrices.dtype)
-    stack = task_matrices.to(work)
-    if weights is not None:
-        w = torch.as_tensor(list(weights), dtype=work, device=stack.device)
-        if w.shape != (stack.shape[0],):
-            raise TensorError(f"got {tuple(w.shape)} weights for {stack.shape[0]} task matrices")
-        stack = stack * w[:, None, None]
-    if not bool(torch.isfinite(stack).all()):
-        raise TensorError("task matrices have non-finite entries")
-    tasks, norms_sq = _nonzero(stack)
+    tasks, norms_sq = weighted_task_matrices(task_matrices, weights)
     if tasks.shape[0] == 0:
-        zero = torch.zeros(stack.shape[1:], dtype=work, device=stack.device)
+        zero = torch.zeros(task_matrices.shape[1:], dtype=work, device=task_matrices.device)
         return WudiResult(zero, 0.0, 0.0, 0, 0, None)
     tasks64, norms64 = tasks.double(), norms_sq.double()
     if parameters.solver == "exact":

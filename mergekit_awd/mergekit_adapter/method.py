@@ -119,4 +119,43 @@ class PackageMergeMethod(GroupMergeMethod):
         return []
 
 
-__all__ = ["PackageMergeMethod", "input_labels", "require_finite"]
+class MatrixMergeMethod(PackageMergeMethod):
+    """A method that merges each selected 2-D tensor's task matrices at once (``merge_matrices``,
+    a core function returning ``.delta`` and ``.summary()``, recorded under ``report_section``) and
+    every other tensor by the mean task vector (``averaged``): θ_base + λ · merged, λ = ``settings.lam``."""
+
+    report_section: ClassVar[str]
+    card_title: ClassVar[str]  # the card section of the report_section's means
+    card_intro: ClassVar[str] = ""
+    weight_description = "w_i, per-model weight applied to the task vector"
+    inputs_must_be_finite = True  # an SVD or a solve cannot run on NaN/Inf
+
+    def merge_matrices(self, task_vectors: torch.Tensor, weights: List[float], settings: Any) -> Any:
+        raise NotImplementedError
+
+    def merge_tensor(self, group: TensorGroup, name: str, settings: Any, weights: List[float],
+                     report: Optional[MergeReport]) -> torch.Tensor:
+        from mergekit_awd.core.selection import is_disentangled
+        from mergekit_awd.core.task_vectors import mean_task_vector, task_vector_stack
+
+        base = group.base.tensor
+        weights = [float(w) for w in weights]
+        task_vectors = task_vector_stack(base, [e.tensor for e in group.non_base], device=base.device)
+        if base.ndim == 2 and is_disentangled(name, base.ndim, settings.select, group.metadata.vocabulary_axis):
+            result = self.merge_matrices(task_vectors, weights, settings)
+            merged_delta = result.delta
+            if report is not None:
+                report.record(self.report_section, name, result.summary())
+        else:
+            merged_delta = mean_task_vector(task_vectors, weights)
+            if report is not None:
+                report.record("averaged", name, {"tasks": len(weights)})
+        return (base.to(merged_delta.dtype) + settings.lam * merged_delta).to(base.dtype)
+
+    def card_lines(self, report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
+        from mergekit_awd.hub.card_sections import section_lines
+
+        return section_lines(report, self.report_section, self.card_title, [self.card_intro, ""] if self.card_intro else [])
+
+
+__all__ = ["PackageMergeMethod", "MatrixMergeMethod", "input_labels", "require_finite"]

@@ -16,7 +16,6 @@ from typing import Any, Dict, Iterator, List, Optional
 
 from mergekit_awd.results import JsonResult
 
-
 # Section of tensors where a solved δ does not change the merge (the weights of the models it was
 # solved over sum to zero: θ_base + λ Σ w_i (τ_i − δ) = θ_base + λ Σ w_i τ_i − λ (Σ w_i) δ).
 NO_EFFECT = "delta_without_effect"
