@@ -1,0 +1,81 @@
+"""``python -m benchmarks.quality.peers``: the data-free peers on the MiniLM benchmark, in one run.
+
+The same six fine-tunes, splits, validation λ grids and test scoring as ``benchmarks.quality.run``
+(its ``Benchmark``, ``run_grid``, ``best_point``), for task_arithmetic, ties and tsv (the references
+of ``quality.md``) and the peers wudi (adam and exact), iso_c and iso_cts, each over ``select``
+block_linear (the package default) and matrices (the references' every 2-D tensor).  Without the
+AWD diagnostics and the task subsets of the full run, it fits a session.  Writes
+benchmarks/results/quality_peers.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+VALIDATION_PER_TASK = 120  # as benchmarks.quality.run's default
+PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam", "wudi_exact", "iso_c", "iso_cts")
+
+
+def main() -> Dict[str, Any]:
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    from benchmarks.quality.experiment import Benchmark, merge_code_version
+    from benchmarks.quality.grids import all_grids
+    from benchmarks.quality.merging import registered_methods
+    from benchmarks.quality.models import ensure_finetunes, ensure_pretrained_encoder
+    from benchmarks.quality.paths import RESULTS_DIR
+    from benchmarks.quality.report import table
+    from benchmarks.quality.results import grid_entry, method_entry
+    from benchmarks.quality.run import log
+    from benchmarks.quality.selection import best_point, run_grid
+    from benchmarks.quality.setup_data import ensure_data_sources, pretrained_model_path
+    from benchmarks.quality.tasks import TASK_NAMES
+
+    ensure_data_sources()
+    tasks = list(TASK_NAMES)
+    bench = Benchmark(tasks, ensure_finetunes(tasks), ensure_pretrained_encoder(), pretrained_model_path(),
+                      validation_per_task=VALIDATION_PER_TASK)
+    individual = {split: bench.individual_scores(split) for split in ("validation", "test")}
+    methods: Dict[str, Any] = {}
+    grids: Dict[str, Any] = {}
+    for grid in (g for g in all_grids(registered_methods()) if g.name in PEER_GRIDS):
+        points = run_grid(bench, grid, individual["validation"], log)
+        chosen = best_point(points)
+        final = bench.final(chosen.spec, tasks, ("test",), check_lambda_path=True)
+        methods[grid.name] = method_entry(final, chosen, individual["test"], tasks)
+        grids[grid.name] = {"lambdas": list(grid.lambdas), "points": grid_entry(points)}
+        log(f"[test] {grid.name} {chosen.spec.label()}: test normalized {methods[grid.name]['normalized_avg']:.4f}")
+    results = {"individual": individual["test"], "methods": methods, "validation_grid": grids,
+               "settings": {"threads": torch.get_num_threads(), "merge_code": merge_code_version()}}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / "quality_peers.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = [[name, json.dumps(entry["params"]), f"{100 * entry['normalized_avg']:.1f}",
+             f"{100 * entry['validation_normalized_avg']:.1f}", f"{100 * entry['avg']:.1f}", f"{entry['merge_seconds']:.0f}"]
+            for name, entry in sorted(methods.items(), key=lambda item: -item[1]["normalized_avg"])]
+    lines = ["# Data-free peers on the MiniLM benchmark", "",
+             f"Command: `python -m benchmarks.quality.peers` ({time.perf_counter() - started:.0f} s, code "
+             f"`{merge_code_version()}`). Six MiniLM fine-tunes (README \"Merge quality\"); every merge through the "
+             "`mergekit-awd` CLI; λ and the configuration chosen on the validation split, test reported. Normalized "
+             "accuracy: merged / individual fine-tune, averaged over the six tasks.", "",
+             *table(["method", "chosen configuration", "test normalized %", "validation normalized %", "test avg %",
+                    "merge s"], rows), ""]
+    (RESULTS_DIR / "quality_peers.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    bench.cleanup()
+    return results
+
+
+if __name__ == "__main__":
+    main()
