@@ -10,10 +10,11 @@ benchmarks/results/quality_peers.{json,md}.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import time
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Sequence
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -25,7 +26,12 @@ VALIDATION_PER_TASK = 120  # as benchmarks.quality.run's default
 PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam", "wudi_exact", "iso_c", "iso_cts")
 
 
-def main() -> Dict[str, Any]:
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grids", nargs="+", default=list(PEER_GRIDS), choices=PEER_GRIDS,
+                        help="which method grids to run (wudi_adam takes ~5 min per merge at 300 Adam steps, "
+                             "more with select: matrices)")
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     import transformers
@@ -50,7 +56,7 @@ def main() -> Dict[str, Any]:
     individual = {split: bench.individual_scores(split) for split in ("validation", "test")}
     methods: Dict[str, Any] = {}
     grids: Dict[str, Any] = {}
-    for grid in (g for g in all_grids(registered_methods()) if g.name in PEER_GRIDS):
+    for grid in (g for g in all_grids(registered_methods()) if g.name in args.grids):
         points = run_grid(bench, grid, individual["validation"], log)
         chosen = best_point(points)
         final = bench.final(chosen.spec, tasks, ("test",), check_lambda_path=True)
@@ -65,7 +71,8 @@ def main() -> Dict[str, Any]:
              f"{100 * entry['validation_normalized_avg']:.1f}", f"{100 * entry['avg']:.1f}", f"{entry['merge_seconds']:.0f}"]
             for name, entry in sorted(methods.items(), key=lambda item: -item[1]["normalized_avg"])]
     lines = ["# Data-free peers on the MiniLM benchmark", "",
-             f"Command: `python -m benchmarks.quality.peers` ({time.perf_counter() - started:.0f} s, code "
+             f"Command: `python -m benchmarks.quality.peers --grids {' '.join(args.grids)}` "
+             f"({time.perf_counter() - started:.0f} s, code "
              f"`{merge_code_version()}`). Six MiniLM fine-tunes (README \"Merge quality\"); every merge through the "
              "`mergekit-awd` CLI; λ and the configuration chosen on the validation split, test reported. Normalized "
              "accuracy: merged / individual fine-tune, averaged over the six tasks.", "",
