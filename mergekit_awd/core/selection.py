@@ -50,3 +50,9 @@ def is_disentangled(name: str, ndim: int, select: str, vocabulary_axis: Optional
     if select == "all":
         return ndim >= 1
     return ndim == 2
+
+
+def is_task_matrix(name: str, ndim: int, select: str, vocabulary_axis: Optional[int] = None) -> bool:
+    """Whether a per-matrix method (TSV-M, WUDI, Iso) applies: a 2-D tensor chosen by ``select``
+    (``all`` adds no 1-D tensors there: a vector has no singular structure, so it is averaged)."""
+    return ndim == 2 and is_disentangled(name, ndim, select, vocabulary_axis)

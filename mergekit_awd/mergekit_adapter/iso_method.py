@@ -8,13 +8,14 @@ the mean singular value and the common and per-task ranks.
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 
 from mergekit_awd.constants import ISO_REPORT
 from mergekit_awd.core.iso import IsoCParameters, IsoCTSParameters, IsoResult, iso_c_matrices, iso_cts_matrices
 from mergekit_awd.mergekit_adapter.method import MatrixMergeMethod
+from mergekit_awd.mergekit_adapter.report import MergeReport
 
 
 class IsoCMerge(MatrixMergeMethod):
@@ -29,7 +30,8 @@ class IsoCMerge(MatrixMergeMethod):
     card_title = "Isotropic spectrum"
     card_intro = "Every merged matrix has one singular value (their mean) in all its directions."
 
-    def merge_matrices(self, task_vectors: torch.Tensor, weights: List[float], settings: IsoCParameters) -> IsoResult:
+    def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: IsoCParameters,
+                       report: Optional[MergeReport]) -> IsoResult:
         return iso_c_matrices(task_vectors, weights)
 
 
@@ -40,7 +42,8 @@ class IsoCTSMerge(IsoCMerge):
     pretty_name = "Iso-CTS (Isotropic Merging in Common and Task-Specific Subspaces)"
     settings_class = IsoCTSParameters
 
-    def merge_matrices(self, task_vectors: torch.Tensor, weights: List[float], settings: IsoCTSParameters) -> IsoResult:
+    def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: IsoCTSParameters,
+                       report: Optional[MergeReport]) -> IsoResult:
         return iso_cts_matrices(task_vectors, weights, settings.common_space_fraction)
 
 

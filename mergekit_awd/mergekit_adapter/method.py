@@ -130,22 +130,27 @@ class MatrixMergeMethod(PackageMergeMethod):
     weight_description = "w_i, per-model weight applied to the task vector"
     inputs_must_be_finite = True  # an SVD or a solve cannot run on NaN/Inf
 
-    def merge_matrices(self, task_vectors: torch.Tensor, weights: List[float], settings: Any) -> Any:
+    def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: Any,
+                       report: Optional[MergeReport]) -> Any:
         raise NotImplementedError
+
+    def report_entry(self, settings: Any, result: Any) -> Dict[str, Any]:
+        """What ``report_section`` records for one merged matrix."""
+        return result.summary()
 
     def merge_tensor(self, group: TensorGroup, name: str, settings: Any, weights: List[float],
                      report: Optional[MergeReport]) -> torch.Tensor:
-        from mergekit_awd.core.selection import is_disentangled
+        from mergekit_awd.core.selection import is_task_matrix
         from mergekit_awd.core.task_vectors import mean_task_vector, task_vector_stack
 
         base = group.base.tensor
         weights = [float(w) for w in weights]
         task_vectors = task_vector_stack(base, [e.tensor for e in group.non_base], device=base.device)
-        if base.ndim == 2 and is_disentangled(name, base.ndim, settings.select, group.metadata.vocabulary_axis):
-            result = self.merge_matrices(task_vectors, weights, settings)
+        if is_task_matrix(name, base.ndim, settings.select, group.metadata.vocabulary_axis):
+            result = self.merge_matrices(name, task_vectors, weights, settings, report)
             merged_delta = result.delta
             if report is not None:
-                report.record(self.report_section, name, result.summary())
+                report.record(self.report_section, name, self.report_entry(settings, result))
         else:
             merged_delta = mean_task_vector(task_vectors, weights)
             if report is not None:

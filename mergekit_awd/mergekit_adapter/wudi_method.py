@@ -8,13 +8,14 @@ objective at the start (Σ_i τ_i) and at the end, the solver and its iterations
 
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import torch
 
 from mergekit_awd.constants import WUDI_REPORT
 from mergekit_awd.core.wudi import WudiParameters, WudiResult, wudi_merge_matrices
 from mergekit_awd.mergekit_adapter.method import MatrixMergeMethod
+from mergekit_awd.mergekit_adapter.report import MergeReport
 
 
 class WudiMerge(MatrixMergeMethod):
@@ -30,7 +31,8 @@ class WudiMerge(MatrixMergeMethod):
     card_intro = ("Σᵢ ‖(τ_m − τᵢ) τᵢᵀ‖² / ‖τᵢ‖² at the start (Σᵢ τᵢ) and at the merged τ_m "
                   "(squared weight units).")
 
-    def merge_matrices(self, task_vectors: torch.Tensor, weights: List[float], settings: WudiParameters) -> WudiResult:
+    def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: WudiParameters,
+                       report: Optional[MergeReport]) -> WudiResult:
         return wudi_merge_matrices(task_vectors, weights, settings)
 
 
