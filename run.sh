@@ -6,6 +6,9 @@
 #   ./run.sh test    same set-up, then the whole test suite
 #   ./run.sh quality the same set-up, then the whole merge-quality benchmark: data sources, six
 #                    fine-tunes (cached in benchmarks/.cache), merges, plots (README "Merge quality")
+#   ./run.sh llm-quality the same set-up, then the causal-LM track: SmolLM2-135M-Instruct from its GGUF
+#                    wheel, four full fine-tunes (cached in benchmarks/.cache/llm), bfloat16 merges
+#                    (README "Merge quality on a causal LM")
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${MERGEKIT_AWD_VENV:-.venv}"
@@ -35,6 +38,10 @@ case "$command" in
         setup
         python -m benchmarks.quality.run "$@"
         ;;
+    llm-quality)
+        setup
+        python -m benchmarks.llm.run "$@"
+        ;;
     demo-tiny)
         setup
         python examples/tiny_llama_demo.py "$@"
@@ -55,7 +62,7 @@ case "$command" in
         setup
         ;;
     *)
-        echo "usage: ./run.sh demo|demo-tiny|test|quality|setup [args...]" >&2
+        echo "usage: ./run.sh demo|demo-tiny|test|quality|llm-quality|setup [args...]" >&2
         exit 2
         ;;
 esac

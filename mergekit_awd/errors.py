@@ -131,6 +131,14 @@ class HubUploadError(MergekitAwdError, RuntimeError):
     status: Optional[int]
 
 
+class EvaluationDataError(MergekitAwdError, ValueError):
+    """Evaluation data that cannot be scored (no examples, an empty answer, a bad JSONL line); the
+    message names the file and line when the data came from one."""
+
+    path: Optional[str]
+    line: Optional[int]
+
+
 __all__ = [
     "MAX_MESSAGE_CHARS",
     "bounded",
@@ -148,4 +156,5 @@ __all__ = [
     "PostMergeError",
     "IncompleteOutputError",
     "HubUploadError",
+    "EvaluationDataError",
 ]

@@ -46,14 +46,15 @@ class MergeRun:
     report: Optional[Dict[str, Any]]
 
 
-def merge_config(spec: MergeSpec, base_dir: Path, model_dirs: Sequence[Path]) -> Dict[str, Any]:
-    """The mergekit configuration dict (float32 throughout)."""
+def merge_config(spec: MergeSpec, base_dir: Path, model_dirs: Sequence[Path], dtype: str = "float32",
+                 ) -> Dict[str, Any]:
+    """The mergekit configuration dict (``dtype``: the merge's output dtype, float32 by default)."""
     return {
         "merge_method": spec.method,
         "base_model": str(base_dir),
         "models": [{"model": str(d), "parameters": dict(spec.model_parameters)} for d in model_dirs],
         "parameters": dict(spec.parameters),
-        "dtype": "float32",
+        "dtype": dtype,
     }
 
 

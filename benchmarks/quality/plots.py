@@ -19,7 +19,8 @@ def _pyplot():
     return plt
 
 
-def plot_accuracy_per_method(results: Mapping[str, Any], path: Path) -> None:
+def plot_accuracy_per_method(results: Mapping[str, Any], path: Path,
+                             title: str = "Test accuracy per task, each task with its own head") -> None:
     """Grouped bars: test accuracy per task (and the average) for each method."""
     plt = _pyplot()
     tasks = list(results["individual"])
@@ -35,8 +36,8 @@ def plot_accuracy_per_method(results: Mapping[str, Any], path: Path) -> None:
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(columns))], columns)
     ax.set_ylabel("test accuracy (%)")
     ax.set_ylim(0, 100)
-    ax.set_title("Test accuracy per task, each task with its own head")
-    ax.legend(ncol=len(rows), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.07), frameon=False)
+    ax.set_title(title)
+    ax.legend(ncol=min(len(rows), 8), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.07), frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,0 +1,112 @@
+"""Full fine-tuning of SmolLM2-135M-Instruct on one task (all weights, fixed seed), cached.
+
+Recipe (``FinetuneSettings``): AdamW (lr 3e-5, weight decay 0.0, no schedule), batch 8, causal-LM
+cross-entropy on the answer tokens and the EOS token only (prompt tokens masked with -100), float32,
+batches drawn from seeded permutations of the train split.  The folder is written with
+``save_pretrained`` in float32 (tied embeddings: one ``embed_tokens``), with the base's tokenizer,
+like a fine-tune published on the Hub.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+
+from benchmarks.llm.tasks import Example, training_text
+from mergekit_awd.tools.lm_scoring import encode_continuation, encode_prompt
+
+DONE_MARKER = "finetune_done.json"
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    steps: int = 130
+    batch_size: int = 8
+    learning_rate: float = 3e-5
+    weight_decay: float = 0.0
+    seed: int = 0
+    log_every: int = 10
+
+
+def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> torch.Tensor:
+    """[steps, batch_size] example indices from concatenated seeded permutations."""
+    generator = torch.Generator().manual_seed(seed)
+    needed = steps * batch_size
+    chunks = [torch.randperm(n_examples, generator=generator) for _ in range(-(-needed // n_examples))]
+    return torch.cat(chunks)[:needed].view(steps, batch_size)
+
+
+def training_batch(tokenizer, examples: Sequence[Example]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """input_ids, attention_mask, labels (right-padded; loss on answer + EOS tokens only)."""
+    rows: List[Tuple[List[int], List[int]]] = []
+    for example in examples:
+        prompt, answer = training_text(example)
+        p = encode_prompt(tokenizer, prompt)
+        a = encode_continuation(tokenizer, answer) + [tokenizer.eos_token_id]
+        rows.append((p + a, [IGNORE] * len(p) + a))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    for r, (seq, lab) in enumerate(rows):
+        ids[r, :len(seq)] = torch.tensor(seq)
+        mask[r, :len(seq)] = 1
+        labels[r, :len(seq)] = torch.tensor(lab)
+    return ids, mask, labels
+
+
+def is_cached(folder: Path) -> bool:
+    return (folder / DONE_MARKER).exists()
+
+
+def finetune_task(
+    base_dir: Path, task: str, train: Sequence[Example], out_folder: Path,
+    settings: FinetuneSettings = FinetuneSettings(),
+) -> Dict[str, object]:
+    """Train and save; returns the record written to ``DONE_MARKER`` (seconds, settings, last losses)."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(settings.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    order = batch_order(len(train), settings.steps, settings.batch_size, settings.seed)
+    start = time.perf_counter()
+    losses: List[float] = []
+    for step, indices in enumerate(order):
+        ids, mask, labels = training_batch(tokenizer, [train[i] for i in indices.tolist()])
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        done = step + 1
+        if done % settings.log_every == 0 or done == settings.steps:
+            elapsed = time.perf_counter() - start
+            eta = elapsed / done * (settings.steps - done)
+            recent = sum(losses[-settings.log_every:]) / len(losses[-settings.log_every:])
+            print(f"[finetune] {task}: step {done}/{settings.steps} loss {recent:.3f} "
+                  f"({elapsed:.0f} s, ETA {eta:.0f} s)", flush=True)
+    seconds = time.perf_counter() - start
+    model.eval()
+    shutil.rmtree(out_folder, ignore_errors=True)
+    out_folder.mkdir(parents=True)
+    model.save_pretrained(str(out_folder))
+    tokenizer.save_pretrained(str(out_folder))
+    record = {
+        "task": task, "seconds": round(seconds, 1), "seconds_per_step": round(seconds / settings.steps, 2),
+        "train_examples": len(train), "settings": asdict(settings),
+        "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+    }
+    (out_folder / DONE_MARKER).write_text(json.dumps(record, indent=1) + "\n")
+    return record

