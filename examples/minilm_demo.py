@@ -49,7 +49,10 @@ def main() -> None:
     install_pip_packages(missing_pip_packages())
 
     import torch
+    import transformers
     from transformers import AutoTokenizer
+
+    transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars of every small load
 
     from benchmarks.quality.data import task_splits
     from benchmarks.quality.encoder_io import load_encoder, load_head

@@ -106,3 +106,31 @@ def test_a_task_negation_reports_that_delta_has_no_effect(tmp_path, tiny_family,
     awd, ta = load_state(tmp_path / "awd"), load_state(tmp_path / "ta")
     for key in awd:
         torch.testing.assert_close(awd[key], ta[key], atol=1e-6, rtol=1e-5)
+
+
+def test_a_lora_only_on_q_and_v_family_reports_the_right_tensor_count(tmp_path, tiny_family, lora_adapter, capsys):
+    """Two LoRA adapters (q_proj, v_proj) on the base: only the 2 × 2 q/v matrices have task vectors,
+    so the report and the console line count 4 disentangled tensors, not every selected tensor."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    from mergekit_awd.testing.synthetic import TINY, merge_config
+
+    torch.manual_seed(1)
+    second = tmp_path / "adapter2"
+    peft_model = get_peft_model(LlamaForCausalLM.from_pretrained(str(tiny_family[0])),
+                                LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False))
+    peft_model.save_pretrained(str(second))
+    config_dict = merge_config("awd", tiny_family[:3], {"steps": 5}, "float32")
+    config_dict["models"][0]["model"] = f"{tiny_family[0]}+{lora_adapter}"
+    config_dict["models"][1]["model"] = f"{tiny_family[0]}+{second}"
+    config = tmp_path / "lora_qv.yml"
+    config.write_text(yaml.safe_dump(config_dict))
+    assert run([str(config), str(tmp_path / "out"), "--no-copy-tokenizer"]) == 0, capsys.readouterr().err
+    expected = 2 * TINY.num_hidden_layers
+    summary = json.loads((tmp_path / "out" / "awd_report.json").read_text())["summary"]
+    assert summary["disentangled_tensors"] == expected
+    assert f"over {expected} disentangled tensors" in capsys.readouterr().out

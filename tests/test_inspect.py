@@ -149,3 +149,26 @@ def test_needs_a_base_model(tiny_family, tmp_path, capsys):
         {"model": str(p), "parameters": {"weight": 1.0}} for p in tiny_family[1:]]}))
     assert run(["inspect", str(config)]) == 1
     assert "needs a base_model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("scope", ["tensor", "model"])
+def test_inspect_and_merge_report_the_same_figures_for_a_bfloat16_config(tiny_family, tmp_path, scope):
+    """float32 models merged with `dtype: bfloat16`: mergekit casts every input to bfloat16 before the
+    method sees it; inspect reads its tensors the same way, so the figures agree exactly."""
+    from mergekit_awd.pipeline.runner import run_merge
+
+    config = awd_config(tiny_family, {"scope": scope, "alpha": 0.01}, dtype="bfloat16")
+    inspected = inspect_merge(config)
+    merged = run_merge(config, str(tmp_path / "out")).report
+    if scope == "tensor":
+        names = [n for n, t in inspected["tensors"].items() if t["selected"]]
+        assert names
+        for name in names:
+            assert merged["scopes"][name]["abs_cos_before"] == inspected["tensors"][name]["abs_cos"]
+            assert merged["scopes"][name]["mean_abs_cos_after"] == inspected["tensors"][name]["mean_abs_cos_after"]
+    else:
+        for ours, theirs in ((merged["scopes"]["model"]["abs_cos_before"], inspected["whole"]["abs_cos"]),
+                             (merged["scopes"]["model"]["abs_cos_after"],
+                              inspected["whole"]["model_scope"]["abs_cos_after"])):
+            assert torch.allclose(torch.tensor(ours, dtype=torch.float64), torch.tensor(theirs, dtype=torch.float64),
+                                  rtol=0, atol=1e-12)

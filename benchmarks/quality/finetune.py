@@ -26,6 +26,7 @@ class FinetuneSettings:
     learning_rate: float = 5e-5
     weight_decay: float = 0.01
     seed: int = 0
+    log_every: int = 10
 
 
 ENCODER_SUBDIR = "encoder"
@@ -56,7 +57,18 @@ def finetune_task(
     """Train, save ``out_folder/encoder`` and ``out_folder/head``; returns seconds spent training."""
     torch.manual_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_path))
-    model = AutoModelForSequenceClassification.from_pretrained(str(base_model_path), num_labels=len(class_names))
+    import transformers
+
+    # the encoder has no classification head yet: transformers' load report would list the new
+    # head's weights as MISSING; say it once in plain words instead
+    verbosity = transformers.utils.logging.get_verbosity()
+    transformers.utils.logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(base_model_path), num_labels=len(class_names))
+    finally:
+        transformers.utils.logging.set_verbosity(verbosity)
+    print(f"[finetune] {task}: a new {len(class_names)}-class head on the pretrained encoder "
+          "(randomly initialised, trained with it)", flush=True)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     labels = torch.tensor(train.labels)
@@ -71,9 +83,11 @@ def finetune_task(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if (step + 1) % 50 == 0:
-            print(f"[finetune] {task}: step {step + 1}/{settings.steps} loss {loss.item():.3f} "
-                  f"({time.perf_counter() - start:.0f} s)", flush=True)
+        done = step + 1
+        if done % settings.log_every == 0 or done == settings.steps:
+            elapsed = time.perf_counter() - start
+            print(f"[finetune] {task}: step {done}/{settings.steps} loss {loss.item():.3f} "
+                  f"({elapsed:.0f} s, ETA {elapsed / done * (settings.steps - done):.0f} s)", flush=True)
     seconds = time.perf_counter() - start
     model.eval()
     out_folder.mkdir(parents=True, exist_ok=True)

@@ -8,12 +8,15 @@ the mean singular value and the common and per-task ranks.
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from mergekit_awd.constants import ISO_REPORT
-from mergekit_awd.core.iso import IsoCParameters, IsoCTSParameters, IsoResult, iso_c_matrices, iso_cts_matrices
+from mergekit_awd.core.costs import iso_work
+from mergekit_awd.core.iso import (
+    IsoCParameters, IsoCTSParameters, IsoResult, iso_c_matrices, iso_cts_matrices,
+)
 from mergekit_awd.mergekit_adapter.method import MatrixMergeMethod
 from mergekit_awd.mergekit_adapter.report import MergeReport
 
@@ -33,6 +36,9 @@ class IsoCMerge(MatrixMergeMethod):
     def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: IsoCParameters,
                        report: Optional[MergeReport]) -> IsoResult:
         return iso_c_matrices(task_vectors, weights)
+
+    def matrix_work(self, rows: int, cols: int, tasks: int, settings: IsoCParameters) -> Dict[str, float]:
+        return iso_work(rows, cols, tasks, getattr(settings, "common_space_fraction", None))
 
 
 class IsoCTSMerge(IsoCMerge):

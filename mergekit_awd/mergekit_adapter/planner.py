@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator, List
+from typing import Dict, Iterator, List, Tuple
 
 import mergekit.merge
 from mergekit.architecture import WeightInfo
 from mergekit.common import ModelReference
 from mergekit.config import ConfigReader
+from mergekit.graph import Task
 from mergekit.io.tasks import LoaderCache
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.plan import MergePlanner
 
-from mergekit_awd.mergekit_adapter.model_scope.tasks import plan_model_scopes
+from mergekit_awd.mergekit_adapter.model_scope.tasks import ExecuteWithScopeSolution, plan_model_scopes
 from mergekit_awd.mergekit_adapter.registration import method_for
+from mergekit_awd.progress import PHASE_GRAM, PHASE_MERGE, active_progress
 
 LOG = logging.getLogger(__name__)
 
@@ -66,6 +68,18 @@ class AWDMergePlanner(MergePlanner):
         method = method_for(self.config.merge_method)
         if self.rewrite_model_scopes and method is not None and method.plans_model_scope:
             self._tensors = plan_model_scopes(self._tensors, method)
+        progress = active_progress()
+        if progress is not None and method is not None:
+            progress.expect(planned_phases(self._tensors, method.spec.name))
+
+
+def planned_phases(tensors: List[Tuple[WeightInfo, Task]], method_name: str) -> Dict[str, int]:
+    """Steps of each phase of a planned merge: Gram matrices of model scopes, then merged tensors."""
+    merges = [task for _, task in tensors
+              if isinstance(task, ExecuteMergeMethodTask) and task.method_name == method_name]
+    scopes = {id(task._solution_task): task._solution_task for task in merges
+              if isinstance(task, ExecuteWithScopeSolution)}
+    return {PHASE_GRAM: sum(len(solve.grams) for solve in scopes.values()), PHASE_MERGE: len(merges)}
 
 
 @contextmanager

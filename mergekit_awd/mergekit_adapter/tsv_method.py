@@ -13,7 +13,10 @@ from typing import Any, Dict, List, Optional
 import torch
 
 from mergekit_awd.constants import TSV_REPORT
-from mergekit_awd.core.tsv import TSVMergeResult, TSVParameters, remove_redundant_vector, tsv_merge_matrices
+from mergekit_awd.core.costs import tsv_work
+from mergekit_awd.core.tsv import (
+    TSVMergeResult, TSVParameters, remove_redundant_vector, tsv_merge_matrices,
+)
 from mergekit_awd.mergekit_adapter.method import MatrixMergeMethod
 from mergekit_awd.mergekit_adapter.report import MergeReport
 
@@ -40,6 +43,14 @@ class TSVMerge(MatrixMergeMethod):
             return tsv_merge_matrices(task_vectors, weights, settings.tsv_settings())
         except (ValueError, RuntimeError) as error:
             raise type(error)(f"{name}: {error}") from error
+
+    faster_options = ("svd: lowrank", "--cuda")
+
+    def matrix_work(self, rows: int, cols: int, tasks: int, settings: TSVParameters) -> Dict[str, float]:
+        work = tsv_work(rows, cols, tasks, settings.tsv_settings())
+        if settings.disentangle:  # the Gram matrix of the task vectors and δ
+            work["matmul"] = work.get("matmul", 0.0) + 2.0 * tasks * tasks * rows * cols
+        return work
 
     def report_entry(self, settings: TSVParameters, result: TSVMergeResult) -> Dict[str, Any]:
         return {"svd": settings.svd, "disentangled": bool(settings.disentangle), **result.summary()}

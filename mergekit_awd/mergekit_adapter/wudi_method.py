@@ -8,11 +8,12 @@ objective at the start (Σ_i τ_i) and at the end, the solver and its iterations
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
 from mergekit_awd.constants import WUDI_REPORT
+from mergekit_awd.core.costs import wudi_work
 from mergekit_awd.core.wudi import WudiParameters, WudiResult, wudi_merge_matrices
 from mergekit_awd.mergekit_adapter.method import MatrixMergeMethod
 from mergekit_awd.mergekit_adapter.report import MergeReport
@@ -34,6 +35,11 @@ class WudiMerge(MatrixMergeMethod):
     def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: WudiParameters,
                        report: Optional[MergeReport]) -> WudiResult:
         return wudi_merge_matrices(task_vectors, weights, settings)
+
+    faster_options = ("solver: exact", "--cuda")
+
+    def matrix_work(self, rows: int, cols: int, tasks: int, settings: WudiParameters) -> Dict[str, float]:
+        return wudi_work(rows, cols, tasks, settings)
 
 
 wudi_merge_method = WudiMerge()

@@ -60,6 +60,7 @@ from mergekit_awd.pipeline.input_paths import (
 )
 from mergekit_awd.pipeline.read_errors import model_read_errors
 from mergekit_awd.pipeline.staging import check_output_target, staged_output
+from mergekit_awd.progress import progress_bar
 from mergekit_awd.results import JsonResult
 
 
@@ -226,13 +227,15 @@ def compress_family(
     dtype: Optional[str] = None,
     device: str = "cpu",
     overwrite: bool = False,
+    progress: bool = False,
 ) -> CompressReport:
     """Write one PEFT LoRA adapter per fine-tuned model of ``config`` into ``out_path``.
 
     Returns the report written to ``out_path/compress_report.json`` (see the module docstring).
     OUT may not overlap an input (``input_paths``); it is written staged, under a lock, and a
     non-empty OUT is refused unless ``overwrite``, which replaces it as a whole once all
-    adapters are written (``staged_output``).
+    adapters are written (``staged_output``).  ``progress``: bars on stderr for the tensors
+    (their SVDs, every model at once) and the adapters written.
     """
     CompressSettings(rank=rank, fraction=fraction, svd=svd, dtype=dtype)  # choices and ranges
     check_device(device)
@@ -241,12 +244,13 @@ def compress_family(
     final_path = check_output_target(out_path, overwrite)
     names = family.folder_names()
     with staged_output(out_path, overwrite=overwrite) as staging, model_read_errors():
-        report = _compress_into(staging, final_path, family, names, rank, fraction, svd, dtype, device)
+        report = _compress_into(staging, final_path, family, names, rank, fraction, svd, dtype, device, progress)
     return report
 
 
 def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: List[str], rank: Optional[int],
-                   fraction: Optional[float], svd: str, dtype: Optional[str], device: str) -> CompressReport:
+                   fraction: Optional[float], svd: str, dtype: Optional[str], device: str,
+                   progress: bool = False) -> CompressReport:
     """The work of ``compress_family``: adapters and report written into ``staging`` (which
     becomes ``final_path``)."""
     from safetensors.torch import save_file
@@ -258,7 +262,11 @@ def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: 
     count = len(family.models)
     model_params = 0
     save_dtype: Optional[torch.dtype] = ADAPTER_DTYPES[dtype] if dtype else None
-    for tensor_name in family.tensor_names():
+    tensor_names = family.tensor_names()
+    tensor_bar = progress_bar(len(tensor_names), f"compress · SVDs of {count} task vectors per tensor",
+                              enabled=progress)
+    for tensor_name in tensor_names:
+        tensor_bar.update(1)
         base, models = family.tensors(tensor_name, device)
         model_params += base.numel()
         if not base.is_floating_point():
@@ -293,8 +301,11 @@ def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: 
                 builder.full_modules.add(module)
                 builder.other_norm_sq += norm_sq
         del task_vectors
+    tensor_bar.close()
     adapters: Dict[str, AdapterReport] = {}
+    adapter_bar = progress_bar(len(builders), "compress · writing adapters", unit="adapters", enabled=progress)
     for index, builder in enumerate(builders):
+        adapter_bar.update(1)
         folder = os.path.join(staging, builder.name)
         os.makedirs(folder)
         entry = _write_adapter(builder, family, index, kinds, folder, save_dtype or torch.float32, device,
@@ -305,6 +316,7 @@ def _compress_into(staging: str, final_path: str, family: "ModelFamily", names: 
         entry["model_bytes"] = _model_bytes(os.path.expanduser(family.models[index].model.path))
         entry["bytes_ratio"] = entry["bytes"] / entry["model_bytes"] if entry["model_bytes"] else None
         adapters[builder.name] = AdapterReport(**entry)
+    adapter_bar.close()
     report = CompressReport(base_model=str(family.base), svd=svd, rank=rank, fraction=fraction,
                             model_parameters=model_params, adapters=adapters)
     with open(os.path.join(staging, COMPRESS_REPORT), "w", encoding="utf-8") as handle:

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from mergekit.common import ModelReference
-from mergekit.io.tasks import GatherTensors, LoaderCache
+from mergekit.io.tasks import GatherTensors, LoaderCache, LoadTensor
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.options import MergeOptions
 
@@ -134,6 +134,7 @@ class PlannedTensor:
     vocabulary_axis: Optional[int]
     inputs: Dict[ModelReference, Any]  # model → WeightInfo
     parameters: Dict[str, Any]
+    dtype: Optional[str] = None  # the merge's dtype: inputs are cast to it before the method sees them
 
 
 def plan_tensors(config: ConfigInput, options: MergeOptions
@@ -183,7 +184,8 @@ def plan_tensors(config: ConfigInput, options: MergeOptions
                 f"{[str(m) for m in order]}; inspect needs the same models for every tensor"
             )
         tensors.append(PlannedTensor(weight.name, weight.vocabulary_axis,
-                                     dict(task.gather_tensors.weight_info.items()), dict(task.parameters.items())))
+                                     dict(task.gather_tensors.weight_info.items()), dict(task.parameters.items()),
+                                     task.gather_tensors.dtype))
     if not tensors or order is None:
         raise ConfigError(f"{label}: the merge plans no tensor to inspect")
     return tensors, base, order, merge_config.merge_method, skipped
@@ -198,10 +200,12 @@ def _settings(method: str, parameters: Dict[str, Any]) -> SolverSettings:
     return ours.solver_settings(parameters) if ours is not None else SolverSettings()
 
 
-def _load(model: ModelReference, weight: Any, device: str) -> Optional[torch.Tensor]:
-    aliases = list(weight.aliases or ()) + list(weight.tied_names or ())
-    return LoaderCache().get(model).get_tensor(weight.name, device=device, aliases=aliases,
-                                               raise_on_missing=not weight.optional)
+def _load(model: ModelReference, weight: Any, device: str, dtype: Optional[str]) -> Optional[torch.Tensor]:
+    """The tensor exactly as the merge's ``GatherTensors`` hands it to the method: mergekit's own
+    ``LoadTensor`` (names, aliases, tied names, checkpoint conversion, the cast to the merge's
+    ``dtype``), so inspect and the merge report the same figures for a bfloat16 config."""
+    return LoadTensor(model=model, tensor=weight.name, dtype=weight.force_dtype or dtype, device=device,
+                      optional=weight.optional, aliases=weight.aliases, tied_names=weight.tied_names).execute()
 
 
 @model_read_errors()
@@ -224,8 +228,8 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
     settings_used: Optional[SolverSettings] = None
     select_used = DEFAULT_SELECT
     for tensor in planned:
-        base_tensor = _load(base, tensor.inputs[base], device)
-        models = [_load(m, tensor.inputs[m], device) for m in order]
+        base_tensor = _load(base, tensor.inputs[base], device, tensor.dtype)
+        models = [_load(m, tensor.inputs[m], device, tensor.dtype) for m in order]
         if base_tensor is None or any(t is None for t in models):
             skipped[tensor.name] = "optional tensor missing in some model"
             continue

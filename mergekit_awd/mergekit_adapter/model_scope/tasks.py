@@ -14,6 +14,7 @@ identity) so that hashing a task stays O(1) rather than walking the whole scope.
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -33,6 +34,7 @@ from mergekit_awd.errors import ConfigError, TensorError
 from mergekit_awd.mergekit_adapter.method import PackageMergeMethod, require_finite
 from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution, scope_solution
 from mergekit_awd.mergekit_adapter.report import active_report
+from mergekit_awd.progress import PHASE_GRAM, active_progress
 
 
 class DeferredLoadTensor(LoadTensor):
@@ -90,6 +92,13 @@ class ScopeGramTask(Task[Optional[torch.Tensor]]):
         return True
 
     def execute(self, tensors: Dict[ModelReference, torch.Tensor], **_: Any) -> Optional[torch.Tensor]:
+        gram = self._gram(tensors)
+        progress = active_progress()
+        if progress is not None:
+            progress.advance(PHASE_GRAM)
+        return gram
+
+    def _gram(self, tensors: Dict[ModelReference, torch.Tensor]) -> Optional[torch.Tensor]:
         name = self.source.output_weight.name
         base = tensors.get(self.source.base_model)
         order = _non_base_order(self.source)
@@ -138,7 +147,12 @@ class SolveScopeTask(Task[ScopeSolution]):
                 continue
             total += gram
             tensors.append(name)
+        started = time.perf_counter()
         result = solve_reduced(total, from_parameters(SolverSettings, dict(self.settings)))
+        progress = active_progress()
+        if progress is not None:
+            progress.note(f"δ of scope {self.scope_key} solved over {len(tensors)} tensors "
+                          f"({time.perf_counter() - started:.1f} s)")
         report = active_report()
         if report is not None:
             report.record_scope(self.scope_key, {"tensors": tensors, "models": [str(m) for m in self.ids],

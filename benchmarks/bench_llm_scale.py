@@ -1,0 +1,208 @@
+"""``python -m benchmarks.bench_llm_scale [--device cuda]``: per-tensor cost at Llama-3-8B shapes.
+
+For each shape of a Llama-3-8B layer (q/o 4096×4096, k/v 1024×4096, gate/up 14336×4096,
+down 4096×14336) and K ∈ {2, 4, 8} bfloat16 fine-tunes, the wall time and the peak memory of one
+tensor merged by each method's own ``merge_group`` (the code mergekit runs for that tensor:
+mergekit's ``task_arithmetic``; ``awd`` scope tensor; ``awd`` scope model's per-tensor work, i.e.
+the Gram pass plus the write with a solved β; ``tsv`` exact and lowrank), as ratios to
+task_arithmetic measured in the same run.  Random Gaussian task vectors (scale 1e-3 of a unit-RMS
+base): SVD and solve times do not depend on the values much.
+
+Extrapolation to a whole 8B merge: 32 layers × (q, k, v, o, gate, up, down) of the measured
+per-tensor times (embeddings, norms and I/O not included: the table says so).
+
+Peak memory: CPU, the process's peak RSS (VmHWM, reset before the call) above its RSS before the
+call, in a fresh child process per measurement; CUDA, ``torch.cuda.max_memory_allocated`` above the inputs.
+Writes ``benchmarks/results/llm_scale[_cuda].{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+SHAPES: Dict[str, Tuple[int, int]] = {
+    "q_proj / o_proj": (4096, 4096),
+    "k_proj / v_proj": (1024, 4096),
+    "gate_proj / up_proj": (14336, 4096),
+    "down_proj": (4096, 14336),
+}
+# tensors of each shape in one Llama-3-8B layer
+PER_LAYER: Dict[str, int] = {"q_proj / o_proj": 2, "k_proj / v_proj": 2, "gate_proj / up_proj": 2, "down_proj": 1}
+LAYERS = 32
+KS = (2, 4, 8)
+METHODS: Dict[str, Tuple[str, Dict[str, Any]]] = {
+    "task_arithmetic": ("task_arithmetic", {}),
+    "awd tensor": ("awd", {"scope": "tensor"}),
+    "awd model (per tensor)": ("awd", {"scope": "model"}),
+    "tsv exact": ("tsv", {}),
+    "tsv lowrank": ("tsv", {"svd": "lowrank"}),
+}
+NAME = "model.layers.0.mlp.gate_proj.weight"  # a block-linear name: selected by every method
+
+
+def parameters_for(method: Any, overrides: Dict[str, Any], ids: Sequence[int]) -> Dict[str, Any]:
+    """Spec defaults with per-model parameters as {id: value} (weight 1.0), then ``overrides``."""
+    values: Dict[str, Any] = {}
+    for spec in method.spec.parameters:
+        default = spec.default
+        values[spec.name] = {i: default for i in ids} if spec in method.spec.input_parameters else default
+    values["weight"] = {i: 1.0 for i in ids}
+    values.update(overrides)
+    return values
+
+
+def make_group(rows: int, cols: int, k: int, device: str):
+    import torch
+    from mergekit.merge_methods.base import TensorEntry, TensorGroup, TensorMetadata
+
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    base = torch.randn(rows, cols, generator=generator).to(torch.bfloat16)
+    entries = [TensorEntry(id=0, tensor=base.to(device), is_base=True)]
+    for i in range(k):
+        delta = 1e-3 * torch.randn(rows, cols, generator=generator)
+        entries.append(TensorEntry(id=i + 1, tensor=(base.float() + delta).to(torch.bfloat16).to(device)))
+    return TensorGroup(entries, TensorMetadata(name=NAME))
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def _reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5), so the peak is the call's own."""
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+        handle.write("5")
+
+
+def measure_one(label: str, shape: str, k: int, device: str, shrink: int = 1) -> Dict[str, Any]:
+    """Run in a fresh process: build the inputs, merge once (timed), report time and peak memory."""
+    import torch
+    import mergekit.merge_methods as registry
+
+    import mergekit_awd  # noqa: F401  (registers our methods)
+    from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution, scope_solution
+
+    method_name, overrides = METHODS[label]
+    method = registry.get(method_name)
+    rows, cols = (d // shrink for d in SHAPES[shape])
+    group = make_group(rows, cols, k, device)
+    parameters = parameters_for(method, overrides, list(range(1, k + 1)))
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+    else:
+        import gc
+
+        gc.collect()
+        _reset_peak_rss()
+        before = _status_kib("VmRSS") * 1024
+    start = time.perf_counter()
+    if overrides.get("scope") == "model":
+        # the per-tensor work of a model scope: its Gram pass, then the write with a solved β
+        from mergekit_awd.core.task_vectors import gram_of_task_vectors
+
+        base = group.base.tensor
+        gram_of_task_vectors(base, [e.tensor for e in group.non_base])
+        solution = ScopeSolution(key="model", ids=tuple(e.id for e in group.non_base),
+                                 coefficients=torch.full((k,), 1.0 / k, dtype=torch.float64),
+                                 included=torch.ones(k, dtype=torch.bool))
+        with scope_solution(solution):
+            merged = method.merge_group(group, **parameters)
+    else:
+        merged = method.merge_group(group, **parameters)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda" else _status_kib("VmHWM") * 1024) - before
+    assert merged.shape == (rows, cols)
+    return {"method": label, "shape": shape, "k": k, "seconds": seconds, "peak_extra_bytes": max(peak, 0)}
+
+
+def run_child(label: str, shape: str, k: int, device: str, shrink: int = 1) -> Dict[str, Any]:
+    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_llm_scale", "--child", label, shape, str(k),
+                           "--device", device, "--shrink", str(shrink)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{label} {shape} K={k} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def extrapolate(rows: List[Dict[str, Any]], k: int) -> Dict[str, float]:
+    """Seconds of matrix work of a whole 32-layer 8B merge per method at K."""
+    totals: Dict[str, float] = {}
+    for row in rows:
+        if row["k"] == k:
+            totals[row["method"]] = totals.get(row["method"], 0.0) + row["seconds"] * PER_LAYER[row["shape"]] * LAYERS
+    return totals
+
+
+def write(rows: List[Dict[str, Any]], device: str, threads: int) -> None:
+    from benchmarks.common import RESULTS
+
+    suffix = "_cuda" if device == "cuda" else ""
+    ta = {(r["shape"], r["k"]): r["seconds"] for r in rows if r["method"] == "task_arithmetic"}
+    for row in rows:
+        row["time_vs_task_arithmetic"] = row["seconds"] / ta[(row["shape"], row["k"])]
+    whole = {str(k): extrapolate(rows, k) for k in KS}
+    (RESULTS / f"llm_scale{suffix}.json").write_text(json.dumps(
+        {"device": device, "threads": threads, "rows": rows, "whole_8b_seconds": whole}, indent=2) + "\n")
+    lines = [f"# Per-tensor cost at Llama-3-8B shapes ({device}, {threads} threads, bfloat16 inputs)", "",
+             "Reproduce: `python -m benchmarks.bench_llm_scale" + (" --device cuda`" if device == "cuda" else "`"),
+             "", "| method | shape | K | seconds | × task_arithmetic | peak extra memory (MiB) |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        lines.append(f"| {row['method']} | {row['shape']} {SHAPES[row['shape']][0]}×{SHAPES[row['shape']][1]} | "
+                     f"{row['k']} | {row['seconds']:.2f} | {row['time_vs_task_arithmetic']:.1f} | "
+                     f"{row['peak_extra_bytes'] / 2**20:.0f} |")
+    lines += ["", "Whole 8B merge, matrix work only (32 layers × 7 projections; loading, writing, embeddings "
+              "and norms not included):", "", "| method | " + " | ".join(f"K = {k}" for k in KS) + " |",
+              "| --- | " + " | ".join("---" for _ in KS) + " |"]
+    for label in METHODS:
+        cells = []
+        for k in KS:
+            seconds = whole[str(k)].get(label)
+            cells.append("" if seconds is None else (f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"))
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    (RESULTS / f"llm_scale{suffix}.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--ks", type=int, nargs="*", default=list(KS))
+    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--shrink", type=int, default=1,
+                        help="divide every shape by this (a quick check of the script; results not written)")
+    parser.add_argument("--child", nargs=3, metavar=("METHOD", "SHAPE", "K"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        label, shape, k = args.child
+        print(json.dumps(measure_one(label, shape, int(k), args.device, args.shrink)))
+        return
+    import torch
+
+    rows = []
+    for k in args.ks:
+        for shape in SHAPES:
+            for label in (["task_arithmetic"] + [m for m in args.methods if m != "task_arithmetic"]):
+                row = run_child(label, shape, k, args.device, args.shrink)
+                rows.append(row)
+                print(f"{label:<24} {shape:<20} K={k}: {row['seconds']:.2f} s, "
+                      f"+{row['peak_extra_bytes'] / 2**20:.0f} MiB", flush=True)
+    if args.shrink == 1:
+        write(rows, args.device, torch.get_num_threads() if args.device == "cpu" else 0)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()

@@ -1,0 +1,51 @@
+"""The arithmetic of each per-matrix method, for the up-front time estimate
+(``mergekit_awd.pipeline.estimate``).  Two units, measured once per machine by
+``python -m benchmarks.bench_estimates``:
+
+* ``svd``: one float32 ``torch.linalg.svd(full_matrices=False)`` of a rows × cols matrix costs
+  rows·cols·min(rows, cols) units;
+* ``matmul``: one multiply-add.
+
+Counts are leading terms (what dominates for LLM-sized matrices), not exact operation counts.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+from mergekit_awd.core.tsv import TSVSettings, kept_rank
+from mergekit_awd.core.wudi import WudiParameters
+
+
+def tsv_work(rows: int, cols: int, tasks: int, settings: TSVSettings) -> Dict[str, float]:
+    """Arithmetic of one TSV-M merge of K [rows, cols] task matrices, for time estimates:
+    ``svd`` in units of rows·cols·min(rows, cols) (one float32 SVD), ``matmul`` in multiply-adds.
+
+    exact: K SVDs of Δ_i, then the polar factors of the stacked [rows, K k] / [cols, K k] bases;
+    lowrank: K sketches of (k + p) columns with q power iterations (2q + 2 products each)."""
+    k = kept_rank(rows, cols, tasks, settings.fraction)
+    stacked = tasks * k
+    polar = rows * stacked * min(rows, stacked) + cols * stacked * min(cols, stacked)
+    if settings.svd == "exact":
+        return {"svd": float(tasks * rows * cols * min(rows, cols) + polar)}
+    sketch = min(k + settings.oversample, min(rows, cols))
+    return {"svd": float(polar), "matmul": float(tasks * rows * cols * sketch * (2 * settings.power_iters + 2))}
+
+
+def iso_work(rows: int, cols: int, tasks: int, common_space_fraction: Optional[float] = None) -> Dict[str, float]:
+    """Arithmetic of one Iso merge of K [rows, cols] task matrices, for time estimates (``svd`` in
+    units of rows·cols·min(rows, cols)): Iso-C one SVD of Σ τ_i; Iso-CTS (``common_space_fraction``
+    given) that SVD plus one per task for its residual subspace."""
+    svds = 1 if common_space_fraction is None else 1 + tasks
+    return {"svd": float(svds * rows * cols * min(rows, cols))}
+
+
+def wudi_work(rows: int, cols: int, tasks: int, settings: WudiParameters) -> Dict[str, float]:
+    """Arithmetic of one WUDI merge of K [rows, cols] task matrices, for time estimates
+    (``matmul`` in multiply-adds).  exact: A and B of the normal equations (about 2 K m n min(m, n))
+    and a Cholesky solve (n³/3 + m n²); adam: per step the loss's two Gram products and their
+    gradients, about 6 K m n min(m, n)."""
+    small = min(rows, cols)
+    if settings.solver == "exact":
+        return {"matmul": float(2 * tasks * rows * cols * small + cols ** 3 / 3 + rows * cols * cols)}
+    return {"matmul": float(settings.steps * 6 * tasks * rows * cols * small)}
