@@ -35,7 +35,8 @@ def solver_comparison(paths: List[Path], steps: int) -> Dict[str, float]:
     """reduced vs direct on the largest block matrix (down_proj of layer 0), plain GD."""
     from safetensors import safe_open
 
-    from mergekit_awd.core.awd import SolverSettings, solve_direct, solve_reduced
+    from mergekit_awd.core.awd import SolverSettings, solve_reduced
+    from mergekit_awd.core.awd_direct import solve_direct
     from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector
 
     name = "model.layers.0.mlp.down_proj.weight"

@@ -156,7 +156,7 @@ def shape_words(inputs: Inputs) -> List[str]:
     return [f"tensor {name} ", str(other), str(base), str(inputs.wide), str(inputs.family[0])]
 
 
-ACCEPTED_PARAMETERS = "accepted: alpha, check_finite, lambda, lr, normalize, optimizer, scope, select, solver, steps, units, weight"
+ACCEPTED_PARAMETERS = "accepted: alpha, check_finite, lambda, lr, momentum, normalize, optimizer, scope, select, solver, steps, units, weight, weight_decay"
 
 CASES = [
     # unknown / misspelt names, globally and in one model's parameters
@@ -183,8 +183,9 @@ CASES = [
     Case("steps-negative", params(steps=-3), lambda i: ["parameters.steps = -3", "greater than or equal to 1"]),
     Case("lr-zero", params(lr=0), lambda i: ["parameters.lr = 0", "greater than 0"]),
     Case("lr-negative", params(lr=-0.01), lambda i: ["parameters.lr = -0.01", "greater than 0"]),
-    Case("optimizer-sgd", params(optimizer="sgd"), lambda i: ["parameters.optimizer = 'sgd'", "'gd' or 'adam'"]),
-    Case("scope-global", params(scope="global"), lambda i: ["parameters.scope = 'global'", "'tensor' or 'model'"]),
+    Case("optimizer-lbfgs", params(optimizer="lbfgs"), lambda i: ["parameters.optimizer = 'lbfgs'", "'gd', 'adam' or 'sgd'"]),
+    Case("momentum-one", params(momentum=1.0), lambda i: ["parameters.momentum = 1.0", "less than or equal to 0.999"]),
+    Case("scope-global", params(scope="global"), lambda i: ["parameters.scope = 'global'", "'tensor', 'model' or 'row'"]),
     Case("select-attention", params(select="attention"),
          lambda i: ["parameters.select = 'attention'", "'block_linear', 'matrices', 'all' or 'none'"]),
     Case("units-percent", params(units="percent"), lambda i: ["parameters.units = 'percent'", "'relative' or 'absolute'"]),

@@ -29,9 +29,9 @@ from mergekit_awd.core.awd import (
     SolverSettings,
     awd_loss_and_grad,
     merge_disentangled,
-    solve_direct,
     solve_reduced,
 )
+from mergekit_awd.core.awd_direct import solve_direct
 from mergekit_awd.core.task_vectors import gram_of_task_vectors, task_vector_stack
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -48,7 +48,8 @@ def test_specs_are_generated_from_the_core_settings(method):
 CASES = [  # (method, parameter, value, accepted)
     ("awd", "steps", 0, False), ("awd", "steps", 1, True), ("awd", "steps", 10_000, True),
     ("awd", "steps", 10_001, False), ("awd", "steps", True, False), ("awd", "alpha", -0.1, False),
-    ("awd", "alpha", 0.0, True), ("awd", "lr", 0.0, False), ("awd", "optimizer", "sgd", False),
+    ("awd", "alpha", 0.0, True), ("awd", "lr", 0.0, False), ("awd", "optimizer", "lbfgs", False),
+    ("awd", "optimizer", "sgd", True), ("awd", "momentum", 1.0, False), ("awd", "scope", "row", True),
     ("awd", "optimizer", "gd", True), ("awd", "select", "matrices", True), ("awd", "lambda", float("inf"), False),
     ("tsv", "fraction", 0.0, False), ("tsv", "fraction", 1.0, True), ("tsv", "fraction", 1.01, False),
     ("tsv", "svd", "lowrank", True), ("tsv", "svd", "fast", False), ("tsv", "oversample", -1, False),

@@ -93,3 +93,12 @@ def test_compress_shows_tensor_and_adapter_bars_unless_quiet(tiny_family, tmp_pa
     assert "compress · writing adapters" in err and "3/3" in err
     assert run(["compress", str(config), str(tmp_path / "b"), "--quiet"]) == 0
     assert "compress ·" not in capsys.readouterr().err
+
+
+def test_inspect_shows_a_bar_over_the_tensors_unless_quiet(tiny_family, tmp_path, capsys):
+    config = write(tmp_path, tiny_family, "awd", {})
+    assert run(["inspect", str(config)]) == 0
+    err = capsys.readouterr().err
+    assert "inspect · reading tensors and their SVDs" in err and f"{N_TENSORS}/{N_TENSORS}" in err
+    assert run(["inspect", str(config), "--no-tsv", "--quiet"]) == 0
+    assert "inspect ·" not in capsys.readouterr().err

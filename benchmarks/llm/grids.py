@@ -20,8 +20,9 @@ from typing import Dict, List, Sequence
 from benchmarks.quality.grids import MethodGrid, _specs
 
 TA_LAMBDAS = (0.3, 0.5, 0.7, 1.0)
-MEAN_LAMBDAS = (0.7, 1.0, 1.5)            # ties, della: divided by Σ agreeing weights
-TSV_LAMBDAS = (0.5, 1.0, 1.5)
+AWD_LAMBDAS = (0.3, 0.5, 0.7, 1.0, 1.3)      # removing δ shrinks Σ τ_i: λ may need to grow
+MEAN_LAMBDAS = (0.7, 1.0, 1.5, 2.0, 2.5)  # ties, della: divided by Σ agreeing weights
+TSV_LAMBDAS = (0.5, 1.0, 1.5, 2.0)
 ISO_LAMBDAS = (1.0, 1.5, 2.0, 3.0)
 AWD_ALPHAS = (0.01, 0.1)
 
@@ -37,8 +38,8 @@ def llm_grids(registered: Sequence[str]) -> List[MethodGrid]:
         _grid("dare_ties", "dare_ties", [{}], [{"density": 0.5}], TA_LAMBDAS),
         _grid("della", "della", [{}], [{"density": 0.5}], MEAN_LAMBDAS),
         _grid("breadcrumbs_ties", "breadcrumbs_ties", [{}], [{"density": 0.9, "gamma": 0.01}], TA_LAMBDAS),
-        _grid("awd_tensor", "awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}], TA_LAMBDAS),
-        _grid("awd_model", "awd", [{"scope": "model", "alpha": 0.03}], [{}], TA_LAMBDAS),
+        _grid("awd_tensor", "awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}], AWD_LAMBDAS),
+        _grid("awd_model", "awd", [{"scope": "model", "alpha": 0.03}], [{}], AWD_LAMBDAS),
     ]
     if "tsv" in registered:
         grids.append(_grid("tsv", "tsv", [{}], [{}], TSV_LAMBDAS))

@@ -26,9 +26,10 @@ from mergekit_awd.tools.inspect import format_report, inspect_merge, save_report
 @click.option("--allow-crimes", is_flag=True, default=False, help="Allow mixing architectures.")
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace a non-empty --out folder as a whole (only once the report is written).")
+@click.option("--quiet", is_flag=True, default=False, help="No progress bar (the table is still printed).")
 def inspect_command(config_file: str, out_dir: Optional[str], device: str, no_tsv: bool,
                     transformers_cache: Optional[str], trust_remote_code: bool, allow_crimes: bool,
-                    overwrite: bool) -> None:
+                    overwrite: bool, quiet: bool) -> None:
     """Report task-vector cosines, AWD's effect and TSV interference for CONFIG_FILE, without merging."""
     options = MergeOptions(transformers_cache=transformers_cache, trust_remote_code=trust_remote_code,
                            allow_crimes=allow_crimes)
@@ -39,7 +40,7 @@ def inspect_command(config_file: str, out_dir: Optional[str], device: str, no_ts
             merge_config, _source, label = load_config(config_file)
             check_out_disjoint(out_dir, merge_inputs(merge_config, config_file_of(label), options), command="inspect")
             final_dir = check_output_target(out_dir, overwrite)
-        report = inspect_merge(config_file, options, device=device, tsv=not no_tsv)
+        report = inspect_merge(config_file, options, device=device, tsv=not no_tsv, progress=not quiet)
         click.echo(format_report(report))
         if out_dir:
             with staged_output(out_dir, overwrite=overwrite) as staging:

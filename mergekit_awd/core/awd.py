@@ -15,7 +15,7 @@ arXiv 2411.18729. Notation follows the paper:
 
 Two solvers share one loss-and-gradient routine:
 
-``solve_direct``   optimises the full δ ∈ Rⁿ, as the paper writes it (O(K² n) per step).
+``solve_direct``   (``core.awd_direct``) optimises the full δ ∈ Rⁿ, as the paper writes it (O(K² n) per step).
 ``solve_reduced``  works on the K×K Gram matrix G_ij = ⟨τ_i, τ_j⟩.  Every gradient of L is a
                    combination of the τ_k and δ, so iterates started at δ⁰ = 0 stay in
                    span{τ_k}; in an orthonormal basis Q of that span τ_i = Q r_i with
@@ -32,14 +32,13 @@ problem is solved on τ_i / s with s = mean_i ‖τ_i‖ (over non-zero task vec
 
 Design decisions (documented, tested):
 
-* A task vector that is exactly zero (a model identical to the base on this scope) has no
-  direction.  It is left out of the solve, and its disentangled vector is zero, not −δ.
-* K = 1 (or one non-zero task vector) has no pairs: δ = 0 and AWD reduces to task arithmetic.
+* A task vector that is exactly zero (a model identical to the base on this scope) has no direction:
+  it is left out of the solve, its disentangled vector is zero, not −δ.  K = 1 (or one non-zero task
+  vector) has no pairs: δ = 0 and AWD reduces to task arithmetic.
 * The solver returns the iterate with the lowest objective among δ⁰ = 0, δ¹ … δᴺ, so the
   returned δ is never worse than δ = 0 (the objective is non-smooth and fixed-step descent
   oscillates around its minimum).  Both solvers select identically.
-* Everything is solved in float64 on the K-dimensional side and float32-or-better on the
-  tensor side, whatever the weights' dtype.
+* float64 on the K-dimensional side, float32-or-better on the tensor side, whatever the weights' dtype.
 """
 
 from __future__ import annotations
@@ -52,19 +51,13 @@ import torch
 
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, subset, validate_settings
-from mergekit_awd.core.task_vectors import (
-    combine,
-    flatten_task_vectors,
-    gram_of_task_vectors,
-    mean_offdiag,
-    pairwise_abs_cos,
-)
-from mergekit_awd.errors import TensorError
+from mergekit_awd.core.task_vectors import combine, mean_offdiag, pairwise_abs_cos
+from mergekit_awd.errors import InvalidSettingError, TensorError
 
-Optimizer = Literal["gd", "adam"]
+Optimizer = Literal["gd", "adam", "sgd"]
 Units = Literal["relative", "absolute"]
 Solver = Literal["reduced", "direct"]
-Scope = Literal["tensor", "model"]
+Scope = Literal["tensor", "model", "row"]
 
 OPTIMIZERS: Tuple[str, ...] = get_args(Optimizer)
 UNITS: Tuple[str, ...] = get_args(Units)
@@ -86,14 +79,19 @@ class SolverSettings:
     alpha:     α ≥ 0, weight of ‖δ‖₂ in the objective (relative or absolute units).
     steps:     N, number of optimiser iterations, 1 … ``MAX_STEPS``.
     lr:        β > 0, step size (relative or absolute units).
-    optimizer: "gd" (the paper's plain gradient descent) or "adam".
+    optimizer: "gd" (the paper's plain gradient descent), "adam", or "sgd" (heavy-ball momentum and
+               weight decay as torch.optim.SGD: the authors' released code).
+    momentum, weight_decay: of ``optimizer: sgd`` (the authors': 0.9 and 1e-4).
     units:     "relative" (scale-free, default) or "absolute" (the paper's raw form).
     """
 
     alpha: float = setting(0.03, "α, weight of ‖δ‖ (relative units by default)", ge=0, group="solver")
     steps: int = setting(100, f"N, solver iterations, 1 to {MAX_STEPS}", ge=1, le=MAX_STEPS, group="solver")
     lr: float = setting(0.01, "β, solver step size", gt=0, group="solver")
-    optimizer: Optimizer = setting("adam", "gd: the paper's Algorithm 1; adam", group="solver")
+    optimizer: Optimizer = setting("adam", "gd: the paper's Algorithm 1; adam; sgd: momentum + weight decay",
+                                   group="solver")
+    momentum: float = setting(0.9, "momentum (optimizer: sgd)", ge=0, le=0.999, group="solver")
+    weight_decay: float = setting(1e-4, "weight decay (optimizer: sgd)", ge=0, group="solver")
     units: Units = setting("relative", "relative: α and lr relative to mean ‖τ_i‖; absolute: paper's raw form",
                            group="solver")
 
@@ -108,7 +106,8 @@ class AWDParameters(SolverSettings):
     lam:          λ, scale of Σ_i w_i (τ_i − δ) (YAML ``lambda``).
     normalize:    divide Σ_i w_i (τ_i − δ) by Σ_i w_i (mergekit's convention).
     solver:       "reduced" (exact K-dimensional solve) or "direct" (the full δ, scope tensor only).
-    scope:        "tensor" (one δ per tensor) or "model" (one δ over all selected tensors).
+    scope:        "tensor" (one δ per tensor), "model" (one δ over all selected tensors) or "row"
+                  (one δ per output row of each 2-D tensor, ``core.awd_rows``).
     select:       which tensors are disentangled (``core.selection``).
     check_finite: refuse NaN/Inf inputs (false: merge them anyway).
     """
@@ -116,9 +115,16 @@ class AWDParameters(SolverSettings):
     lam: float = setting(0.3, "λ, scale of Σ_i w_i (τ_i − δ)", name="lambda")
     normalize: bool = setting(False, "divide the weighted sum by Σ_i w_i")
     solver: Solver = setting("reduced", "reduced: exact K-dimensional solve; direct: full-size δ")
-    scope: Scope = setting("tensor", "tensor: one δ per tensor; model: one δ over all selected tensors")
+    scope: Scope = setting("tensor", "tensor: one δ per tensor; model: one δ over all selected tensors; "
+                           "row: one δ per output row of each 2-D tensor")
     select: Select = setting(DEFAULT_SELECT, "which tensors are disentangled")
     check_finite: bool = setting(True, "refuse inputs with NaN/Inf (false: merge them anyway)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.scope == "row" and self.solver == "direct" and self.optimizer == "adam":
+            raise InvalidSettingError("solver: direct with scope: row runs optimizer gd or sgd (Adam's reduced "
+                                      "form is not the full-size Adam); use solver: reduced", name="solver")
 
     def solver_settings(self) -> SolverSettings:
         return subset(SolverSettings, self)
@@ -217,8 +223,11 @@ def _minimise(
         moment1 = torch.zeros_like(delta)
         moment2 = torch.zeros_like(delta)
         beta1, beta2 = ADAM_BETAS
+    velocity = None
     for step in range(1, settings.steps + 1):
-        if adam:
+        if settings.optimizer == "sgd":
+            delta, velocity = sgd_step(delta, grad, velocity, settings)
+        elif adam:
             moment1.lerp_(grad, 1 - beta1)
             moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             denominator = moment2.sqrt().add_(ADAM_EPS * math.sqrt(1 - beta2**step))
@@ -231,6 +240,15 @@ def _minimise(
         if loss < best_loss:
             best_loss, best_delta, best_step = loss, delta, step
     return best_delta.clone(), best_loss, initial, best_step
+
+
+def sgd_step(delta: torch.Tensor, grad: torch.Tensor, velocity: Optional[torch.Tensor],
+             settings: SolverSettings) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One step of torch.optim.SGD (dampening 0, not Nesterov): g ← ∇ + wd·δ, v ← μv + g (v = g at
+    the first step), δ ← δ − lr·v.  Linear in (δ, ∇, v), so iterates stay in span{τ_k}."""
+    g = grad.add(delta, alpha=settings.weight_decay)
+    velocity = g if velocity is None else velocity.mul(settings.momentum).add_(g)
+    return delta.add(velocity, alpha=-settings.lr), velocity
 
 
 def _scope_scale(gram: torch.Tensor, active: torch.Tensor, units: str) -> float:
@@ -319,75 +337,6 @@ def _disentangled_gram(gram: torch.Tensor, coefficients: torch.Tensor, active: t
     out = gram - g_beta[:, None] - g_beta[None, :] + coefficients @ g_beta
     mask = active[:, None] & active[None, :]
     return torch.where(mask, out, torch.zeros_like(out))
-
-
-@dataclass(frozen=True)
-class DirectResult:
-    """Outcome of the paper's literal full-size solve: δ itself plus the same summary."""
-
-    delta: torch.Tensor
-    summary: SolveResult
-
-
-def _span_coefficients(vectors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Least-squares β (float64, CPU) with Σ_k β_k v_k ≈ target, for vectors [K, n].
-
-    LAPACK's least squares on the [n, K] matrix splits its work by the thread count, which changes
-    the last bits of β with mergekit's -j; it runs on one thread here.  The SVD driver (gelsd):
-    torch's default on CPU (gelsy) misjudges the rank of stacks with two identical task vectors
-    and returns a β that does not rebuild δ.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        solution = torch.linalg.lstsq(vectors.T.double().cpu(), target.double().cpu()[:, None], driver="gelsd")
-    finally:
-        torch.set_num_threads(threads)
-    return solution.solution.flatten().cpu()
-
-
-def solve_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> DirectResult:
-    """The paper's literal form: optimise δ ∈ Rⁿ directly on a [K, *shape] stack.
-
-    O(N K² n); kept as the reference that ``solve_reduced`` is checked against.  Runs on the
-    tensors' device in float32 (float64 if the input is float64).  δ is returned in the input's
-    shape (working dtype); its coefficients are recovered by least squares for the summary.
-    """
-    flat = flatten_task_vectors(task_vectors)
-    k = flat.shape[0]
-    gram = gram_of_task_vectors(None, list(flat))
-    active = gram.diagonal() > 0
-    idx = active.nonzero().flatten()
-    scale = _scope_scale(gram, active, settings.units)
-    abs_cos = pairwise_abs_cos(gram)
-    before = mean_offdiag(abs_cos)
-    delta = torch.zeros(flat.shape[1], dtype=flat.dtype, device=flat.device)
-    if idx.numel() < 2 or settings.steps == 0:
-        summary = SolveResult(torch.zeros(k, dtype=torch.float64), before, before, before, before, 0.0,
-                              settings.steps, 0, int(idx.numel()), abs_cos, abs_cos)
-        return DirectResult(delta.reshape(task_vectors.shape[1:]), summary)
-    points = flat[idx.to(flat.device)] / scale
-    best, loss, initial, best_step = minimise(points, settings, k * (k - 1))
-    delta = best * scale
-    coefficients = torch.zeros(k, dtype=torch.float64)
-    if float(delta.norm()) > 0:
-        coefficients[idx] = _span_coefficients(flat[idx.to(flat.device)], delta)
-    after_gram = gram_of_task_vectors(delta, list(flat))
-    after = pairwise_abs_cos(torch.where(active[:, None] & active[None, :], after_gram, 0.0))
-    summary = SolveResult(
-        coefficients=coefficients,
-        loss=loss,
-        initial_loss=initial,
-        mean_abs_cos_before=before,
-        mean_abs_cos_after=mean_offdiag(after),
-        delta_norm_ratio=float(delta.norm()) / float(gram.diagonal()[active].sqrt().mean()),
-        steps=settings.steps,
-        best_step=best_step,
-        active=int(idx.numel()),
-        abs_cos_before=abs_cos,
-        abs_cos_after=after,
-    )
-    return DirectResult(delta.reshape(task_vectors.shape[1:]), summary)
 
 
 def merge_coefficients(

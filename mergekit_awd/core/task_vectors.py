@@ -209,3 +209,20 @@ def weighted_task_matrices(task_matrices: torch.Tensor, weights: Optional[Sequen
     norms_sq = stack.reshape(stack.shape[0], -1).pow(2).sum(dim=1)
     keep = norms_sq > 0
     return stack[keep], norms_sq[keep]
+
+
+def span_coefficients(vectors: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Least-squares β (float64, CPU) with Σ_k β_k v_k ≈ target, for vectors [K, n].
+
+    LAPACK's least squares on the [n, K] matrix splits its work by the thread count, which changes
+    the last bits of β with mergekit's -j; it runs on one thread here.  The SVD driver (gelsd):
+    torch's default on CPU (gelsy) misjudges the rank of stacks with two identical task vectors
+    and returns a β that does not rebuild δ.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        solution = torch.linalg.lstsq(vectors.T.double().cpu(), target.double().cpu()[:, None], driver="gelsd")
+    finally:
+        torch.set_num_threads(threads)
+    return solution.solution.flatten().cpu()

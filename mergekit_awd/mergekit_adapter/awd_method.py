@@ -5,7 +5,8 @@ Per output tensor, mergekit hands us the base and the K fine-tuned tensors.  Sel
 θ_base + λ Σ_i w_i (τ_i − δ)  (paper eq. 11–14).  Other tensors get plain task arithmetic,
 θ_base + λ Σ_i w_i τ_i, with the same λ and weights.  Parameters: ``core.awd.AWDParameters``.
 
-``scope: tensor`` solves one δ per tensor inside this call.  ``scope: model`` (the paper's
+``scope: tensor`` solves one δ per tensor inside this call; ``scope: row`` one δ per output row of
+each selected 2-D tensor (``core.awd_rows``, the authors' released granularity), all rows at once.  ``scope: model`` (the paper's
 form: one δ over all selected tensors) needs a solve before any tensor is merged; the planner
 (``model_scope``) runs it and hands the coefficients to this method through the solution context.
 """
@@ -18,7 +19,9 @@ import torch
 from mergekit.merge_methods.base import TensorGroup
 
 from mergekit_awd.constants import AWD_REPORT
-from mergekit_awd.core.awd import AWDParameters, merge_disentangled, solve_direct, solve_reduced
+from mergekit_awd.core.awd import AWDParameters, merge_disentangled, solve_reduced
+from mergekit_awd.core.awd_direct import solve_direct
+from mergekit_awd.core.awd_rows import merge_rows, row_grams, solve_rows, solve_rows_direct
 from mergekit_awd.core.selection import is_disentangled
 from mergekit_awd.core.task_vectors import gram_of_task_vectors, task_vector_stack
 from mergekit_awd.errors import PlanError
@@ -78,6 +81,8 @@ class AWDMerge(PackageMergeMethod):
                 base, models, weight_vector, lam, coefficients=solution.coefficients_for(ids, name),
                 included=included, **common,
             )
+        if settings.scope == "row" and base.ndim == 2:
+            return self._merge_rows(group, name, settings, weight_vector, report)
         gram = gram_of_task_vectors(base, models)
         if not bool(torch.isfinite(gram).all()):
             if settings.check_finite:
@@ -102,6 +107,34 @@ class AWDMerge(PackageMergeMethod):
         if report is not None:
             report.record_scope(name, {"tensors": [name], "models": [str(e.id) for e in entries], **result.summary()})
         return merged
+
+    def _merge_rows(self, group: TensorGroup, name: str, settings: AWDParameters, weight_vector: torch.Tensor,
+                    report: Optional[MergeReport]) -> torch.Tensor:
+        """``scope: row``: one δ per output row (``core.awd_rows``); 1-D tensors take ``scope: tensor``."""
+        base = group.base.tensor
+        entries = group.non_base
+        task_vectors = task_vector_stack(base, [e.tensor for e in entries], device=base.device)
+        grams = row_grams(task_vectors)
+        if not bool(torch.isfinite(grams).all()):
+            if settings.check_finite:
+                require_finite(name, input_labels(group))
+            if report is not None:
+                report.record_task_arithmetic(name)
+            return merge_disentangled(base, [e.tensor for e in entries], weight_vector, settings.lam,
+                                      normalize=settings.normalize, out_dtype=base.dtype)
+        solver = settings.solver_settings()
+        result = solve_rows(grams, solver)
+        included = result.active.any(dim=0)
+        self._note_cancelling_weights(name, weight_vector, included, report)
+        if settings.solver == "direct":
+            merged = merge_rows(base, task_vectors, weight_vector, settings.lam, result.active,
+                                delta=solve_rows_direct(task_vectors, solver), normalize=settings.normalize)
+        else:
+            merged = merge_rows(base, task_vectors, weight_vector, settings.lam, result.active,
+                                coefficients=result.coefficients, normalize=settings.normalize)
+        if report is not None:
+            report.record_scope(name, {"tensors": [name], "models": [str(e.id) for e in entries], **result.summary()})
+        return merged.to(base.dtype)
 
     @staticmethod
     def _note_cancelling_weights(name: str, weights: torch.Tensor, included: torch.Tensor,

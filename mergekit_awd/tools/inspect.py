@@ -45,6 +45,7 @@ from mergekit_awd.core.tsv import singular_task_interference
 from mergekit_awd.errors import ConfigError
 from mergekit_awd.mergekit_adapter.method import require_finite
 from mergekit_awd.pipeline.config import ConfigInput, load_config
+from mergekit_awd.progress import progress_bar
 from mergekit_awd.pipeline.devices import check_device
 from mergekit_awd.pipeline.read_errors import model_read_errors
 from mergekit_awd.results import JsonResult
@@ -210,11 +211,12 @@ def _load(model: ModelReference, weight: Any, device: str, dtype: Optional[str])
 
 @model_read_errors()
 def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, device: str = "cpu",
-                  tsv: bool = True) -> "InspectReport":
+                  tsv: bool = True, progress: bool = False) -> "InspectReport":
     """Inspect the merge in ``config`` (a path, YAML text, dict or MergeConfiguration).
 
     Returns an ``InspectReport`` (see the module docstring and ``save_report``).  ``tsv=False``
-    skips the STI (it needs an SVD of every task matrix).
+    skips the STI (it needs an SVD of every task matrix).  ``progress``: a bar over the tensors
+    on stderr.
     """
     from mergekit_awd.hub.card import model_labels
 
@@ -227,7 +229,10 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
     per_tensor: Dict[str, Dict[str, Any]] = {}
     settings_used: Optional[SolverSettings] = None
     select_used = DEFAULT_SELECT
+    bar = progress_bar(len(planned), "inspect · reading tensors" + (" and their SVDs" if tsv else ""),
+                       enabled=progress)
     for tensor in planned:
+        bar.update(1)
         base_tensor = _load(base, tensor.inputs[base], device, tensor.dtype)
         models = [_load(m, tensor.inputs[m], device, tensor.dtype) for m in order]
         if base_tensor is None or any(t is None for t in models):
@@ -270,6 +275,7 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
         "coefficients": model_solve.coefficients.tolist(),
     }
     layer_order = sorted(layers, key=lambda name: (name == OUTSIDE_BLOCKS, int(name) if name.isdigit() else 0))
+    bar.close()
     return InspectReport(
         merge_method=method,
         base_model=str(base),
