@@ -40,6 +40,7 @@ def llm_grids(registered: Sequence[str]) -> List[MethodGrid]:
         _grid("breadcrumbs_ties", "breadcrumbs_ties", [{}], [{"density": 0.9, "gamma": 0.01}], TA_LAMBDAS),
         _grid("awd_tensor", "awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}], AWD_LAMBDAS),
         _grid("awd_model", "awd", [{"scope": "model", "alpha": 0.03}], [{}], AWD_LAMBDAS),
+        _grid("awd_row", "awd", [{"scope": "row", "alpha": 0.01}], [{}], AWD_LAMBDAS),
     ]
     if "tsv" in registered:
         grids.append(_grid("tsv", "tsv", [{}], [{}], TSV_LAMBDAS))

@@ -8,7 +8,7 @@ from typing import Any, List, Mapping, Sequence
 from benchmarks.quality.report import grid_table, params_text, pct, table
 
 COMMAND = "./run.sh llm-quality   (python -m benchmarks.llm.run)"
-OURS = ("awd_tensor", "awd_model", "tsv", "tsv_disentangled", "wudi_exact", "iso_c", "iso_cts")
+OURS = ("awd_tensor", "awd_model", "awd_row", "tsv", "tsv_disentangled", "wudi_exact", "iso_c", "iso_cts")
 PLOT_FILES = ("llm_accuracy_per_method.png", "llm_accuracy_vs_lambda.png", "llm_awd_cosines.png")
 SHORT = {"rt_sentiment": "rt_sent", "fortune_language": "fort_lang", "wordnet_supersense": "wn_super",
          "arithmetic": "arith"}
@@ -78,7 +78,7 @@ def targets(results: Mapping[str, Any]) -> List[str]:
         margin = 100 * (methods[best]["normalized_avg"] - methods["ties"]["normalized_avg"])
         lines.append(f"- best method of the package ({best}) vs `ties`: {margin:+.1f} normalized points "
                      f"(target ≥ +3.0: {'met' if margin >= 3.0 else 'missed'})")
-    awds = [n for n in ("awd_tensor", "awd_model") if n in methods]
+    awds = [n for n in ("awd_tensor", "awd_model", "awd_row") if n in methods]
     if awds and "task_arithmetic" in methods:
         best = max(awds, key=lambda n: methods[n]["normalized_avg"])
         margin = 100 * (methods[best]["normalized_avg"] - methods["task_arithmetic"]["normalized_avg"])
@@ -151,7 +151,7 @@ def write_plots(results: Mapping[str, Any], folder: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
     for ax, names, title in (
         (axes[0], [n for n in results["methods"] if n in ("task_arithmetic", "dare_ties", "breadcrumbs_ties",
-                                                          "awd_tensor", "awd_model", "wudi_exact")],
+                                                          "awd_tensor", "awd_model", "awd_row", "wudi_exact")],
          "methods that add the task vectors"),
         (axes[1], [n for n in results["methods"] if n in ("ties", "della", "tsv", "tsv_disentangled",
                                                           "iso_c", "iso_cts")],
