@@ -11,13 +11,13 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from hub_server import metadata_errors
 from mergekit_awd.constants import CARD_HEATMAP
-from mergekit_awd.core.awd import AWDParameters
+from mergekit_awd.core.awd import TASK_ARITHMETIC_LAMBDA, AWDParameters
 from mergekit_awd.hub.card import SECTION_BEGIN, hub_model_ids, write_model_card
 from mergekit_awd.pipeline.config import load_config
 from mergekit_awd.pipeline.runner import run_merge
 from mergekit_awd.testing.synthetic import awd_config
 
-DEFAULT_ALPHA, DEFAULT_LAMBDA = AWDParameters.alpha, AWDParameters.lam
+DEFAULT_ALPHA, DEFAULT_LAMBDA = AWDParameters.alpha, TASK_ARITHMETIC_LAMBDA
 
 BASE_README = "---\nlicense: apache-2.0\nlanguage:\n- en\n---\n# A tiny base model\n"
 MERGEKIT_README = """---

@@ -38,7 +38,8 @@ def package_modules():
 def test_specs_are_generated_from_the_core_settings(method):
     fields = [f for f in setting_fields(method.settings_class) if f.info.exposed]
     specs = {p.name: p for p in method.spec.parameters}
-    assert set(specs) == {"weight"} | {f.name for f in fields}
+    extra = {p.name for p in method.extra_parameter_specs()}
+    assert set(specs) == {"weight"} | {f.name for f in fields} | extra
     assert specs["weight"].scope == ParameterScope.NON_BASE
     for item in fields:
         assert specs[item.name].default == item.default, item.name

@@ -58,6 +58,14 @@ Optimizer = Literal["gd", "adam", "sgd"]
 Units = Literal["relative", "absolute"]
 Solver = Literal["reduced", "direct"]
 Scope = Literal["tensor", "model", "row"]
+# The methods that can combine the disentangled task vectors τ_i − δ (``combine``): AWD Task
+# Arithmetic (the paper's), mergekit's task-vector methods and this package's matrix methods.
+Combine = Literal["task_arithmetic", "ties", "dare_ties", "della", "breadcrumbs_ties", "tsv", "wudi", "iso_c",
+                  "iso_cts"]
+COMBINE_METHODS: Tuple[str, ...] = get_args(Combine)
+# λ with combine: task_arithmetic when none is given (the MiniLM benchmark's validation choice);
+# with any other combine, λ and normalize default to the combining method's own defaults.
+TASK_ARITHMETIC_LAMBDA = 0.3
 
 OPTIMIZERS: Tuple[str, ...] = get_args(Optimizer)
 UNITS: Tuple[str, ...] = get_args(Units)
@@ -103,8 +111,12 @@ class SolverSettings:
 class AWDParameters(SolverSettings):
     """Every parameter of the ``awd`` merge method (besides the per-model ``weight``).
 
-    lam:          λ, scale of Σ_i w_i (τ_i − δ) (YAML ``lambda``).
-    normalize:    divide Σ_i w_i (τ_i − δ) by Σ_i w_i (mergekit's convention).
+    lam:          λ, scale of Σ_i w_i (τ_i − δ) (YAML ``lambda``); None: ``TASK_ARITHMETIC_LAMBDA``
+                  with combine: task_arithmetic, else the combining method's default.
+    normalize:    divide Σ_i w_i (τ_i − δ) by Σ_i w_i (mergekit's convention); None: false with
+                  combine: task_arithmetic, else the combining method's default.
+    combine:      the method that merges the disentangled vectors τ_i − δ ("task_arithmetic": the
+                  paper's AWD Task Arithmetic; any other name: that method run on θ_base + τ_i − δ).
     solver:       "reduced" (exact K-dimensional solve) or "direct" (the full δ, scope tensor only).
     scope:        "tensor" (one δ per tensor), "model" (one δ over all selected tensors) or "row"
                   (one δ per output row of each 2-D tensor, ``core.awd_rows``).
@@ -112,8 +124,12 @@ class AWDParameters(SolverSettings):
     check_finite: refuse NaN/Inf inputs (false: merge them anyway).
     """
 
-    lam: float = setting(0.3, "λ, scale of Σ_i w_i (τ_i − δ)", name="lambda")
-    normalize: bool = setting(False, "divide the weighted sum by Σ_i w_i")
+    lam: Optional[float] = setting(None, f"λ, scale of Σ_i w_i (τ_i − δ); default {TASK_ARITHMETIC_LAMBDA} with "
+                                   "combine: task_arithmetic, else the combining method's default", name="lambda")
+    normalize: Optional[bool] = setting(None, "divide the weighted sum by Σ_i w_i; default false with combine: "
+                                        "task_arithmetic, else the combining method's default")
+    combine: Combine = setting("task_arithmetic", "the method that merges the disentangled τ_i − δ: "
+                               "task_arithmetic (the paper's) or " + ", ".join(COMBINE_METHODS[1:]))
     solver: Solver = setting("reduced", "reduced: exact K-dimensional solve; direct: full-size δ")
     scope: Scope = setting("tensor", "tensor: one δ per tensor; model: one δ over all selected tensors; "
                            "row: one δ per output row of each 2-D tensor")
@@ -128,6 +144,16 @@ class AWDParameters(SolverSettings):
 
     def solver_settings(self) -> SolverSettings:
         return subset(SolverSettings, self)
+
+    @property
+    def sum_lambda(self) -> float:
+        """λ of AWD Task Arithmetic (combine: task_arithmetic)."""
+        return TASK_ARITHMETIC_LAMBDA if self.lam is None else self.lam
+
+    @property
+    def sum_normalize(self) -> bool:
+        """normalize of AWD Task Arithmetic (combine: task_arithmetic)."""
+        return bool(self.normalize)
 
 
 @dataclass(frozen=True)
@@ -394,3 +420,23 @@ def merge_disentangled(
     return merged if out_dtype is None else merged.to(out_dtype)
 
 
+def disentangled_task_vectors(task_vectors: torch.Tensor, delta: torch.Tensor, included: torch.Tensor,
+                              inplace: bool = False) -> torch.Tensor:
+    """τ̂_i = τ_i − δ (eq. 11) for the task vectors δ was solved over; the others stay τ_i (a zero
+    task vector has no direction and stays zero, not −δ).
+
+    task_vectors: [K, *shape]; delta: [*shape]; included: [K] (one δ for the tensor) or [R, K]
+    (``scope: row``: which rows τ_i[r] took part, δ of shape [R, C]).  Working dtype of the stack;
+    ``inplace`` overwrites a float32-or-wider stack instead of allocating another.
+    """
+    stack = task_vectors.to(torch.promote_types(task_vectors.dtype, torch.float32))
+    if not inplace and stack is task_vectors:
+        stack = stack.clone()
+    d = delta.to(device=stack.device, dtype=stack.dtype)
+    for i in range(stack.shape[0]):  # one task vector at a time: no [K, *shape] temporary
+        if included.ndim == 1:
+            if bool(included[i]):
+                stack[i].sub_(d)
+        else:
+            stack[i].sub_(d * included[:, i].to(device=stack.device, dtype=stack.dtype)[:, None])
+    return stack

@@ -227,6 +227,12 @@ def merge_rows(base: torch.Tensor, task_vectors: torch.Tensor, weights: torch.Te
     return base.to(dtype) + scale * summed
 
 
+def row_delta(task_vectors: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    """δ [R, C] from β [R, K]: δ[r] = Σ_k β[r, k] τ_k[r]; the stack's working dtype and device."""
+    stack = task_vectors.to(torch.promote_types(task_vectors.dtype, torch.float32))
+    return torch.einsum("rk,krc->rc", coefficients.to(device=stack.device, dtype=stack.dtype), stack)
+
+
 def solve_rows_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
     """The full δ [R, C] optimised directly (cosine term by autograd, the ‖δ[r]‖ subgradient and
     the optimiser step as in ``minimise_rows``): the reference ``solve_rows`` is tested against."""

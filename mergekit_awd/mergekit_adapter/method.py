@@ -24,7 +24,9 @@ from __future__ import annotations
 from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-from mergekit.merge_methods.base import BasePolicy, GroupMergeMethod, InputContract, MergeMethodSpec, TensorGroup
+from mergekit.merge_methods.base import (
+    BasePolicy, GroupMergeMethod, InputContract, MergeMethodSpec, ParameterSpec, TensorGroup,
+)
 
 from mergekit_awd.core.awd import SolverSettings
 from mergekit_awd.core.settings import from_parameters, subset
@@ -70,11 +72,25 @@ class PackageMergeMethod(GroupMergeMethod):
             name=self.name,
             pretty_name=self.pretty_name,
             reference_url=self.reference_url,
-            parameters=parameter_specs(self.settings_class, self.weight_description, self.group_notes),
+            parameters=parameter_specs(self.settings_class, self.weight_description, self.group_notes)
+            + self.extra_parameter_specs(),
             contract=InputContract(base=BasePolicy.REQUIRED, min_non_base=1),
         )
 
     # ------------------------------------------------------------------ settings
+
+    def extra_parameter_specs(self) -> Tuple[ParameterSpec, ...]:
+        """Parameters beyond the settings dataclass's (``awd``'s borrowed sparsification ones)."""
+        return ()
+
+    def resolved_parameters(self, shared: Dict[str, Any]) -> Dict[str, Any]:
+        """The shared parameters as the report and card show them (defaults filled in)."""
+        return shared
+
+    def parameter_use_error(self, shared: Mapping[str, Any], given: Sequence[str]) -> Optional[str]:
+        """Why parameters ``given`` (names set anywhere in the YAML) do nothing with the shared
+        ``shared`` ones, or None (checked before anything loads)."""
+        return None
 
     def settings(self, parameters: Mapping[str, Any]) -> Any:
         """The method's settings dataclass from bound (or YAML) parameters; defaults for the rest."""
@@ -90,13 +106,14 @@ class PackageMergeMethod(GroupMergeMethod):
     # ------------------------------------------------------------------ merging
 
     def merge_group(self, group: TensorGroup, /, **parameters: Any) -> torch.Tensor:
-        merged = self._merge_group(group, **parameters)
+        merged = self.merge_unobserved(group, **parameters)
         progress = active_progress()
         if progress is not None:
             progress.advance(PHASE_MERGE)
         return merged
 
-    def _merge_group(self, group: TensorGroup, /, **parameters: Any) -> torch.Tensor:
+    def merge_unobserved(self, group: TensorGroup, /, **parameters: Any) -> torch.Tensor:
+        """``merge_group`` without advancing the progress bar (when another method runs this one)."""
         base = group.base.tensor
         entries = group.non_base
         if not entries:
@@ -106,7 +123,7 @@ class PackageMergeMethod(GroupMergeMethod):
         if self.inputs_must_be_finite:
             require_finite(name, input_labels(group), opt_out=False)
         weights = [parameters["weight"][e.id] for e in entries]
-        merged = self.merge_tensor(group, name, settings, weights, active_report())
+        merged = self.merge_tensor(group, name, settings, weights, active_report(), parameters)
         if (not self.inputs_must_be_finite and getattr(settings, "check_finite", True)
                 and not bool(torch.isfinite(merged).all())):
             # NaN/Inf in any input used by the merge reaches the output; only then are the
@@ -116,8 +133,9 @@ class PackageMergeMethod(GroupMergeMethod):
         return merged
 
     def merge_tensor(self, group: TensorGroup, name: str, settings: Any, weights: List[float],
-                     report: Optional[MergeReport]) -> torch.Tensor:
-        """The merged tensor for a group with at least one non-base entry (``weights`` in entry order)."""
+                     report: Optional[MergeReport], parameters: Mapping[str, Any]) -> torch.Tensor:
+        """The merged tensor for a group with at least one non-base entry (``weights`` in entry
+        order; ``parameters``: every bound parameter, per-model ones by entry id)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ the card
@@ -155,7 +173,7 @@ class MatrixMergeMethod(PackageMergeMethod):
         return result.summary()
 
     def merge_tensor(self, group: TensorGroup, name: str, settings: Any, weights: List[float],
-                     report: Optional[MergeReport]) -> torch.Tensor:
+                     report: Optional[MergeReport], parameters: Mapping[str, Any]) -> torch.Tensor:
         from mergekit_awd.core.selection import is_task_matrix
         from mergekit_awd.core.task_vectors import mean_task_vector, task_vector_stack
 

@@ -19,6 +19,9 @@ from mergekit_awd.results import JsonResult
 # Section of tensors where a solved δ does not change the merge (the weights of the models it was
 # solved over sum to zero: θ_base + λ Σ w_i (τ_i − δ) = θ_base + λ Σ w_i τ_i − λ (Σ w_i) δ).
 NO_EFFECT = "delta_without_effect"
+# Section of tensors merged by awd's combining method (combine: X ≠ task_arithmetic):
+# {"method": X, "disentangled": whether X got the disentangled models}.
+COMBINED = "combined"
 
 
 class MergeReport:
@@ -60,6 +63,10 @@ class MergeReport:
         extra: Dict[str, Any] = {"singular_task_interference": sum(interference)} if interference else {}
         if no_effect:
             extra["tensors_where_delta_cancels"] = len(no_effect)
+        combined = sections.get(COMBINED, {})
+        if combined:
+            extra["combined_by"] = sorted({e["method"] for e in combined.values()})
+            extra["combined_tensors"] = len(combined)
         if "averaged" in sections:
             extra["averaged_tensors"] = len(sections["averaged"])
         summary = {

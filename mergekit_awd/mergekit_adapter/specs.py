@@ -8,7 +8,7 @@ per-model ``weight``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from mergekit.merge_methods.base import ParameterScope, ParameterSpec
 from pydantic import Field
@@ -27,8 +27,10 @@ def pydantic_type(item: SettingField) -> Any:
     info = item.info
     limits = {key: value for key, value in (("ge", info.ge), ("gt", info.gt), ("le", info.le)) if value is not None}
     if item.kind is float:
-        return Annotated[float, Field(allow_inf_nan=False, **limits)]
-    return Annotated[item.kind, Field(**limits)] if limits else item.kind
+        kind = Annotated[float, Field(allow_inf_nan=False, **limits)]
+    else:
+        kind = Annotated[item.kind, Field(**limits)] if limits else item.kind
+    return Optional[kind] if item.optional else kind  # None: left out, the documented default applies
 
 
 def weight_spec(description: str) -> ParameterSpec:

@@ -101,6 +101,6 @@ def estimate_merge(config: Any, method: Any, on_cpu: bool) -> Optional[MergeEsti
     except Exception:  # validation reports bad settings with its own message
         return None
     models = len([m for m in config.referenced_models() if m != config.base_model])
-    if not shapes or models < 1:
-        return None
+    if not shapes or models < 1 or not method.matrix_work(64, 64, models, settings):
+        return None  # nothing to estimate (e.g. awd combining by task arithmetic)
     return estimate_matrix_work(method, settings, shapes, models, torch.get_num_threads())

@@ -50,7 +50,9 @@ def _resolved_parameters(config: MergeConfiguration) -> Dict[str, Any]:
     values = {p.name: p.default for p in method.spec.shared_parameters}
     values.update(config.parameters or {})
     # ConditionalParameter (filters) and gradients become plain JSON structures.
-    return json.loads(json.dumps(values, default=lambda o: o.model_dump() if hasattr(o, "model_dump") else str(o)))
+    values = json.loads(json.dumps(values, default=lambda o: o.model_dump() if hasattr(o, "model_dump") else str(o)))
+    ours = method_for(config.merge_method)
+    return ours.resolved_parameters(values) if ours is not None else values
 
 
 def build_options(options: Union[MergeOptions, Dict[str, Any], None], overrides: Dict[str, Any]) -> MergeOptions:

@@ -70,7 +70,7 @@ def check_parameters(config: MergeConfiguration, method: MergeMethod, label: str
     specs = {p.name: p for p in method.spec.parameters}
     numeric = {name for name, p in specs.items()
                if bool not in members(p.value_type) and {int, float} & set(members(p.value_type))}
-    boolean = {name for name, p in specs.items() if members(p.value_type) == [bool]}
+    boolean = {name for name, p in specs.items() if [m for m in members(p.value_type) if m is not type(None)] == [bool]}
     accepted = ", ".join(sorted(specs))
     for location, block in parameter_blocks(config):
         for key, setting in (block or {}).items():
@@ -86,7 +86,7 @@ def check_parameters(config: MergeConfiguration, method: MergeMethod, label: str
                         f"{label}: {location}.{key} = {value!r} is not accepted: a boolean is not a number"
                         + (f" ({spec.description})" if spec.description else "")
                     )
-                if key in boolean and not isinstance(value, bool):
+                if key in boolean and not isinstance(value, bool) and value is not None:
                     raise ConfigError(
                         f"{label}: {location}.{key} = {value!r} is not accepted: a boolean must be true or false"
                         + (f" ({spec.description})" if spec.description else "")
@@ -98,6 +98,12 @@ def check_parameters(config: MergeConfiguration, method: MergeMethod, label: str
                         f"{label}: {location}.{key} = {value!r} is not accepted: {_first_error(error)}"
                         + (f" ({spec.description})" if spec.description else "")
                     ) from None
+    use_error = getattr(method, "parameter_use_error", None)
+    if use_error is not None:
+        given = sorted({key for _, block in parameter_blocks(config) for key in (block or {})})
+        reason = use_error(dict(config.parameters or {}), given)
+        if reason:
+            raise ConfigError(f"{label}: {reason}")
 
 
 def check_inputs(config: MergeConfiguration, method: MergeMethod, label: str) -> None:

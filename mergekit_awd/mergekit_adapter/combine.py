@@ -1,0 +1,145 @@
+"""AWD in front of another task-vector method: ``awd`` with ``combine: X``.
+
+For every tensor the ``awd`` scope disentangles, the models handed to method X are the
+disentangled ones, θ̂_i = θ_base + (τ_i − δ) (paper eq. 11: "τ̂_i can be plugged into existing
+merging methods"), built in float32 or wider; X's own ``merge_group`` then merges them exactly as
+it merges fine-tunes: mergekit's ``GeneralizedTaskArithmeticMerge`` for ``ties``, ``dare_ties``,
+``della`` and ``breadcrumbs_ties`` (its sparsification and sign consensus, not a rewrite), or this
+package's ``tsv``, ``wudi``, ``iso_c``, ``iso_cts``.  Tensors AWD does not disentangle (``select``)
+are merged by X from the original models.  ``combine: task_arithmetic`` is the paper's AWD Task
+Arithmetic and does not come through here (``awd_method`` folds δ into one pass).
+
+X's parameters are X's own: ``weight``, ``lambda`` and ``normalize`` come from ``awd``'s (left out:
+X's defaults), the sparsification parameters below are borrowed from mergekit's specs (per model
+``density``, ``gamma``, ``epsilon``; shared ``rescale``, ``int8_mask``; left out: X's defaults), and
+``select``/``check_finite`` are passed to this package's methods; every other parameter of X keeps
+X's default (for TSV's own options use ``merge_method: tsv`` with ``disentangle: true``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from mergekit.merge_methods.base import MISSING, ParameterScope, ParameterSpec, TensorEntry, TensorGroup
+from pydantic import Field
+from typing_extensions import Annotated
+
+from mergekit_awd.core.awd import COMBINE_METHODS
+
+# The sparsification parameters ``awd`` accepts for its combining method: their types and ranges
+# (mergekit declares them as plain floats/bools) and what they do.
+BORROWED_PER_MODEL: Dict[str, Tuple[Any, str]] = {
+    "density": (Annotated[float, Field(gt=0, le=1)],
+                "fraction of each disentangled task vector kept (combine: ties, dare_ties, della, "
+                "breadcrumbs_ties; default: that method's)"),
+    "gamma": (Annotated[float, Field(ge=0, lt=1)],
+              "fraction of largest-magnitude entries removed (combine: breadcrumbs_ties; default: its 0.01)"),
+    "epsilon": (Annotated[float, Field(ge=0, lt=1)],
+                "spread of DELLA's magnitude-ranked keep probabilities (combine: della; default: its 0.15)"),
+}
+BORROWED_SHARED: Dict[str, Tuple[Any, str]] = {
+    "rescale": (bool, "rescale the kept entries to each task vector's L1 norm (default: the combining method's)"),
+    "int8_mask": (bool, "store the sign-consensus mask as int8 (default: the combining method's)"),
+}
+# awd's shared parameters that mean the same for the combining method, passed on when it has them
+FORWARDED_SHARED: Tuple[str, ...] = ("lambda", "normalize", "select", "check_finite")
+
+
+def borrowed_parameter_specs() -> Tuple[ParameterSpec, ...]:
+    """``awd``'s specs of the borrowed parameters: optional (None = the combining method's default)."""
+    specs = [ParameterSpec(name, Optional[kind], ParameterScope.NON_BASE, default=None, description=text)
+             for name, (kind, text) in BORROWED_PER_MODEL.items()]
+    specs += [ParameterSpec(name, Optional[kind], ParameterScope.SHARED, default=None, description=text)
+              for name, (kind, text) in BORROWED_SHARED.items()]
+    return tuple(specs)
+
+
+def combining_method(name: str) -> Any:
+    """The registered merge method ``name`` (mergekit's or this package's)."""
+    from mergekit.merge_methods import get
+
+    return get(name)
+
+
+def parameters_of(name: str) -> Dict[str, ParameterSpec]:
+    """The parameter specs of combining method ``name``, by name."""
+    return {spec.name: spec for spec in combining_method(name).spec.parameters}
+
+
+def methods_using(parameter: str) -> List[str]:
+    """The combining methods (other than task_arithmetic) that take ``parameter``."""
+    return [name for name in COMBINE_METHODS[1:] if parameter in parameters_of(name)]
+
+
+def unused_borrowed(combine: str, given: Sequence[str]) -> List[str]:
+    """The borrowed parameters in ``given`` that ``combine`` does not take (they would do nothing)."""
+    borrowed = set(BORROWED_PER_MODEL) | set(BORROWED_SHARED)
+    taken = set(parameters_of(combine)) if combine != COMBINE_METHODS[0] else set()
+    return [name for name in given if name in borrowed and name not in taken]
+
+
+def _given(value: Any) -> bool:
+    return value is not None and value is not MISSING
+
+
+def combine_parameters(combine: str, parameters: Mapping[str, Any], ids: Sequence[Any]) -> Dict[str, Any]:
+    """The parameters of ``combine``'s ``merge_group`` from ``awd``'s bound ``parameters``:
+    forwarded and borrowed ones where given, every other one at the combining method's default."""
+    borrowed_shared = set(BORROWED_SHARED) | set(FORWARDED_SHARED)
+    out: Dict[str, Any] = {}
+    for name, spec in parameters_of(combine).items():
+        if spec.scope == ParameterScope.SHARED:
+            value = parameters.get(name) if name in borrowed_shared else None
+            if _given(value):
+                out[name] = value
+            elif not spec.required:
+                out[name] = spec.default
+        else:
+            given = parameters.get(name) if (name == "weight" or name in BORROWED_PER_MODEL) else None
+            values = {}
+            for model in ids:
+                value = given.get(model) if given is not None else None
+                values[model] = value if _given(value) else spec.default
+            out[name] = values
+    return out
+
+
+def resolved_combine_parameters(combine: str, parameters: Mapping[str, Any]) -> Dict[str, Any]:
+    """The shared parameters a merge with ``combine`` ran with, as the card and report show them:
+    the forwarded and borrowed ones resolved to the combining method's defaults when left out;
+    the borrowed ones it does not take removed."""
+    specs = parameters_of(combine)
+    out = {}
+    for name, value in parameters.items():
+        if name in BORROWED_SHARED and name not in specs:
+            continue
+        if not _given(value) and name in specs and not specs[name].required:
+            value = specs[name].default
+        out[name] = value
+    return out
+
+
+def merge_with(combine: str, group: TensorGroup, task_vectors: torch.Tensor, parameters: Mapping[str, Any],
+               ) -> torch.Tensor:
+    """``combine`` run on θ_base and θ_base + task_vectors[i] (float32 or wider), in ``group``'s
+    entry order; the result in the base's dtype."""
+    base = group.base.tensor
+    work = base.to(device=task_vectors.device, dtype=task_vectors.dtype)
+    entries = [TensorEntry(group.base.id, work, is_base=True)]
+    entries += [TensorEntry(entry.id, work + tv) for entry, tv in zip(group.non_base, task_vectors)]
+    merged = run_method(combine, TensorGroup(entries, group.metadata), parameters)
+    return merged.to(base.dtype)
+
+
+def run_method(combine: str, group: TensorGroup, parameters: Mapping[str, Any]) -> torch.Tensor:
+    """``combine``'s merge of ``group`` (this package's methods without advancing the progress bar:
+    the ``awd`` tensor it is part of does)."""
+    method = combining_method(combine)
+    merge = getattr(method, "merge_unobserved", None) or method.merge_group
+    return merge(group, **parameters)
+
+
+__all__ = ["BORROWED_PER_MODEL", "BORROWED_SHARED", "FORWARDED_SHARED", "borrowed_parameter_specs",
+           "combining_method", "parameters_of", "methods_using", "unused_borrowed", "combine_parameters",
+           "resolved_combine_parameters", "merge_with", "run_method"]
