@@ -246,3 +246,8 @@ def test_parameters_the_combining_method_does_not_take_are_refused(tiny_family, 
     assert run([str(config), str(tmp_path / "out2"), "--quiet"]) != 0
     assert "gamma does nothing with combine: ties (it is a parameter of combine: breadcrumbs_ties)" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+    data["parameters"] = {"combine": "tsv", "normalize": True}
+    data["models"][0]["parameters"] = {}
+    config.write_text(yaml.safe_dump(data))
+    assert run([str(config), str(tmp_path / "out3"), "--quiet"]) != 0
+    assert "normalize does nothing with combine: tsv" in capsys.readouterr().err

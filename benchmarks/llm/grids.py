@@ -45,6 +45,11 @@ def llm_grids(registered: Sequence[str]) -> List[MethodGrid]:
     if "tsv" in registered:
         grids.append(_grid("tsv", "tsv", [{}], [{}], TSV_LAMBDAS))
         grids.append(_grid("tsv_disentangled", "tsv", [{"disentangle": True}], [{}], TSV_LAMBDAS))
+    # AWD in front of TIES and of TSV-M (awd's combine, issue #14)
+    grids.append(_grid("awd_ties", "awd", [{"combine": "ties", "alpha": 0.01}], [{"density": 0.5}], MEAN_LAMBDAS))
+    if "tsv" in registered:
+        grids.append(_grid("awd_row_tsv", "awd", [{"combine": "tsv", "scope": "row", "alpha": 0.01}], [{}],
+                           TSV_LAMBDAS))
     if "wudi" in registered:
         grids.append(_grid("wudi_exact", "wudi", [{"solver": "exact"}], [{}], TA_LAMBDAS))
     for iso in ("iso_c", "iso_cts"):

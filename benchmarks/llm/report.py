@@ -8,7 +8,7 @@ from typing import Any, List, Mapping, Sequence
 from benchmarks.quality.report import grid_table, params_text, pct, table
 
 COMMAND = "./run.sh llm-quality   (python -m benchmarks.llm.run)"
-OURS = ("awd_tensor", "awd_model", "awd_row", "tsv", "tsv_disentangled", "wudi_exact", "iso_c", "iso_cts")
+OURS = ("awd_tensor", "awd_model", "awd_row", "awd_ties", "awd_row_tsv", "tsv", "tsv_disentangled", "wudi_exact", "iso_c", "iso_cts")
 PLOT_FILES = ("llm_accuracy_per_method.png", "llm_accuracy_vs_lambda.png", "llm_awd_cosines.png")
 SHORT = {"rt_sentiment": "rt_sent", "fortune_language": "fort_lang", "wordnet_supersense": "wn_super",
          "arithmetic": "arith"}
@@ -153,7 +153,8 @@ def write_plots(results: Mapping[str, Any], folder: Path) -> None:
         (axes[0], [n for n in results["methods"] if n in ("task_arithmetic", "dare_ties", "breadcrumbs_ties",
                                                           "awd_tensor", "awd_model", "awd_row", "wudi_exact")],
          "methods that add the task vectors"),
-        (axes[1], [n for n in results["methods"] if n in ("ties", "della", "tsv", "tsv_disentangled",
+        (axes[1], [n for n in results["methods"] if n in ("ties", "della", "tsv", "tsv_disentangled", "awd_ties",
+                                                          "awd_row_tsv",
                                                           "iso_c", "iso_cts")],
          "methods that average / rescale"),
     ):

@@ -76,8 +76,24 @@ def optional_grids(registered: Sequence[str]) -> List[MethodGrid]:
     return grids
 
 
+COMBINE_SCOPES = ("tensor", "row")
+
+
+def combine_grids(registered: Sequence[str]) -> List[MethodGrid]:
+    """AWD at the authors' granularity (``scope: row``) and AWD in front of TIES and TSV-M
+    (``combine``, issue #14), each with the λ grid of the method that combines."""
+    grids = [MethodGrid("awd_row", _specs("awd", [{"scope": "row", "alpha": a} for a in AWD_ALPHAS], [{}]),
+                        AWD_LAMBDAS),
+             MethodGrid("awd_ties", _specs("awd", [{"combine": "ties", "scope": s} for s in COMBINE_SCOPES],
+                                           [{"density": d} for d in DENSITIES]), MEAN_LAMBDAS)]
+    if "tsv" in registered:  # scope tensor in front of TSV-M is tsv_disentangled
+        grids.append(MethodGrid("awd_row_tsv", _specs("awd", [{"combine": "tsv", "scope": "row"}], [{}]),
+                                TSV_LAMBDAS))
+    return grids
+
+
 def all_grids(registered: Sequence[str]) -> List[MethodGrid]:
-    return standard_grids() + optional_grids(registered)
+    return standard_grids() + optional_grids(registered) + combine_grids(registered)
 
 
 def awd_variants(chosen: MergeSpec) -> List[Tuple[str, MergeSpec]]:

@@ -24,13 +24,18 @@ import torch  # noqa: E402
 
 VALIDATION_PER_TASK = 120  # as benchmarks.quality.run's default
 PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam", "wudi_exact", "iso_c", "iso_cts")
+# awd's row scope and combine (issue #14), with their references:
+#   python -m benchmarks.quality.peers --grids task_arithmetic ties tsv awd_row awd_ties awd_row_tsv --output quality_combine
+COMBINE_GRIDS = ("awd_row", "awd_ties", "awd_row_tsv")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grids", nargs="+", default=list(PEER_GRIDS), choices=PEER_GRIDS,
+    parser.add_argument("--grids", nargs="+", default=list(PEER_GRIDS), choices=PEER_GRIDS + COMBINE_GRIDS,
                         help="which method grids to run (wudi_adam takes ~5 min per merge at 300 Adam steps, "
                              "more with select: matrices)")
+    parser.add_argument("--output", default="quality_peers",
+                        help="results file stem in benchmarks/results (default quality_peers)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -66,19 +71,20 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     results = {"individual": individual["test"], "methods": methods, "validation_grid": grids,
                "settings": {"threads": torch.get_num_threads(), "merge_code": merge_code_version()}}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "quality_peers.json").write_text(json.dumps(results, indent=2) + "\n")
+    (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps(results, indent=2) + "\n")
     rows = [[name, json.dumps(entry["params"]), f"{100 * entry['normalized_avg']:.1f}",
              f"{100 * entry['validation_normalized_avg']:.1f}", f"{100 * entry['avg']:.1f}", f"{entry['merge_seconds']:.0f}"]
             for name, entry in sorted(methods.items(), key=lambda item: -item[1]["normalized_avg"])]
-    lines = ["# Data-free peers on the MiniLM benchmark", "",
-             f"Command: `python -m benchmarks.quality.peers --grids {' '.join(args.grids)}` "
+    lines = [f"# {'Data-free peers' if args.output == 'quality_peers' else 'AWD row scope and combine'} on the "
+             "MiniLM benchmark", "",
+             f"Command: `python -m benchmarks.quality.peers --grids {' '.join(args.grids)} --output {args.output}` "
              f"({time.perf_counter() - started:.0f} s, code "
              f"`{merge_code_version()}`). Six MiniLM fine-tunes (README \"Merge quality\"); every merge through the "
              "`mergekit-awd` CLI; λ and the configuration chosen on the validation split, test reported. Normalized "
              "accuracy: merged / individual fine-tune, averaged over the six tasks.", "",
              *table(["method", "chosen configuration", "test normalized %", "validation normalized %", "test avg %",
                     "merge s"], rows), ""]
-    (RESULTS_DIR / "quality_peers.md").write_text("\n".join(lines))
+    (RESULTS_DIR / f"{args.output}.md").write_text("\n".join(lines))
     print("\n".join(lines))
     bench.cleanup()
     return results

@@ -73,10 +73,13 @@ def methods_using(parameter: str) -> List[str]:
 
 
 def unused_borrowed(combine: str, given: Sequence[str]) -> List[str]:
-    """The borrowed parameters in ``given`` that ``combine`` does not take (they would do nothing)."""
-    borrowed = set(BORROWED_PER_MODEL) | set(BORROWED_SHARED)
-    taken = set(parameters_of(combine)) if combine != COMBINE_METHODS[0] else set()
-    return [name for name in given if name in borrowed and name not in taken]
+    """The borrowed parameters (and ``normalize``) in ``given`` that ``combine`` does not take:
+    they would do nothing."""
+    if combine == COMBINE_METHODS[0]:
+        return [name for name in given if name in BORROWED_PER_MODEL or name in BORROWED_SHARED]
+    checked = set(BORROWED_PER_MODEL) | set(BORROWED_SHARED) | {"normalize"}
+    taken = set(parameters_of(combine))
+    return [name for name in given if name in checked and name not in taken]
 
 
 def _given(value: Any) -> bool:
