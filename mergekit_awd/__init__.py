@@ -2,7 +2,7 @@
 
 Importing the package registers its merge methods with mergekit (idempotently).  The library:
 ``run_merge`` (what ``mergekit-awd CONFIG OUT`` runs), ``inspect_merge``, ``compress_family``,
-``upload_output``; each returns a typed result.  Every error raised on purpose is a
+``tune_merge``, ``upload_output``; each returns a typed result.  Every error raised on purpose is a
 ``MergekitAwdError`` (``mergekit_awd.errors``).  The numerical core is ``mergekit_awd.core``.
 """
 
@@ -14,12 +14,15 @@ from mergekit_awd.core import AWDParameters, CompressSettings, SolverSettings, T
 from mergekit_awd.errors import MergekitAwdError  # noqa: E402
 from mergekit_awd.hub import UploadResult, upload_output  # noqa: E402
 from mergekit_awd.pipeline import MergeOutcome, run_merge  # noqa: E402
-from mergekit_awd.tools import CompressReport, InspectReport, compress_family, inspect_merge  # noqa: E402
+from mergekit_awd.tools import (  # noqa: E402
+    CompressReport, InspectReport, TuneResult, compress_family, inspect_merge, tune_merge,
+)
 
 __all__ = [
     "run_merge", "MergeOutcome",
     "inspect_merge", "InspectReport",
     "compress_family", "CompressReport",
+    "tune_merge", "TuneResult",
     "upload_output", "UploadResult",
     "AWDParameters", "TSVParameters", "SolverSettings", "TSVSettings", "CompressSettings",
     "MergekitAwdError",

@@ -5,6 +5,7 @@
     mergekit-awd upload OUT ORG/NAME [...]                    upload a finished output folder
     mergekit-awd inspect CONFIG [--out DIR]                   cosines, AWD and TSV figures, no merge
     mergekit-awd compress CONFIG OUT [--rank K]               TSV-C: each fine-tune as a LoRA adapter
+    mergekit-awd tune CONFIG --data VAL.jsonl [--grid …]      choose λ (α, density…) on your own data
 
 The command line only: each command is one module of this package that parses its options and
 calls the library (``pipeline``, ``tools``, ``hub``); ``errors`` turns the library's errors into
@@ -22,6 +23,7 @@ from mergekit_awd.cli.inspect import inspect_command
 from mergekit_awd.cli.merge import merge_command
 from mergekit_awd.cli.methods import methods_command
 from mergekit_awd.cli.quiet import silence_library_noise
+from mergekit_awd.cli.tune import tune_command
 from mergekit_awd.cli.upload import upload_command
 
 
@@ -54,6 +56,7 @@ main.add_command(upload_command)
 main.add_command(inspect_command)
 main.add_command(compress_command)
 main.add_command(methods_command)
+main.add_command(tune_command)
 
 
 def run(argv: Optional[List[str]] = None) -> int:

@@ -188,6 +188,17 @@ def _merged_list(*lists: Optional[Sequence[str]]) -> List[str]:
     return out
 
 
+def append_card_note(out_dir: str, note: str) -> Optional[str]:
+    """Add ``note`` as a paragraph at the end of ``out_dir/README.md`` (None: no card was written)."""
+    path = os.path.join(out_dir, CARD_FILENAME)
+    if not os.path.isfile(path):
+        return None
+    card = ModelCard.load(path)
+    card.text = card.text.rstrip("\n") + "\n\n" + note.strip() + "\n"
+    card.save(path)
+    return path
+
+
 def write_model_card(out_dir: str, config: MergeConfiguration, report: Dict[str, Any]) -> Optional[str]:
     """Extend ``out_dir/README.md`` (mergekit's card) in place; return its path.
 

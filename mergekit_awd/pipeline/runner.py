@@ -18,7 +18,7 @@ from mergekit.options import MergeOptions
 
 from mergekit_awd.constants import CARD_FILENAME, COMPLETION_MARKER
 from mergekit_awd.errors import PostMergeError
-from mergekit_awd.hub.card import task_vector_models, write_model_card
+from mergekit_awd.hub.card import append_card_note, task_vector_models, write_model_card
 from mergekit_awd.mergekit_adapter.card_lookup import local_first_card
 from mergekit_awd.mergekit_adapter.planner import awd_planner
 from mergekit_awd.mergekit_adapter.registration import method_for, register_methods
@@ -125,6 +125,7 @@ def run_merge(
     options: Union[MergeOptions, Dict[str, Any], None] = None,
     *,
     overwrite: bool = False,
+    card_note: Optional[str] = None,
     **option_overrides: Any,
 ) -> MergeOutcome:
     """Merge as ``mergekit-awd CONFIG OUT`` does.
@@ -136,18 +137,19 @@ def run_merge(
     an existing non-empty ``out_path`` is refused unless ``overwrite``.  Our methods write their
     report (``awd_report.json``, ``tsv_report.json``: the method's ``report_filename``) into it.
     LoRA inputs (``model: base+path/to/lora``) need no option: without ``lora_merge_cache`` a
-    temporary one is used and removed (``lora_merge_cache``).
+    temporary one is used and removed (``lora_merge_cache``).  ``card_note``: a paragraph added to
+    the model card (``mergekit-awd tune`` says there how the parameters were chosen).
     """
     register_methods()
     merge_options = build_options(options, option_overrides)
     check_merge_devices(merge_options)  # before anything is read
     merge_config, source, label = load_config(config)
     with lora_merge_cache(merge_config, merge_options) as merge_options:
-        return _run(merge_config, source, label, merge_options, out_path, overwrite)
+        return _run(merge_config, source, label, merge_options, out_path, overwrite, card_note)
 
 
 def _run(merge_config: MergeConfiguration, source: str, label: str, merge_options: MergeOptions,
-         out_path: Union[str, os.PathLike], overwrite: bool) -> MergeOutcome:
+         out_path: Union[str, os.PathLike], overwrite: bool, card_note: Optional[str] = None) -> MergeOutcome:
     method = method_for(merge_config.merge_method)
     validate_merge(merge_config, label, method, allow_crimes=merge_options.allow_crimes, options=merge_options)
     inputs = merge_inputs(merge_config, config_file_of(label), merge_options)
@@ -178,6 +180,8 @@ def _run(merge_config: MergeConfiguration, source: str, label: str, merge_option
                 _attempt(failures, method.report_filename, report_data.write,
                          os.path.join(staging, method.report_filename))
                 _attempt(failures, "the model card", write_model_card, staging, merge_config, report_data.to_json())
+        if card_note:
+            _attempt(failures, "the model card note", append_card_note, staging, card_note)
         _attempt(failures, f"the completion marker {COMPLETION_MARKER}", write_completion_marker,
                  staging, {"merge_method": merge_config.merge_method})
     report_path = os.path.join(final_path, method.report_filename) if method else None

@@ -278,7 +278,32 @@ def staged_output(out_path: str, overwrite: bool = False) -> Iterator[str]:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+@contextmanager
+def staged_file(path: str) -> Iterator[str]:
+    """A temporary sibling of ``path`` to write; it replaces ``path`` in one rename when the block
+    finishes, and is removed when it fails (``path`` then stays as it was)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, temporary = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.partial-", dir=folder)
+    os.close(handle)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """``path`` holds ``text`` (UTF-8) or what it held before: never a partial file."""
+    with staged_file(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+
 __all__ = [
+    "staged_file",
+    "atomic_write_text",
     "MergeInterrupted",
     "InterruptedAfterSwap",
     "OutputExistsError",

@@ -1,7 +1,10 @@
 """Tools beside the merge: ``inspect`` (figures without merging), ``compress`` (TSV-C adapters),
-``heatmap`` (the PNGs both draw)."""
+``tune`` (parameters chosen on the user's data, scored by ``lm_scoring``), ``heatmap`` (the PNGs)."""
 
 from mergekit_awd.tools.compress import AdapterReport, CompressReport, compress_family
 from mergekit_awd.tools.inspect import InspectReport, inspect_merge
+from mergekit_awd.tools.tune import GridAxis, TuneResult, parse_grid, tune_merge
+from mergekit_awd.tools.tune_data import TuningData, read_tuning_data, score_model
 
-__all__ = ["inspect_merge", "InspectReport", "compress_family", "CompressReport", "AdapterReport"]
+__all__ = ["inspect_merge", "InspectReport", "compress_family", "CompressReport", "AdapterReport",
+           "tune_merge", "TuneResult", "GridAxis", "parse_grid", "read_tuning_data", "TuningData", "score_model"]

@@ -1,0 +1,121 @@
+"""``mergekit-awd tune CONFIG --data VAL.jsonl``: choose λ (and α, density…) on the user's own data
+(``tools.tune``; the data format is ``tools.tune_data``)."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, Optional, Sequence, Tuple
+
+import click
+
+from mergekit_awd.tools.tune import DEFAULT_GRID, POINTS_FILE
+
+
+def _pairs(values: Sequence[str], option: str) -> Dict[str, str]:
+    out = {}
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name or not folder:
+            raise click.BadParameter(f"{value!r}: expected TASK=FOLDER", param_hint=option)
+        out[name] = folder
+    return out
+
+
+def default_out_dir(config_file: str) -> str:
+    """``CONFIG.tune/`` beside the configuration."""
+    return os.path.splitext(config_file)[0] + ".tune"
+
+
+def check_tune_out(out_dir: str, inputs) -> None:
+    """--out is tune's own folder: new, empty, or one an earlier tune wrote (it resumes there)."""
+    from mergekit_awd.errors import OutputExistsError
+    from mergekit_awd.pipeline.input_paths import check_out_disjoint
+
+    check_out_disjoint(out_dir, inputs, command="tune")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, POINTS_FILE)):
+        raise OutputExistsError(f"{out_dir} is not empty and holds no earlier tune ({POINTS_FILE}); give another "
+                                "--out (tune never writes into a folder it did not make)", path=out_dir)
+
+
+@click.command("tune")
+@click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--data", "data_file", required=True, type=click.Path(exists=True, dir_okay=False),
+              help='Validation JSONL: {"prompt", "answer"} or {"prompt", "choices", "label"} per line, optional "task".')
+@click.option("--grid", "grids", multiple=True, metavar="NAME=START:STOP:STEP|NAME=V1,V2",
+              help=f"A tuned parameter and its values (repeatable; default {DEFAULT_GRID}).")
+@click.option("--reference", "references", multiple=True, metavar="TASK=FOLDER",
+              help="The fine-tune of a task: scores are then normalized per task (repeatable).")
+@click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
+              help="Folder for tune_report.json, tune.md, the plot and the score cache (default CONFIG.tune/).")
+@click.option("--merge", "merge_out", default=None, type=click.Path(file_okay=False),
+              help="Merge the chosen configuration into this folder (its card says how it was chosen).")
+@click.option("--cuda", is_flag=True, default=False, help="Merge and score on the GPU.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1), help="Scoring batch size.")
+@click.option("--max-new-tokens", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Longest greedy continuation for exact match.")
+@click.option("--quiet", is_flag=True, default=False, help="No progress bar.")
+def tune_command(config_file: str, data_file: str, grids: Tuple[str, ...], references: Tuple[str, ...],
+                 out_dir: Optional[str], merge_out: Optional[str], cuda: bool, batch_size: int,
+                 max_new_tokens: int, quiet: bool) -> None:
+    """Score CONFIG_FILE's merge at every point of a parameter grid on your validation data, choose the
+    best, write it as CONFIG.tuned.yml beside CONFIG_FILE, and with --merge merge it.
+
+    Methods whose output is θ_base + λ·D (task_arithmetic, ties, dare_ties, della, breadcrumbs_ties,
+    awd, tsv, wudi, iso_c, iso_cts) are merged once per value of the other parameters and moved along λ
+    without merging again."""
+    from mergekit_awd.cli.errors import command_errors
+
+    out_dir = out_dir or default_out_dir(config_file)
+    with command_errors("tune", merge_out, "the merge"):
+        _run(config_file, data_file, grids, _pairs(references, "--reference"), out_dir, merge_out, cuda,
+             batch_size, max_new_tokens, quiet)
+
+
+def _run(config_file: str, data_file: str, grids: Sequence[str], reference_models: Dict[str, str], out_dir: str,
+         merge_out: Optional[str], cuda: bool, batch_size: int, max_new_tokens: int, quiet: bool) -> None:
+    import torch
+    from mergekit.options import MergeOptions
+
+    from mergekit_awd.pipeline.config import load_config
+    from mergekit_awd.pipeline.devices import check_merge_devices
+    from mergekit_awd.pipeline.input_paths import check_out_disjoint, config_file_of, merge_inputs
+    from mergekit_awd.pipeline.staging import check_output_target
+    from mergekit_awd.tools.tune import parse_grid, tune_merge
+    from mergekit_awd.tools.tune_data import read_tuning_data, score_model
+
+    options = MergeOptions(cuda=cuda)
+    check_merge_devices(options)
+    axes = [parse_grid(text) for text in grids]
+    data = read_tuning_data(data_file)  # every line checked before anything is merged or written
+    merge_config, _, label = load_config(config_file)
+    inputs = merge_inputs(merge_config, config_file_of(label), options)
+    check_tune_out(out_dir, inputs)
+    if merge_out:
+        check_out_disjoint(merge_out, inputs, command="merge")
+        check_output_target(merge_out, False)
+    device = torch.device("cuda" if cuda else "cpu")
+
+    def load_model(folder: str):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        load_model.tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        return model.to(device).eval()
+
+    def scorer(model) -> Dict[str, Dict[str, float]]:
+        with torch.no_grad():
+            return score_model(model, load_model.tokenizer, data, batch_size=batch_size,
+                               max_new_tokens=max_new_tokens)
+
+    result = tune_merge(config_file, scorer, load_model, out_dir, axes, reference_models=reference_models,
+                        merge_out=merge_out, cuda=cuda, quiet=quiet, data_digest=data.digest)
+    click.echo(f"tune: {len(result.points)} points ({result.merges} merges, {result.evaluations} evaluations, "
+               f"{sum(p.reused for p in result.points)} from the cache) in {result.seconds:.0f} s")
+    click.echo(f"chosen: {', '.join(f'{k} = {v}' for k, v in result.chosen.items())} "
+               f"(mean score {result.chosen_score:.4f})")
+    if result.tuned_config:
+        click.echo(f"wrote {result.tuned_config}")
+    for path in result.files.values():
+        click.echo(f"wrote {path}")
+    if result.merged:
+        click.echo(f"merged into {result.merged}")
