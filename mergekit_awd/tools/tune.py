@@ -187,13 +187,15 @@ def _weight_files(folder: str) -> List[str]:
     return list(weight_files(folder, names=(SAFETENSORS_WEIGHTS,)).files)
 
 
-def _named_tensors(folder: str) -> Iterator[Tuple[str, torch.Tensor]]:
+def _named_tensors(folder: str, load: bool = True) -> Iterator[Tuple[str, Optional[torch.Tensor]]]:
+    """(name, tensor) of every tensor in ``folder``'s safetensors files, one at a time (tensor None
+    when not ``load``)."""
     from safetensors import safe_open
 
     for path in _weight_files(folder):
         with safe_open(path, framework="pt") as handle:
             for name in handle.keys():
-                yield name, handle.get_tensor(name)
+                yield name, handle.get_tensor(name) if load else None
 
 
 class ModelOnPath:
@@ -217,15 +219,19 @@ class ModelOnPath:
         return found
 
     def set_direction(self, base_dir: str, merged_dir: str) -> None:
-        """D = θ(1) − θ_base, float32, for every tensor the model has; the model reset to θ_base."""
-        base = dict(_named_tensors(base_dir))
-        self.direction = {}
+        """D = θ(1) − θ_base, float32, for every tensor the model has; the model reset to θ_base.
+        Base tensors are read one at a time (memory: the model, D and one tensor)."""
+        from safetensors import safe_open
+
         self.load(base_dir)
-        targets = self._parameters(list(base))
+        self.direction = {}
+        handles = [safe_open(path, framework="pt") for path in _weight_files(base_dir)]
+        where = {name: handle for handle in handles for name in handle.keys()}
+        names = [name for name, _ in _named_tensors(merged_dir, load=False)]
+        targets = self._parameters([n for n in names if n in where])
         for name, merged in _named_tensors(merged_dir):
-            if name in targets and name in base:
-                self.direction[name] = merged.float() - base[name].float()
-        del base
+            if name in targets:
+                self.direction[name] = merged.float() - where[name].get_tensor(name).float()
         self.lam = 0.0
 
     @torch.no_grad()
@@ -239,7 +245,7 @@ class ModelOnPath:
     @torch.no_grad()
     def load(self, folder: str) -> None:
         """The model's weights from ``folder`` (a merge or the base)."""
-        names = [name for name, _ in _named_tensors(folder)]
+        names = [name for name, _ in _named_tensors(folder, load=False)]
         targets = self._parameters(names)
         for name, tensor in _named_tensors(folder):
             if name in targets:
