@@ -135,12 +135,18 @@ def test_tune_cli_writes_the_report_the_tuned_config_and_the_same_merge(tiny_fam
     config = write_config(tmp_path, tiny_family, {}, method="awd")
     data = _data(tmp_path)
     out, merged = tmp_path / "tune", tmp_path / "merged"
-    argv = [str(config), "--data", str(data), "--grid", "lambda=0.2:1.0:0.4", "--out", str(out), "--quiet"]
+    argv = [str(config), "--data", str(data), "--grid", "lambda=0.2:1.0:0.4", "--out", str(out), "--quiet",
+            "--reference", f"cls={tiny_family[1]}"]
     assert run(["tune", *argv, "--merge", str(merged)]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "tune_report.json").read_text())
     assert [p["parameters"]["lambda"] for p in report["points"]] == [0.2, 0.6, 1.0]
-    assert report["merges"] == 1 and report["evaluations"] == 3  # one merge for the whole λ path
+    assert report["merges"] == 1 and report["evaluations"] == 4  # one merge for the λ path, + the reference
+    reference = report["references"]["cls"]
+    for point in report["points"]:  # cls normalized by its reference's score, gen as it is
+        tasks = point["tasks"]
+        expected = (tasks["gen"]["score"] + (tasks["cls"]["score"] / reference if reference else tasks["cls"]["score"])) / 2
+        assert point["score"] == pytest.approx(expected)
     assert "chosen: lambda = " in printed
     tuned = tmp_path / "merge.tuned.yml"
     text = tuned.read_text()

@@ -102,10 +102,10 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
         return model.to(device).eval()
 
-    def scorer(model) -> Dict[str, Dict[str, float]]:
-        with torch.no_grad():
+    def scorer(model, tasks) -> Dict[str, Dict[str, float]]:
+        with torch.inference_mode():
             return score_model(model, load_model.tokenizer, data, batch_size=batch_size,
-                               max_new_tokens=max_new_tokens)
+                               max_new_tokens=max_new_tokens, tasks=tasks)
 
     result = tune_merge(config_file, scorer, load_model, out_dir, axes, reference_models=reference_models,
                         merge_out=merge_out, cuda=cuda, quiet=quiet, data_digest=data.digest)

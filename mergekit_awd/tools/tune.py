@@ -51,7 +51,8 @@ TUNED_MARKER = "# written by mergekit-awd tune"
 # the largest grid a tune accepts (points); every point costs one evaluation
 MAX_POINTS = 1000
 
-Scorer = Callable[[Any], Dict[str, Dict[str, float]]]
+# scorer(model, tasks): {task: {"score": s, …}} for ``tasks`` (None: every task of the data)
+Scorer = Callable[[Any, Optional[Sequence[str]]], Dict[str, Dict[str, float]]]
 
 
 @dataclass(frozen=True)
@@ -288,8 +289,8 @@ def tune_merge(
     quiet: bool = False,
     data_digest: str = "",
 ) -> TuneResult:
-    """Score every grid point of ``config`` with ``scorer`` and choose the best (the first best in grid
-    order).  ``model_loader(folder)`` returns the model ``scorer`` takes, loaded from the base's folder
+    """Score every grid point of ``config`` with ``scorer`` (``Scorer``) and choose the best (the first
+    best in grid order).  ``model_loader(folder)`` returns the model ``scorer`` takes, loaded from the base's folder
     (float32 is what the linear path assumes).  ``references``: each task's reference score (the
     overall score is then normalized per task); ``reference_models``: task → model folder, scored once
     to give them.  Writes ``out_dir`` (the point cache, ``tune_report.json``, ``tune.md``, the plot),
@@ -343,15 +344,19 @@ def tune_merge(
     scratch = tempfile.mkdtemp(prefix=".tune-", dir=out_dir)
     try:
         with open(cache_path, "a", encoding="utf-8") as cache_file:
-            if reference_models:
-                model = ModelOnPath(model_loader(base))
-                for task, folder in reference_models.items():
+            for task, folder in (reference_models or {}).items():
+                key = _point_key({"reference": os.path.abspath(folder)}, {"task": task}, data_digest, {})
+                if key not in cache:
+                    model = model or ModelOnPath(model_loader(base))
                     model.load(folder)
-                    scores = scorer(model.model)
+                    scores = scorer(model.model, [task])
                     evaluations += 1
                     if task not in scores:
                         raise ConfigError(f"--reference {task}={folder}: the data has no task {task!r}", key=task)
-                    refs[task] = scores[task]["score"]
+                    cache[key] = {"key": key, "reference": task, "score": scores[task]["score"]}
+                    cache_file.write(json.dumps(cache[key]) + "\n")
+                    cache_file.flush()
+                refs[task] = cache[key]["score"]
             for group in groups.values():
                 keys = [_point_key(data, p, data_digest, reference_models or {}) for p in group]
                 todo = [(p, k) for p, k in zip(group, keys) if k not in cache]
@@ -418,7 +423,7 @@ def _score(point: Dict[str, Any], scorer: Scorer, model: ModelOnPath, refs: Mapp
            key: str, cache_file) -> TunePoint:
     from mergekit_awd.tools.tune_data import overall_score
 
-    tasks = scorer(model.model)
+    tasks = scorer(model.model, None)
     score = overall_score(tasks, refs)
     cache_file.write(json.dumps({"key": key, "point": point, "tasks": tasks, "score": score,
                                  "merged_at_lambda_one": linear}, default=str) + "\n")

@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from mergekit_awd.errors import EvaluationDataError
 from mergekit_awd.tools.lm_scoring import (
@@ -126,11 +126,13 @@ def read_tuning_data(path: Union[str, os.PathLike]) -> TuningData:
 
 
 def score_model(model: Any, tokenizer: Any, data: TuningData, batch_size: int = DEFAULT_BATCH_SIZE,
-                max_new_tokens: int = 16) -> Dict[str, Dict[str, float]]:
-    """Per task: ``score`` (accuracy or exact match), and for generative tasks the mean answer
-    log-likelihood ``log_likelihood`` (nats per example)."""
+                max_new_tokens: int = 16, tasks: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
+    """Per task (``tasks``, default all): ``score`` (accuracy or exact match), and for generative
+    tasks the mean answer log-likelihood ``log_likelihood`` (nats per example)."""
     out: Dict[str, Dict[str, float]] = {}
     for task in data.tasks:
+        if tasks is not None and task.name not in tasks:
+            continue
         if task.kind == "choices":
             predictions = rank_classification(model, tokenizer, task.examples, batch_size=batch_size)
             out[task.name] = {"score": accuracy(predictions, task.examples)}

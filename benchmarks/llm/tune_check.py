@@ -1,0 +1,149 @@
+"""``python -m benchmarks.llm.tune_check [--methods awd_tensor tsv]``: ``mergekit-awd tune`` on the LLM track.
+
+For each method row of ``benchmarks/results/llm_quality.json`` (the benchmark's own validation
+choice), this writes the track's validation split as a tune JSONL file (the same prompts, choices and
+answers the benchmark scores), runs ``mergekit-awd tune`` on the chosen configuration with the
+benchmark's λ grid and each task's fine-tune as ``--reference`` (so the score is the benchmark's
+validation normalized accuracy) and ``--merge``, then checks:
+
+* tune chooses the benchmark's λ;
+* its ``--merge`` output is bit-identical to the benchmark's final bfloat16 CLI merge at that λ
+  (merged again here with the benchmark's configuration);
+* its cost: merges and evaluations (one merge per λ path, one evaluation per point).
+
+Needs the fine-tunes of ``./run.sh llm-quality`` (benchmarks/.cache/llm).  Writes
+benchmarks/results/llm_tune_check.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DEFAULT_METHODS = ("awd_tensor", "tsv")
+
+
+def export_validation(path: Path, tasks: Sequence[str], base_dir: Path) -> int:
+    """The track's validation examples as tune JSONL lines, grouped by task; returns the line count."""
+    from transformers import AutoTokenizer
+
+    from benchmarks.llm.tasks import task_splits
+    from mergekit_awd.tools.lm_scoring import AnswerExample
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
+    lines: List[str] = []
+    for task in tasks:
+        for example in task_splits(task, tokenizer).validation:
+            if isinstance(example, AnswerExample):
+                record: Dict[str, Any] = {"prompt": example.prompt, "answer": example.answer}
+            else:
+                record = {"prompt": example.prompt, "choices": list(example.choices), "label": example.label}
+            lines.append(json.dumps({**record, "task": task}))
+    path.write_text("\n".join(lines) + "\n")
+    return len(lines)
+
+
+def _per_model_names(method: str) -> List[str]:
+    import mergekit_awd  # noqa: F401  (registers our methods)
+    from mergekit.merge_methods import get
+    from mergekit.merge_methods.base import ParameterScope
+
+    return [p.name for p in get(method).spec.parameters if p.scope != ParameterScope.SHARED]
+
+
+def _identical(left: Path, right: Path) -> bool:
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(left / "model.safetensors")), load_file(str(right / "model.safetensors"))
+    import torch
+
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    args = parser.parse_args(argv)
+    import yaml
+
+    from benchmarks.llm.base_model import ensure_base_model
+    from benchmarks.llm.experiment import FINAL_DTYPE
+    from benchmarks.llm.models import ensure_finetunes
+    from benchmarks.llm.paths import RESULTS_JSON
+    from benchmarks.llm.tasks import TASK_NAMES
+    from benchmarks.quality.merging import MergeSpec, cli_command, merge_config
+
+    results = json.loads(Path(RESULTS_JSON).read_text())
+    tasks = list(TASK_NAMES)
+    base_dir = ensure_base_model()
+    folders = ensure_finetunes(tasks)
+    work = Path(RESULTS_JSON).parent.parent / ".cache" / "llm" / "tune_check"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    data = work / "validation.jsonl"
+    lines = export_validation(data, tasks, base_dir)
+    rows: Dict[str, Any] = {}
+    for name in args.methods:
+        entry = results["methods"][name]
+        params = dict(entry["params"])  # the chosen spec's shared and per-model parameters, flattened
+        method = params.pop("merge_method")
+        chosen_lambda = params.pop("lambda")
+        per_model = set(_per_model_names(method))
+        spec = MergeSpec(method, {k: v for k, v in params.items() if k not in per_model},
+                         {k: v for k, v in params.items() if k in per_model})
+        grid = results["validation_grid"][name]["lambdas"]
+        config = work / f"{name}.yml"
+        config.write_text(yaml.safe_dump(merge_config(spec, base_dir, [folders[t] for t in tasks], dtype=FINAL_DTYPE)))
+        merged = work / f"{name}-merged"
+        command = [*cli_command(), "tune", str(config), "--data", str(data), "--grid",
+                   "lambda=" + ",".join(str(v) for v in grid), "--out", str(work / f"{name}.tune"),
+                   "--merge", str(merged), "--max-new-tokens", "8", "--quiet",
+                   *[a for t in tasks for a in ("--reference", f"{t}={folders[t]}")]]
+        started = time.perf_counter()
+        subprocess.run(command, check=True)
+        seconds = time.perf_counter() - started
+        report = json.loads((work / f"{name}.tune" / "tune_report.json").read_text())
+        reference = work / f"{name}-benchmark"
+        final = merge_config(spec.with_lambda(chosen_lambda), base_dir, [folders[t] for t in tasks], dtype=FINAL_DTYPE)
+        (work / f"{name}-benchmark.yml").write_text(yaml.safe_dump(final))
+        subprocess.run([*cli_command(), str(work / f"{name}-benchmark.yml"), str(reference), "--quiet",
+                        "--no-copy-tokenizer"], check=True)
+        rows[name] = {
+            "benchmark_lambda": chosen_lambda, "tune_lambda": report["chosen"]["lambda"],
+            "same_lambda": report["chosen"]["lambda"] == chosen_lambda,
+            "merge_bit_identical": _identical(merged, reference),
+            "grid": grid, "merges": report["merges"], "evaluations": report["evaluations"],
+            "tune_seconds": seconds, "tune_score": report["chosen_score"],
+            "benchmark_validation_normalized": entry.get("validation_normalized_avg"),
+        }
+        print(name, rows[name], flush=True)
+        shutil.rmtree(merged, ignore_errors=True)
+        shutil.rmtree(reference, ignore_errors=True)
+    out = {"validation_lines": lines, "methods": rows}
+    results_dir = Path(RESULTS_JSON).parent
+    (results_dir / "llm_tune_check.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = ["# `mergekit-awd tune` on the LLM track's validation split", "",
+          f"Command: `python -m benchmarks.llm.tune_check --methods {' '.join(args.methods)}`; {lines} validation "
+          "lines exported from the track, each task's fine-tune as `--reference`.", "",
+          "| method | benchmark λ | tune λ | same | --merge bit-identical | merges | evaluations | tune s |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, row in rows.items():
+        md.append(f"| {name} | {row['benchmark_lambda']} | {row['tune_lambda']} | {row['same_lambda']} | "
+                  f"{row['merge_bit_identical']} | {row['merges']} | {row['evaluations']} | {row['tune_seconds']:.0f} |")
+    (results_dir / "llm_tune_check.md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    return out
+
+
+if __name__ == "__main__":
+    main()
