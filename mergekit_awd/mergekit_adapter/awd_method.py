@@ -9,6 +9,10 @@ Per output tensor, mergekit hands us the base and the K fine-tuned tensors.  Sel
 each selected 2-D tensor (``core.awd_rows``, the authors' released granularity), all rows at once.  ``scope: model`` (the paper's
 form: one δ over all selected tensors) needs a solve before any tensor is merged; the planner
 (``model_scope``) runs it and hands the coefficients to this method through the solution context.
+
+``combine: X`` (not task_arithmetic) keeps the δ of any scope and hands θ_base + τ_i − δ to method X
+(``mergekit_adapter.combine``): mergekit's TIES/DARE/DELLA/Breadcrumbs code or this package's
+matrix methods; λ and normalize then default to X's.
 """
 
 from __future__ import annotations
