@@ -311,14 +311,14 @@ def tune_merge(
         raise ConfigError(f"the grid has {count} points (at most {MAX_POINTS})")
     tuned_path = None
     if config_path is not None:
-        stem = config_path[:-5] if config_path.endswith((".yaml",)) else os.path.splitext(config_path)[0]
-        tuned_path = stem + TUNED_SUFFIX
+        tuned_path = os.path.splitext(config_path)[0] + TUNED_SUFFIX
         check_tuned_config_target(tuned_path)
     # every point's configuration is checked before anything is merged or scored
     from mergekit_awd.pipeline.config import load_config
     from mergekit_awd.pipeline.validation import check_method_name, check_parameters
-    from mergekit_awd.mergekit_adapter.registration import method_for, register_methods
     from mergekit.merge_methods import get
+
+    from mergekit_awd.mergekit_adapter.registration import register_methods
 
     register_methods()
     points = [dict(zip(names, values)) for values in itertools.product(*(a.values for a in axes))]
