@@ -25,8 +25,9 @@ import torch  # noqa: E402
 VALIDATION_PER_TASK = 120  # as benchmarks.quality.run's default
 PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam", "wudi_exact", "iso_c", "iso_cts")
 # awd's row scope and combine (issue #14), with their references:
-#   python -m benchmarks.quality.peers --grids task_arithmetic ties tsv awd_row awd_ties awd_row_tsv --output quality_combine
-COMBINE_GRIDS = ("awd_row", "awd_ties", "awd_row_tsv")
+#   python -m benchmarks.quality.peers --grids task_arithmetic ties tsv iso_cts awd_row awd_ties awd_row_tsv \
+#       awd_iso_cts --output quality_combine
+COMBINE_GRIDS = ("awd_row", "awd_ties", "awd_row_tsv", "awd_iso_cts")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
