@@ -4,7 +4,7 @@ For each shape of a Llama-3-8B layer (q/o 4096×4096, k/v 1024×4096, gate/up 14
 down 4096×14336) and K ∈ {2, 4, 8} bfloat16 fine-tunes, the wall time and the peak memory of one
 tensor merged by each method's own ``merge_group`` (the code mergekit runs for that tensor:
 mergekit's ``task_arithmetic``; ``awd`` scope tensor; ``awd`` scope model's per-tensor work, i.e.
-the Gram pass plus the write with a solved β; ``tsv`` exact and lowrank), as ratios to
+the Gram pass plus the write with a solved β; ``awd`` scope row; ``tsv`` exact and lowrank), as ratios to
 task_arithmetic measured in the same run.  Random Gaussian task vectors (scale 1e-3 of a unit-RMS
 base): SVD and solve times do not depend on the values much.
 
@@ -40,6 +40,7 @@ METHODS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "task_arithmetic": ("task_arithmetic", {}),
     "awd tensor": ("awd", {"scope": "tensor"}),
     "awd model (per tensor)": ("awd", {"scope": "model"}),
+    "awd row": ("awd", {"scope": "row"}),
     "tsv exact": ("tsv", {}),
     "tsv lowrank": ("tsv", {"svd": "lowrank"}),
 }
@@ -149,7 +150,7 @@ def extrapolate(rows: List[Dict[str, Any]], k: int) -> Dict[str, float]:
     return {method: seconds for method, seconds in totals.items() if shapes[method] == len(SHAPES)}
 
 
-def write(rows: List[Dict[str, Any]], device: str, threads: int) -> None:
+def write(rows: List[Dict[str, Any]], device: str, threads: int, command: str = "") -> None:
     from benchmarks.common import RESULTS
 
     suffix = "_cuda" if device == "cuda" else ""
@@ -160,7 +161,8 @@ def write(rows: List[Dict[str, Any]], device: str, threads: int) -> None:
     (RESULTS / f"llm_scale{suffix}.json").write_text(json.dumps(
         {"device": device, "threads": threads, "rows": rows, "whole_8b_seconds": whole}, indent=2) + "\n")
     lines = [f"# Per-tensor cost at Llama-3-8B shapes ({device}, {threads} threads, bfloat16 inputs)", "",
-             "Reproduce: `python -m benchmarks.bench_llm_scale" + (" --device cuda`" if device == "cuda" else "`"),
+             "Reproduce: `" + (command or "python -m benchmarks.bench_llm_scale"
+                               + (" --device cuda" if device == "cuda" else "")) + "`",
              "", "| method | shape | K | seconds | × task_arithmetic | peak extra memory (MiB) |",
              "| --- | --- | --- | --- | --- | --- |"]
     for row in rows:
@@ -208,7 +210,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 print(f"{label:<24} {shape:<20} K={k}: {row['seconds']:.2f} s, "
                       f"+{row['peak_extra_bytes'] / 2**20:.0f} MiB", flush=True)
     if args.shrink == 1:
-        write(rows, args.device, torch.get_num_threads() if args.device == "cpu" else 0)
+        command = "python -m benchmarks.bench_llm_scale " + " ".join(argv if argv is not None else sys.argv[1:])
+        write(rows, args.device, torch.get_num_threads() if args.device == "cpu" else 0, command.strip())
 
 
 if __name__ == "__main__":
