@@ -8,6 +8,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import click
 
+from mergekit_awd.errors import ConfigError
 from mergekit_awd.tools.tune import DEFAULT_GRID, POINTS_FILE
 
 
@@ -16,7 +17,7 @@ def _pairs(values: Sequence[str], option: str) -> Dict[str, str]:
     for value in values:
         name, sep, folder = value.partition("=")
         if not sep or not name or not folder:
-            raise click.BadParameter(f"{value!r}: expected TASK=FOLDER", param_hint=option)
+            raise ConfigError(f"{option} {value!r}: expected TASK=FOLDER", key=option)
         out[name] = folder
     return out
 
