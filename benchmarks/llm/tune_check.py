@@ -129,11 +129,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         print(name, rows[name], flush=True)
         shutil.rmtree(merged, ignore_errors=True)
         shutil.rmtree(reference, ignore_errors=True)
-    out = {"validation_lines": lines, "methods": rows}
     results_dir = Path(RESULTS_JSON).parent
+    earlier = results_dir / "llm_tune_check.json"
+    if earlier.exists():  # rows of methods checked by earlier runs stay
+        rows = {**json.loads(earlier.read_text()).get("methods", {}), **rows}
+    out = {"validation_lines": lines, "methods": rows}
     (results_dir / "llm_tune_check.json").write_text(json.dumps(out, indent=2) + "\n")
     md = ["# `mergekit-awd tune` on the LLM track's validation split", "",
-          f"Command: `python -m benchmarks.llm.tune_check --methods {' '.join(args.methods)}`; {lines} validation "
+          f"Command: `python -m benchmarks.llm.tune_check --methods METHOD…` (one run per row; the rows of earlier "
+          f"runs are kept); {lines} validation "
           "lines exported from the track, each task's fine-tune as `--reference`.", "",
           "| method | benchmark λ | tune λ | same | --merge bit-identical | merges | evaluations | tune s |",
           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
