@@ -11,7 +11,8 @@ from merge_helpers import write_config
 from mergekit_awd.cli import run
 from mergekit_awd.errors import ConfigError, EvaluationDataError
 from mergekit_awd.pipeline.runner import run_merge
-from mergekit_awd.tools.tune import ModelOnPath, TUNED_MARKER, parse_grid
+from mergekit_awd.tools.tune import TUNED_MARKER, parse_grid
+from mergekit_awd.tools.tune_path import ModelOnPath
 from mergekit_awd.tools.tune_data import read_tuning_data, score_model
 
 

@@ -9,7 +9,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import click
 
 from mergekit_awd.errors import ConfigError
-from mergekit_awd.tools.tune import DEFAULT_GRID, POINTS_FILE
+from mergekit_awd.tools.tune import DEFAULT_GRID
 
 
 def _pairs(values: Sequence[str], option: str) -> Dict[str, str]:
@@ -25,17 +25,6 @@ def _pairs(values: Sequence[str], option: str) -> Dict[str, str]:
 def default_out_dir(config_file: str) -> str:
     """``CONFIG.tune/`` beside the configuration."""
     return os.path.splitext(config_file)[0] + ".tune"
-
-
-def check_tune_out(out_dir: str, inputs) -> None:
-    """--out is tune's own folder: new, empty, or one an earlier tune wrote (it resumes there)."""
-    from mergekit_awd.errors import OutputExistsError
-    from mergekit_awd.pipeline.input_paths import check_out_disjoint
-
-    check_out_disjoint(out_dir, inputs, command="tune")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, POINTS_FILE)):
-        raise OutputExistsError(f"{out_dir} is not empty and holds no earlier tune ({POINTS_FILE}); give another "
-                                "--out (tune never writes into a folder it did not make)", path=out_dir)
 
 
 @click.command("tune")
@@ -77,10 +66,7 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
     import torch
     from mergekit.options import MergeOptions
 
-    from mergekit_awd.pipeline.config import load_config
     from mergekit_awd.pipeline.devices import check_merge_devices
-    from mergekit_awd.pipeline.input_paths import check_out_disjoint, config_file_of, merge_inputs
-    from mergekit_awd.pipeline.staging import check_output_target
     from mergekit_awd.tools.tune import parse_grid, tune_merge
     from mergekit_awd.tools.tune_data import read_tuning_data, score_model
 
@@ -88,12 +74,6 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
     check_merge_devices(options)
     axes = [parse_grid(text) for text in grids]
     data = read_tuning_data(data_file)  # every line checked before anything is merged or written
-    merge_config, _, label = load_config(config_file)
-    inputs = merge_inputs(merge_config, config_file_of(label), options)
-    check_tune_out(out_dir, inputs)
-    if merge_out:
-        check_out_disjoint(merge_out, inputs, command="merge")
-        check_output_target(merge_out, False)
     device = torch.device("cuda" if cuda else "cpu")
 
     def load_model(folder: str):

@@ -221,7 +221,7 @@ def merge_rows(base: torch.Tensor, task_vectors: torch.Tensor, weights: torch.Te
     dtype = task_vectors.dtype
     summed = torch.einsum("k,krc->rc", w.to(device=task_vectors.device, dtype=dtype), task_vectors)
     if coefficients is not None:
-        delta = torch.einsum("rk,krc->rc", coefficients.to(device=task_vectors.device, dtype=dtype), task_vectors)
+        delta = row_delta(task_vectors, coefficients)
     if delta is not None:
         summed = summed - shift.to(device=summed.device, dtype=dtype)[:, None] * delta.to(summed.device, dtype)
     return base.to(dtype) + scale * summed

@@ -27,13 +27,14 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import yaml
 
 from mergekit_awd.errors import ConfigError
 from mergekit_awd.progress import progress_bar
+from mergekit_awd.tools.tune_path import ModelOnPath
 
 # Methods whose output is θ_base + λ·D, D independent of λ (mergekit 0.1.5's generalized task
 # arithmetic: ``mixed_delta *= lambda``; ours: θ_base + λ · merged).  dare/della draw their masks
@@ -179,78 +180,6 @@ def _load_cache(path: str) -> Dict[str, Dict[str, Any]]:
     return cache
 
 
-def _weight_files(folder: str) -> List[str]:
-    from mergekit_awd.pipeline.model_files import SAFETENSORS_WEIGHTS, weight_files
-
-    return list(weight_files(folder, names=(SAFETENSORS_WEIGHTS,)).files)
-
-
-def _named_tensors(folder: str, load: bool = True) -> Iterator[Tuple[str, Optional[torch.Tensor]]]:
-    """(name, tensor) of every tensor in ``folder``'s safetensors files, one at a time (tensor None
-    when not ``load``)."""
-    from safetensors import safe_open
-
-    for path in _weight_files(folder):
-        with safe_open(path, framework="pt") as handle:
-            for name in handle.keys():
-                yield name, handle.get_tensor(name) if load else None
-
-
-class ModelOnPath:
-    """The scored model, moved along θ(λ) = θ_base + λ·D in place (``LINEAR_IN_LAMBDA``), or loaded
-    with a merge's weights (every other point).  Tied parameters are updated once."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.lam = 0.0
-        self.direction: Dict[str, torch.Tensor] = {}
-
-    def _parameters(self, names: Sequence[str]) -> Dict[str, torch.Tensor]:
-        state = self.model.state_dict(keep_vars=True)
-        found, seen = {}, set()
-        for name in names:
-            tensor = state.get(name)
-            if tensor is None or id(tensor) in seen:
-                continue
-            seen.add(id(tensor))
-            found[name] = tensor
-        return found
-
-    def set_direction(self, base_dir: str, merged_dir: str) -> None:
-        """D = θ(1) − θ_base, float32, for every tensor the model has; the model reset to θ_base.
-        Base tensors are read one at a time (memory: the model, D and one tensor)."""
-        from safetensors import safe_open
-
-        self.load(base_dir)
-        self.direction = {}
-        handles = [safe_open(path, framework="pt") for path in _weight_files(base_dir)]
-        where = {name: handle for handle in handles for name in handle.keys()}
-        names = [name for name, _ in _named_tensors(merged_dir, load=False)]
-        targets = self._parameters([n for n in names if n in where])
-        for name, merged in _named_tensors(merged_dir):
-            if name in targets:
-                self.direction[name] = merged.float() - where[name].get_tensor(name).float()
-        self.lam = 0.0
-
-    @torch.no_grad()
-    def move_to(self, lam: float) -> None:
-        targets = self._parameters(list(self.direction))
-        for name, direction in self.direction.items():
-            parameter = targets[name]
-            parameter.add_(direction.to(device=parameter.device, dtype=parameter.dtype), alpha=lam - self.lam)
-        self.lam = lam
-
-    @torch.no_grad()
-    def load(self, folder: str) -> None:
-        """The model's weights from ``folder`` (a merge or the base)."""
-        names = [name for name, _ in _named_tensors(folder, load=False)]
-        targets = self._parameters(names)
-        for name, tensor in _named_tensors(folder):
-            if name in targets:
-                targets[name].copy_(tensor.to(targets[name].dtype))
-        self.direction, self.lam = {}, 0.0
-
-
 def _merge(config: Dict[str, Any], out_dir: str, cuda: bool, dtype: Optional[str] = None) -> str:
     from mergekit_awd.pipeline.runner import run_merge
 
@@ -270,6 +199,28 @@ def check_tuned_config_target(path: str) -> None:
         if first != TUNED_MARKER:
             raise ConfigError(f"{path} exists and was not written by mergekit-awd tune; move it away "
                               "(tune never overwrites a file it did not write)", path=path)
+
+
+def check_tune_outputs(config: Dict[str, Any], config_path: Optional[str], out_dir: str,
+                       merge_out: Optional[str], cuda: bool) -> None:
+    """Before anything is written: ``out_dir`` and ``merge_out`` overlap no input (resolved), ``out_dir``
+    is new, empty or an earlier tune's (it resumes there), ``merge_out`` is absent or empty."""
+    from mergekit.options import MergeOptions
+
+    from mergekit_awd.errors import OutputExistsError
+    from mergekit_awd.pipeline.config import load_config
+    from mergekit_awd.pipeline.input_paths import check_out_disjoint, merge_inputs
+    from mergekit_awd.pipeline.staging import check_output_target
+
+    merge_config, _, _ = load_config(config)
+    inputs = merge_inputs(merge_config, config_path, MergeOptions(cuda=cuda))
+    check_out_disjoint(out_dir, inputs, command="tune")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, POINTS_FILE)):
+        raise OutputExistsError(f"{out_dir} is not empty and holds no earlier tune ({POINTS_FILE}); give another "
+                                "--out (tune never writes into a folder it did not make)", path=out_dir)
+    if merge_out is not None:
+        check_out_disjoint(merge_out, inputs, command="merge")
+        check_output_target(merge_out, False)
 
 
 def tune_merge(
@@ -324,6 +275,7 @@ def tune_merge(
         check_method_name(merge_config, label)
         check_parameters(merge_config, get(method), label)
     out_dir = os.fspath(out_dir)
+    check_tune_outputs(data, config_path, out_dir, None if merge_out is None else os.fspath(merge_out), cuda)
     os.makedirs(out_dir, exist_ok=True)
     cache_path = os.path.join(out_dir, POINTS_FILE)
     cache = _load_cache(cache_path)
@@ -430,5 +382,5 @@ def _score(point: Dict[str, Any], scorer: Scorer, model: ModelOnPath, refs: Mapp
     return TunePoint(point, tasks, score, linear)
 
 
-__all__ = ["GridAxis", "parse_grid", "TunePoint", "TuneResult", "tune_merge", "configured", "ModelOnPath",
+__all__ = ["GridAxis", "parse_grid", "TunePoint", "TuneResult", "tune_merge", "configured", "check_tune_outputs", "ModelOnPath",
            "LINEAR_IN_LAMBDA", "DEFAULT_GRID"]
