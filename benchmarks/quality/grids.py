@@ -35,7 +35,8 @@ MEAN_LAMBDAS = (0.3, 0.45, 0.6, 0.8, 1.0, 1.4, 2.0, 3.0)     # TIES, DELLA: divi
 TSV_LAMBDAS = (0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)          # TSV-M: θ_base + λ Δ_M (paper: λ = 1)
 AWD_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7, 1.0)
 VARIANT_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)           # AWD diagnostics: the low-λ part of AWD_LAMBDAS
-ISO_LAMBDAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0)   # Iso-C/CTS: a flat spectrum, smaller in norm than Σ τ_i
+ISO_LAMBDAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # Iso-C/CTS: a flat spectrum, smaller in norm than Σ τ_i
+# (4.0 and 5.0 added after quality_peers chose 3.0, the old grid's edge, for both)
 AWD_ALPHAS = (0.01, 0.03, 0.1)
 SELECTS = ("block_linear", "matrices")                        # the package default; the references' every 2-D tensor
 DENSITIES = (0.2, 0.4)
