@@ -74,28 +74,57 @@ def row_loss_and_grad(points: torch.Tensor, delta: torch.Tensor, alpha: float, c
     """Per-row objective cos_weight · Σ_{i≠j}|cos| + α‖δ_r‖ [R] and its gradient [R, D] for
     points [R, K, D], δ [R, D] and the active mask [R, K] (a zero row of a task vector has no
     direction and no cosine) (``core.awd.awd_loss_and_grad``, batched over rows)."""
-    residual = points - delta[:, None, :]
-    tiny = torch.finfo(residual.dtype).tiny
-    inverse_norms = torch.linalg.vector_norm(residual, dim=2).clamp_min(tiny).reciprocal() * active
-    unit = residual * inverse_norms[:, :, None]
-    cos = unit @ unit.transpose(1, 2)
-    cos = cos - torch.diag_embed(cos.diagonal(dim1=1, dim2=2))
+    points = points.permute(1, 2, 0).contiguous()
+    loss, grad = _loss_and_grad_by_row(points, _gram_by_row(points), delta.t().contiguous(), alpha, cos_weight,
+                                       active.t().to(points.dtype))
+    return loss, grad.t()
+
+
+def _gram_by_row(points: torch.Tensor) -> torch.Tensor:
+    """G_ij = ⟨p_i, p_j⟩ [K, K, R] of points [K, D, R]."""
+    return (points[:, None] * points[None, :]).sum(dim=2)
+
+
+def _loss_and_grad_by_row(points: torch.Tensor, gram: torch.Tensor, delta: torch.Tensor, alpha: float,
+                          cos_weight: float, active: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``row_loss_and_grad`` with rows last: points p_i [K, D, R], their Gram matrices
+    G_ij = ⟨p_i, p_j⟩ [K, K, R], δ [D, R], active [K, R] (0/1 floats); returns loss [R], gradient [D, R].
+
+    With r_i = p_i − δ and a_i = ⟨p_i, δ⟩: ⟨r_i, r_j⟩ = G_ij − a_i − a_j + ‖δ‖² (the norms ‖r_i‖ are
+    computed from r_i itself, so a nearly vanishing residual keeps its accuracy), and
+    ∇_δ Σ_{i≠j}|cos_ij| = −2 Σ_j c_j r_j with c_j = Σ_i sign(cos_ij)/(‖r_i‖‖r_j‖) − Σ_i |cos_ij| / ‖r_j‖²
+    (the same gradient as ``core.awd.awd_loss_and_grad``).  K and D are tiny (≤ 8) and R is thousands,
+    so every operation is elementwise over contiguous rows: no R tiny batched matrix products, nothing
+    of size K·K·D·R."""
+    residual = points - delta                                                            # [K, D, R]
+    inverse_norms = residual.square().sum(dim=1).sqrt_().clamp_min_(torch.finfo(residual.dtype).tiny)
+    inverse_norms = inverse_norms.reciprocal_().mul_(active)                             # [K, R]
+    along = (points * delta).sum(dim=1)                                                  # a_i [K, R]
+    squared = delta.square().sum(dim=0)                                                  # ‖δ‖² [R]
+    pair_scale = inverse_norms[:, None] * inverse_norms[None, :]                         # [K, K, R]
+    cos = (gram - along[:, None] - along[None, :] + squared).mul_(pair_scale).clamp_(-1.0, 1.0)
+    cos.diagonal(dim1=0, dim2=1).zero_()
     sign = torch.sign(cos)
-    row_abs = cos.abs().sum(dim=2, keepdim=True)
-    norm = torch.linalg.vector_norm(delta, dim=1)
-    loss = row_abs.sum(dim=(1, 2)) * cos_weight + alpha * norm
-    grad = torch.einsum("rk,rkd->rd", inverse_norms, sign @ unit - row_abs * unit) * (-2.0 * cos_weight)
-    grad = grad + alpha * delta / torch.where(norm > 0, norm, torch.ones_like(norm))[:, None]
-    return loss, grad
+    row_abs = cos.abs_().sum(dim=0)                                                      # Σ_i |cos_ij| [K, R]
+    norm = squared.sqrt()                                                                # [R]
+    loss = torch.add(row_abs.sum(dim=0).mul_(cos_weight), norm, alpha=alpha)
+    weights = sign.mul_(pair_scale).sum(dim=0).sub_(row_abs.mul_(inverse_norms.square_()))  # c_j [K, R]
+    grad = (weights[:, None] * residual).sum(dim=0).mul_(-2.0 * cos_weight)
+    # α δ/‖δ‖, and 0 at δ = 0 (the subgradient the other solvers take)
+    return loss, grad.add_(delta / norm.clamp_min(torch.finfo(norm.dtype).tiny), alpha=alpha)
 
 
 def minimise_rows(points: torch.Tensor, settings: SolverSettings, cos_weight: float, active: torch.Tensor
                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the solver on every row at once from δ = 0: (best δ [R, D], its loss [R], loss at δ = 0
-    [R], best step [R]).  gd, sgd (``core.awd.sgd_step``) and adam as for a tensor, per row."""
+    [R], best step [R]).  gd, sgd (``core.awd.sgd_step``) and adam as for a tensor, per row
+    (internally rows last, see ``_loss_and_grad_by_row``)."""
     rows, _, dims = points.shape
-    delta = points.new_zeros((rows, dims))
-    loss, grad = row_loss_and_grad(points, delta, settings.alpha, cos_weight, active)
+    points = points.permute(1, 2, 0).contiguous()        # [K, D, R]
+    active = active.t().to(points.dtype).contiguous()     # [K, R]
+    gram = _gram_by_row(points)
+    delta = points.new_zeros((dims, rows))
+    loss, grad = _loss_and_grad_by_row(points, gram, delta, settings.alpha, cos_weight, active)
     initial, best_loss, best_delta = loss.clone(), loss.clone(), delta.clone()
     best_step = torch.zeros(rows, dtype=torch.long, device=points.device)
     velocity: Optional[torch.Tensor] = None
@@ -104,19 +133,23 @@ def minimise_rows(points: torch.Tensor, settings: SolverSettings, cos_weight: fl
     for step in range(1, settings.steps + 1):
         if settings.optimizer == "sgd":
             delta, velocity = sgd_step(delta, grad, velocity, settings)
-        elif settings.optimizer == "adam":
-            moment1 = (1 - beta1) * grad if moment1 is None else beta1 * moment1 + (1 - beta1) * grad
-            moment2 = (1 - beta2) * grad * grad if moment2 is None else beta2 * moment2 + (1 - beta2) * grad * grad
-            denominator = moment2.sqrt() + ADAM_EPS * math.sqrt(1 - beta2**step)
-            delta = delta - settings.lr * math.sqrt(1 - beta2**step) / (1 - beta1**step) * moment1 / denominator
+        elif settings.optimizer == "adam":  # torch.optim.Adam's update, in place on [D, R]
+            if moment1 is None:
+                moment1, moment2 = grad * (1 - beta1), grad.square().mul_(1 - beta2)
+            else:
+                moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
+                moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denominator = moment2.sqrt().add_(ADAM_EPS * math.sqrt(1 - beta2**step))
+            delta = delta.addcdiv(moment1, denominator,
+                                  value=-settings.lr * math.sqrt(1 - beta2**step) / (1 - beta1**step))
         else:
             delta = delta - settings.lr * grad
-        loss, grad = row_loss_and_grad(points, delta, settings.alpha, cos_weight, active)
+        loss, grad = _loss_and_grad_by_row(points, gram, delta, settings.alpha, cos_weight, active)
         better = loss < best_loss
         best_loss = torch.where(better, loss, best_loss)
-        best_delta = torch.where(better[:, None], delta, best_delta)
+        best_delta = torch.where(better, delta, best_delta)
         best_step = torch.where(better, torch.full_like(best_step, step), best_step)
-    return best_delta, best_loss, initial, best_step
+    return best_delta.t(), best_loss, initial, best_step
 
 
 @dataclass(frozen=True)
