@@ -24,10 +24,10 @@ import torch  # noqa: E402
 
 VALIDATION_PER_TASK = 120  # as benchmarks.quality.run's default
 PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam", "wudi_exact", "iso_c", "iso_cts")
-# awd's row scope and combine (issue #14), with their references:
-#   python -m benchmarks.quality.peers --grids task_arithmetic ties tsv iso_cts awd_row awd_ties awd_row_tsv \
-#       awd_iso_cts --output quality_combine
-COMBINE_GRIDS = ("awd_row", "awd_ties", "awd_row_tsv", "awd_iso_cts")
+# awd's row scope and combine (issue #14), with their references (COMBINE_COMMAND_GRIDS):
+#   python -m benchmarks.quality.peers --grids task_arithmetic ties tsv tsv_disentangled iso_cts awd_tensor \
+#       awd_row awd_ties awd_row_tsv awd_iso_cts --output quality_combine
+COMBINE_GRIDS = ("awd_tensor", "awd_row", "awd_ties", "awd_row_tsv", "awd_iso_cts")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
@@ -37,7 +37,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                              "more with select: matrices)")
     parser.add_argument("--output", default="quality_peers",
                         help="results file stem in benchmarks/results (default quality_peers)")
+    parser.add_argument("--render", action="store_true",
+                        help="only write OUTPUT.md again from the committed OUTPUT.json (no merges)")
     args = parser.parse_args(argv)
+    from benchmarks.quality.paths import RESULTS_DIR
+
+    if args.render:
+        results = json.loads((RESULTS_DIR / f"{args.output}.json").read_text())
+        return write_markdown(results, args.output)
     started = time.perf_counter()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     import transformers
@@ -47,8 +54,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from benchmarks.quality.grids import all_grids
     from benchmarks.quality.merging import registered_methods
     from benchmarks.quality.models import ensure_finetunes, ensure_pretrained_encoder
-    from benchmarks.quality.paths import RESULTS_DIR
-    from benchmarks.quality.report import table
     from benchmarks.quality.results import grid_entry, method_entry
     from benchmarks.quality.run import log
     from benchmarks.quality.selection import best_point, run_grid
@@ -69,25 +74,41 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         methods[grid.name] = method_entry(final, chosen, individual["test"], tasks)
         grids[grid.name] = {"lambdas": list(grid.lambdas), "points": grid_entry(points)}
         log(f"[test] {grid.name} {chosen.spec.label()}: test normalized {methods[grid.name]['normalized_avg']:.4f}")
+    command = f"python -m benchmarks.quality.peers --grids {' '.join(args.grids)} --output {args.output}"
     results = {"individual": individual["test"], "methods": methods, "validation_grid": grids,
-               "settings": {"threads": torch.get_num_threads(), "merge_code": merge_code_version()}}
+               "settings": {"threads": torch.get_num_threads(), "merge_code": merge_code_version(),
+                            "command": command, "seconds": round(time.perf_counter() - started)}}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, args.output)
+    bench.cleanup()
+    return results
+
+
+def write_markdown(results: Dict[str, Any], output: str) -> Dict[str, Any]:
+    """OUTPUT.md from the results mapping: the main table and, for a run holding AWD rows, the
+    sections of ``combine_report`` (per-task scores, AWD + X − X, mean |cos|, targets)."""
+    from benchmarks.quality.combine_report import combine_sections, is_awd_variant
+    from benchmarks.quality.paths import RESULTS_DIR
+    from benchmarks.quality.report import table
+
+    methods, settings = results["methods"], results["settings"]
     rows = [[name, json.dumps(entry["params"]), f"{100 * entry['normalized_avg']:.1f}",
              f"{100 * entry['validation_normalized_avg']:.1f}", f"{100 * entry['avg']:.1f}", f"{entry['merge_seconds']:.0f}"]
             for name, entry in sorted(methods.items(), key=lambda item: -item[1]["normalized_avg"])]
-    lines = [f"# {'Data-free peers' if args.output == 'quality_peers' else 'AWD row scope and combine'} on the "
+    lines = [f"# {'Data-free peers' if output == 'quality_peers' else 'AWD row scope and combine'} on the "
              "MiniLM benchmark", "",
-             f"Command: `python -m benchmarks.quality.peers --grids {' '.join(args.grids)} --output {args.output}` "
-             f"({time.perf_counter() - started:.0f} s, code "
-             f"`{merge_code_version()}`). Six MiniLM fine-tunes (README \"Merge quality\"); every merge through the "
-             "`mergekit-awd` CLI; λ and the configuration chosen on the validation split, test reported. Normalized "
-             "accuracy: merged / individual fine-tune, averaged over the six tasks.", "",
+             f"Command: `{settings.get('command', 'python -m benchmarks.quality.peers')}` "
+             f"({settings.get('seconds', 'time not recorded in the JSON')} s, code `{settings['merge_code']}`). Six MiniLM "
+             "fine-tunes (README \"Merge quality\"); every merge through the `mergekit-awd` CLI; λ and the "
+             "configuration chosen on the validation split, test reported. Normalized accuracy: merged / individual "
+             "fine-tune, averaged over the six tasks.", "",
              *table(["method", "chosen configuration", "test normalized %", "validation normalized %", "test avg %",
                     "merge s"], rows), ""]
-    (RESULTS_DIR / f"{args.output}.md").write_text("\n".join(lines))
+    if any(is_awd_variant(name, entry) for name, entry in methods.items()):
+        lines += combine_sections(results, list(results["individual"]))
+    (RESULTS_DIR / f"{output}.md").write_text("\n".join(lines))
     print("\n".join(lines))
-    bench.cleanup()
     return results
 
 
