@@ -143,6 +143,8 @@ def test_tune_cli_writes_the_report_the_tuned_config_and_the_same_merge(tiny_fam
     report = json.loads((out / "tune_report.json").read_text())
     assert [p["parameters"]["lambda"] for p in report["points"]] == [0.2, 0.6, 1.0]
     assert report["merges"] == 1 and report["evaluations"] == 4  # one merge for the λ path, + the reference
+    assert 0 < report["merge_seconds"] and 0 < report["evaluation_seconds"]
+    assert report["merge_seconds"] + report["evaluation_seconds"] <= report["seconds"]
     reference = report["references"]["cls"]
     for point in report["points"]:  # cls normalized by its reference's score, gen as it is
         tasks = point["tasks"]
@@ -167,6 +169,7 @@ def test_tune_cli_writes_the_report_the_tuned_config_and_the_same_merge(tiny_fam
     assert "3 from the cache" in capsys.readouterr().out
     again = json.loads((out / "tune_report.json").read_text())
     assert again["merges"] == 0 and again["evaluations"] == 0 and again["chosen"] == report["chosen"]
+    assert again["merge_seconds"] == 0 and again["evaluation_seconds"] == 0
 
 
 def test_tune_remerges_for_each_value_of_a_non_lambda_axis(tiny_family, tmp_path):

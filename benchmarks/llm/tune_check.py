@@ -9,7 +9,12 @@ validation normalized accuracy) and ``--merge``, then checks:
 * tune chooses the benchmark's λ;
 * its ``--merge`` output is bit-identical to the benchmark's final bfloat16 CLI merge at that λ
   (merged again here with the benchmark's configuration);
-* its cost: merges and evaluations (one merge per λ path, one evaluation per point).
+* its cost: merges and evaluations (one merge per λ path, one evaluation per point and reference),
+  with the seconds of each.
+
+``--lambda-grid 0.1:1.0:0.1`` replaces the benchmark's λ grid (the issue's ten-point cost check; the row
+is named ``METHOD λ START:STOP:STEP`` and its --merge is compared with the CLI merge at tune's λ).
+Results are written after every method, so an interrupted run keeps the rows it finished.
 
 Needs the fine-tunes of ``./run.sh llm-quality`` (benchmarks/.cache/llm).  Writes
 benchmarks/results/llm_tune_check.{json,md}.
@@ -73,6 +78,8 @@ def _identical(left: Path, right: Path) -> bool:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--lambda-grid", default=None, metavar="START:STOP:STEP",
+                        help="tune over this λ grid instead of the benchmark's")
     args = parser.parse_args(argv)
     import yaml
 
@@ -93,7 +100,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     data = work / "validation.jsonl"
     lines = export_validation(data, tasks, base_dir)
     rows: Dict[str, Any] = {}
+    out: Dict[str, Any] = {}
     for name in args.methods:
+        row_name = name if args.lambda_grid is None else f"{name} λ {args.lambda_grid}"
         entry = results["methods"][name]
         params = dict(entry["params"])  # the chosen spec's shared and per-model parameters, flattened
         method = params.pop("merge_method")
@@ -102,11 +111,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         spec = MergeSpec(method, {k: v for k, v in params.items() if k not in per_model},
                          {k: v for k, v in params.items() if k in per_model})
         grid = results["validation_grid"][name]["lambdas"]
+        grid_text = "lambda=" + (",".join(str(v) for v in grid) if args.lambda_grid is None else args.lambda_grid)
         config = work / f"{name}.yml"
         config.write_text(yaml.safe_dump(merge_config(spec, base_dir, [folders[t] for t in tasks], dtype=FINAL_DTYPE)))
         merged = work / f"{name}-merged"
-        command = [*cli_command(), "tune", str(config), "--data", str(data), "--grid",
-                   "lambda=" + ",".join(str(v) for v in grid), "--out", str(work / f"{name}.tune"),
+        shutil.rmtree(work / f"{name}.tune", ignore_errors=True)
+        command = [*cli_command(), "tune", str(config), "--data", str(data), "--grid", grid_text,
+                   "--out", str(work / f"{name}.tune"),
                    "--merge", str(merged), "--max-new-tokens", "8", "--quiet",
                    *[a for t in tasks for a in ("--reference", f"{t}={folders[t]}")]]
         started = time.perf_counter()
@@ -114,21 +125,31 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         seconds = time.perf_counter() - started
         report = json.loads((work / f"{name}.tune" / "tune_report.json").read_text())
         reference = work / f"{name}-benchmark"
-        final = merge_config(spec.with_lambda(chosen_lambda), base_dir, [folders[t] for t in tasks], dtype=FINAL_DTYPE)
+        final = merge_config(spec.with_lambda(report["chosen"]["lambda"]), base_dir, [folders[t] for t in tasks], dtype=FINAL_DTYPE)
         (work / f"{name}-benchmark.yml").write_text(yaml.safe_dump(final))
         subprocess.run([*cli_command(), str(work / f"{name}-benchmark.yml"), str(reference), "--quiet",
                         "--no-copy-tokenizer"], check=True)
-        rows[name] = {
+        rows[row_name] = {
             "benchmark_lambda": chosen_lambda, "tune_lambda": report["chosen"]["lambda"],
             "same_lambda": report["chosen"]["lambda"] == chosen_lambda,
             "merge_bit_identical": _identical(merged, reference),
-            "grid": grid, "merges": report["merges"], "evaluations": report["evaluations"],
+            "grid": [a["values"] for a in report["axes"] if a["name"] == "lambda"][0],
+            "merges": report["merges"], "evaluations": report["evaluations"],
+            "merge_seconds": report.get("merge_seconds"), "evaluation_seconds": report.get("evaluation_seconds"),
             "tune_seconds": seconds, "tune_score": report["chosen_score"],
             "benchmark_validation_normalized": entry.get("validation_normalized_avg"),
         }
-        print(name, rows[name], flush=True)
+        print(row_name, rows[row_name], flush=True)
         shutil.rmtree(merged, ignore_errors=True)
         shutil.rmtree(reference, ignore_errors=True)
+        out = write_results(rows, lines)
+    return out
+
+
+def write_results(rows: Dict[str, Any], lines: int) -> Dict[str, Any]:
+    """llm_tune_check.{json,md}: these rows over the rows of earlier runs."""
+    from benchmarks.llm.paths import RESULTS_JSON
+
     results_dir = Path(RESULTS_JSON).parent
     earlier = results_dir / "llm_tune_check.json"
     if earlier.exists():  # rows of methods checked by earlier runs stay
@@ -139,11 +160,21 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"Command: `python -m benchmarks.llm.tune_check --methods METHOD…` (one run per row; the rows of earlier "
           f"runs are kept); {lines} validation "
           "lines exported from the track, each task's fine-tune as `--reference`.", "",
-          "| method | benchmark λ | tune λ | same | --merge bit-identical | merges | evaluations | tune s |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+          "Evaluations count the grid's points and the four references; the seconds are tune's own "
+          "(`merge_seconds`, `evaluation_seconds` of tune_report.json; blank for rows measured before they existed) "
+          "and the whole command's, which also holds loading and the final `--merge`.", "",
+          "| method | benchmark λ | λ grid | tune λ | same | --merge bit-identical | merges | merge s | evaluations "
+          "| evaluation s | tune s |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def seconds(value: Optional[float]) -> str:
+        return "" if value is None else f"{value:.0f}"
+
     for name, row in rows.items():
-        md.append(f"| {name} | {row['benchmark_lambda']} | {row['tune_lambda']} | {row['same_lambda']} | "
-                  f"{row['merge_bit_identical']} | {row['merges']} | {row['evaluations']} | {row['tune_seconds']:.0f} |")
+        md.append(f"| {name} | {row['benchmark_lambda']} | {', '.join(str(v) for v in row['grid'])} | "
+                  f"{row['tune_lambda']} | {row['same_lambda']} | {row['merge_bit_identical']} | {row['merges']} | "
+                  f"{seconds(row.get('merge_seconds'))} | {row['evaluations']} | {seconds(row.get('evaluation_seconds'))} "
+                  f"| {row['tune_seconds']:.0f} |")
     (results_dir / "llm_tune_check.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     return out

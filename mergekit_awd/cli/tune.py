@@ -90,7 +90,8 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
 
     result = tune_merge(config_file, scorer, load_model, out_dir, axes, reference_models=reference_models,
                         merge_out=merge_out, cuda=cuda, quiet=quiet, data_digest=data.digest)
-    click.echo(f"tune: {len(result.points)} points ({result.merges} merges, {result.evaluations} evaluations, "
+    click.echo(f"tune: {len(result.points)} points ({result.merges} merges in {result.merge_seconds:.0f} s, "
+               f"{result.evaluations} evaluations in {result.evaluation_seconds:.0f} s, "
                f"{sum(p.reused for p in result.points)} from the cache) in {result.seconds:.0f} s")
     click.echo(f"chosen: {', '.join(f'{k} = {v}' for k, v in result.chosen.items())} "
                f"(mean score {result.chosen_score:.4f})")

@@ -17,6 +17,7 @@ file's digest and the package version), so an interrupted tune resumes where it 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import itertools
@@ -27,7 +28,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import yaml
@@ -113,7 +114,9 @@ class TuneResult:
     references: Dict[str, float]
     merges: int
     evaluations: int
-    seconds: float
+    seconds: float                  # the whole tune, including a --merge
+    merge_seconds: float = 0.0      # the tuning merges (not the --merge)
+    evaluation_seconds: float = 0.0  # scoring, references included
     tuned_config: Optional[str] = None
     merged: Optional[str] = None
     files: Dict[str, str] = field(default_factory=dict)
@@ -287,6 +290,7 @@ def tune_merge(
 
     scored: Dict[int, TunePoint] = {}
     merges = evaluations = 0
+    clock = {"merge": 0.0, "evaluation": 0.0}
     refs = dict(references or {})
     model: Optional[ModelOnPath] = None
     bar = progress_bar(total=len(points), desc=f"tune · {method}", unit="points", enabled=not quiet)
@@ -298,7 +302,8 @@ def tune_merge(
                 if key not in cache:
                     model = model or ModelOnPath(model_loader(base))
                     model.load(folder)
-                    scores = scorer(model.model, [task])
+                    with _timed(clock, "evaluation"):
+                        scores = scorer(model.model, [task])
                     evaluations += 1
                     if task not in scores:
                         raise ConfigError(f"--reference {task}={folder}: the data has no task {task!r}", key=task)
@@ -321,23 +326,28 @@ def tune_merge(
                     model = ModelOnPath(model_loader(base))
                 if linear:
                     at_one = dict(todo[0][0], **{LAMBDA: 1.0})
-                    merged = _merge(configured(data, at_one), os.path.join(scratch, "merge"), cuda, dtype="float32")
+                    with _timed(clock, "merge"):
+                        merged = _merge(configured(data, at_one), os.path.join(scratch, "merge"), cuda,
+                                        dtype="float32")
                     merges += 1
                     model.set_direction(base, merged)
                     shutil.rmtree(merged, ignore_errors=True)
                     for point, key in sorted(todo, key=lambda pk: float(pk[0][LAMBDA])):
                         model.move_to(float(point[LAMBDA]))
-                        scored[points.index(point)] = _score(point, scorer, model, refs, True, key, cache_file)
+                        with _timed(clock, "evaluation"):
+                            scored[points.index(point)] = _score(point, scorer, model, refs, True, key, cache_file)
                         evaluations += 1
                         bar.update(1)
                 else:
                     for point, key in todo:
-                        merged = _merge(configured(data, point), os.path.join(scratch, "merge"), cuda,
-                                        dtype="float32")
+                        with _timed(clock, "merge"):
+                            merged = _merge(configured(data, point), os.path.join(scratch, "merge"), cuda,
+                                            dtype="float32")
                         merges += 1
                         model.load(merged)
                         shutil.rmtree(merged, ignore_errors=True)
-                        scored[points.index(point)] = _score(point, scorer, model, refs, False, key, cache_file)
+                        with _timed(clock, "evaluation"):
+                            scored[points.index(point)] = _score(point, scorer, model, refs, False, key, cache_file)
                         evaluations += 1
                         bar.update(1)
     finally:
@@ -352,7 +362,8 @@ def tune_merge(
     best = max(range(len(ordered)), key=lambda i: (ordered[i].score, -i))
     chosen = ordered[best]
     result = TuneResult(method, [{"name": a.name, "values": list(a.values)} for a in axes], ordered,
-                        chosen.parameters, chosen.score, refs, merges, evaluations, 0.0)
+                        chosen.parameters, chosen.score, refs, merges, evaluations, 0.0,
+                        merge_seconds=clock["merge"], evaluation_seconds=clock["evaluation"])
     best_config = configured(data, chosen.parameters)
     from mergekit_awd.tools.tune_report import tuning_note, write_tune_outputs, write_tuned_config
 
@@ -368,6 +379,16 @@ def tune_merge(
     result.seconds = time.perf_counter() - started
     result.files = write_tune_outputs(result, out_dir)
     return result
+
+
+@contextlib.contextmanager
+def _timed(clock: Dict[str, float], phase: str) -> Iterator[None]:
+    """Add the wall time of the block to ``clock[phase]`` (seconds)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        clock[phase] += time.perf_counter() - started
 
 
 def _score(point: Dict[str, Any], scorer: Scorer, model: ModelOnPath, refs: Mapping[str, float], linear: bool,

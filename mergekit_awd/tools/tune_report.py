@@ -42,8 +42,8 @@ def write_tune_outputs(result: TuneResult, out_dir: str) -> Dict[str, str]:
     names = [a["name"] for a in result.axes]
     lines = [f"# mergekit-awd tune: {result.method}", "",
              f"Chosen: {json.dumps(result.chosen)} (mean score {result.chosen_score:.4f}); "
-             f"{len(result.points)} points, {result.merges} merges, {result.evaluations} evaluations, "
-             f"{result.seconds:.0f} s.", "",
+             f"{len(result.points)} points, {result.merges} merges ({result.merge_seconds:.0f} s), "
+             f"{result.evaluations} evaluations ({result.evaluation_seconds:.0f} s), {result.seconds:.0f} s in all.", "",
              "| " + " | ".join(names + tasks + ["mean score"]) + " |",
              "| " + " | ".join(["---"] * (len(names) + len(tasks) + 1)) + " |"]
     for point in result.points:
