@@ -99,6 +99,22 @@ def test_combine_equals_mergekit_method_on_disentangled_models(method, extra):
     assert not torch.allclose(merged, plain)  # δ changed the merge
 
 
+@pytest.mark.parametrize("solver", [None, "adam", "exact"])
+def test_combine_solver_is_wudis_own_solver(solver):
+    """``combine_solver`` reaches wudi as its ``solver`` (awd's own ``solver`` stays AWD's);
+    left out, wudi's default (adam)."""
+    base, models = _family(seed=5, rows=10, cols=14)
+    shared = {} if solver is None else {"combine_solver": solver}
+    merged = _get("awd").merge_group(_group(base, models), **_awd_parameters("wudi", **shared))
+    work, disentangled = _disentangled_models(base, models, AWDParameters())
+    expected = _get("wudi").merge_group(_group(work, disentangled),
+                                        **_mergekit_parameters("wudi", solver=solver or "adam"))
+    assert torch.equal(merged, expected.to(base.dtype))
+    other = "exact" if (solver or "adam") == "adam" else "adam"
+    assert not torch.equal(merged, _get("wudi").merge_group(_group(work, disentangled),
+                                                            **_mergekit_parameters("wudi", solver=other)))
+
+
 def test_combine_dare_ties_with_a_fixed_seed():
     base, models = _family(seed=1)
     work, disentangled = _disentangled_models(base, models, AWDParameters(combine="dare_ties"))
@@ -251,3 +267,7 @@ def test_parameters_the_combining_method_does_not_take_are_refused(tiny_family, 
     config.write_text(yaml.safe_dump(data))
     assert run([str(config), str(tmp_path / "out3"), "--quiet"]) != 0
     assert "normalize does nothing with combine: tsv" in capsys.readouterr().err
+    data["parameters"] = {"combine": "ties", "combine_solver": "exact"}
+    config.write_text(yaml.safe_dump(data))
+    assert run([str(config), str(tmp_path / "out4"), "--quiet"]) != 0
+    assert "combine_solver does nothing with combine: ties (it is a parameter of combine: wudi)" in capsys.readouterr().err

@@ -12,7 +12,8 @@ Arithmetic and does not come through here (``awd_method`` folds δ into one pass
 X's parameters are X's own: ``weight``, ``lambda`` and ``normalize`` come from ``awd``'s (left out:
 X's defaults), the sparsification parameters below are borrowed from mergekit's specs (per model
 ``density``, ``gamma``, ``epsilon``; shared ``rescale``, ``int8_mask``; left out: X's defaults), and
-``select``/``check_finite`` are passed to this package's methods; every other parameter of X keeps
+``select``/``check_finite`` are passed to this package's methods, ``combine_solver`` is X's own
+``solver`` (``wudi``: ``adam`` or ``exact``; awd's ``solver`` is AWD's); every other parameter of X keeps
 X's default (for TSV's own options use ``merge_method: tsv`` with ``disentangle: true``).
 """
 
@@ -26,6 +27,7 @@ from pydantic import Field
 from typing_extensions import Annotated
 
 from mergekit_awd.core.awd import COMBINE_METHODS
+from mergekit_awd.core.wudi import WudiSolver
 
 # The sparsification parameters ``awd`` accepts for its combining method: their types and ranges
 # (mergekit declares them as plain floats/bools) and what they do.
@@ -42,6 +44,12 @@ BORROWED_SHARED: Dict[str, Tuple[Any, str]] = {
     "rescale": (bool, "rescale the kept entries to each task vector's L1 norm (default: the combining method's)"),
     "int8_mask": (bool, "store the sign-consensus mask as int8 (default: the combining method's)"),
 }
+# awd's shared parameters passed on under another name (awd has its own of that name): name → X's name
+RENAMED_SHARED: Dict[str, Tuple[str, Any, str]] = {
+    "combine_solver": ("solver", WudiSolver,
+                       "the combining method's own solver (combine: wudi: adam, the reference, or exact; "
+                       "default: its adam)"),
+}
 # awd's shared parameters that mean the same for the combining method, passed on when it has them
 FORWARDED_SHARED: Tuple[str, ...] = ("lambda", "normalize", "select", "check_finite")
 
@@ -52,7 +60,14 @@ def borrowed_parameter_specs() -> Tuple[ParameterSpec, ...]:
              for name, (kind, text) in BORROWED_PER_MODEL.items()]
     specs += [ParameterSpec(name, Optional[kind], ParameterScope.SHARED, default=None, description=text)
               for name, (kind, text) in BORROWED_SHARED.items()]
+    specs += [ParameterSpec(name, Optional[kind], ParameterScope.SHARED, default=None, description=text)
+              for name, (_, kind, text) in RENAMED_SHARED.items()]
     return tuple(specs)
+
+
+def _name_in_combining_method(name: str) -> str:
+    """The combining method's name for awd's parameter ``name`` (``combine_solver`` → ``solver``)."""
+    return RENAMED_SHARED[name][0] if name in RENAMED_SHARED else name
 
 
 def combining_method(name: str) -> Any:
@@ -69,17 +84,19 @@ def parameters_of(name: str) -> Dict[str, ParameterSpec]:
 
 def methods_using(parameter: str) -> List[str]:
     """The combining methods (other than task_arithmetic) that take ``parameter``."""
-    return [name for name in COMBINE_METHODS[1:] if parameter in parameters_of(name)]
+    target = _name_in_combining_method(parameter)
+    return [name for name in COMBINE_METHODS[1:] if target in parameters_of(name)]
 
 
 def unused_borrowed(combine: str, given: Sequence[str]) -> List[str]:
     """The borrowed parameters (and ``normalize``) in ``given`` that ``combine`` does not take:
     they would do nothing."""
+    borrowed = set(BORROWED_PER_MODEL) | set(BORROWED_SHARED) | set(RENAMED_SHARED)
     if combine == COMBINE_METHODS[0]:
-        return [name for name in given if name in BORROWED_PER_MODEL or name in BORROWED_SHARED]
-    checked = set(BORROWED_PER_MODEL) | set(BORROWED_SHARED) | {"normalize"}
+        return [name for name in given if name in borrowed]
     taken = set(parameters_of(combine))
-    return [name for name in given if name in checked and name not in taken]
+    return [name for name in given
+            if name in borrowed | {"normalize"} and _name_in_combining_method(name) not in taken]
 
 
 def _given(value: Any) -> bool:
@@ -90,10 +107,12 @@ def combine_parameters(combine: str, parameters: Mapping[str, Any], ids: Sequenc
     """The parameters of ``combine``'s ``merge_group`` from ``awd``'s bound ``parameters``:
     forwarded and borrowed ones where given, every other one at the combining method's default."""
     borrowed_shared = set(BORROWED_SHARED) | set(FORWARDED_SHARED)
+    renamed = {target: name for name, (target, _, _) in RENAMED_SHARED.items()}
     out: Dict[str, Any] = {}
     for name, spec in parameters_of(combine).items():
         if spec.scope == ParameterScope.SHARED:
-            value = parameters.get(name) if name in borrowed_shared else None
+            value = (parameters.get(renamed[name]) if name in renamed
+                     else parameters.get(name) if name in borrowed_shared else None)
             if _given(value):
                 out[name] = value
             elif not spec.required:
@@ -115,10 +134,11 @@ def resolved_combine_parameters(combine: str, parameters: Mapping[str, Any]) -> 
     specs = parameters_of(combine)
     out = {}
     for name, value in parameters.items():
-        if name in BORROWED_SHARED and name not in specs:
+        target = _name_in_combining_method(name)
+        if (name in BORROWED_SHARED or name in RENAMED_SHARED) and target not in specs:
             continue
-        if not _given(value) and name in specs and not specs[name].required:
-            value = specs[name].default
+        if not _given(value) and target in specs and not specs[target].required:
+            value = specs[target].default
         out[name] = value
     return out
 
@@ -143,6 +163,6 @@ def run_method(combine: str, group: TensorGroup, parameters: Mapping[str, Any]) 
     return merge(group, **parameters)
 
 
-__all__ = ["BORROWED_PER_MODEL", "BORROWED_SHARED", "FORWARDED_SHARED", "borrowed_parameter_specs",
+__all__ = ["BORROWED_PER_MODEL", "BORROWED_SHARED", "RENAMED_SHARED", "FORWARDED_SHARED", "borrowed_parameter_specs",
            "combining_method", "parameters_of", "methods_using", "unused_borrowed", "combine_parameters",
            "resolved_combine_parameters", "merge_with", "run_method"]
