@@ -151,7 +151,7 @@ def test_needs_a_base_model(tiny_family, tmp_path, capsys):
     assert "needs a base_model" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("scope", ["tensor", "model"])
+@pytest.mark.parametrize("scope", ["tensor", "model", "row"])
 def test_inspect_and_merge_report_the_same_figures_for_a_bfloat16_config(tiny_family, tmp_path, scope):
     """float32 models merged with `dtype: bfloat16`: mergekit casts every input to bfloat16 before the
     method sees it; inspect reads its tensors the same way, so the figures agree exactly."""
@@ -160,7 +160,19 @@ def test_inspect_and_merge_report_the_same_figures_for_a_bfloat16_config(tiny_fa
     config = awd_config(tiny_family, {"scope": scope, "alpha": 0.01}, dtype="bfloat16")
     inspected = inspect_merge(config)
     merged = run_merge(config, str(tmp_path / "out")).report
-    if scope == "tensor":
+    if scope == "row":  # the rows' figures of every selected 2-D tensor, as the merge solved them
+        names = [n for n, t in inspected["tensors"].items() if t["selected"] and len(t["shape"]) == 2]
+        assert names
+        for name in names:
+            ours = {k: v for k, v in merged["scopes"][name].items() if k not in ("tensors", "models")}
+            assert ours == inspected["tensors"][name]["row_scope"]
+        whole = inspected["whole"]["row_scope"]
+        assert whole["solved_tensors"] == len(names)
+        assert whole["mean_abs_cos_after"] < whole["mean_abs_cos_before"]
+        from mergekit_awd.tools.inspect import format_report
+
+        assert "One δ per output row (scope: row), " in format_report(inspected)
+    elif scope == "tensor":
         names = [n for n, t in inspected["tensors"].items() if t["selected"]]
         assert names
         for name in names:

@@ -9,7 +9,8 @@ the tensors AWD would disentangle (``select``) it reports, per layer and for the
   (the cosines of the concatenated task vectors);
 * what AWD would do at the configured α: ``solve_reduced`` per tensor (``scope: tensor``; mean
   |cos| after and ‖δ‖/mean‖τᵢ‖, averaged over tensors) and on the summed Gram matrix of the
-  whole set (``scope: model``);
+  whole set (``scope: model``); with ``scope: row`` configured, also ``solve_rows`` per 2-D tensor
+  (the rows' mean |cos| before and after, averaged over tensors: the merge report's figures);
 * TSV's Singular Task Interference (``core.tsv.singular_task_interference``) of each 2-D tensor,
   summed over tensors (the whole-model STI is the sum over layers).
 
@@ -33,6 +34,7 @@ from mergekit.options import MergeOptions
 
 from mergekit_awd.constants import INSPECT_COSINES_PNG, INSPECT_LAYERS_PNG, INSPECT_REPORT
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
+from mergekit_awd.core.awd_rows import RowSolveResult, row_grams, solve_rows
 from mergekit_awd.core.selection import DEFAULT_SELECT, block_number, is_disentangled
 from mergekit_awd.core.task_vectors import (
     gram_matrix,
@@ -71,6 +73,7 @@ class GroupFigures:
     ratios: List[float] = field(default_factory=list)
     after_matrices: List[torch.Tensor] = field(default_factory=list)
     sti: Optional[float] = None
+    rows: List[RowSolveResult] = field(default_factory=list)  # scope: row solves (configured row scope)
 
     def __post_init__(self) -> None:
         if self.gram is None:
@@ -91,7 +94,15 @@ class GroupFigures:
         abs_cos = pairwise_abs_cos(self.gram)
         mean = (lambda values: sum(values) / len(values) if values else None)
         after_matrix = torch.stack(self.after_matrices).mean(0).tolist() if self.after_matrices else None
+        solved_rows = [r for r in self.rows if r.solved_rows]
+        row_scope = {
+            "solved_tensors": len(solved_rows),
+            "mean_abs_cos_before": mean([r.mean_abs_cos_before for r in solved_rows]),
+            "mean_abs_cos_after": mean([r.mean_abs_cos_after for r in solved_rows]),
+            "delta_norm_ratio": mean([r.delta_norm_ratio for r in solved_rows]),
+        } if self.rows else None
         return {
+            "row_scope": row_scope,
             "tensors": len(self.tensors),
             "abs_cos": abs_cos.tolist(),
             "mean_abs_cos": mean_offdiag(abs_cos),
@@ -262,6 +273,11 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
                          active=solve.active, sti=sti)
             whole.add(tensor.name, gram, solve, sti)
             layers.setdefault(entry["layer"], GroupFigures(k)).add(tensor.name, gram, solve, sti)
+            if tensor.parameters.get("scope") == "row" and task_vectors.ndim == 3:
+                rows = solve_rows(row_grams(task_vectors), settings)
+                entry["row_scope"] = rows.summary()
+                whole.rows.append(rows)
+                layers[entry["layer"]].rows.append(rows)
         per_tensor[tensor.name] = entry
         del task_vectors
     settings_used = settings_used or _settings(method, planned[0].parameters)
@@ -281,7 +297,8 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
         base_model=str(base),
         models=[str(m) for m in order],
         labels=model_labels(order),
-        settings={**asdict(settings_used), "select": select_used, "scope": planned[0].parameters.get("scope")},
+        settings={**asdict(settings_used), "select": select_used, "scope": planned[0].parameters.get("scope"),
+                  "combine": planned[0].parameters.get("combine")},
         whole=whole_json,
         layers={name: layers[name].to_json() for name in layer_order},
         tensors=per_tensor,
@@ -327,7 +344,9 @@ def format_report(result: InspectReport) -> str:
         "per tensor (scope: tensor), mean over tensors; TSV STI: sum over tensors (weight units).",
         f"One δ over all selected tensors (scope: model): mean |cos| {model['mean_abs_cos_before']:.4f} -> "
         f"{model['mean_abs_cos_after']:.4f}, |δ|/mean|τ| = {model['delta_norm_ratio']:.4f}"
-        + (f"  (configured scope: {settings['scope']})" if settings.get("scope") else ""),
+        + (f"  (configured scope: {settings['scope']})" if settings.get("scope") else "")
+        + (f"; then combine: {settings['combine']}" if settings.get("combine") else ""),
+        *_row_scope_lines(whole.get("row_scope")),
         "",
         "Pairwise |cos| over all selected tensors, concatenated (before -> after one model-wide δ):",
     ]
@@ -343,6 +362,14 @@ def format_report(result: InspectReport) -> str:
     if report["skipped"]:
         lines += ["", f"Skipped {len(report['skipped'])} tensors (see {INSPECT_REPORT})."]
     return "\n".join(lines)
+
+
+def _row_scope_lines(rows: Optional[Dict[str, Any]]) -> List[str]:
+    if not rows or rows["mean_abs_cos_before"] is None:
+        return []
+    return [f"One δ per output row (scope: row), {rows['solved_tensors']} 2-D tensors: mean row |cos| "
+            f"{rows['mean_abs_cos_before']:.4f} -> {rows['mean_abs_cos_after']:.4f}, "
+            f"Σ|δ[r]|/Σ mean|τ[r]| = {rows['delta_norm_ratio']:.4f} (means over tensors)"]
 
 
 def _pair_labels(labels: Sequence[str]) -> Tuple[List[Tuple[int, int]], List[str]]:
