@@ -120,14 +120,27 @@ def apply_normal_operator(merged: torch.Tensor, tasks: torch.Tensor, norms_sq: t
 
 def normal_equations(tasks: torch.Tensor, norms_sq: torch.Tensor) -> Tuple[Optional[torch.Tensor], torch.Tensor]:
     """(A, B) of the normal equations τ A = B; A is None (not formed) past ``DIRECT_MAX_COLUMNS``."""
-    rows, columns = tasks.shape[1:]
-    scaled = tasks / norms_sq[:, None, None]
-    a = torch.einsum("kri,krj->ij", scaled, tasks) if columns <= DIRECT_MAX_COLUMNS else None
-    if a is not None and columns <= rows:  # B = Σ τ_i A_i: K m n² flops
-        b = torch.einsum("kri,kij->rj", tasks, torch.einsum("kri,krj->kij", scaled, tasks))
-    else:  # B = Σ (τ_i τ_iᵀ) τ_i / ‖τ_i‖²: K m² n flops
-        b = torch.einsum("krs,ksj->rj", torch.matmul(scaled, tasks.transpose(1, 2)), tasks)
+    a, b, _ = _normal_system(tasks, norms_sq)
     return a, b
+
+
+def _normal_system(tasks: torch.Tensor, norms_sq: torch.Tensor) -> Tuple[Optional[torch.Tensor], torch.Tensor, float]:
+    """(A, B, c): the normal equations and the objective's constant c = Σ_i ‖τ_iᵀτ_i‖²_F / ‖τ_i‖², from one
+    set of per-task Gram matrices: n × n ones (2 K m n² flops: A_i = τ_iᵀτ_i, B = Σ τ_i A_i / ‖τ_i‖²) when
+    n ≤ m and A is formed, else m × m ones (τ_iτ_iᵀ, 2 K m² n flops, and A's K m n² when formed)."""
+    rows, columns = tasks.shape[1:]
+    inverse = norms_sq.reciprocal()
+    if columns <= DIRECT_MAX_COLUMNS and columns <= rows:
+        grams = torch.matmul(tasks.transpose(1, 2), tasks)                      # [K, n, n]
+        constant = float((grams.pow(2).sum(dim=(1, 2)) * inverse).sum())
+        grams.mul_(inverse[:, None, None])
+        return grams.sum(dim=0), torch.einsum("kri,kij->rj", tasks, grams), constant
+    a = (torch.einsum("kri,krj->ij", tasks * inverse[:, None, None], tasks) if columns <= DIRECT_MAX_COLUMNS
+         else None)
+    outer = torch.matmul(tasks, tasks.transpose(1, 2))                          # [K, m, m]
+    constant = float((outer.pow(2).sum(dim=(1, 2)) * inverse).sum())
+    outer.mul_(inverse[:, None, None])
+    return a, torch.einsum("krs,ksj->rj", outer, tasks), constant
 
 
 def _relative_residual(merged: torch.Tensor, tasks: torch.Tensor, norms_sq: torch.Tensor,
@@ -159,15 +172,12 @@ def _solve_exact(tasks: torch.Tensor, norms_sq: torch.Tensor, a: Optional[torch.
     return merged, iterations, _relative_residual(merged, tasks, norms_sq, a, b)
 
 
-def _objective(tasks: torch.Tensor, norms_sq: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor]):
-    """τ ↦ L(τ) as a float; with A and B: ⟨τA, τ⟩ − 2⟨τ, B⟩ + Σ_i ‖τ_iᵀτ_i‖²_F / ‖τ_i‖² (the same
+def _objective(tasks: torch.Tensor, norms_sq: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
+               constant: float = 0.0):
+    """τ ↦ L(τ) as a float; with A, B and c (``_normal_system``): ⟨τA, τ⟩ − 2⟨τ, B⟩ + c (the same
     quadratic, m n² flops)."""
     if a is None or b is None:
         return lambda merged: float(wudi_loss(merged, tasks, norms_sq))
-    rows, columns = tasks.shape[1:]
-    grams = (torch.matmul(tasks.transpose(1, 2), tasks) if columns <= rows
-             else torch.matmul(tasks, tasks.transpose(1, 2)))
-    constant = float((grams.pow(2).sum(dim=(1, 2)) / norms_sq).sum())
     return lambda merged: float(((merged @ a) * merged).sum() - 2 * (merged * b).sum()) + constant
 
 
@@ -217,8 +227,8 @@ def wudi_merge_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[
         return WudiResult(zero, 0.0, 0.0, 0, 0, None)
     tasks64, norms64 = tasks.double(), norms_sq.double()
     if parameters.solver == "exact":
-        a, b = normal_equations(tasks64, norms64)
-        objective = _objective(tasks64, norms64, a, b)
+        a, b, constant = _normal_system(tasks64, norms64)
+        objective = _objective(tasks64, norms64, a, b, constant)
         solved, iterations, residual = _solve_exact(tasks64, norms64, a, b)
         merged = solved.to(work)
     else:
