@@ -58,14 +58,6 @@ def export_validation(path: Path, tasks: Sequence[str], base_dir: Path) -> int:
     return len(lines)
 
 
-def _per_model_names(method: str) -> List[str]:
-    import mergekit_awd  # noqa: F401  (registers our methods)
-    from mergekit.merge_methods import get
-    from mergekit.merge_methods.base import ParameterScope
-
-    return [p.name for p in get(method).spec.parameters if p.scope != ParameterScope.SHARED]
-
-
 def _identical(left: Path, right: Path) -> bool:
     from safetensors.torch import load_file
 
@@ -88,7 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from benchmarks.llm.models import ensure_finetunes
     from benchmarks.llm.paths import RESULTS_JSON
     from benchmarks.llm.tasks import TASK_NAMES
-    from benchmarks.quality.merging import MergeSpec, cli_command, merge_config
+    from benchmarks.quality.merging import cli_command, merge_config, spec_from_params
 
     results = json.loads(Path(RESULTS_JSON).read_text())
     tasks = list(TASK_NAMES)
@@ -104,12 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     for name in args.methods:
         row_name = name if args.lambda_grid is None else f"{name} λ {args.lambda_grid}"
         entry = results["methods"][name]
-        params = dict(entry["params"])  # the chosen spec's shared and per-model parameters, flattened
-        method = params.pop("merge_method")
-        chosen_lambda = params.pop("lambda")
-        per_model = set(_per_model_names(method))
-        spec = MergeSpec(method, {k: v for k, v in params.items() if k not in per_model},
-                         {k: v for k, v in params.items() if k in per_model})
+        spec, chosen_lambda = spec_from_params(entry["params"])  # the chosen spec, λ aside
         grid = results["validation_grid"][name]["lambdas"]
         grid_text = "lambda=" + (",".join(str(v) for v in grid) if args.lambda_grid is None else args.lambda_grid)
         config = work / f"{name}.yml"

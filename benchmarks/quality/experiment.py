@@ -125,13 +125,13 @@ class Benchmark:
                                                                      self.tasks))
 
     # -- merges -----------------------------------------------------------------------------------
-    def _config(self, spec: MergeSpec, tasks: Sequence[str]) -> Dict[str, Any]:
+    def merge_configuration(self, spec: MergeSpec, tasks: Sequence[str]) -> Dict[str, Any]:
         return merge_config(spec, self.pretrained_dir, [encoder_folder(self.task_folders[t]) for t in tasks])
 
     def _merge_at_one(self, spec: MergeSpec, tasks: Sequence[str]) -> Path:
         """Folder of the CLI merge of ``spec`` with λ = 1 (merged again if its weights were cleaned up;
         the first measured merge time is the one recorded)."""
-        config = self._config(spec.with_lambda(1.0), tasks)
+        config = self.merge_configuration(spec.with_lambda(1.0), tasks)
         key = config_key(config)
         work_dir = self.merges_dir / key
         record_key = f"merge/{key}/{self.fingerprint}"
@@ -149,7 +149,7 @@ class Benchmark:
     def sweep(self, spec: MergeSpec, lambdas: Sequence[float], tasks: Sequence[str], split: str = "validation",
               ) -> Sweep:
         """Validation scores of ``spec`` at every λ, from one CLI merge at λ = 1."""
-        base_key = config_key(self._config(spec.with_lambda(1.0), tasks))
+        base_key = config_key(self.merge_configuration(spec.with_lambda(1.0), tasks))
         todo = [lam for lam in lambdas if f"sweep/{base_key}/{lam}/{split}/{self.fingerprint}" not in self.records]
         if todo:
             path = LambdaPath(self._base_state, load_state(self._merge_at_one(spec, tasks)))
@@ -163,7 +163,7 @@ class Benchmark:
     def final(self, spec: MergeSpec, tasks: Sequence[str], splits: Sequence[str] = ("test",),
               check_lambda_path: bool = False) -> FinalMerge:
         """CLI merge at ``spec``'s own settings, scored on ``splits``; optionally compare with θ_base + λ·D."""
-        config = self._config(spec, tasks)
+        config = self.merge_configuration(spec, tasks)
         key = config_key(config)
         work_dir = self.merges_dir / f"final-{key}"
 

@@ -39,6 +39,21 @@ class MergeSpec:
         return MergeSpec(self.method, {**dict(self.parameters), "lambda": lam}, dict(self.model_parameters))
 
 
+def spec_from_params(params: Mapping[str, Any]) -> "tuple[MergeSpec, float]":
+    """(spec without λ, λ) from a results row's flattened ``params`` (``merge_method``, shared and
+    per-model parameters together), split by the method's own parameter scopes."""
+    import mergekit_awd  # noqa: F401  (registers this package's methods)
+    from mergekit.merge_methods import get
+    from mergekit.merge_methods.base import ParameterScope
+
+    flat = dict(params)
+    method = flat.pop("merge_method")
+    lam = float(flat.pop("lambda"))
+    per_model = {p.name for p in get(method).spec.parameters if p.scope != ParameterScope.SHARED}
+    return (MergeSpec(method, {k: v for k, v in flat.items() if k not in per_model},
+                      {k: v for k, v in flat.items() if k in per_model}), lam)
+
+
 @dataclass(frozen=True)
 class MergeRun:
     out_dir: Path
