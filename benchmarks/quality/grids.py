@@ -90,9 +90,10 @@ def combine_grids(registered: Sequence[str]) -> List[MethodGrid]:
     if "tsv" in registered:  # scope tensor in front of TSV-M is tsv_disentangled
         grids.append(MethodGrid("awd_row_tsv", _specs("awd", [{"combine": "tsv", "scope": "row"}], [{}]),
                                 TSV_LAMBDAS))
-    if "iso_cts" in registered:  # AWD in front of the strongest peer (issue #15)
-        grids.append(MethodGrid("awd_iso_cts", _specs("awd", [{"combine": "iso_cts", "scope": s}
-                                                              for s in COMBINE_SCOPES], [{}]), ISO_LAMBDAS))
+    if "iso_cts" in registered:  # AWD in front of the strongest peer (issue #15), over iso_cts's own select grid
+        grids.append(MethodGrid("awd_iso_cts", _specs("awd", [{"combine": "iso_cts", "scope": s, "select": sel}
+                                                              for s in COMBINE_SCOPES for sel in SELECTS], [{}]),
+                                ISO_LAMBDAS))
     return grids
 
 
