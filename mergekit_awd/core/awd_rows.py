@@ -96,13 +96,13 @@ def _loss_and_grad_by_row(points: torch.Tensor, gram: torch.Tensor, delta: torch
     (the same gradient as ``core.awd.awd_loss_and_grad``).  K and D are tiny (≤ 8) and R is thousands,
     so every operation is elementwise over contiguous rows: no R tiny batched matrix products, nothing
     of size K·K·D·R."""
+    tiny = torch.finfo(points.dtype).tiny
     residual = points - delta                                                            # [K, D, R]
-    inverse_norms = residual.square().sum(dim=1).sqrt_().clamp_min_(torch.finfo(residual.dtype).tiny)
-    inverse_norms = inverse_norms.reciprocal_().mul_(active)                             # [K, R]
+    inverse_norms = residual.square().sum(dim=1).clamp_min_(tiny).rsqrt_().mul_(active)   # 1/‖r_i‖ [K, R]
     along = (points * delta).sum(dim=1)                                                  # a_i [K, R]
     squared = delta.square().sum(dim=0)                                                  # ‖δ‖² [R]
     pair_scale = inverse_norms[:, None] * inverse_norms[None, :]                         # [K, K, R]
-    cos = (gram - along[:, None] - along[None, :] + squared).mul_(pair_scale).clamp_(-1.0, 1.0)
+    cos = torch.sub(gram, along[:, None]).sub_(along[None, :]).add_(squared).mul_(pair_scale).clamp_(-1.0, 1.0)
     cos.diagonal(dim1=0, dim2=1).zero_()
     sign = torch.sign(cos)
     row_abs = cos.abs_().sum(dim=0)                                                      # Σ_i |cos_ij| [K, R]
@@ -111,14 +111,15 @@ def _loss_and_grad_by_row(points: torch.Tensor, gram: torch.Tensor, delta: torch
     weights = sign.mul_(pair_scale).sum(dim=0).sub_(row_abs.mul_(inverse_norms.square_()))  # c_j [K, R]
     grad = (weights[:, None] * residual).sum(dim=0).mul_(-2.0 * cos_weight)
     # α δ/‖δ‖, and 0 at δ = 0 (the subgradient the other solvers take)
-    return loss, grad.add_(delta / norm.clamp_min(torch.finfo(norm.dtype).tiny), alpha=alpha)
+    return loss, grad.addcdiv_(delta, norm.clamp_min(tiny), value=alpha)
 
 
 def minimise_rows(points: torch.Tensor, settings: SolverSettings, cos_weight: float, active: torch.Tensor
-                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the solver on every row at once from δ = 0: (best δ [R, D], its loss [R], loss at δ = 0
-    [R], best step [R]).  gd, sgd (``core.awd.sgd_step``) and adam as for a tensor, per row
-    (internally rows last, see ``_loss_and_grad_by_row``)."""
+    [R]).  gd, sgd (``core.awd.sgd_step``) and adam as for a tensor, per row (internally rows last,
+    see ``_loss_and_grad_by_row``: each step is a fixed number of whole-tensor operations, so their
+    count, not the rows, sets the time of all but the largest matrices)."""
     rows, _, dims = points.shape
     points = points.permute(1, 2, 0).contiguous()        # [K, D, R]
     active = active.t().to(points.dtype).contiguous()     # [K, R]
@@ -126,7 +127,6 @@ def minimise_rows(points: torch.Tensor, settings: SolverSettings, cos_weight: fl
     delta = points.new_zeros((dims, rows))
     loss, grad = _loss_and_grad_by_row(points, gram, delta, settings.alpha, cos_weight, active)
     initial, best_loss, best_delta = loss.clone(), loss.clone(), delta.clone()
-    best_step = torch.zeros(rows, dtype=torch.long, device=points.device)
     velocity: Optional[torch.Tensor] = None
     moment1 = moment2 = None
     beta1, beta2 = ADAM_BETAS
@@ -148,8 +148,7 @@ def minimise_rows(points: torch.Tensor, settings: SolverSettings, cos_weight: fl
         better = loss < best_loss
         best_loss = torch.where(better, loss, best_loss)
         best_delta = torch.where(better, delta, best_delta)
-        best_step = torch.where(better, torch.full_like(best_step, step), best_step)
-    return best_delta.t(), best_loss, initial, best_step
+    return best_delta.t(), best_loss, initial
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,7 @@ def solve_rows(grams: torch.Tensor, settings: SolverSettings) -> RowSolveResult:
     else:
         scale = torch.ones(rows, dtype=torch.float64)
         cos_weight = 1.0 / (rows * k * (k - 1)) if k > 1 else 0.0
-    best, loss, initial, _ = minimise_rows(points / scale[:, None, None], settings, cos_weight, active)
+    best, loss, initial = minimise_rows(points / scale[:, None, None], settings, cos_weight, active)
     best = torch.where(solved[:, None], best * scale[:, None], torch.zeros_like(best))
     beta = torch.einsum("rkd,rd->rk", to_coefficients, best)
     cos_before, cos_after = _abs_cos(grams, active), _abs_cos(_disentangled_grams(grams, beta, active), active)
