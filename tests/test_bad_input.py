@@ -156,7 +156,7 @@ def shape_words(inputs: Inputs) -> List[str]:
     return [f"tensor {name} ", str(other), str(base), str(inputs.wide), str(inputs.family[0])]
 
 
-ACCEPTED_PARAMETERS = ("accepted: alpha, check_finite, combine, density, epsilon, gamma, int8_mask, lambda, lr, momentum, "
+ACCEPTED_PARAMETERS = ("accepted: alpha, check_finite, combine, combine_solver, density, epsilon, gamma, int8_mask, lambda, lr, momentum, "
                        "normalize, optimizer, rescale, scope, select, solver, steps, units, weight, weight_decay")
 
 CASES = [
