@@ -172,12 +172,13 @@ def _solve_exact(tasks: torch.Tensor, norms_sq: torch.Tensor, a: Optional[torch.
     return merged, iterations, _relative_residual(merged, tasks, norms_sq, a, b)
 
 
-def _objective(tasks: torch.Tensor, norms_sq: torch.Tensor, a: Optional[torch.Tensor], b: Optional[torch.Tensor],
-               constant: float = 0.0):
-    """τ ↦ L(τ) as a float; with A, B and c (``_normal_system``): ⟨τA, τ⟩ − 2⟨τ, B⟩ + c (the same
-    quadratic, m n² flops)."""
-    if a is None or b is None:
+def _objective(tasks: torch.Tensor, norms_sq: torch.Tensor,
+               system: Optional[Tuple[Optional[torch.Tensor], torch.Tensor, float]] = None):
+    """τ ↦ L(τ) as a float; with the normal system (A, B, c) of ``_normal_system`` (A formed):
+    ⟨τA, τ⟩ − 2⟨τ, B⟩ + c (the same quadratic, m n² flops); otherwise ``wudi_loss``."""
+    if system is None or system[0] is None:
         return lambda merged: float(wudi_loss(merged, tasks, norms_sq))
+    a, b, constant = system
     return lambda merged: float(((merged @ a) * merged).sum() - 2 * (merged * b).sum()) + constant
 
 
@@ -227,12 +228,12 @@ def wudi_merge_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[
         return WudiResult(zero, 0.0, 0.0, 0, 0, None)
     tasks64, norms64 = tasks.double(), norms_sq.double()
     if parameters.solver == "exact":
-        a, b, constant = _normal_system(tasks64, norms64)
-        objective = _objective(tasks64, norms64, a, b, constant)
-        solved, iterations, residual = _solve_exact(tasks64, norms64, a, b)
+        system = _normal_system(tasks64, norms64)
+        objective = _objective(tasks64, norms64, system)
+        solved, iterations, residual = _solve_exact(tasks64, norms64, *system[:2])
         merged = solved.to(work)
     else:
-        objective = _objective(tasks64, norms64, None, None)
+        objective = _objective(tasks64, norms64)
         merged, iterations, residual = _solve_adam(tasks, norms_sq, parameters.steps, parameters.lr), parameters.steps, None
     merged = merged.contiguous()
     initial, loss = objective(tasks64.sum(dim=0)), objective(merged.double())

@@ -32,8 +32,8 @@ from mergekit_awd.core.selection import is_disentangled
 from mergekit_awd.core.task_vectors import gram_matrix, gram_of_task_vectors, redundant_vector, task_vector_stack
 from mergekit_awd.errors import PlanError
 from mergekit_awd.mergekit_adapter.combine import (
-    BORROWED_SHARED, RENAMED_SHARED, borrowed_parameter_specs, combine_parameters, combining_method, merge_with,
-    methods_using, resolved_combine_parameters, run_method, unused_borrowed,
+    BORROWED, borrowed_parameter_specs, combine_parameters, combining_method, merge_with, methods_using,
+    resolved_combine_parameters, run_method, unused_borrowed,
 )
 from mergekit_awd.mergekit_adapter.method import PackageMergeMethod, input_labels, require_finite
 from mergekit_awd.mergekit_adapter.model_scope.solution import current_scope_solution
@@ -211,7 +211,7 @@ class AWDMerge(PackageMergeMethod):
         combine = shared.get("combine") or COMBINE_METHODS[0]
         if combine != COMBINE_METHODS[0]:
             return resolved_combine_parameters(combine, shared)
-        out = {k: v for k, v in shared.items() if k not in BORROWED_SHARED and k not in RENAMED_SHARED}
+        out = {k: v for k, v in shared.items() if k not in BORROWED}
         if out.get("lambda") is None:
             out["lambda"] = TASK_ARITHMETIC_LAMBDA
         if out.get("normalize") is None:

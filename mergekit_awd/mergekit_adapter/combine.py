@@ -50,6 +50,8 @@ RENAMED_SHARED: Dict[str, Tuple[str, Any, str]] = {
                        "the combining method's own solver (combine: wudi: adam, the reference, or exact; "
                        "default: its adam)"),
 }
+# every parameter awd takes only for its combining method (nothing to awd's own task arithmetic)
+BORROWED: frozenset = frozenset(BORROWED_PER_MODEL) | frozenset(BORROWED_SHARED) | frozenset(RENAMED_SHARED)
 # awd's shared parameters that mean the same for the combining method, passed on when it has them
 FORWARDED_SHARED: Tuple[str, ...] = ("lambda", "normalize", "select", "check_finite")
 
@@ -91,12 +93,11 @@ def methods_using(parameter: str) -> List[str]:
 def unused_borrowed(combine: str, given: Sequence[str]) -> List[str]:
     """The borrowed parameters (and ``normalize``) in ``given`` that ``combine`` does not take:
     they would do nothing."""
-    borrowed = set(BORROWED_PER_MODEL) | set(BORROWED_SHARED) | set(RENAMED_SHARED)
     if combine == COMBINE_METHODS[0]:
-        return [name for name in given if name in borrowed]
+        return [name for name in given if name in BORROWED]
     taken = set(parameters_of(combine))
     return [name for name in given
-            if name in borrowed | {"normalize"} and _name_in_combining_method(name) not in taken]
+            if name in BORROWED | {"normalize"} and _name_in_combining_method(name) not in taken]
 
 
 def _given(value: Any) -> bool:
@@ -135,7 +136,7 @@ def resolved_combine_parameters(combine: str, parameters: Mapping[str, Any]) -> 
     out = {}
     for name, value in parameters.items():
         target = _name_in_combining_method(name)
-        if (name in BORROWED_SHARED or name in RENAMED_SHARED) and target not in specs:
+        if name in BORROWED and target not in specs:
             continue
         if not _given(value) and target in specs and not specs[target].required:
             value = specs[target].default
@@ -163,6 +164,6 @@ def run_method(combine: str, group: TensorGroup, parameters: Mapping[str, Any]) 
     return merge(group, **parameters)
 
 
-__all__ = ["BORROWED_PER_MODEL", "BORROWED_SHARED", "RENAMED_SHARED", "FORWARDED_SHARED", "borrowed_parameter_specs",
-           "combining_method", "parameters_of", "methods_using", "unused_borrowed", "combine_parameters",
-           "resolved_combine_parameters", "merge_with", "run_method"]
+__all__ = ["BORROWED_PER_MODEL", "BORROWED_SHARED", "RENAMED_SHARED", "BORROWED", "FORWARDED_SHARED",
+           "borrowed_parameter_specs", "combining_method", "parameters_of", "methods_using", "unused_borrowed",
+           "combine_parameters", "resolved_combine_parameters", "merge_with", "run_method"]

@@ -34,7 +34,7 @@ from mergekit.options import MergeOptions
 
 from mergekit_awd.constants import INSPECT_COSINES_PNG, INSPECT_LAYERS_PNG, INSPECT_REPORT
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
-from mergekit_awd.core.awd_rows import RowSolveResult, row_grams, solve_rows
+from mergekit_awd.core.awd_rows import row_grams, solve_rows
 from mergekit_awd.core.selection import DEFAULT_SELECT, block_number, is_disentangled
 from mergekit_awd.core.task_vectors import (
     gram_matrix,
@@ -73,7 +73,7 @@ class GroupFigures:
     ratios: List[float] = field(default_factory=list)
     after_matrices: List[torch.Tensor] = field(default_factory=list)
     sti: Optional[float] = None
-    rows: List[RowSolveResult] = field(default_factory=list)  # scope: row solves (configured row scope)
+    rows: List[Dict[str, Any]] = field(default_factory=list)  # RowSolveResult.summary() per tensor (scope: row)
 
     def __post_init__(self) -> None:
         if self.gram is None:
@@ -94,12 +94,11 @@ class GroupFigures:
         abs_cos = pairwise_abs_cos(self.gram)
         mean = (lambda values: sum(values) / len(values) if values else None)
         after_matrix = torch.stack(self.after_matrices).mean(0).tolist() if self.after_matrices else None
-        solved_rows = [r for r in self.rows if r.solved_rows]
+        solved_rows = [r for r in self.rows if r["solved_rows"]]
         row_scope = {
             "solved_tensors": len(solved_rows),
-            "mean_abs_cos_before": mean([r.mean_abs_cos_before for r in solved_rows]),
-            "mean_abs_cos_after": mean([r.mean_abs_cos_after for r in solved_rows]),
-            "delta_norm_ratio": mean([r.delta_norm_ratio for r in solved_rows]),
+            **{key: mean([r[key] for r in solved_rows])
+               for key in ("mean_abs_cos_before", "mean_abs_cos_after", "delta_norm_ratio")},
         } if self.rows else None
         return {
             "row_scope": row_scope,
@@ -274,10 +273,9 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
             whole.add(tensor.name, gram, solve, sti)
             layers.setdefault(entry["layer"], GroupFigures(k)).add(tensor.name, gram, solve, sti)
             if tensor.parameters.get("scope") == "row" and task_vectors.ndim == 3:
-                rows = solve_rows(row_grams(task_vectors), settings)
-                entry["row_scope"] = rows.summary()
-                whole.rows.append(rows)
-                layers[entry["layer"]].rows.append(rows)
+                entry["row_scope"] = solve_rows(row_grams(task_vectors), settings).summary()
+                whole.rows.append(entry["row_scope"])
+                layers[entry["layer"]].rows.append(entry["row_scope"])
         per_tensor[tensor.name] = entry
         del task_vectors
     settings_used = settings_used or _settings(method, planned[0].parameters)
