@@ -11,6 +11,7 @@ from benchmarks.quality.report import SHORT, table
 # (X alone, AWD in front of X): the rows a run may hold
 COMBINE_PAIRS: Tuple[Tuple[str, str], ...] = (
     ("task_arithmetic", "awd_tensor"), ("task_arithmetic", "awd_row"), ("ties", "awd_ties"),
+    ("dare_ties", "awd_dare_ties"), ("della", "awd_della"), ("breadcrumbs_ties", "awd_breadcrumbs_ties"),
     ("tsv", "tsv_disentangled"), ("tsv", "awd_row_tsv"), ("iso_cts", "awd_iso_cts"),
 )
 TIES_MARGIN_TARGET = 2.0  # normalized points, issue #14

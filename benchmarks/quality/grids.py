@@ -48,6 +48,8 @@ def standard_grids() -> List[MethodGrid]:
         MethodGrid("ties", _specs("ties", [{}], [{"density": d} for d in DENSITIES]), MEAN_LAMBDAS),
         MethodGrid("dare_ties", _specs("dare_ties", [{}], [{"density": d} for d in DENSITIES]), SUM_LAMBDAS),
         MethodGrid("della", _specs("della", [{}], [{"density": d} for d in DENSITIES]), MEAN_LAMBDAS),
+        MethodGrid("breadcrumbs_ties", _specs("breadcrumbs_ties", [{}], [{"density": d} for d in DENSITIES]),
+                   MEAN_LAMBDAS),
         MethodGrid("awd_tensor", _specs("awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}]),
                    AWD_LAMBDAS),
         MethodGrid("awd_model", _specs("awd", [{"scope": "model", "alpha": a} for a in AWD_ALPHAS], [{}]),
@@ -78,15 +80,20 @@ def optional_grids(registered: Sequence[str]) -> List[MethodGrid]:
 
 
 COMBINE_SCOPES = ("tensor", "row")
+# mergekit methods AWD can sit in front of, with their own λ grids (as in standard_grids)
+COMBINE_SPARSIFIED = {"ties": MEAN_LAMBDAS, "dare_ties": SUM_LAMBDAS, "della": MEAN_LAMBDAS,
+                      "breadcrumbs_ties": MEAN_LAMBDAS}
 
 
 def combine_grids(registered: Sequence[str]) -> List[MethodGrid]:
-    """AWD at the authors' granularity (``scope: row``) and AWD in front of TIES and TSV-M
-    (``combine``, issue #14), each with the λ grid of the method that combines."""
+    """AWD at the authors' granularity (``scope: row``) and AWD in front of mergekit's sparsifying
+    methods, TSV-M and Iso-CTS (``combine``, issues #14 and #15), each with the density and λ grids of
+    the method that combines."""
     grids = [MethodGrid("awd_row", _specs("awd", [{"scope": "row", "alpha": a} for a in AWD_ALPHAS], [{}]),
-                        AWD_LAMBDAS),
-             MethodGrid("awd_ties", _specs("awd", [{"combine": "ties", "scope": s} for s in COMBINE_SCOPES],
-                                           [{"density": d} for d in DENSITIES]), MEAN_LAMBDAS)]
+                        AWD_LAMBDAS)]
+    for combine, lambdas in COMBINE_SPARSIFIED.items():
+        grids.append(MethodGrid(f"awd_{combine}", _specs("awd", [{"combine": combine, "scope": s} for s in COMBINE_SCOPES],
+                                                         [{"density": d} for d in DENSITIES]), lambdas))
     if "tsv" in registered:  # scope tensor in front of TSV-M is tsv_disentangled
         grids.append(MethodGrid("awd_row_tsv", _specs("awd", [{"combine": "tsv", "scope": "row"}], [{}]),
                                 TSV_LAMBDAS))

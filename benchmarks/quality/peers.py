@@ -25,9 +25,11 @@ import torch  # noqa: E402
 VALIDATION_PER_TASK = 120  # as benchmarks.quality.run's default
 PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam", "wudi_exact", "iso_c", "iso_cts")
 # awd's row scope and combine (issue #14), with their references (COMBINE_COMMAND_GRIDS):
-#   python -m benchmarks.quality.peers --grids task_arithmetic ties tsv tsv_disentangled iso_cts awd_tensor \
-#       awd_row awd_ties awd_row_tsv awd_iso_cts --output quality_combine
-COMBINE_GRIDS = ("awd_tensor", "awd_row", "awd_ties", "awd_row_tsv", "awd_iso_cts")
+#   python -m benchmarks.quality.peers --grids task_arithmetic ties dare_ties della breadcrumbs_ties tsv \
+#       tsv_disentangled iso_cts awd_tensor awd_row awd_ties awd_dare_ties awd_della awd_breadcrumbs_ties \
+#       awd_row_tsv awd_iso_cts --output quality_combine
+COMBINE_GRIDS = ("dare_ties", "della", "breadcrumbs_ties", "awd_tensor", "awd_row", "awd_ties", "awd_dare_ties",
+                 "awd_della", "awd_breadcrumbs_ties", "awd_row_tsv", "awd_iso_cts")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
