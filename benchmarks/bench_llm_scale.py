@@ -11,6 +11,10 @@ base): SVD and solve times do not depend on the values much.
 Extrapolation to a whole 8B merge: 32 layers × (q, k, v, o, gate, up, down) of the measured
 per-tensor times (embeddings, norms and I/O not included: the table says so).
 
+On CUDA every row runs in one process (each method first warmed up on a 1/16-size tensor, so that
+library handles and kernels are not timed) and the results are written after each row, so that a run
+stopped by ``--budget`` or a timeout keeps what it measured.
+
 Peak memory: CPU, the process's peak RSS (VmHWM, reset before the call) above its RSS before the
 call, in a fresh child process per measurement; CUDA, ``torch.cuda.max_memory_allocated`` above the inputs.
 Writes ``benchmarks/results/llm_scale[_cuda].{json,md}``.
@@ -43,7 +47,18 @@ METHODS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "awd row": ("awd", {"scope": "row"}),
     "tsv exact": ("tsv", {}),
     "tsv lowrank": ("tsv", {"svd": "lowrank"}),
+    "iso_c": ("iso_c", {}),
+    "iso_cts": ("iso_cts", {}),
+    "wudi exact": ("wudi", {"solver": "exact"}),
+    "wudi adam": ("wudi", {"solver": "adam"}),
 }
+# The default rows per device: the peers' SVDs and Adam solves take hours at these shapes on a 2-core CPU.
+DEFAULT_METHODS: Dict[str, Tuple[str, ...]] = {
+    "cpu": ("task_arithmetic", "awd tensor", "awd model (per tensor)", "awd row", "tsv exact", "tsv lowrank"),
+    "cuda": tuple(METHODS),
+}
+# Rows measured only at the K of --exact-ks (when given): full SVDs or hundreds of Adam steps per tensor.
+SLOW = ("tsv exact", "iso_c", "iso_cts", "wudi adam")
 NAME = "model.layers.0.mlp.gate_proj.weight"  # a block-linear name: selected by every method
 
 
@@ -150,17 +165,23 @@ def extrapolate(rows: List[Dict[str, Any]], k: int) -> Dict[str, float]:
     return {method: seconds for method, seconds in totals.items() if shapes[method] == len(SHAPES)}
 
 
-def write(rows: List[Dict[str, Any]], device: str, threads: int, command: str = "") -> None:
+def write(rows: List[Dict[str, Any]], device: str, threads: int, command: str = "",
+          methods: Sequence[str] = tuple(METHODS), skipped: Sequence[str] = ()) -> None:
     from benchmarks.common import RESULTS
 
+    import torch
+
     suffix = "_cuda" if device == "cuda" else ""
+    where = (f"cuda, {torch.cuda.get_device_name(0)}, torch {torch.__version__}" if device == "cuda"
+             else f"cpu, {threads} threads, torch {torch.__version__}")
     ta = {(r["shape"], r["k"]): r["seconds"] for r in rows if r["method"] == "task_arithmetic"}
     for row in rows:
         row["time_vs_task_arithmetic"] = row["seconds"] / ta[(row["shape"], row["k"])]
     whole = {str(k): extrapolate(rows, k) for k in KS}
     (RESULTS / f"llm_scale{suffix}.json").write_text(json.dumps(
-        {"device": device, "threads": threads, "rows": rows, "whole_8b_seconds": whole}, indent=2) + "\n")
-    lines = [f"# Per-tensor cost at Llama-3-8B shapes ({device}, {threads} threads, bfloat16 inputs)", "",
+        {"device": device, "device_name": where, "threads": threads, "rows": rows, "whole_8b_seconds": whole,
+         "not_measured": list(skipped)}, indent=2) + "\n")
+    lines = [f"# Per-tensor cost at Llama-3-8B shapes ({where}, bfloat16 inputs)", "",
              "Reproduce: `" + (command or "python -m benchmarks.bench_llm_scale"
                                + (" --device cuda" if device == "cuda" else "")) + "`",
              "", "| method | shape | K | seconds | × task_arithmetic | peak extra memory (MiB) |",
@@ -172,12 +193,14 @@ def write(rows: List[Dict[str, Any]], device: str, threads: int, command: str = 
     lines += ["", "Whole 8B merge, matrix work only (32 layers × 7 projections; loading, writing, embeddings "
               "and norms not included):", "", "| method | " + " | ".join(f"K = {k}" for k in KS) + " |",
               "| --- | " + " | ".join("---" for _ in KS) + " |"]
-    for label in METHODS:
+    for label in methods:
         cells = []
         for k in KS:
             seconds = whole[str(k)].get(label)
             cells.append("not measured" if seconds is None else (f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"))
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if skipped:
+        lines += ["", "Not measured (failed, or the run's `--budget` was spent): " + ", ".join(skipped) + "."]
     (RESULTS / f"llm_scale{suffix}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -185,10 +208,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--ks", type=int, nargs="*", default=list(KS))
-    parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="*", default=None, choices=list(METHODS),
+                        help="rows to measure (default: on cpu the package's and task_arithmetic, on cuda all)")
     parser.add_argument("--exact-ks", type=int, nargs="*", default=None,
-                        help="K values at which `tsv exact` is measured (default: all of --ks); on a 2-core CPU "
-                             "its SVDs of the 14336×4096 matrices take minutes per model")
+                        help="K values at which the slow rows (tsv exact, iso_c, iso_cts, wudi adam) are measured "
+                             "(default: all of --ks); on a 2-core CPU an SVD of a 14336×4096 matrix takes minutes")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="seconds: rows that would start later are skipped and reported as not measured")
     parser.add_argument("--shrink", type=int, default=1,
                         help="divide every shape by this (a quick check of the script; results not written)")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "SHAPE", "K"), help=argparse.SUPPRESS)
@@ -199,20 +225,37 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         return
     import torch
 
-    rows = []
-    for k in args.ks:
-        for shape in SHAPES:
-            for label in (["task_arithmetic"] + [m for m in args.methods if m != "task_arithmetic"]):
-                if label == "tsv exact" and args.exact_ks is not None and k not in args.exact_ks:
-                    continue
-                row = run_child(label, shape, k, args.device, args.shrink)
-                rows.append(row)
-                print(f"{label:<24} {shape:<20} K={k}: {row['seconds']:.2f} s, "
-                      f"+{row['peak_extra_bytes'] / 2**20:.0f} MiB", flush=True)
-    if args.shrink == 1:
-        command = "python -m benchmarks.bench_llm_scale " + " ".join(argv if argv is not None else sys.argv[1:])
-        write(rows, args.device, torch.get_num_threads() if args.device == "cpu" else 0, command.strip())
-
+    methods = args.methods if args.methods is not None else list(DEFAULT_METHODS[args.device])
+    plan = [(label, shape, k) for k in args.ks for shape in SHAPES
+            for label in (["task_arithmetic"] + [m for m in methods if m != "task_arithmetic"])
+            if not (label in SLOW and args.exact_ks is not None and k not in args.exact_ks)]
+    if args.device == "cuda" and args.shrink == 1:
+        for label in dict.fromkeys(label for label, _, _ in plan):  # warm-up, not recorded
+            measure_one(label, next(iter(SHAPES)), 2, "cuda", shrink=16)
+    command = "python -m benchmarks.bench_llm_scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    threads = torch.get_num_threads() if args.device == "cpu" else 0
+    started = time.perf_counter()
+    rows, skipped = [], []
+    for label, shape, k in plan:
+        if args.budget is not None and time.perf_counter() - started > args.budget and label != "task_arithmetic":
+            skipped.append(f"{label} {shape} K={k}")
+            continue
+        try:
+            row = (measure_one(label, shape, k, "cuda", args.shrink) if args.device == "cuda"
+                   else run_child(label, shape, k, args.device, args.shrink))
+        except Exception as error:  # one row's failure (say, out of memory) is reported, the others run
+            if label == "task_arithmetic":
+                raise
+            print(f"{label} {shape} K={k} failed: {error}", flush=True)
+            skipped.append(f"{label} {shape} K={k} (failed: {type(error).__name__})")
+            continue
+        rows.append(row)
+        print(f"{label:<24} {shape:<20} K={k}: {row['seconds']:.2f} s, "
+              f"+{row['peak_extra_bytes'] / 2**20:.0f} MiB", flush=True)
+        if args.shrink == 1:
+            write(rows, args.device, threads, command.strip(), methods, skipped)
+    if skipped:
+        print(f"not measured (failed, or past the {args.budget} s budget): {', '.join(skipped)}")
 
 if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

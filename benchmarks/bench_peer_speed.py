@@ -10,6 +10,10 @@ O(K m² n) each per tensor) takes hours on 2 CPU cores, so it is not run whole: 
 is measured on one tensor of each shape (``wudi_merge_matrices``, default settings) and the
 whole-model figure is that times the tensor count plus task_arithmetic's time, marked as an
 estimate.  Writes benchmarks/results/peer_speed.{json,md}.
+
+``--device cuda`` runs every merge with ``--cuda`` and adds ``wudi`` with Adam (run whole, not
+estimated) and ``awd`` at scopes tensor and row (the batched row solve on the GPU); it writes
+benchmarks/results/peer_speed_cuda.{json,md}.
 """
 
 from __future__ import annotations
@@ -29,6 +33,13 @@ METHODS = {
     "iso_c": {"merge_method": "iso_c", "parameters": {}},
     "iso_cts": {"merge_method": "iso_cts", "parameters": {}},
     "wudi_exact": {"merge_method": "wudi", "parameters": {"solver": "exact"}},
+}
+# --device cuda: every merge with --cuda, and the rows a GPU makes affordable
+CUDA_METHODS = {
+    **METHODS,
+    "wudi_adam": {"merge_method": "wudi", "parameters": {"solver": "adam"}},
+    "awd_tensor": {"merge_method": "awd", "parameters": {"scope": "tensor"}},
+    "awd_row": {"merge_method": "awd", "parameters": {"scope": "row"}},
 }
 TARGETS = {"iso_c": "≤ tsv_exact", "wudi_exact": "≤ 3.0× task_arithmetic"}
 
@@ -62,58 +73,70 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenMP threads of every merge process")
     parser.add_argument("--adam-steps", type=int, default=300, help="wudi Adam steps per tensor (the reference's)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="cuda: every merge with --cuda, wudi adam run whole (results: peer_speed_cuda)")
     args = parser.parse_args()
     import torch
 
+    cuda = args.device == "cuda"
     torch.set_num_threads(args.threads)
     load_at_start = os.getloadavg()[0]
     paths = build_inputs(CACHE)
     work = CACHE / "peer_speed_runs"
     work.mkdir(parents=True, exist_ok=True)
-    runs: Dict[str, List[float]] = {name: [] for name in METHODS}
+    methods = dict(CUDA_METHODS) if cuda else METHODS
+    if cuda:
+        methods["wudi_adam"] = {"merge_method": "wudi", "parameters": {"solver": "adam", "steps": args.adam_steps}}
+    runs: Dict[str, List[float]] = {name: [] for name in methods}
     for round_index in range(args.rounds):
-        for name, method in METHODS.items():
+        for name, method in methods.items():
             config = work / f"{name}.yml"
             write_merge_config(paths, method["merge_method"], method["parameters"], "bfloat16", config)
-            result = measure_merge(config, work / f"out_{name}", threads=args.threads, jobs=args.threads)
+            result = measure_merge(config, work / f"out_{name}", threads=args.threads, jobs=args.threads, cuda=cuda)
             runs[name].append(result["seconds"])
             print(f"round {round_index + 1} {name:16s} {result['seconds']:7.2f} s", flush=True)
     best = {name: min(seconds) for name, seconds in runs.items()}
     reference = best["task_arithmetic"]
-    adam = adam_per_tensor(paths, args.adam_steps)
-    adam_total = reference + sum(entry["seconds"] * entry["count"] for entry in adam.values())
     ratios = {name: seconds / reference for name, seconds in best.items()}
+    where = (f"{torch.cuda.get_device_name(0)} (`--cuda`), torch {torch.__version__}, {os.cpu_count()} CPU cores"
+             if cuda else f"{os.cpu_count()} CPU cores, torch {torch.__version__}")
     results = {
-        "machine": machine_info(threads_per_merge=args.threads, load_average_at_start=load_at_start),
+        "machine": machine_info(threads_per_merge=args.threads, load_average_at_start=load_at_start,
+                                device=args.device, **({"gpu": torch.cuda.get_device_name(0)} if cuda else {})),
         "model": "LLaMA-shaped, hidden 768, 12 layers, MLP 2048, vocab 32000, bfloat16, 3 fine-tunes",
-        "runs": runs, "best_seconds": best, "ratios_to_task_arithmetic": ratios,
-        "wudi_adam": {"per_tensor": adam, "estimated_model_seconds": adam_total,
-                      "estimated_ratio": adam_total / reference, "steps": args.adam_steps},
-        "targets": TARGETS,
+        "runs": runs, "best_seconds": best, "ratios_to_task_arithmetic": ratios, "targets": TARGETS,
     }
     lines = [
-        "# Data-free peers: merge time vs task_arithmetic",
+        "# Data-free peers: merge time vs task_arithmetic" + (" (CUDA)" if cuda else ""),
         "",
         f"Command: `python -m benchmarks.bench_peer_speed --rounds {args.rounds} --threads {args.threads} "
-        f"--adam-steps {args.adam_steps}` ({os.cpu_count()} CPU cores, {args.threads} thread(s) per merge process, "
-        f"load average at start {load_at_start:.1f}, torch {torch.__version__}). Model: {results['model']}; "
+        f"--adam-steps {args.adam_steps}{' --device cuda' if cuda else ''}` ({where}, {args.threads} thread(s) per "
+        f"merge process, load average at start {load_at_start:.1f}). Model: {results['model']}; "
         f"best of {args.rounds} round(s), each merge a fresh `mergekit-awd` process (select: block_linear, "
-        "the package default).",
+        "the package default; the wall time includes starting Python, loading and writing).",
         "",
         "| method | wall s | ratio to task_arithmetic | target |",
         "| --- | ---: | ---: | --- |",
-        *[f"| {name} | {best[name]:.2f} | {ratios[name]:.2f} | {TARGETS.get(name, '')} |" for name in METHODS],
-        f"| wudi_adam (estimate) | {adam_total:.0f} | {adam_total / reference:.1f} | reported as measured |",
-        "",
-        f"wudi_adam is estimated, not run whole: one default Adam solve ({args.adam_steps} steps) measured per "
-        "matrix shape, times the number of such matrices, plus task_arithmetic's time:",
-        "",
-        "| shape | tensor timed | seconds | tensors |",
-        "| --- | --- | ---: | ---: |",
-        *[f"| {shape} | {entry['tensor']} | {entry['seconds']:.1f} | {entry['count']} |" for shape, entry in adam.items()],
-        "",
+        *[f"| {name} | {best[name]:.2f} | {ratios[name]:.2f} | {TARGETS.get(name, '')} |" for name in methods],
     ]
-    save_results("peer_speed", results, lines)
+    if not cuda:
+        adam = adam_per_tensor(paths, args.adam_steps)
+        adam_total = reference + sum(entry["seconds"] * entry["count"] for entry in adam.values())
+        results["wudi_adam"] = {"per_tensor": adam, "estimated_model_seconds": adam_total,
+                                "estimated_ratio": adam_total / reference, "steps": args.adam_steps}
+        lines += [
+            f"| wudi_adam (estimate) | {adam_total:.0f} | {adam_total / reference:.1f} | reported as measured |",
+            "",
+            f"wudi_adam is estimated, not run whole: one default Adam solve ({args.adam_steps} steps) measured per "
+            "matrix shape, times the number of such matrices, plus task_arithmetic's time:",
+            "",
+            "| shape | tensor timed | seconds | tensors |",
+            "| --- | --- | ---: | ---: |",
+            *[f"| {shape} | {entry['tensor']} | {entry['seconds']:.1f} | {entry['count']} |"
+              for shape, entry in adam.items()],
+        ]
+    lines.append("")
+    save_results("peer_speed_cuda" if cuda else "peer_speed", results, lines)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ CPU merge of the same config (``benchmarks/gpu_check.sh`` step 3).
 
 The family: the LLM track's base and fine-tunes when cached (``./run.sh llm-quality``), else synthetic
 models of SmolLM2-135M's shapes (30 layers, hidden 576, MLP 1536, 9/3 heads; vocabulary cut to 4096 to
-keep the check short).  For awd (both scopes), tsv and iso_cts: wall time of each merge and the largest
+keep the check short).  For awd (each scope, and row scope in front of ties), tsv, iso_cts and wudi exact: wall time of each merge and the largest
 difference of any tensor relative to that tensor's largest entry, printed as a table.
 """
 
@@ -22,7 +22,8 @@ from mergekit_awd.testing.synthetic import LlamaShape, build_family, merge_confi
 
 SMOLLM2_SHAPE = LlamaShape(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                            num_key_value_heads=3, vocab_size=4096, tie_word_embeddings=True)
-CASES = [("awd", {"scope": "tensor"}), ("awd", {"scope": "model"}), ("tsv", {}), ("iso_cts", {})]
+CASES = [("awd", {"scope": "tensor"}), ("awd", {"scope": "model"}), ("awd", {"scope": "row"}),
+         ("awd", {"combine": "ties", "scope": "row"}), ("tsv", {}), ("iso_cts", {}), ("wudi", {"solver": "exact"})]
 
 
 def family(root: Path) -> List[Path]:
@@ -44,18 +45,17 @@ def main() -> None:
         print("| method | cpu s | cuda s | max relative difference |")
         print("| --- | --- | --- | --- |")
         worst = 0.0
-        for method, parameters in CASES:
-            config = root / f"{method}.yml"
+        for case, (method, parameters) in enumerate(CASES):
+            config = root / f"{case}.yml"
             config.write_text(yaml.safe_dump(merge_config(method, paths, parameters, "float32")))
             seconds = {}
             for device, flags in (("cpu", []), ("cuda", ["--cuda"])):
                 start = time.perf_counter()
-                out = root / f"{method}-{parameters.get('scope', '')}-{device}"
+                out = root / f"{case}-{device}"
                 if run([str(config), str(out), "--no-copy-tokenizer", "--quiet", *flags]) != 0:
                     raise SystemExit(f"{method} {parameters} failed on {device}")
                 seconds[device] = time.perf_counter() - start
-            cpu = load_state(root / f"{method}-{parameters.get('scope', '')}-cpu")
-            gpu = load_state(root / f"{method}-{parameters.get('scope', '')}-cuda")
+            cpu, gpu = load_state(root / f"{case}-cpu"), load_state(root / f"{case}-cuda")
             diff = max(float((cpu[k].float() - gpu[k].float()).abs().max()) / (float(cpu[k].float().abs().max()) or 1.0)
                        for k in cpu)
             worst = max(worst, diff)

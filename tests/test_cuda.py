@@ -13,8 +13,10 @@ from mergekit_awd.testing.synthetic import merge_config
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 CASES = [
-    ("awd", {"scope": "tensor"}), ("awd", {"scope": "model"}), ("tsv", {}), ("tsv", {"svd": "lowrank"}),
-    ("wudi", {"solver": "exact"}), ("iso_c", {}), ("iso_cts", {}),
+    ("awd", {"scope": "tensor"}), ("awd", {"scope": "model"}), ("awd", {"scope": "row"}),
+    ("awd", {"scope": "row", "optimizer": "sgd"}), ("awd", {"combine": "ties"}), ("awd", {"combine": "tsv", "scope": "row"}),
+    ("tsv", {}), ("tsv", {"svd": "lowrank"}), ("tsv", {"disentangle": True}),
+    ("wudi", {"solver": "exact"}), ("wudi", {"solver": "adam", "steps": 20}), ("iso_c", {}), ("iso_cts", {}),
 ]
 
 
