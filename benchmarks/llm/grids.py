@@ -46,8 +46,14 @@ def llm_grids(registered: Sequence[str]) -> List[MethodGrid]:
     if "tsv" in registered:
         grids.append(_grid("tsv", "tsv", [{}], [{}], TSV_LAMBDAS))
         grids.append(_grid("tsv_disentangled", "tsv", [{"disentangle": True}], [{}], TSV_LAMBDAS))
-    # AWD in front of TIES and of TSV-M (awd's combine, issue #14)
+    # AWD in front of mergekit's sparsifying methods and of TSV-M (awd's combine, issue #14), with their
+    # densities and λ grids above
     grids.append(_grid("awd_ties", "awd", [{"combine": "ties", "alpha": 0.01}], [{"density": 0.5}], MEAN_LAMBDAS))
+    grids.append(_grid("awd_dare_ties", "awd", [{"combine": "dare_ties", "alpha": 0.01}], [{"density": 0.5}],
+                       TA_LAMBDAS))
+    grids.append(_grid("awd_della", "awd", [{"combine": "della", "alpha": 0.01}], [{"density": 0.5}], MEAN_LAMBDAS))
+    grids.append(_grid("awd_breadcrumbs_ties", "awd", [{"combine": "breadcrumbs_ties", "alpha": 0.01}],
+                       [{"density": 0.9, "gamma": 0.01}], TA_LAMBDAS))
     if "tsv" in registered:
         grids.append(_grid("awd_row_tsv", "awd", [{"combine": "tsv", "scope": "row", "alpha": 0.01}], [{}],
                            TSV_LAMBDAS))

@@ -8,7 +8,8 @@ from typing import Any, List, Mapping, Sequence
 from benchmarks.quality.report import grid_table, params_text, pct, table
 
 COMMAND = "./run.sh llm-quality   (python -m benchmarks.llm.run)"
-OURS = ("awd_tensor", "awd_model", "awd_row", "awd_ties", "awd_row_tsv", "tsv", "tsv_disentangled", "wudi_exact", "iso_c", "iso_cts")
+OURS = ("awd_tensor", "awd_model", "awd_row", "awd_ties", "awd_dare_ties", "awd_della", "awd_breadcrumbs_ties",
+        "awd_row_tsv", "tsv", "tsv_disentangled", "wudi_exact", "iso_c", "iso_cts")
 PLOT_FILES = ("llm_accuracy_per_method.png", "llm_accuracy_vs_lambda.png", "llm_awd_cosines.png")
 SHORT = {"rt_sentiment": "rt_sent", "fortune_language": "fort_lang", "wordnet_supersense": "wn_super",
          "arithmetic": "arith"}
@@ -137,6 +138,8 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "",
         f"Run: {settings['threads']} threads, {settings['seconds']} s with cached fine-tunes and merges as "
         f"found; code `{settings['merge_code']}`.",
+        *[f"Rows {', '.join(u['methods'])} added later by `{u['command']}` ({u['seconds']} s, code "
+          f"`{u['merge_code']}`)." for u in settings.get("updates", [])],
         "",
     ]
     path.write_text("\n".join(lines))
@@ -151,10 +154,11 @@ def write_plots(results: Mapping[str, Any], folder: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
     for ax, names, title in (
         (axes[0], [n for n in results["methods"] if n in ("task_arithmetic", "dare_ties", "breadcrumbs_ties",
-                                                          "awd_tensor", "awd_model", "awd_row", "wudi_exact")],
+                                                          "awd_tensor", "awd_model", "awd_row", "wudi_exact", "awd_dare_ties",
+                                                          "awd_breadcrumbs_ties")],
          "methods that add the task vectors"),
         (axes[1], [n for n in results["methods"] if n in ("ties", "della", "tsv", "tsv_disentangled", "awd_ties",
-                                                          "awd_row_tsv",
+                                                          "awd_row_tsv", "awd_della",
                                                           "iso_c", "iso_cts")],
          "methods that average / rescale"),
     ):

@@ -32,7 +32,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--no-setup", action="store_true", help="do not install missing data sources")
     parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in benchmarks/.cache")
     parser.add_argument("--methods", nargs="*", help="only these rows of the grid table (default: all)")
-    return parser.parse_args(argv)
+    parser.add_argument("--update", action="store_true",
+                        help="with --methods: run only those rows and put them into the committed llm_quality.json "
+                             "(the other rows and the run's settings kept; the update recorded in settings.updates)")
+    args = parser.parse_args(argv)
+    if args.update and not args.methods:
+        parser.error("--update needs --methods")
+    return args
 
 
 def minilm_cosines() -> Optional[Dict[str, Any]]:
@@ -110,6 +116,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             f"avg {entry['avg']:.4f}, perplexity {entry['perplexity']:.2f}, merge {final.seconds:.0f} s "
             f"(θ(λ) check {final.lambda_rescale_max_abs_diff:.2e})")
 
+    if args.update:
+        results = _update_committed(methods, grids, argv, started, merge_code_version(), write_markdown, write_plots)
+        if not args.keep_merges:
+            bench.cleanup()
+        return results
     splits = {t: {"validation": len(bench.examples["validation"][t]), "test": len(bench.examples["test"][t]),
                   "train": finetune_records[t]["train_examples"]} for t in tasks}
     results = {
@@ -146,6 +157,27 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if not args.keep_merges:
         bench.cleanup()
     log(f"[done] {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
+    return results
+
+
+def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Optional[Sequence[str]], started: float,
+                      merge_code: str, write_markdown, write_plots) -> Dict[str, Any]:
+    """Put freshly run rows into the committed results (``--update``) and write the page and plots again."""
+    import sys
+
+    from benchmarks.llm.paths import RESULTS_JSON, RESULTS_MD
+
+    results = json.loads(RESULTS_JSON.read_text())
+    results["methods"].update(methods)
+    results["validation_grid"].update(grids)
+    arguments = list(argv) if argv is not None else sys.argv[1:]
+    results["settings"].setdefault("updates", []).append({
+        "methods": sorted(methods), "command": "python -m benchmarks.llm.run " + " ".join(arguments),
+        "merge_code": merge_code, "seconds": round(time.perf_counter() - started)})
+    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
+    write_markdown(results, RESULTS_MD)
+    write_plots(results, RESULTS_JSON.parent)
+    log(f"[done] {', '.join(sorted(methods))} put into {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
     return results
 
 
