@@ -16,7 +16,7 @@ matrix: estimated hours for the 210 matrices of this model on two cores, see
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 from benchmarks.quality.grids import MethodGrid, _specs
 
@@ -25,6 +25,13 @@ AWD_LAMBDAS = (0.3, 0.5, 0.7, 1.0, 1.3)      # removing δ shrinks Σ τ_i: λ m
 MEAN_LAMBDAS = (0.7, 1.0, 1.5, 2.0, 2.5)  # ties, della: divided by Σ agreeing weights
 TSV_LAMBDAS = (0.5, 1.0, 1.5, 2.0)
 ISO_LAMBDAS = (1.0, 1.5, 2.0, 3.0)
+# mergekit's sparsifying methods, alone and with AWD in front: per-model parameters and λ grid
+SPARSIFIED: Dict[str, Tuple[Dict[str, float], Tuple[float, ...]]] = {
+    "ties": ({"density": 0.5}, MEAN_LAMBDAS),
+    "dare_ties": ({"density": 0.5}, TA_LAMBDAS),
+    "della": ({"density": 0.5}, MEAN_LAMBDAS),
+    "breadcrumbs_ties": ({"density": 0.9, "gamma": 0.01}, TA_LAMBDAS),
+}
 AWD_ALPHAS = (0.01,)  # the MiniLM benchmark's and the earlier LLM runs' choice (0.1 lost on validation)
 
 
@@ -35,10 +42,7 @@ def _grid(name: str, method: str, shared: Sequence[Dict], per_model: Sequence[Di
 def llm_grids(registered: Sequence[str]) -> List[MethodGrid]:
     grids = [
         _grid("task_arithmetic", "task_arithmetic", [{}], [{}], TA_LAMBDAS),
-        _grid("ties", "ties", [{}], [{"density": 0.5}], MEAN_LAMBDAS),
-        _grid("dare_ties", "dare_ties", [{}], [{"density": 0.5}], TA_LAMBDAS),
-        _grid("della", "della", [{}], [{"density": 0.5}], MEAN_LAMBDAS),
-        _grid("breadcrumbs_ties", "breadcrumbs_ties", [{}], [{"density": 0.9, "gamma": 0.01}], TA_LAMBDAS),
+        *(_grid(name, name, [{}], [per_model], lambdas) for name, (per_model, lambdas) in SPARSIFIED.items()),
         _grid("awd_tensor", "awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}], AWD_LAMBDAS),
         _grid("awd_model", "awd", [{"scope": "model", "alpha": 0.03}], [{}], AWD_LAMBDAS),
         _grid("awd_row", "awd", [{"scope": "row", "alpha": 0.01}], [{}], AWD_LAMBDAS),
@@ -46,14 +50,10 @@ def llm_grids(registered: Sequence[str]) -> List[MethodGrid]:
     if "tsv" in registered:
         grids.append(_grid("tsv", "tsv", [{}], [{}], TSV_LAMBDAS))
         grids.append(_grid("tsv_disentangled", "tsv", [{"disentangle": True}], [{}], TSV_LAMBDAS))
-    # AWD in front of mergekit's sparsifying methods and of TSV-M (awd's combine, issue #14), with their
-    # densities and λ grids above
-    grids.append(_grid("awd_ties", "awd", [{"combine": "ties", "alpha": 0.01}], [{"density": 0.5}], MEAN_LAMBDAS))
-    grids.append(_grid("awd_dare_ties", "awd", [{"combine": "dare_ties", "alpha": 0.01}], [{"density": 0.5}],
-                       TA_LAMBDAS))
-    grids.append(_grid("awd_della", "awd", [{"combine": "della", "alpha": 0.01}], [{"density": 0.5}], MEAN_LAMBDAS))
-    grids.append(_grid("awd_breadcrumbs_ties", "awd", [{"combine": "breadcrumbs_ties", "alpha": 0.01}],
-                       [{"density": 0.9, "gamma": 0.01}], TA_LAMBDAS))
+    # AWD in front of mergekit's sparsifying methods and of TSV-M (awd's combine, issue #14), with the
+    # sparsifying method's own parameters and λ grid
+    grids += [_grid(f"awd_{name}", "awd", [{"combine": name, "alpha": 0.01}], [per_model], lambdas)
+              for name, (per_model, lambdas) in SPARSIFIED.items()]
     if "tsv" in registered:
         grids.append(_grid("awd_row_tsv", "awd", [{"combine": "tsv", "scope": "row", "alpha": 0.01}], [{}],
                            TSV_LAMBDAS))

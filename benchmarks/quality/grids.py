@@ -40,16 +40,16 @@ ISO_LAMBDAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # Iso-C/CTS:
 AWD_ALPHAS = (0.01, 0.03, 0.1)
 SELECTS = ("block_linear", "matrices")                        # the package default; the references' every 2-D tensor
 DENSITIES = (0.2, 0.4)
+# mergekit's sparsifying methods, alone and with AWD in front (combine_grids), and their λ grids
+SPARSIFIED_LAMBDAS = {"ties": MEAN_LAMBDAS, "dare_ties": SUM_LAMBDAS, "della": MEAN_LAMBDAS,
+                      "breadcrumbs_ties": MEAN_LAMBDAS}
 
 
 def standard_grids() -> List[MethodGrid]:
     return [
         MethodGrid("task_arithmetic", _specs("task_arithmetic", [{}], [{}]), TA_LAMBDAS),
-        MethodGrid("ties", _specs("ties", [{}], [{"density": d} for d in DENSITIES]), MEAN_LAMBDAS),
-        MethodGrid("dare_ties", _specs("dare_ties", [{}], [{"density": d} for d in DENSITIES]), SUM_LAMBDAS),
-        MethodGrid("della", _specs("della", [{}], [{"density": d} for d in DENSITIES]), MEAN_LAMBDAS),
-        MethodGrid("breadcrumbs_ties", _specs("breadcrumbs_ties", [{}], [{"density": d} for d in DENSITIES]),
-                   MEAN_LAMBDAS),
+        *(MethodGrid(name, _specs(name, [{}], [{"density": d} for d in DENSITIES]), lambdas)
+          for name, lambdas in SPARSIFIED_LAMBDAS.items()),
         MethodGrid("awd_tensor", _specs("awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}]),
                    AWD_LAMBDAS),
         MethodGrid("awd_model", _specs("awd", [{"scope": "model", "alpha": a} for a in AWD_ALPHAS], [{}]),
@@ -80,9 +80,6 @@ def optional_grids(registered: Sequence[str]) -> List[MethodGrid]:
 
 
 COMBINE_SCOPES = ("tensor", "row")
-# mergekit methods AWD can sit in front of, with their own λ grids (as in standard_grids)
-COMBINE_SPARSIFIED = {"ties": MEAN_LAMBDAS, "dare_ties": SUM_LAMBDAS, "della": MEAN_LAMBDAS,
-                      "breadcrumbs_ties": MEAN_LAMBDAS}
 
 
 def combine_grids(registered: Sequence[str]) -> List[MethodGrid]:
@@ -91,7 +88,7 @@ def combine_grids(registered: Sequence[str]) -> List[MethodGrid]:
     the method that combines."""
     grids = [MethodGrid("awd_row", _specs("awd", [{"scope": "row", "alpha": a} for a in AWD_ALPHAS], [{}]),
                         AWD_LAMBDAS)]
-    for combine, lambdas in COMBINE_SPARSIFIED.items():
+    for combine, lambdas in SPARSIFIED_LAMBDAS.items():
         grids.append(MethodGrid(f"awd_{combine}", _specs("awd", [{"combine": combine, "scope": s} for s in COMBINE_SCOPES],
                                                          [{"density": d} for d in DENSITIES]), lambdas))
     if "tsv" in registered:  # scope tensor in front of TSV-M is tsv_disentangled
