@@ -34,13 +34,17 @@ METHODS = {
     "iso_cts": {"merge_method": "iso_cts", "parameters": {}},
     "wudi_exact": {"merge_method": "wudi", "parameters": {"solver": "exact"}},
 }
-# --device cuda: every merge with --cuda, and the rows a GPU makes affordable
+# --device cuda: every merge with --cuda, and the rows a GPU makes affordable (and wudi with Adam,
+# run whole with --adam-steps steps: ``cuda_methods``)
 CUDA_METHODS = {
     **METHODS,
-    "wudi_adam": {"merge_method": "wudi", "parameters": {"solver": "adam"}},
     "awd_tensor": {"merge_method": "awd", "parameters": {"scope": "tensor"}},
     "awd_row": {"merge_method": "awd", "parameters": {"scope": "row"}},
 }
+
+
+def cuda_methods(adam_steps: int) -> Dict[str, Dict]:
+    return {**CUDA_METHODS, "wudi_adam": {"merge_method": "wudi", "parameters": {"solver": "adam", "steps": adam_steps}}}
 TARGETS = {"iso_c": "≤ tsv_exact", "wudi_exact": "≤ 3.0× task_arithmetic"}
 
 
@@ -84,9 +88,7 @@ def main() -> None:
     paths = build_inputs(CACHE)
     work = CACHE / "peer_speed_runs"
     work.mkdir(parents=True, exist_ok=True)
-    methods = dict(CUDA_METHODS) if cuda else METHODS
-    if cuda:
-        methods["wudi_adam"] = {"merge_method": "wudi", "parameters": {"solver": "adam", "steps": args.adam_steps}}
+    methods = cuda_methods(args.adam_steps) if cuda else METHODS
     runs: Dict[str, List[float]] = {name: [] for name in methods}
     for round_index in range(args.rounds):
         for name, method in methods.items():

@@ -46,7 +46,7 @@ fi
 "$PY" - <<'EOF' || exit 1
 import torch, transformers, mergekit_awd
 print(f"gpu_check: torch {torch.__version__}, CUDA {torch.version.cuda}, {torch.cuda.get_device_name(0)}, "
-      f"transformers {transformers.__version__}, commit of the tree: see the session's note")
+      f"transformers {transformers.__version__}")
 EOF
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 date

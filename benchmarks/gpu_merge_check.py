@@ -3,8 +3,9 @@ CPU merge of the same config (``benchmarks/gpu_check.sh`` step 3).
 
 The family: the LLM track's base and fine-tunes when cached (``./run.sh llm-quality``), else synthetic
 models of SmolLM2-135M's shapes (30 layers, hidden 576, MLP 1536, 9/3 heads; vocabulary cut to 4096 to
-keep the check short).  For awd (each scope, and row scope in front of ties), tsv, iso_cts and wudi exact: wall time of each merge and the largest
-difference of any tensor relative to that tensor's largest entry, printed as a table.
+keep the check short).  For awd (each scope, and row scope in front of ties), tsv, iso_cts and wudi exact:
+wall time of each merge and the largest difference of any tensor relative to that tensor's largest entry,
+printed as a table.
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             f"(θ(λ) check {final.lambda_rescale_max_abs_diff:.2e})")
 
     if args.update:
-        results = _update_committed(methods, grids, argv, started, merge_code_version(), write_markdown, write_plots)
+        results = _update_committed(methods, grids, argv, started, merge_code_version())
         if not args.keep_merges:
             bench.cleanup()
         return results
@@ -161,11 +161,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Optional[Sequence[str]], started: float,
-                      merge_code: str, write_markdown, write_plots) -> Dict[str, Any]:
+                      merge_code: str) -> Dict[str, Any]:
     """Put freshly run rows into the committed results (``--update``) and write the page and plots again."""
     import sys
 
     from benchmarks.llm.paths import RESULTS_JSON, RESULTS_MD
+    from benchmarks.llm.report import write_markdown, write_plots
 
     results = json.loads(RESULTS_JSON.read_text())
     results["methods"].update(methods)
