@@ -231,7 +231,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             if not (label in SLOW and args.exact_ks is not None and k not in args.exact_ks)]
     if args.device == "cuda" and args.shrink == 1:
         for label in dict.fromkeys(label for label, _, _ in plan):  # warm-up, not recorded
-            measure_one(label, next(iter(SHAPES)), 2, "cuda", shrink=16)
+            try:
+                measure_one(label, next(iter(SHAPES)), 2, "cuda", shrink=16)
+            except Exception as error:  # its rows fail again below and are reported there
+                print(f"warm-up of {label} failed: {type(error).__name__}: {error}", flush=True)
     command = "python -m benchmarks.bench_llm_scale " + " ".join(argv if argv is not None else sys.argv[1:])
     threads = torch.get_num_threads() if args.device == "cpu" else 0
     started = time.perf_counter()

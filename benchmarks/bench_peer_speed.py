@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--adam-steps", type=int, default=300, help="wudi Adam steps per tensor (the reference's)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="cuda: every merge with --cuda, wudi adam run whole (results: peer_speed_cuda)")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="only these rows (task_arithmetic, the reference, always runs)")
     args = parser.parse_args()
     import torch
 
@@ -89,6 +91,11 @@ def main() -> None:
     work = CACHE / "peer_speed_runs"
     work.mkdir(parents=True, exist_ok=True)
     methods = cuda_methods(args.adam_steps) if cuda else METHODS
+    if args.methods:
+        unknown = sorted(set(args.methods) - set(methods))
+        if unknown:
+            parser.error(f"unknown method(s) {unknown}; choose from {sorted(methods)}")
+        methods = {name: spec for name, spec in methods.items() if name == "task_arithmetic" or name in args.methods}
     runs: Dict[str, List[float]] = {name: [] for name in methods}
     for round_index in range(args.rounds):
         for name, method in methods.items():
@@ -112,7 +119,8 @@ def main() -> None:
         "# Data-free peers: merge time vs task_arithmetic" + (" (CUDA)" if cuda else ""),
         "",
         f"Command: `python -m benchmarks.bench_peer_speed --rounds {args.rounds} --threads {args.threads} "
-        f"--adam-steps {args.adam_steps}{' --device cuda' if cuda else ''}` ({where}, {args.threads} thread(s) per "
+        f"--adam-steps {args.adam_steps}{' --device cuda' if cuda else ''}"
+        f"{' --methods ' + ' '.join(args.methods) if args.methods else ''}` ({where}, {args.threads} thread(s) per "
         f"merge process, load average at start {load_at_start:.1f}). Model: {results['model']}; "
         f"best of {args.rounds} round(s), each merge a fresh `mergekit-awd` process (select: block_linear, "
         "the package default; the wall time includes starting Python, loading and writing).",

@@ -9,7 +9,8 @@
 # 3. a --cuda merge of a SmolLM2-shaped family (the LLM track's fine-tunes when cached, else synthetic
 #    models of SmolLM2-135M's shapes) by awd (each scope, and in front of ties), tsv, iso_cts and wudi exact,
 #    each compared tensor by tensor with the CPU merge of the same config;
-# 4. the peers' speed benchmark with --cuda (wudi with the reference's Adam run whole; awd tensor and row).
+# 4. the peers' speed benchmark with --cuda: task_arithmetic, wudi exact, wudi with the reference's Adam run
+#    whole, awd row (each merge a fresh process; the other rows are the CPU benchmark's).
 # Each step has its own time limit; a step that fails or runs out is reported and the next one runs.
 # Python: the first of $PYTHON, .venv/bin/python, python3 that imports torch with CUDA.  When mergekit
 # is missing there (a bare CUDA image), the wheels in .gpu_wheels/ are installed without an index (the
@@ -25,6 +26,8 @@ OUT_DIR="${OUT:-benchmarks/results/gpu_check}"
 mkdir -p "$OUT_DIR"
 exec > >(tee "$OUT_DIR/gpu_check.log") 2>&1
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# transformers 5.x asks for the `kernels` package on a CUDA machine unless hub kernels are off (none can be fetched there)
+export USE_HUB_KERNELS=NO
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 PY=""
@@ -65,7 +68,8 @@ step "2. LLM-scale per-tensor benchmark on cuda" 150 \
     "$PY" -m benchmarks.bench_llm_scale --device cuda --exact-ks 2 --budget 90
 cp benchmarks/results/llm_scale_cuda.* "$OUT_DIR"/ 2>/dev/null
 step "3. --cuda merge of a SmolLM2-shaped family vs the CPU merge" 110 "$PY" -m benchmarks.gpu_merge_check
-step "4. peers' speed benchmark with --cuda" 150 "$PY" -m benchmarks.bench_peer_speed --device cuda --threads 8
+step "4. peers' speed benchmark with --cuda" 150 "$PY" -m benchmarks.bench_peer_speed --device cuda --threads 8 \
+    --methods wudi_exact wudi_adam awd_row
 cp benchmarks/results/peer_speed_cuda.* "$OUT_DIR"/ 2>/dev/null
 date
 echo "gpu_check: exit $status"

@@ -214,10 +214,10 @@ def solve_rows(grams: torch.Tensor, settings: SolverSettings) -> RowSolveResult:
     if settings.units == "relative":
         norms = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
         counts = active.sum(dim=1).clamp_min(1)
-        scale = torch.where(solved, norms.sum(dim=1) / counts, torch.ones(rows, dtype=torch.float64))
+        scale = torch.where(solved, norms.sum(dim=1) / counts, torch.ones_like(counts, dtype=torch.float64))
         cos_weight = 1.0 / (k * (k - 1)) if k > 1 else 0.0
     else:
-        scale = torch.ones(rows, dtype=torch.float64)
+        scale = torch.ones(rows, dtype=torch.float64, device=grams.device)
         cos_weight = 1.0 / (rows * k * (k - 1)) if k > 1 else 0.0
     best, loss, initial = minimise_rows(points / scale[:, None, None], settings, cos_weight, active)
     best = torch.where(solved[:, None], best * scale[:, None], torch.zeros_like(best))
@@ -275,10 +275,11 @@ def solve_rows_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> t
     solved = active.sum(dim=1) >= 2
     if settings.units == "relative":
         norms = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
-        scale = torch.where(solved, norms.sum(dim=1) / active.sum(dim=1).clamp_min(1), torch.ones(rows, dtype=torch.float64))
+        ones = torch.ones(rows, dtype=torch.float64, device=grams.device)
+        scale = torch.where(solved, norms.sum(dim=1) / active.sum(dim=1).clamp_min(1), ones)
         cos_weight = 1.0 / (k * (k - 1)) if k > 1 else 0.0
     else:
-        scale = torch.ones(rows, dtype=torch.float64)
+        scale = torch.ones(rows, dtype=torch.float64, device=grams.device)
         cos_weight = 1.0 / (rows * k * (k - 1)) if k > 1 else 0.0
     points = (flat / scale[None, :, None]).permute(1, 0, 2)  # [R, K, C]
 

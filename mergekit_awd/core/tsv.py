@@ -56,7 +56,8 @@ FusionBench (tanganke/fusion_bench, fusion_bench/method/task_singular_vector/), 
    same selection as ``awd`` (by default the 2-D weights inside numbered transformer blocks; token
    embeddings and LM heads are averaged unless ``select: matrices``).
 7. ``svd="lowrank"`` is ours (both references use the exact SVD).  It is seeded, so repeated merges
-   are bit-identical on the same device.
+   are bit-identical on the same device; the Gaussian test matrix is drawn on the CPU whatever the
+   device, so a ``--cuda`` merge sketches with the CPU merge's matrix.
 8. STI: the paper's definition above, with ‖·‖₁ the entry-wise ℓ1 norm (sum of absolute entries)
    and the SVDs truncated to the k that TSV-M keeps (k = None → ⌊r/K⌋) so the Gram matrices stay
    at most r × r.  FusionBench's ``compute_task_singular_interference`` concatenates the U_i and
@@ -251,9 +252,11 @@ def randomized_triplets(matrix: torch.Tensor, k: int, oversample: int, power_ite
     if q >= min(rows, cols):
         u, s, vh = stable_svd(matrix)
         return u[:, :k], s[:k], vh[:k]
-    generator = torch.Generator(device=matrix.device)
+    # drawn on the CPU whatever the device: CPU and CUDA generators give different draws for one seed,
+    # and a --cuda merge must use the CPU merge's test matrix
+    generator = torch.Generator(device="cpu")
     generator.manual_seed(seed)
-    omega = torch.randn(cols, q, generator=generator, device=matrix.device, dtype=matrix.dtype)
+    omega = torch.randn(cols, q, generator=generator, dtype=matrix.dtype).to(matrix.device)
     basis = _orthonormal_columns(matrix @ omega)
     for _ in range(power_iters):
         basis = _orthonormal_columns(matrix @ _orthonormal_columns(matrix.T @ basis))
