@@ -78,7 +78,7 @@ def reference_iso_cts(tvs: torch.Tensor, fraction: float) -> torch.Tensor:
 # --------------------------------------------------------------------------- golden values
 
 
-@pytest.mark.parametrize("shape", [(24, 16), (16, 24)])
+@pytest.mark.parametrize("shape", [(24, 16), (16, 24), (6, 40)])  # (6, 40): n > 2 K m, A not used
 def test_wudi_adam_matches_the_reference(shape):
     tvs = tasks(m=shape[0], n=shape[1])
     ours = wudi_merge_matrices(tvs, parameters=WudiParameters(solver="adam", steps=300, lr=1e-5)).delta
