@@ -86,16 +86,16 @@ def main() -> None:
 
     cuda = args.device == "cuda"
     torch.set_num_threads(args.threads)
-    load_at_start = os.getloadavg()[0]
-    paths = build_inputs(CACHE)
-    work = CACHE / "peer_speed_runs"
-    work.mkdir(parents=True, exist_ok=True)
     methods = cuda_methods(args.adam_steps) if cuda else METHODS
     if args.methods:
         unknown = sorted(set(args.methods) - set(methods))
         if unknown:
             parser.error(f"unknown method(s) {unknown}; choose from {sorted(methods)}")
         methods = {name: spec for name, spec in methods.items() if name == "task_arithmetic" or name in args.methods}
+    load_at_start = os.getloadavg()[0]
+    paths = build_inputs(CACHE)
+    work = CACHE / "peer_speed_runs"
+    work.mkdir(parents=True, exist_ok=True)
     runs: Dict[str, List[float]] = {name: [] for name in methods}
     for round_index in range(args.rounds):
         for name, method in methods.items():

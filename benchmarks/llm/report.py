@@ -8,15 +8,24 @@ from typing import Any, List, Mapping, Sequence
 from benchmarks.quality.report import grid_table, params_text, pct, table
 
 COMMAND = "./run.sh llm-quality   (python -m benchmarks.llm.run)"
-OURS = ("awd_tensor", "awd_model", "awd_row", "awd_ties", "awd_dare_ties", "awd_della", "awd_breadcrumbs_ties",
-        "awd_row_tsv", "tsv", "tsv_disentangled", "wudi_exact", "iso_c", "iso_cts")
 PLOT_FILES = ("llm_accuracy_per_method.png", "llm_accuracy_vs_lambda.png", "llm_awd_cosines.png")
 SHORT = {"rt_sentiment": "rt_sent", "fortune_language": "fort_lang", "wordnet_supersense": "wn_super",
          "arithmetic": "arith"}
 
 
+def _grids() -> list:
+    from benchmarks.llm.grids import llm_grids
+    from benchmarks.quality.merging import registered_methods
+
+    return llm_grids(registered_methods())
+
+
 def _ours(results: Mapping[str, Any]) -> List[str]:
-    return [name for name in OURS if name in results["methods"]]
+    """The package's rows (every grid but mergekit's own methods), in the grid table's order."""
+    from benchmarks.llm.grids import SPARSIFIED
+
+    mergekits = {"task_arithmetic", *SPARSIFIED}
+    return [g.name for g in _grids() if g.name not in mergekits and g.name in results["methods"]]
 
 
 def main_table(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
@@ -152,15 +161,14 @@ def write_plots(results: Mapping[str, Any], folder: Path) -> None:
                              title="SmolLM2-135M: test accuracy per task (rank classification / exact match)")
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
+    from benchmarks.llm.grids import AWD_LAMBDAS, TA_LAMBDAS
+
+    # a grid on the additive λ scales (task_arithmetic's, AWD's) adds the task vectors; the others
+    # (ties/della's mean, tsv's, iso's) average or rescale them
+    adds = {g.name for g in _grids() if g.lambdas in (TA_LAMBDAS, AWD_LAMBDAS)}
     for ax, names, title in (
-        (axes[0], [n for n in results["methods"] if n in ("task_arithmetic", "dare_ties", "breadcrumbs_ties",
-                                                          "awd_tensor", "awd_model", "awd_row", "wudi_exact", "awd_dare_ties",
-                                                          "awd_breadcrumbs_ties")],
-         "methods that add the task vectors"),
-        (axes[1], [n for n in results["methods"] if n in ("ties", "della", "tsv", "tsv_disentangled", "awd_ties",
-                                                          "awd_row_tsv", "awd_della",
-                                                          "iso_c", "iso_cts")],
-         "methods that average / rescale"),
+        (axes[0], [n for n in results["methods"] if n in adds], "methods that add the task vectors"),
+        (axes[1], [n for n in results["methods"] if n not in adds], "methods that average / rescale"),
     ):
         for name in names:
             for label, lams, values in lambda_curves(results, name):
