@@ -95,6 +95,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     base_ppl = bench.pretrained_perplexity()
     individual_ppl = bench.individual_perplexity()
     log(f"[eval] perplexity: base {base_ppl:.2f}, fine-tunes {individual_ppl}")
+    if args.update:
+        _require_committed_references(individual, pretrained, base_ppl, individual_ppl)
 
     methods: Dict[str, Any] = {}
     grids: Dict[str, Any] = {}
@@ -158,6 +160,30 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         bench.cleanup()
     log(f"[done] {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
     return results
+
+
+def _require_committed_references(individual: Dict[str, Dict[str, float]], pretrained: Dict[str, Dict[str, float]],
+                                  base_ppl: float, individual_ppl: Dict[str, float]) -> None:
+    """``--update`` compares new rows with the committed ones, so the fine-tunes and the base must
+    score as in the committed run (rebuilt fine-tunes that differ would make the rows incomparable):
+    every individual and base accuracy equal, perplexities equal to 1e-6 (relative)."""
+    from benchmarks.llm.paths import RESULTS_JSON
+
+    committed = json.loads(RESULTS_JSON.read_text())
+    pairs = [("individual test", individual["test"], committed["individual"]),
+             ("individual validation", individual["validation"], committed["individual_validation"]),
+             ("base validation", pretrained["validation"], committed["pretrained_validation"]),
+             ("base test", pretrained["test"], committed["pretrained"]["tasks"])]
+    problems = [f"{what} {task}: {new[task]} (committed {old.get(task)})" for what, new, old in pairs
+                for task in new if old.get(task) is None or abs(new[task] - old[task]) > 1e-12]
+    perplexities = [("base", base_ppl, committed["pretrained"]["perplexity"]),
+                    *((f"fine-tune {t}", v, committed["individual_perplexity"].get(t)) for t, v in individual_ppl.items())]
+    problems += [f"perplexity {what}: {new:.6f} (committed {old})" for what, new, old in perplexities
+                 if old is None or abs(new - old) > 1e-6 * abs(old)]
+    if problems:
+        raise SystemExit("--update: the fine-tunes or the base do not score as in the committed run, so new rows "
+                         "would not be comparable (run the whole track instead):\n  " + "\n  ".join(problems))
+    log("[update] the fine-tunes and the base score exactly as in the committed run")
 
 
 def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Optional[Sequence[str]], started: float,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Dict, Optional
 
 from mergekit_awd.core.tsv import TSVSettings, kept_rank
-from mergekit_awd.core.wudi import WudiParameters
+from mergekit_awd.core.wudi import WudiParameters, adam_step_uses_a
 
 
 def tsv_work(rows: int, cols: int, tasks: int, settings: TSVSettings) -> Dict[str, float]:
@@ -42,10 +42,11 @@ def iso_work(rows: int, cols: int, tasks: int, common_space_fraction: Optional[f
 
 def wudi_work(rows: int, cols: int, tasks: int, settings: WudiParameters) -> Dict[str, float]:
     """Arithmetic of one WUDI merge of K [rows, cols] task matrices, for time estimates
-    (``matmul`` in multiply-adds).  exact: A and B of the normal equations (about 2 K m n min(m, n))
-    and a Cholesky solve (n³/3 + m n²); adam: per step the loss's two Gram products and their
-    gradients, about 6 K m n min(m, n)."""
-    small = min(rows, cols)
+    (``matmul`` in multiply-adds).  Both solvers form A and B of the normal equations (about
+    2 K m n min(m, n)); exact then a Cholesky solve (n³/3 + m n²); adam per step τ A (m n²) or,
+    where A is not used (``core.wudi.adam_step_uses_a``), Σ_i (τ τ_iᵀ) τ_i (2 K m² n)."""
+    system = 2 * tasks * rows * cols * min(rows, cols)
     if settings.solver == "exact":
-        return {"matmul": float(2 * tasks * rows * cols * small + cols ** 3 / 3 + rows * cols * cols)}
-    return {"matmul": float(settings.steps * 6 * tasks * rows * cols * small)}
+        return {"matmul": float(system + cols ** 3 / 3 + rows * cols * cols)}
+    step = rows * cols * cols if adam_step_uses_a(rows, cols, tasks) else 2 * tasks * rows * rows * cols
+    return {"matmul": float(system + settings.steps * step)}

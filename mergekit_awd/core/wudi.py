@@ -12,7 +12,8 @@ of τ_i), and the output is θ_base + λ τ_m.  Tensors that are not selected ma
 Solvers
 * ``adam`` (the reference): τ⁰ = Σ_i τ_i, then ``steps`` Adam steps (lr 1e-5, no weight decay) on
   L, as FusionBench's ``fusion_bench/method/wudi/wudi.py`` and the authors' ``vit/wudi_main.py``
-  do.  It stops early: 300 steps of 1e-5 move each entry by at most 3e-3.
+  do.  It stops early: 300 steps of 1e-5 move each entry by at most 3e-3.  The gradient is taken in
+  closed form, 2 (τ A − B) with A and B below formed once, not by autograd through L each step.
 * ``exact``: L is a convex quadratic: ∇L = 2 (τ A − B) with A = Σ_i τ_iᵀ τ_i / ‖τ_i‖² [n, n] and
   B = Σ_i τ_i τ_iᵀ τ_i / ‖τ_i‖² [m, n], so its minimisers solve the normal equations τ A = B.
   Gradient descent from Σ_i τ_i (whose rows lie in the row space of the τ_i, the range of A) stays
@@ -30,6 +31,9 @@ Where ours differs from the references, and why
 3. Computed in float32 (float64 for float64 weights) on the tensors' device; ``exact`` solves in
    float64.  The reference runs Adam on the checkpoint's dtype.
 4. λ (default 1.0, the reference's implicit scale) multiplies the merged vector as in mergekit.
+5. ``adam``'s gradient in closed form (the reference differentiates L by autograd every step): the
+   same gradient, 2–17× faster per tensor on CPU; the iterates agree to float32 rounding
+   (``tests/test_wudi_iso.py`` compares 300 steps with a re-implementation of the reference).
 """
 
 from __future__ import annotations
@@ -206,6 +210,12 @@ def _conjugate_gradients(tasks: torch.Tensor, norms_sq: torch.Tensor, b: torch.T
     return x, limit
 
 
+def adam_step_uses_a(rows: int, columns: int, tasks: int) -> bool:
+    """Whether an Adam step computes τ A with A formed (m n² multiply-adds) rather than
+    Σ_i (τ τ_iᵀ) τ_i / ‖τ_i‖² (2 K m² n): A is formed up to ``DIRECT_MAX_COLUMNS`` and cheaper when n ≤ 2 K m."""
+    return columns <= DIRECT_MAX_COLUMNS and columns <= 2 * tasks * rows
+
+
 def _solve_adam(tasks: torch.Tensor, norms_sq: torch.Tensor, steps: int, lr: float,
                 system: Optional[Tuple[Optional[torch.Tensor], torch.Tensor, float]] = None) -> torch.Tensor:
     """The reference's Adam (torch.optim.Adam, lr, no weight decay) from Σ_i τ_i, ``steps`` steps, with the
@@ -219,7 +229,7 @@ def _solve_adam(tasks: torch.Tensor, norms_sq: torch.Tensor, steps: int, lr: flo
         system = _normal_system(tasks.double(), norms_sq.double())
     a64, b64, _ = system
     b = b64.to(tasks.dtype)
-    a = a64.to(tasks.dtype) if a64 is not None and columns <= 2 * tasks.shape[0] * rows else None
+    a = a64.to(tasks.dtype) if a64 is not None and adam_step_uses_a(rows, columns, tasks.shape[0]) else None
     merged = torch.nn.Parameter(tasks.sum(dim=0).clone())
     optimizer = torch.optim.Adam([merged], lr=lr, weight_decay=0)
     for _ in range(steps):
@@ -255,4 +265,4 @@ def wudi_merge_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[
 
 
 __all__ = ["WudiParameters", "WudiResult", "wudi_loss", "wudi_merge_matrices", "normal_equations",
-           "apply_normal_operator", "DIRECT_MAX_COLUMNS"]
+           "apply_normal_operator", "adam_step_uses_a", "DIRECT_MAX_COLUMNS"]
