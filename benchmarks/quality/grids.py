@@ -37,6 +37,7 @@ AWD_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7, 1.0)
 VARIANT_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)           # AWD diagnostics: the low-λ part of AWD_LAMBDAS
 ISO_LAMBDAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # Iso-C/CTS: a flat spectrum, smaller in norm than Σ τ_i
 # (4.0 and 5.0 added after quality_peers chose 3.0, the old grid's edge, for both)
+ISO_CTS_FRACTIONS = (0.5, 0.65, 0.8, 0.9)  # iso_cts_fraction: the common subspace's share (the reference fixes 0.8)
 AWD_ALPHAS = (0.01, 0.03, 0.1)
 SELECTS = ("block_linear", "matrices")                        # the package default; the references' every 2-D tensor
 DENSITIES = (0.2, 0.4)
@@ -76,6 +77,10 @@ def optional_grids(registered: Sequence[str]) -> List[MethodGrid]:
     for iso in ("iso_c", "iso_cts"):
         if iso in registered:
             grids.append(MethodGrid(iso, _specs(iso, [{"select": s} for s in SELECTS], [{}]), ISO_LAMBDAS))
+    if "iso_cts" in registered:  # Iso-CTS with its common_space_fraction chosen on validation as well
+        grids.append(MethodGrid("iso_cts_fraction", _specs("iso_cts", [{"select": s, "common_space_fraction": f}
+                                                                     for s in SELECTS for f in ISO_CTS_FRACTIONS], [{}]),
+                                ISO_LAMBDAS))
     return grids
 
 

@@ -28,13 +28,18 @@ PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam",
 #   python -m benchmarks.quality.peers --grids task_arithmetic ties dare_ties della breadcrumbs_ties tsv \
 #       tsv_disentangled iso_cts awd_tensor awd_row awd_ties awd_dare_ties awd_della awd_breadcrumbs_ties \
 #       awd_row_tsv awd_iso_cts --output quality_combine
+# iso_cts with its common-subspace share on the validation grid too (issue #15's 90 % target):
+#   python -m benchmarks.quality.peers --grids iso_cts iso_cts_fraction --output quality_iso_fraction
+TUNED_GRIDS = ("iso_cts_fraction",)
+TITLES = {"quality_peers": "Data-free peers", "quality_combine": "AWD row scope and combine",
+          "quality_iso_fraction": "Iso-CTS with its common-subspace share chosen on validation"}
 COMBINE_GRIDS = ("dare_ties", "della", "breadcrumbs_ties", "awd_tensor", "awd_row", "awd_ties", "awd_dare_ties",
                  "awd_della", "awd_breadcrumbs_ties", "awd_row_tsv", "awd_iso_cts")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grids", nargs="+", default=list(PEER_GRIDS), choices=PEER_GRIDS + COMBINE_GRIDS,
+    parser.add_argument("--grids", nargs="+", default=list(PEER_GRIDS), choices=PEER_GRIDS + COMBINE_GRIDS + TUNED_GRIDS,
                         help="which method grids to run (wudi_adam takes ~5 min per merge at 300 Adam steps, "
                              "more with select: matrices)")
     parser.add_argument("--output", default="quality_peers",
@@ -98,8 +103,7 @@ def write_markdown(results: Dict[str, Any], output: str) -> Dict[str, Any]:
     rows = [[name, json.dumps(entry["params"]), f"{100 * entry['normalized_avg']:.1f}",
              f"{100 * entry['validation_normalized_avg']:.1f}", f"{100 * entry['avg']:.1f}", f"{entry['merge_seconds']:.0f}"]
             for name, entry in sorted(methods.items(), key=lambda item: -item[1]["normalized_avg"])]
-    lines = [f"# {'Data-free peers' if output == 'quality_peers' else 'AWD row scope and combine'} on the "
-             "MiniLM benchmark", "",
+    lines = [f"# {TITLES.get(output, 'Method grids')} on the MiniLM benchmark", "",
              f"Command: `{settings.get('command', 'python -m benchmarks.quality.peers')}` "
              f"({settings.get('seconds', 'time not recorded in the JSON')} s, code `{settings['merge_code']}`). Six MiniLM "
              "fine-tunes (README \"Merge quality\"); every merge through the `mergekit-awd` CLI; λ and the "
