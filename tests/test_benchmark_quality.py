@@ -241,3 +241,28 @@ def test_cli_merge_of_bert_encoders_is_linear_in_lambda(tmp_path):
     assert max_abs_difference(load_state(at_part.out_dir), path.at(0.5)) > 1e-4  # λ matters
     assert yaml.safe_load((tmp_path / "part" / "config.yml").read_text())["parameters"]["lambda"] == 0.35
     assert at_part.report is not None and at_part.report["summary"]["disentangled_tensors"] > 0
+
+
+def test_llm_update_refuses_fine_tunes_that_do_not_score_as_committed(tmp_path, monkeypatch):
+    """``benchmarks.llm.run --update`` adds rows to a committed run: rebuilt fine-tunes (or base) that
+    score differently would make them incomparable, so it stops before any merge."""
+    import json
+
+    import benchmarks.llm.paths as llm_paths
+    from benchmarks.llm.run import _require_committed_references
+
+    committed = {"individual": {"a": 0.5, "b": 1.0}, "individual_validation": {"a": 0.25, "b": 0.75},
+                 "pretrained": {"tasks": {"a": 0.1, "b": 0.2}, "perplexity": 60.0},
+                 "pretrained_validation": {"a": 0.0, "b": 0.3}, "individual_perplexity": {"a": 61.0, "b": 62.0}}
+    path = tmp_path / "llm_quality.json"
+    path.write_text(json.dumps(committed))
+    monkeypatch.setattr(llm_paths, "RESULTS_JSON", path)
+    individual = {"test": dict(committed["individual"]), "validation": dict(committed["individual_validation"])}
+    pretrained = {"test": dict(committed["pretrained"]["tasks"]), "validation": dict(committed["pretrained_validation"])}
+    _require_committed_references(individual, pretrained, 60.0, {"a": 61.0, "b": 62.0})  # the same: passes
+    individual["validation"]["b"] = 0.7
+    with pytest.raises(SystemExit, match="individual validation b: 0.7"):
+        _require_committed_references(individual, pretrained, 60.0, {"a": 61.0, "b": 62.0})
+    individual["validation"]["b"] = 0.75
+    with pytest.raises(SystemExit, match="perplexity fine-tune a"):
+        _require_committed_references(individual, pretrained, 60.0, {"a": 61.1, "b": 62.0})
