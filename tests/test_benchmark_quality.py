@@ -266,3 +266,4 @@ def test_llm_update_refuses_fine_tunes_that_do_not_score_as_committed(tmp_path, 
     individual["validation"]["b"] = 0.75
     with pytest.raises(SystemExit, match="perplexity fine-tune a"):
         _require_committed_references(individual, pretrained, 60.0, {"a": 61.1, "b": 62.0})
+    assert _require_committed_references(individual, pretrained, 60.0006, {"a": 61.0, "b": 62.0}) == pytest.approx(1e-5)

@@ -13,6 +13,12 @@ SHORT = {"rt_sentiment": "rt_sent", "fortune_language": "fort_lang", "wordnet_su
          "arithmetic": "arith"}
 
 
+def _drift_text(update: Mapping[str, Any]) -> str:
+    drift = update.get("reference_perplexity_max_relative_difference")
+    return ("" if drift is None else
+            f"; fine-tunes and base scored as committed: accuracies equal, perplexities within {drift:.1e} relative")
+
+
 def _grids() -> list:
     from benchmarks.llm.grids import llm_grids
     from benchmarks.quality.merging import registered_methods
@@ -148,7 +154,7 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         f"Run: {settings['threads']} threads, {settings['seconds']} s with cached fine-tunes and merges as "
         f"found; code `{settings['merge_code']}`.",
         *[f"Rows {', '.join(u['methods'])} added later by `{u['command']}` ({u['seconds']} s, code "
-          f"`{u['merge_code']}`)." for u in settings.get("updates", [])],
+          f"`{u['merge_code']}`{_drift_text(u)})." for u in settings.get("updates", [])],
         "",
     ]
     path.write_text("\n".join(lines))
