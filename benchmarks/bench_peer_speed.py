@@ -5,11 +5,13 @@
 The speed benchmark's model (``common.build_inputs``: ~134M-parameter LLaMA-shaped bfloat16 base
 and 3 fine-tunes; 84 selected block matrices of 768×768, 768×2048 and 2048×768) merged by each
 method as a fresh ``mergekit-awd`` process, alternating methods over ``--rounds`` rounds, best
-round reported as a ratio to task_arithmetic.  ``wudi`` with the reference's Adam (300 steps of
-O(K m² n) each per tensor) takes hours on 2 CPU cores, so it is not run whole: its per-tensor time
-is measured on one tensor of each shape (``wudi_merge_matrices``, default settings) and the
+round reported as a ratio to task_arithmetic.  ``wudi`` with the reference's Adam (300 steps per
+tensor) takes minutes on 2 CPU cores, so by default it is not run whole: its per-tensor time is
+measured on one tensor of each shape (``wudi_merge_matrices``, default settings) and the
 whole-model figure is that times the tensor count plus task_arithmetic's time, marked as an
-estimate.  Writes benchmarks/results/peer_speed.{json,md}.
+estimate.  Writes benchmarks/results/peer_speed.{json,md}.  ``--methods wudi_exact wudi_adam
+--output peer_speed_adam`` runs wudi's Adam whole instead (the other rows of ``--device cuda``,
+awd_tensor and awd_row, can be asked for the same way).
 
 ``--device cuda`` runs every merge with ``--cuda`` and adds ``wudi`` with Adam (run whole, not
 estimated) and ``awd`` at scopes tensor and row (the batched row solve on the GPU); it writes
@@ -80,7 +82,10 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="cuda: every merge with --cuda, wudi adam run whole (results: peer_speed_cuda)")
     parser.add_argument("--methods", nargs="+", default=None,
-                        help="only these rows (task_arithmetic, the reference, always runs)")
+                        help="only these rows (task_arithmetic, the reference, always runs); on CPU also the CUDA "
+                             "rows awd_tensor, awd_row and wudi_adam, run whole (results: --output)")
+    parser.add_argument("--output", default=None,
+                        help="results file stem in benchmarks/results (default peer_speed, or peer_speed_cuda)")
     args = parser.parse_args()
     import torch
 
@@ -88,10 +93,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     methods = cuda_methods(args.adam_steps) if cuda else METHODS
     if args.methods:
-        unknown = sorted(set(args.methods) - set(methods))
+        available = cuda_methods(args.adam_steps)
+        unknown = sorted(set(args.methods) - set(available))
         if unknown:
-            parser.error(f"unknown method(s) {unknown}; choose from {sorted(methods)}")
-        methods = {name: spec for name, spec in methods.items() if name == "task_arithmetic" or name in args.methods}
+            parser.error(f"unknown method(s) {unknown}; choose from {sorted(available)}")
+        methods = {name: spec for name, spec in available.items() if name == "task_arithmetic" or name in args.methods}
+    output = args.output or ("peer_speed_cuda" if cuda else "peer_speed")
     load_at_start = os.getloadavg()[0]
     paths = build_inputs(CACHE)
     work = CACHE / "peer_speed_runs"
@@ -120,7 +127,8 @@ def main() -> None:
         "",
         f"Command: `python -m benchmarks.bench_peer_speed --rounds {args.rounds} --threads {args.threads} "
         f"--adam-steps {args.adam_steps}{' --device cuda' if cuda else ''}"
-        f"{' --methods ' + ' '.join(args.methods) if args.methods else ''}` ({where}, {args.threads} thread(s) per "
+        f"{' --methods ' + ' '.join(args.methods) if args.methods else ''}"
+        f"{' --output ' + args.output if args.output else ''}` ({where}, {args.threads} thread(s) per "
         f"merge process, load average at start {load_at_start:.1f}). Model: {results['model']}; "
         f"best of {args.rounds} round(s), each merge a fresh `mergekit-awd` process (select: block_linear, "
         "the package default; the wall time includes starting Python, loading and writing).",
@@ -129,7 +137,7 @@ def main() -> None:
         "| --- | ---: | ---: | --- |",
         *[f"| {name} | {best[name]:.2f} | {ratios[name]:.2f} | {TARGETS.get(name, '')} |" for name in methods],
     ]
-    if not cuda:
+    if not cuda and "wudi_adam" not in methods:
         adam = adam_per_tensor(paths, args.adam_steps)
         adam_total = reference + sum(entry["seconds"] * entry["count"] for entry in adam.values())
         results["wudi_adam"] = {"per_tensor": adam, "estimated_model_seconds": adam_total,
@@ -146,7 +154,7 @@ def main() -> None:
               for shape, entry in adam.items()],
         ]
     lines.append("")
-    save_results("peer_speed_cuda" if cuda else "peer_speed", results, lines)
+    save_results(output, results, lines)
 
 
 if __name__ == "__main__":
