@@ -205,20 +205,27 @@ def _disentangled_grams(grams: torch.Tensor, beta: torch.Tensor, active: torch.T
     return torch.where(mask, out, torch.zeros_like(out))
 
 
+def _row_units(grams: torch.Tensor, active: torch.Tensor, solved: torch.Tensor, units: str
+               ) -> Tuple[torch.Tensor, float]:
+    """The solver's units (module docstring): per-row scale s_r [R] (on the Gram matrices' device) and the
+    cosine term's weight.  ``relative``: s_r = mean ‖τ_i[r]‖ over the row's non-zero task vectors (1 for
+    rows not solved), weight 1/(K(K−1)); ``absolute``: s_r = 1, weight 1/(R K(K−1))."""
+    rows, k, _ = grams.shape
+    ones = torch.ones(rows, dtype=torch.float64, device=grams.device)
+    if units == "relative":
+        norms = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
+        scale = torch.where(solved, norms.sum(dim=1) / active.sum(dim=1).clamp_min(1), ones)
+        return scale, 1.0 / (k * (k - 1)) if k > 1 else 0.0
+    return ones, 1.0 / (rows * k * (k - 1)) if k > 1 else 0.0
+
+
 def solve_rows(grams: torch.Tensor, settings: SolverSettings) -> RowSolveResult:
     """Exact row-wise AWD from the row Gram matrices [R, K, K] (see the module docstring)."""
     grams = grams.to(torch.float64)
-    rows, k, _ = grams.shape
+    k = grams.shape[1]
     points, to_coefficients, active = row_coordinates(grams)
     solved = active.sum(dim=1) >= 2
-    if settings.units == "relative":
-        norms = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
-        counts = active.sum(dim=1).clamp_min(1)
-        scale = torch.where(solved, norms.sum(dim=1) / counts, torch.ones_like(counts, dtype=torch.float64))
-        cos_weight = 1.0 / (k * (k - 1)) if k > 1 else 0.0
-    else:
-        scale = torch.ones(rows, dtype=torch.float64, device=grams.device)
-        cos_weight = 1.0 / (rows * k * (k - 1)) if k > 1 else 0.0
+    scale, cos_weight = _row_units(grams, active, solved, settings.units)
     best, loss, initial = minimise_rows(points / scale[:, None, None], settings, cos_weight, active)
     best = torch.where(solved[:, None], best * scale[:, None], torch.zeros_like(best))
     beta = torch.einsum("rkd,rd->rk", to_coefficients, best)
@@ -269,18 +276,11 @@ def solve_rows_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> t
     """The full δ [R, C] optimised directly (cosine term by autograd, the ‖δ[r]‖ subgradient and
     the optimiser step as in ``minimise_rows``): the reference ``solve_rows`` is tested against."""
     flat = task_vectors.to(torch.float64)
-    k, rows, _ = flat.shape
+    rows = flat.shape[1]
     grams = row_grams(flat)
     _, _, active = row_coordinates(grams)
     solved = active.sum(dim=1) >= 2
-    if settings.units == "relative":
-        norms = grams.diagonal(dim1=1, dim2=2).clamp_min(0).sqrt()
-        ones = torch.ones(rows, dtype=torch.float64, device=grams.device)
-        scale = torch.where(solved, norms.sum(dim=1) / active.sum(dim=1).clamp_min(1), ones)
-        cos_weight = 1.0 / (k * (k - 1)) if k > 1 else 0.0
-    else:
-        scale = torch.ones(rows, dtype=torch.float64, device=grams.device)
-        cos_weight = 1.0 / (rows * k * (k - 1)) if k > 1 else 0.0
+    scale, cos_weight = _row_units(grams, active, solved, settings.units)
     points = (flat / scale[None, :, None]).permute(1, 0, 2)  # [R, K, C]
 
     def loss_and_grad(delta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
