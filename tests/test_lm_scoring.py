@@ -50,6 +50,37 @@ def test_choice_scores_equal_direct_computation_single_and_multi_token(lm):
         assert predictions == [max(range(3), key=lambda j: row[j]) for row in scores]
 
 
+# prompts sharing an instruction-like prefix of several tokens, of different lengths and not in
+# length order, so the shared prefix runs once per batch and batches are formed after sorting
+SHARED = ["w50 w51 w52 w53 w1 w2 w3", "w50 w51 w52 w53 w4", "w50 w51 w52 w53 w5 w6 w7 w8 w9",
+          "w50 w51 w52 w53 w12 w13", "w50 w51 w52 w53 w14 w15 w16"]
+
+
+def test_shared_prefix_length_keeps_one_token_per_prompt():
+    assert S.shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == 3
+    assert S.shared_prefix_length([[1, 2], [1, 2, 3]]) == 1
+    assert S.shared_prefix_length([[1, 2], [3, 2]]) == 0
+    assert S.shared_prefix_length([]) == 0
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 16])
+def test_shared_prefix_scores_equal_direct_computation_in_the_callers_order(lm, batch_size):
+    model, tokenizer = lm
+    encoded = [S.encode_prompt(tokenizer, p) for p in SHARED]
+    assert S.shared_prefix_length(encoded) >= 4
+    examples = [S.ChoiceExample(p, (" w20", " w21", " w22"), 2) for p in SHARED]
+    scores = S.choice_scores(model, tokenizer, examples, batch_size=batch_size)
+    for example, row in zip(examples, scores):
+        expected = [direct_log_likelihood(model, tokenizer, example.prompt, c) for c in example.choices]
+        assert row == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    plain = S.choice_scores(model, tokenizer, examples, batch_size=batch_size, share_prefix=False)
+    assert scores == [pytest.approx(row, rel=1e-4, abs=1e-4) for row in plain]
+    outputs = S.greedy_continuations(model, tokenizer, SHARED, max_new_tokens=4, batch_size=batch_size)
+    assert outputs == [direct_greedy(model, tokenizer, p, 4) for p in SHARED]
+    assert outputs == S.greedy_continuations(model, tokenizer, SHARED, max_new_tokens=4, batch_size=batch_size,
+                                             share_prefix=False)
+
+
 def test_accuracy_counts_the_label(lm):
     model, tokenizer = lm
     examples = [S.ChoiceExample(p, (" w20", " w21"), 0) for p in PROMPTS]

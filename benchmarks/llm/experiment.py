@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -35,10 +36,13 @@ FINAL_DTYPE = "bfloat16"
 Scores = Dict[str, float]
 
 
+GREEDY_BATCH_SIZE = 64  # greedy decoding of a 64-example split in one batch: 1.8 s instead of 3.3 s in batches of 16
+
+
 def score_examples(model, tokenizer, examples: Sequence[Example]) -> float:
     """Accuracy: rank classification for choice examples, greedy exact match for answer examples."""
     if is_generative(examples):
-        return lm_scoring.greedy_exact_match(model, tokenizer, examples)
+        return lm_scoring.greedy_exact_match(model, tokenizer, examples, batch_size=GREEDY_BATCH_SIZE)
     return lm_scoring.accuracy(lm_scoring.rank_classification(model, tokenizer, examples), examples)
 
 
@@ -69,6 +73,8 @@ class LLMBenchmark:
             json.loads(self.records_path.read_text()) if self.records_path.exists() else {}
         )
         self._base_state = load_state(base_dir)
+        # wall seconds this run spent in CLI merges and in scoring (the run's cost breakdown)
+        self.seconds: Dict[str, float] = {"merging": 0.0, "scoring": 0.0}
 
     # -- scoring ----------------------------------------------------------------------------------
     def _load(self, state: State) -> None:
@@ -79,14 +85,25 @@ class LLMBenchmark:
         self.model.tie_weights()
 
     def score_state(self, state: State, split: str, tasks: Sequence[str]) -> Scores:
+        started = time.perf_counter()
         self._load(state)
         with torch.inference_mode():
-            return {t: score_examples(self.model, self.tokenizer, self.examples[split][t]) for t in tasks}
+            scores = {t: score_examples(self.model, self.tokenizer, self.examples[split][t]) for t in tasks}
+        self.seconds["scoring"] += time.perf_counter() - started
+        return scores
 
     def perplexity_of_state(self, state: State) -> float:
+        started = time.perf_counter()
         self._load(state)
         with torch.inference_mode():
-            return lm_scoring.perplexity(self.model, self.tokenizer, self.perplexity_texts, max_length=128)
+            value = lm_scoring.perplexity(self.model, self.tokenizer, self.perplexity_texts, max_length=128)
+        self.seconds["scoring"] += time.perf_counter() - started
+        return value
+
+    def _merge(self, config: Dict[str, Any], work_dir: Path):
+        run = run_cli_merge(config, work_dir)
+        self.seconds["merging"] += run.seconds
+        return run
 
     def _cached(self, key: str, compute: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
         full_key = f"{key}/{self.fingerprint}"
@@ -122,7 +139,7 @@ class LLMBenchmark:
         work_dir = self.merges_dir / key
         record_key = f"merge/{key}/{self.fingerprint}"
         if record_key not in self.records or not (work_dir / "model" / "model.safetensors").exists():
-            run = run_cli_merge(config, work_dir)
+            run = self._merge(config, work_dir)
             self.records.setdefault(record_key, {"seconds": run.seconds, "report": run.report})
             self._save()
         return work_dir / "model"
@@ -150,7 +167,7 @@ class LLMBenchmark:
         work_dir = self.merges_dir / f"final-{key}"
 
         def compute() -> Dict[str, Any]:
-            run = run_cli_merge(config, work_dir)
+            run = self._merge(config, work_dir)
             state = load_state(run.out_dir)
             scores: Dict[str, Any] = {split: self.score_state(state, split, tasks) for split in splits}
             scores["perplexity"] = {"value": self.perplexity_of_state(state)}

@@ -152,12 +152,18 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         *grid_table(results),
         "",
         f"Run: {settings['threads']} threads, {settings['seconds']} s with cached fine-tunes and merges as "
-        f"found; code `{settings['merge_code']}`.",
-        *[f"Rows {', '.join(u['methods'])} added later by `{u['command']}` ({u['seconds']} s, code "
+        f"found{_breakdown_text(settings)}; code `{settings['merge_code']}`.",
+        *[f"Rows {', '.join(u['methods'])} added later by `{u['command']}` ({u['seconds']} s{_breakdown_text(u)}, code "
           f"`{u['merge_code']}`{_drift_text(u)})." for u in settings.get("updates", [])],
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def _breakdown_text(run: Mapping[str, Any]) -> str:
+    if "seconds_merging" not in run:
+        return ""
+    return f" ({run['seconds_merging']} s in CLI merges, {run['seconds_scoring']} s scoring)"
 
 
 def write_plots(results: Mapping[str, Any], folder: Path) -> None:

@@ -119,7 +119,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             f"(θ(λ) check {final.lambda_rescale_max_abs_diff:.2e})")
 
     if args.update:
-        results = _update_committed(methods, grids, argv, started, merge_code_version(), perplexity_drift)
+        results = _update_committed(methods, grids, argv, started, merge_code_version(), perplexity_drift,
+                                    bench.seconds)
         if not args.keep_merges:
             bench.cleanup()
         return results
@@ -150,6 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             "grid_merge_dtype": "float32", "final_merge_dtype": FINAL_DTYPE,
             "threads": torch.get_num_threads(), "merge_command": cli_command(),
             "merge_code": merge_code_version(), "seconds": round(time.perf_counter() - started),
+            "seconds_merging": round(bench.seconds["merging"]), "seconds_scoring": round(bench.seconds["scoring"]),
         },
     }
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +198,8 @@ def _require_committed_references(individual: Dict[str, Dict[str, float]], pretr
 
 
 def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Optional[Sequence[str]], started: float,
-                      merge_code: str, perplexity_drift: Optional[float] = None) -> Dict[str, Any]:
+                      merge_code: str, perplexity_drift: Optional[float] = None,
+                      seconds: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
     """Put freshly run rows into the committed results (``--update``) and write the page and plots again."""
     import sys
 
@@ -210,6 +213,7 @@ def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Opti
     results["settings"].setdefault("updates", []).append({
         "methods": sorted(methods), "command": "python -m benchmarks.llm.run " + " ".join(arguments),
         "merge_code": merge_code, "seconds": round(time.perf_counter() - started),
+        **({f"seconds_{k}": round(v) for k, v in seconds.items()} if seconds else {}),
         "reference_perplexity_max_relative_difference": perplexity_drift})
     RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results, RESULTS_MD)

@@ -17,7 +17,12 @@ perplexity.  Shared by the LLM benchmark (``benchmarks/llm``) and ``mergekit-awd
   the tokenizer adds one.
 
 Batches are left-padded with explicit position ids (cumulative attention mask), so a padded example
-scores the same as the example alone (tested to float rounding).
+scores the same as the example alone (tested to float rounding).  Prompt batches (rank
+classification with one-token answers, greedy decoding) are formed after sorting the prompts by
+length, and the token prefix that every prompt of a call shares (the task's instruction) is run once
+per batch with batch size 1, its key/value cache repeated over the batch: the same numbers (to float
+rounding) for a fraction of the prompt tokens; ``benchmarks/llm/bench_scoring.py`` measures the
+saving.
 """
 
 from __future__ import annotations
@@ -52,11 +57,6 @@ class AnswerExample:
 
     prompt: str
     answer: str
-
-
-def _batches(items: Sequence, size: int) -> Iterator[Tuple[int, Sequence]]:
-    for start in range(0, len(items), size):
-        yield start, items[start:start + size]
 
 
 def _pad_left(sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> Tuple[torch.Tensor, ...]:
@@ -100,6 +100,27 @@ def _model_device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Number of leading tokens every prompt shares, at most the shortest length - 1 (each prompt
+    keeps one token of its own to run after the shared part)."""
+    if not prompts:
+        return 0
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0]
+    length = 0
+    while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length
+
+
+def _length_sorted_batches(prompts: Sequence[Sequence[int]], size: int, sort: bool = True) -> Iterator[List[int]]:
+    """Indices of ``prompts`` in batches of ``size``, shortest first (less padding per batch);
+    in the given order with ``sort=False``."""
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort else list(range(len(prompts)))
+    for start in range(0, len(order), size):
+        yield order[start:start + size]
+
+
 @torch.no_grad()
 def continuation_log_likelihoods(
     model, tokenizer, pairs: Sequence[Tuple[List[int], List[int]]], batch_size: int = DEFAULT_BATCH_SIZE,
@@ -107,50 +128,85 @@ def continuation_log_likelihoods(
 ) -> List[float]:
     """Σ_t log P(cont[t] | prompt, cont[<t]) (nats, float64 sum) for (prompt ids, continuation ids)."""
     device = _model_device(model)
-    scores: List[float] = []
-    for _, batch in _batches(pairs, batch_size):
-        sequences = [list(p) + list(c) for p, c in batch]
-        ids, mask, positions = _pad_left(sequences, _pad_id(tokenizer), device)
+    sequences = [list(p) + list(c) for p, c in pairs]
+    scores: List[Optional[float]] = [None] * len(pairs)
+    for indices in _length_sorted_batches(sequences, batch_size):
+        ids, mask, positions = _pad_left([sequences[i] for i in indices], _pad_id(tokenizer), device)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         width = ids.shape[1]
-        for row, (_, cont) in enumerate(batch):
-            n = len(cont)
+        for row, i in enumerate(indices):
+            n = len(pairs[i][1])
             # token at column j is predicted by the logits at column j - 1
             targets = ids[row, width - n:]
             rows = log_probs[row, width - n - 1:width - 1]
-            scores.append(float(rows.gather(1, targets[:, None]).double().sum()))
+            scores[i] = float(rows.gather(1, targets[:, None]).double().sum())
         if progress is not None:
-            progress(len(batch))
-    return scores
+            progress(len(indices))
+    return scores  # type: ignore[return-value]
+
+
+def _prefill(model, tokenizer, batch: Sequence[Sequence[int]], prefix_length: int, **kwargs):
+    """One forward pass of left-padded prompts that share their first ``prefix_length`` tokens.
+
+    The shared prefix runs once (batch size 1) and its cache is repeated over the batch; the rest
+    of each prompt runs left-padded after it, with positions continuing from the prefix.  Returns
+    (model output with its cache, attention mask over prefix + rest, position ids of the rest).
+    A model whose cache cannot be repeated over a batch runs the whole prompts."""
+    device = _model_device(model)
+    cache = None
+    if prefix_length:
+        prefix = torch.tensor([list(batch[0][:prefix_length])], dtype=torch.long, device=device)
+        cache = _output_cache(model(input_ids=prefix, use_cache=True, logits_to_keep=1))
+        if hasattr(cache, "batch_repeat_interleave"):
+            cache.batch_repeat_interleave(len(batch))
+        else:
+            cache, prefix_length = None, 0
+    ids, mask, positions = _pad_left([p[prefix_length:] for p in batch], _pad_id(tokenizer), device)
+    cache_arg = {}
+    if cache is not None:
+        cache_arg = {_cache_keyword(model): cache}
+        mask = torch.cat([torch.ones((len(batch), prefix_length), dtype=mask.dtype, device=device), mask], dim=1)
+        positions = positions + prefix_length
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                **cache_arg, **kwargs)
+    return out, mask, positions
+
+
+def _output_cache(output):
+    cache = output.get("cache")
+    return output.get("past_key_values") if cache is None else cache
 
 
 @torch.no_grad()
-def _next_token_log_probs(model, tokenizer, prompts: Sequence[List[int]], batch_size: int, progress: Progress) -> List[torch.Tensor]:
-    """log P(· | prompt) over the vocabulary, one float32 vector per prompt."""
-    device = _model_device(model)
-    out: List[torch.Tensor] = []
-    for _, batch in _batches(prompts, batch_size):
-        ids, mask, positions = _pad_left(batch, _pad_id(tokenizer), device)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits
-        out.extend(torch.log_softmax(logits[:, -1].float(), dim=-1).cpu())
+def _next_token_log_probs(model, tokenizer, prompts: Sequence[List[int]], batch_size: int, progress: Progress,
+                          share_prefix: bool = True) -> List[torch.Tensor]:
+    """log P(· | prompt) over the vocabulary, one float32 vector per prompt (in ``prompts``' order)."""
+    prefix_length = shared_prefix_length(prompts) if share_prefix else 0
+    out: List[Optional[torch.Tensor]] = [None] * len(prompts)
+    for indices in _length_sorted_batches(prompts, batch_size, sort=share_prefix):
+        result, _, _ = _prefill(model, tokenizer, [prompts[i] for i in indices], prefix_length)
+        for i, vector in zip(indices, torch.log_softmax(result.logits[:, -1].float(), dim=-1).cpu()):
+            out[i] = vector
         if progress is not None:
-            progress(len(batch))
-    return out
+            progress(len(indices))
+    return out  # type: ignore[return-value]
 
 
 def choice_scores(
     model, tokenizer, examples: Sequence[ChoiceExample], batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress = None,
+    progress: Progress = None, share_prefix: bool = True,
 ) -> List[List[float]]:
-    """Summed log-probability of every candidate of every example (nats)."""
+    """Summed log-probability of every candidate of every example (nats).  ``share_prefix=False``
+    batches the prompts in the given order and runs each whole (the same scores, slower)."""
     prompts = [encode_prompt(tokenizer, e.prompt) for e in examples]
     choices = [[encode_continuation(tokenizer, c) for c in e.choices] for e in examples]
     single = [i for i, cs in enumerate(choices) if all(len(c) == 1 for c in cs)]
     multi = [i for i, cs in enumerate(choices) if not all(len(c) == 1 for c in cs)]
     scores: List[Optional[List[float]]] = [None] * len(examples)
     if single:
-        vectors = _next_token_log_probs(model, tokenizer, [prompts[i] for i in single], batch_size, progress)
+        vectors = _next_token_log_probs(model, tokenizer, [prompts[i] for i in single], batch_size, progress,
+                                        share_prefix)
         for i, vector in zip(single, vectors):
             scores[i] = [float(vector[c[0]]) for c in choices[i]]
     if multi:
@@ -167,10 +223,11 @@ def choice_scores(
 
 def rank_classification(
     model, tokenizer, examples: Sequence[ChoiceExample], batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: Progress = None,
+    progress: Progress = None, share_prefix: bool = True,
 ) -> List[int]:
     """Predicted choice index per example (ties go to the first candidate)."""
-    return [max(range(len(s)), key=lambda j: (s[j], -j)) for s in choice_scores(model, tokenizer, examples, batch_size, progress)]
+    scores = choice_scores(model, tokenizer, examples, batch_size, progress, share_prefix)
+    return [max(range(len(s)), key=lambda j: (s[j], -j)) for s in scores]
 
 
 def accuracy(predictions: Sequence[int], examples: Sequence[ChoiceExample]) -> float:
@@ -182,25 +239,23 @@ def accuracy(predictions: Sequence[int], examples: Sequence[ChoiceExample]) -> f
 @torch.no_grad()
 def greedy_continuations(
     model, tokenizer, prompts: Sequence[str], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress = None,
+    batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress = None, share_prefix: bool = True,
 ) -> List[str]:
-    """Greedy decoding (no sampling) until EOS or ``max_new_tokens``; the decoded new text."""
+    """Greedy decoding (no sampling) until EOS or ``max_new_tokens``; the decoded new text
+    (``share_prefix`` as in :func:`choice_scores`)."""
     device = _model_device(model)
     eos = tokenizer.eos_token_id
-    texts: List[str] = []
-    for _, batch in _batches(list(prompts), batch_size):
-        ids, mask, positions = _pad_left([encode_prompt(tokenizer, p) for p in batch], _pad_id(tokenizer), device)
-        generated = torch.empty((len(batch), 0), dtype=torch.long, device=device)
-        finished = torch.zeros(len(batch), dtype=torch.bool, device=device)
-        past = None
-        step_ids, step_positions = ids, positions
-        for _ in range(max_new_tokens):
-            cache_arg = {} if past is None else {_cache_keyword(model): past}
-            out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_positions,
-                        use_cache=True, logits_to_keep=1, **cache_arg)
-            past = out.get("cache")
-            if past is None:
-                past = out.get("past_key_values")
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
+    prefix_length = shared_prefix_length(encoded) if share_prefix else 0
+    texts: List[Optional[str]] = [None] * len(encoded)
+    for indices in _length_sorted_batches(encoded, batch_size, sort=share_prefix):
+        generated = torch.empty((len(indices), 0), dtype=torch.long, device=device)
+        finished = torch.zeros(len(indices), dtype=torch.bool, device=device)
+        out, mask, step_positions = _prefill(model, tokenizer, [encoded[i] for i in indices], prefix_length)
+        for step in range(max_new_tokens):
+            if step:
+                out = model(input_ids=token[:, None], attention_mask=mask, position_ids=step_positions,
+                            use_cache=True, logits_to_keep=1, **{_cache_keyword(model): _output_cache(out)})
             token = out.logits[:, -1].float().argmax(dim=-1)
             if eos is not None:
                 token = torch.where(finished, torch.full_like(token, eos), token)
@@ -208,26 +263,26 @@ def greedy_continuations(
             generated = torch.cat([generated, token[:, None]], dim=1)
             if bool(finished.all()):
                 break
-            step_ids = token[:, None]
             step_positions = step_positions[:, -1:] + 1
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        for row in generated.tolist():
+        for i, row in zip(indices, generated.tolist()):
             if eos is not None and eos in row:
                 row = row[:row.index(eos)]
-            texts.append(tokenizer.decode(row, skip_special_tokens=True))
+            texts[i] = tokenizer.decode(row, skip_special_tokens=True)
         if progress is not None:
-            progress(len(batch))
-    return texts
+            progress(len(indices))
+    return texts  # type: ignore[return-value]
 
 
 def greedy_exact_match(
     model, tokenizer, examples: Sequence[AnswerExample], max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-    batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress = None,
+    batch_size: int = DEFAULT_BATCH_SIZE, progress: Progress = None, share_prefix: bool = True,
 ) -> float:
     """Fraction of examples whose greedy continuation, stripped, equals the answer, stripped."""
     if not examples:
         raise EvaluationDataError("no examples to score")
-    outputs = greedy_continuations(model, tokenizer, [e.prompt for e in examples], max_new_tokens, batch_size, progress)
+    outputs = greedy_continuations(model, tokenizer, [e.prompt for e in examples], max_new_tokens, batch_size, progress,
+                                   share_prefix)
     return sum(int(o.strip() == e.answer.strip()) for o, e in zip(outputs, examples)) / len(examples)
 
 
@@ -253,7 +308,8 @@ def perplexity(
     if not encoded:
         raise EvaluationDataError("no text of at least two tokens")
     total_nll, total_tokens = 0.0, 0
-    for _, batch in _batches(encoded, batch_size):
+    for indices in _length_sorted_batches(encoded, batch_size):
+        batch = [encoded[i] for i in indices]
         ids, mask, positions = _pad_left(batch, _pad_id(tokenizer), device)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
         log_probs = torch.log_softmax(logits[:, :-1], dim=-1)
