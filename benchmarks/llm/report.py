@@ -105,7 +105,7 @@ def targets(results: Mapping[str, Any]) -> List[str]:
         worse = [n for n in ours if methods[n]["perplexity"] > ta]
         listed = ", ".join(f"{n} {methods[n]['perplexity']:.2f}" for n in worse) or "none"
         lines.append(f"- perplexity at the chosen λ, `task_arithmetic` {ta:.2f}; ours above it: {listed} "
-                     f"(target: none: {'met' if not worse else 'missed'})")
+                     f"(target: none above it: {'met' if not worse else 'missed'})")
     gains = {t: results["individual"][t] - results["pretrained"]["tasks"][t] for t in results["individual"]}
     short = [t for t, g in gains.items() if g < 0.10]
     lines.append(f"- every fine-tune ≥ base + 10 points on its own task: "
