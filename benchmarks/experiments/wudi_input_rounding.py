@@ -43,6 +43,7 @@ def main() -> Dict[str, Any]:
     from benchmarks.llm.models import ensure_finetunes
     from benchmarks.llm.tasks import TASK_NAMES
     from benchmarks.quality.lambda_path import load_state
+    from mergekit_awd.core.task_vectors import weighted_task_matrices
     from mergekit_awd.core.wudi import WudiParameters, normal_equations, wudi_merge_matrices
 
     torch.set_num_threads(max(1, os.cpu_count() or 1))
@@ -57,7 +58,7 @@ def main() -> Dict[str, Any]:
         tau16 = torch.stack([t[name].bfloat16().float() - theta.bfloat16().float() for t in tunes])
         merged32 = wudi_merge_matrices(tau32, parameters=exact).delta.double()
         merged16 = wudi_merge_matrices(tau16, parameters=exact).delta.double()
-        a, _ = normal_equations(tau32.double(), tau32.double().pow(2).sum(dim=(1, 2)))
+        a, _ = normal_equations(*weighted_task_matrices(tau32.double()))
         condition = None
         if a is not None:
             values = torch.linalg.eigvalsh(a)

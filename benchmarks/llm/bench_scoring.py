@@ -16,7 +16,6 @@ missing).  Writes benchmarks/results/llm_scoring_speed.{json,md}.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Any, Dict, List, Sequence
@@ -27,36 +26,26 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from benchmarks.common import RESULTS  # noqa: E402
+from benchmarks.common import save_results  # noqa: E402
 from mergekit_awd.tools import lm_scoring  # noqa: E402
-
-RESULTS_JSON = RESULTS / "llm_scoring_speed.json"
-RESULTS_MD = RESULTS / "llm_scoring_speed.md"
 
 
 def prompt_tokens(prompts: Sequence[List[int]], batch_size: int, share_prefix: bool) -> int:
     """Tokens the model runs for the prompts: padded batches, plus the prefix once per batch."""
     prefix = lm_scoring.shared_prefix_length(prompts) if share_prefix else 0
-    order = sorted(prompts, key=len) if share_prefix else list(prompts)
-    total = 0
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        total += len(batch) * (max(len(p) for p in batch) - prefix) + prefix
-    return total
+    return sum(len(batch) * (max(len(prompts[i]) for i in batch) - prefix) + prefix
+               for batch in lm_scoring._length_sorted_batches(prompts, batch_size, sort=share_prefix))
 
 
 def score_once(model, tokenizer, examples, share_prefix: bool) -> Dict[str, Any]:
     started = time.perf_counter()
     with torch.inference_mode():
         if isinstance(examples[0], lm_scoring.AnswerExample):
-            outputs = lm_scoring.greedy_continuations(model, tokenizer, [e.prompt for e in examples],
-                                                      share_prefix=share_prefix)
-            accuracy = sum(o.strip() == e.answer.strip() for o, e in zip(outputs, examples)) / len(examples)
+            accuracy = lm_scoring.greedy_exact_match(model, tokenizer, examples, share_prefix=share_prefix)
             scores: List[List[float]] = []
         else:
             scores = lm_scoring.choice_scores(model, tokenizer, examples, share_prefix=share_prefix)
-            predictions = [max(range(len(s)), key=lambda j: (s[j], -j)) for s in scores]
-            accuracy = lm_scoring.accuracy(predictions, examples)
+            accuracy = lm_scoring.accuracy(lm_scoring.predictions_from_scores(scores), examples)
     return {"seconds": time.perf_counter() - started, "accuracy": accuracy, "scores": scores}
 
 
@@ -107,16 +96,12 @@ def main() -> Dict[str, Any]:
                "seconds_plain": round(total_plain, 2), "seconds_shared": round(total_shared, 2),
                "speedup": round(total_plain / total_shared, 2),
                "accuracies_equal": all(r["accuracy_plain"] == r["accuracy_shared"] for r in rows)}
-    print(f"all: {total_plain:.1f} s -> {total_shared:.1f} s ({results['speedup']:.2f}x), "
-          f"accuracies equal: {results['accuracies_equal']}", flush=True)
-    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results)
+    save_results("llm_scoring_speed", results, markdown_lines(results))
     return results
 
 
-def write_markdown(results: Dict[str, Any]) -> None:
-    lines = [
+def markdown_lines(results: Dict[str, Any]) -> List[str]:
+    return [
         "# LLM evaluator: shared-prefix batching",
         "",
         "`python -m benchmarks.llm.bench_scoring` (validation split of the LLM track, float32, "
@@ -127,15 +112,13 @@ def write_markdown(results: Dict[str, Any]) -> None:
         "| model | task | shared prefix | tokens plain | tokens shared | s plain | s shared | speed-up "
         "| accuracy plain | accuracy shared | max score diff (nats) |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results["rows"]:
-        lines.append(f"| {r['model']} | {r['task']} | {r['shared_prefix_tokens']} | {r['tokens_plain']} | "
-                     f"{r['tokens_shared']} | {r['seconds_plain']:.2f} | {r['seconds_shared']:.2f} | "
-                     f"{r['speedup']:.2f}× | {r['accuracy_plain']:.4f} | {r['accuracy_shared']:.4f} | "
-                     f"{r['max_choice_score_difference']:.1e} |")
-    lines += ["", f"All rows: {results['seconds_plain']:.1f} s → {results['seconds_shared']:.1f} s "
-              f"(**{results['speedup']:.2f}×**); accuracies equal: {results['accuracies_equal']}.", ""]
-    RESULTS_MD.write_text("\n".join(lines))
+    ] + [
+        f"| {r['model']} | {r['task']} | {r['shared_prefix_tokens']} | {r['tokens_plain']} | "
+        f"{r['tokens_shared']} | {r['seconds_plain']:.2f} | {r['seconds_shared']:.2f} | "
+        f"{r['speedup']:.2f}× | {r['accuracy_plain']:.4f} | {r['accuracy_shared']:.4f} | "
+        f"{r['max_choice_score_difference']:.1e} |" for r in results["rows"]
+    ] + ["", f"All rows: {results['seconds_plain']:.1f} s → {results['seconds_shared']:.1f} s "
+         f"(**{results['speedup']:.2f}×**); accuracies equal: {results['accuracies_equal']}.", ""]
 
 
 if __name__ == "__main__":

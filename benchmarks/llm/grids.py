@@ -2,7 +2,7 @@
 
 A configuration costs one float32 CLI merge at λ = 1 and each λ one validation scoring, so the
 grids are smaller than the MiniLM benchmark's (a validation scoring of the 135M model takes about
-13 s on two cores: ``benchmarks/llm/bench_scoring.py`` measured 12.6 s for the four tasks, 20.8 s
+16 s on two cores: ``benchmarks/llm/bench_scoring.py`` measured 15.8 s for the four tasks, 23.0 s
 without the evaluator's shared-prefix batching): one density for the TIES family (0.5, the earlier runs' choice over 0.2) and one α
 for AWD (0.01), so that the whole track fits about an hour.  Parameters not listed keep mergekit's / mergekit_awd's defaults
 (``ties`` and ``della`` divide by the agreeing weights, ``dare_ties`` and ``breadcrumbs_ties`` add;

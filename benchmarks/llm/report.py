@@ -19,6 +19,12 @@ def _drift_text(update: Mapping[str, Any]) -> str:
             f"; fine-tunes and base scored as committed: accuracies equal, perplexities within {drift:.1e} relative")
 
 
+def _breakdown_text(run: Mapping[str, Any]) -> str:
+    if "seconds_merging" not in run:
+        return ""
+    return f" ({run['seconds_merging']} s in CLI merges, {run['seconds_scoring']} s scoring)"
+
+
 def _grids() -> list:
     from benchmarks.llm.grids import llm_grids
     from benchmarks.quality.merging import registered_methods
@@ -158,12 +164,6 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "",
     ]
     path.write_text("\n".join(lines))
-
-
-def _breakdown_text(run: Mapping[str, Any]) -> str:
-    if "seconds_merging" not in run:
-        return ""
-    return f" ({run['seconds_merging']} s in CLI merges, {run['seconds_scoring']} s scoring)"
 
 
 def write_plots(results: Mapping[str, Any], folder: Path) -> None:

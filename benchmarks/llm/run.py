@@ -151,7 +151,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             "grid_merge_dtype": "float32", "final_merge_dtype": FINAL_DTYPE,
             "threads": torch.get_num_threads(), "merge_command": cli_command(),
             "merge_code": merge_code_version(), "seconds": round(time.perf_counter() - started),
-            "seconds_merging": round(bench.seconds["merging"]), "seconds_scoring": round(bench.seconds["scoring"]),
+            **_seconds_fields(bench.seconds),
         },
     }
     RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +162,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         bench.cleanup()
     log(f"[done] {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
     return results
+
+
+def _seconds_fields(seconds: Dict[str, float]) -> Dict[str, int]:
+    """``LLMBenchmark.seconds`` as result fields: seconds_merging, seconds_scoring."""
+    return {f"seconds_{part}": round(value) for part, value in seconds.items()}
 
 
 PERPLEXITY_DRIFT = 1e-4  # --update: largest relative difference of a reference perplexity from the committed one
@@ -198,8 +203,7 @@ def _require_committed_references(individual: Dict[str, Dict[str, float]], pretr
 
 
 def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Optional[Sequence[str]], started: float,
-                      merge_code: str, perplexity_drift: Optional[float] = None,
-                      seconds: Optional[Dict[str, float]] = None) -> Dict[str, Any]:
+                      merge_code: str, perplexity_drift: Optional[float], seconds: Dict[str, float]) -> Dict[str, Any]:
     """Put freshly run rows into the committed results (``--update``) and write the page and plots again."""
     import sys
 
@@ -213,7 +217,7 @@ def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Opti
     results["settings"].setdefault("updates", []).append({
         "methods": sorted(methods), "command": "python -m benchmarks.llm.run " + " ".join(arguments),
         "merge_code": merge_code, "seconds": round(time.perf_counter() - started),
-        **({f"seconds_{k}": round(v) for k, v in seconds.items()} if seconds else {}),
+        **_seconds_fields(seconds),
         "reference_perplexity_max_relative_difference": perplexity_drift})
     RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
     write_markdown(results, RESULTS_MD)

@@ -146,7 +146,7 @@ def continuation_log_likelihoods(
     return scores  # type: ignore[return-value]
 
 
-def _prefill(model, tokenizer, batch: Sequence[Sequence[int]], prefix_length: int, **kwargs):
+def _prefill(model, tokenizer, batch: Sequence[Sequence[int]], prefix_length: int):
     """One forward pass of left-padded prompts that share their first ``prefix_length`` tokens.
 
     The shared prefix runs once (batch size 1) and its cache is repeated over the batch; the rest
@@ -169,7 +169,7 @@ def _prefill(model, tokenizer, batch: Sequence[Sequence[int]], prefix_length: in
         mask = torch.cat([torch.ones((len(batch), prefix_length), dtype=mask.dtype, device=device), mask], dim=1)
         positions = positions + prefix_length
     out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
-                **cache_arg, **kwargs)
+                **cache_arg)
     return out, mask, positions
 
 
@@ -226,7 +226,11 @@ def rank_classification(
     progress: Progress = None, share_prefix: bool = True,
 ) -> List[int]:
     """Predicted choice index per example (ties go to the first candidate)."""
-    scores = choice_scores(model, tokenizer, examples, batch_size, progress, share_prefix)
+    return predictions_from_scores(choice_scores(model, tokenizer, examples, batch_size, progress, share_prefix))
+
+
+def predictions_from_scores(scores: Sequence[Sequence[float]]) -> List[int]:
+    """argmax per example of :func:`choice_scores`' rows (ties go to the first candidate)."""
     return [max(range(len(s)), key=lambda j: (s[j], -j)) for s in scores]
 
 
