@@ -17,6 +17,7 @@ CASES = [
     ("awd", {"scope": "row", "optimizer": "sgd"}), ("awd", {"combine": "ties"}), ("awd", {"combine": "tsv", "scope": "row"}),
     ("tsv", {}), ("tsv", {"svd": "lowrank"}), ("tsv", {"disentangle": True}),
     ("wudi", {"solver": "exact"}), ("wudi", {"solver": "adam", "steps": 20}), ("iso_c", {}), ("iso_cts", {}),
+    ("ace", {}), ("ace", {"select": "matrices", "gamma_threshold": 0.0}), ("awd", {"combine": "ace"}),
 ]
 
 

@@ -59,6 +59,9 @@ CASES = [  # (method, parameter, value, accepted)
     ("wudi", "lr", -1e-5, False), ("iso_c", "select", "matrices", True), ("iso_c", "lambda", float("nan"), False),
     ("iso_cts", "common_space_fraction", 1.0, True), ("iso_cts", "common_space_fraction", 1.1, False),
     ("iso_cts", "common_space_fraction", True, False),
+    ("ace", "eps", 0.0, True), ("ace", "eps", -1e-3, False), ("ace", "k_frac", 1.0, True), ("ace", "k_frac", 1.1, False),
+    ("ace", "gamma_threshold", -0.1, False), ("ace", "b_update", "uncentred", True), ("ace", "b_update", "raw", False),
+    ("ace", "prior", "mean_covariance", True), ("ace", "lambda", float("inf"), False),
 ]
 
 

@@ -55,7 +55,7 @@ def test_estimate_is_the_sum_of_matrix_work_times_the_constants(tiny_family, mon
     monkeypatch.setattr(estimate_module, "SECONDS_PER_UNIT", {"svd": 2e-9, "matmul": 3e-11})
     monkeypatch.setattr("torch.get_num_threads", lambda: estimate_module.REFERENCE_THREADS)
     for method_name, parameters in (("tsv", {}), ("tsv", {"svd": "lowrank"}), ("iso_cts", {}),
-                                    ("wudi", {"solver": "exact"}), ("wudi", {})):
+                                    ("wudi", {"solver": "exact"}), ("wudi", {}), ("ace", {})):
         config, _, _ = load_config(merge_config(method_name, tiny_family, dict(parameters), "float32"))
         method = method_for(method_name)
         result = estimate_module.estimate_merge(config, method, on_cpu=True)

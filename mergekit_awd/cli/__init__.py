@@ -42,7 +42,7 @@ class DefaultCommandGroup(click.Group):
 @click.version_option(package_name="mergekit-awd")
 def main() -> None:
     """Merge models from a mergekit YAML file with mergekit's methods and this package's:
-    awd, tsv, wudi, iso_c, iso_cts (`mergekit-awd methods` lists their parameters, defaults and
+    awd, tsv, wudi, iso_c, iso_cts, ace (`mergekit-awd methods` lists their parameters, defaults and
     ranges; the README has the details).
 
     `mergekit-awd CONFIG OUT [OPTIONS]` is `mergekit-awd merge CONFIG OUT [OPTIONS]`.

@@ -7,11 +7,13 @@
 * ``tsv_compress``: TSV-C, one task matrix as a rank-k LoRA update.
 * ``wudi``: WUDI-Merging (arXiv 2503.08099), the reference's Adam and the exact minimiser.
 * ``iso``: isotropic merging, Iso-C and Iso-CTS (arXiv 2502.04959).
+* ``ace``: ACE-Merging (arXiv 2603.02945), adaptive covariance estimation in one n × n solve.
 * ``selection``: which tensors a method treats (``select``).
 * ``costs``: each per-matrix method's arithmetic, for the up-front time estimate.
 * ``settings``: settings dataclasses, the single source of every default, choice and range.
 """
 
+from mergekit_awd.core.ace import AceParameters, ace_merge_matrices
 from mergekit_awd.core.awd import (
     AWDParameters,
     SolveResult,
@@ -40,7 +42,7 @@ from mergekit_awd.core.wudi import WudiParameters, wudi_merge_matrices
 __all__ = [
     # settings
     "SolverSettings", "AWDParameters", "TSVSettings", "TSVParameters", "CompressSettings", "WudiParameters",
-    "IsoCParameters", "IsoCTSParameters", "Select",
+    "IsoCParameters", "IsoCTSParameters", "AceParameters", "Select",
     "setting", "setting_fields",
     # kernels
     "working_dtype", "task_vector_stack", "gram_of_task_vectors", "gram_matrix", "pairwise_abs_cos",
@@ -48,5 +50,5 @@ __all__ = [
     # methods
     "solve_reduced", "solve_direct", "solve_rows", "row_grams", "SolveResult", "merge_disentangled", "tsv_merge_matrices",
     "singular_task_interference", "compression_rank", "lora_factors", "is_disentangled",
-    "wudi_merge_matrices", "iso_c_matrices", "iso_cts_matrices",
+    "wudi_merge_matrices", "iso_c_matrices", "iso_cts_matrices", "ace_merge_matrices",
 ]

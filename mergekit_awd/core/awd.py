@@ -61,7 +61,7 @@ Scope = Literal["tensor", "model", "row"]
 # The methods that can combine the disentangled task vectors τ_i − δ (``combine``): AWD Task
 # Arithmetic (the paper's), mergekit's task-vector methods and this package's matrix methods.
 Combine = Literal["task_arithmetic", "ties", "dare_ties", "della", "breadcrumbs_ties", "tsv", "wudi", "iso_c",
-                  "iso_cts"]
+                  "iso_cts", "ace"]
 COMBINE_METHODS: Tuple[str, ...] = get_args(Combine)
 # λ with combine: task_arithmetic when none is given (the MiniLM benchmark's validation choice);
 # with any other combine, λ and normalize default to the combining method's own defaults.

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
+from mergekit_awd.core.ace import AceParameters
 from mergekit_awd.core.tsv import TSVSettings, kept_rank
 from mergekit_awd.core.wudi import WudiParameters, adam_step_uses_a
 
@@ -50,3 +51,13 @@ def wudi_work(rows: int, cols: int, tasks: int, settings: WudiParameters) -> Dic
         return {"matmul": float(system + cols ** 3 / 3 + rows * cols * cols)}
     step = rows * cols * cols if adam_step_uses_a(rows, cols, tasks) else 2 * tasks * rows * rows * cols
     return {"matmul": float(system + settings.steps * step)}
+
+
+def ace_work(rows: int, cols: int, tasks: int, settings: AceParameters) -> Dict[str, float]:
+    """Arithmetic of one ACE merge of K [rows, cols] task matrices, for time estimates (``matmul`` in
+    multiply-adds, ``svd`` in units of rows·cols·min(rows, cols)): per task the Gram W̄ᵀW̄ and W̄ Σ̃
+    (2 m n² each K), the LU of the n × n A (n³/3) and its triangular solves and residual check (2 m n²),
+    then, in the heterogeneous branch, (Σ W_t) Σ̄ (m n²) and one SVD of Δ_Fused.  Which branch runs
+    depends on the task vectors, so the heterogeneous one (the dearer) is counted."""
+    matmul = 2 * tasks * rows * cols * cols + cols ** 3 / 3 + 3 * rows * cols * cols
+    return {"matmul": float(matmul), "svd": float(rows * cols * min(rows, cols))}

@@ -5,7 +5,7 @@ disentangled ones, θ̂_i = θ_base + (τ_i − δ) (paper eq. 11: "τ̂_i can b
 merging methods"), built in float32 or wider; X's own ``merge_group`` then merges them exactly as
 it merges fine-tunes: mergekit's ``GeneralizedTaskArithmeticMerge`` for ``ties``, ``dare_ties``,
 ``della`` and ``breadcrumbs_ties`` (its sparsification and sign consensus, not a rewrite), or this
-package's ``tsv``, ``wudi``, ``iso_c``, ``iso_cts``.  Tensors AWD does not disentangle (``select``)
+package's ``tsv``, ``wudi``, ``iso_c``, ``iso_cts``, ``ace``.  Tensors AWD does not disentangle (``select``)
 are merged by X from the original models.  ``combine: task_arithmetic`` is the paper's AWD Task
 Arithmetic and does not come through here (``awd_method`` folds δ into one pass).
 

@@ -7,6 +7,7 @@ from typing import Optional, Tuple
 from mergekit.merge_methods import register, registered_methods
 
 from mergekit_awd.errors import PlanError
+from mergekit_awd.mergekit_adapter.ace_method import ace_merge_method
 from mergekit_awd.mergekit_adapter.awd_method import awd_merge_method
 from mergekit_awd.mergekit_adapter.iso_method import iso_c_merge_method, iso_cts_merge_method
 from mergekit_awd.mergekit_adapter.method import PackageMergeMethod
@@ -16,7 +17,8 @@ from mergekit_awd.mergekit_adapter.wudi_method import wudi_merge_method
 
 def our_methods() -> Tuple[PackageMergeMethod, ...]:
     """This package's merge methods; a new method is one more entry here."""
-    return (awd_merge_method, tsv_merge_method, wudi_merge_method, iso_c_merge_method, iso_cts_merge_method)
+    return (awd_merge_method, tsv_merge_method, wudi_merge_method, iso_c_merge_method, iso_cts_merge_method,
+            ace_merge_method)
 
 
 def method_for(name: str) -> Optional[PackageMergeMethod]:
