@@ -5,6 +5,7 @@ AWD_REPORT = "awd_report.json"  # written by awd merges
 TSV_REPORT = "tsv_report.json"  # written by tsv merges
 WUDI_REPORT = "wudi_report.json"  # written by wudi merges
 ISO_REPORT = "iso_report.json"  # written by iso_c and iso_cts merges
+ACE_REPORT = "ace_report.json"  # written by ace merges
 COMPLETION_MARKER = "mergekit_awd_complete.json"  # the last file a merge writes (with digests)
 CARD_FILENAME = "README.md"  # mergekit's model card, extended
 CARD_HEATMAP = "awd_cosines.png"  # the card's cosine heatmap
@@ -27,3 +28,11 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 PICKLE_WEIGHTS = "pytorch_model.bin"
 PICKLE_INDEX = "pytorch_model.bin.index.json"
 INDEX_SUFFIX = ".index.json"
+
+# tune --out (and the tuned configuration beside CONFIG)
+TUNE_POINTS = "tune_points.jsonl"  # the score cache (one scored point a line)
+TUNE_REPORT = "tune_report.json"
+TUNE_TABLE = "tune.md"
+TUNE_PLOT = "tune_scores.png"
+TUNE_SCRATCH = ".tune-scratch"  # the tuning merges; removed when tune ends, and at the next tune's start
+TUNED_SUFFIX = ".tuned.yml"  # CONFIG.tuned.yml beside CONFIG

@@ -166,7 +166,7 @@ def test_tune_cli_writes_the_report_the_tuned_config_and_the_same_merge(tiny_fam
     assert (out / "tune_scores.png").stat().st_size > 0
     # a second run resumes from the cache: nothing merged or scored again
     assert run(["tune", *argv]) == 0
-    assert "3 from the cache" in capsys.readouterr().out
+    assert "3 of 3 points from the cache" in capsys.readouterr().out
     again = json.loads((out / "tune_report.json").read_text())
     assert again["merges"] == 0 and again["evaluations"] == 0 and again["chosen"] == report["chosen"]
     assert again["merge_seconds"] == 0 and again["evaluation_seconds"] == 0

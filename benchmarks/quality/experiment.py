@@ -37,16 +37,10 @@ def fingerprint(paths: Sequence[Path]) -> str:
 
 def merge_code_version() -> str:
     """mergekit's version and a hash of mergekit_awd's Python sources: cached merges and scores are
-    only reused while both are unchanged."""
-    import mergekit_awd
-    from importlib.metadata import version
+    only reused while both are unchanged (the package's ``code_version``, also what ``tune`` keys by)."""
+    from mergekit_awd.code_version import code_version
 
-    root = Path(mergekit_awd.__file__).resolve().parent
-    digest = hashlib.sha256()
-    for file in sorted(root.rglob("*.py")):
-        digest.update(str(file.relative_to(root)).encode())
-        digest.update(file.read_bytes())
-    return f"mergekit-{version('mergekit')}-mergekit_awd-{digest.hexdigest()[:12]}"
+    return code_version()
 
 
 @dataclass

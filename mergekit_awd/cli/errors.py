@@ -39,6 +39,6 @@ def command_errors(command: str, out_path: Optional[str], finished: str, verbose
         raise click.ClickException(f"interrupted after {finished} finished: {error}") from None
     except KeyboardInterrupt as error:
         raise click.ClickException(
-            f"{command} interrupted ({error or 'Ctrl-C'}); {left}"
+            f"{command} interrupted ({str(error) or 'Ctrl-C'}); {left}"
             + (" and the partial output removed" if out_path else "")
         ) from None

@@ -9,7 +9,8 @@ from typing import Dict, Optional, Sequence, Tuple
 import click
 
 from mergekit_awd.errors import ConfigError
-from mergekit_awd.tools.tune import DEFAULT_GRID
+from mergekit_awd.tools.tune_data import DEFAULT_MAX_TOKENS
+from mergekit_awd.tools.tune_grid import DEFAULT_GRID, MAX_POINTS
 
 
 def _pairs(values: Sequence[str], option: str) -> Dict[str, str]:
@@ -28,11 +29,12 @@ def default_out_dir(config_file: str) -> str:
 
 
 @click.command("tune")
-@click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--data", "data_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help='Validation JSONL: {"prompt", "answer"} or {"prompt", "choices", "label"} per line, optional "task".')
+@click.argument("config_file", type=click.Path(dir_okay=False))
+@click.option("--data", "data_file", required=True, type=click.Path(dir_okay=False),
+              help='Validation JSONL (UTF-8): {"prompt", "answer"} or {"prompt", "choices", "label"} per line, '
+                   'optional "task".')
 @click.option("--grid", "grids", multiple=True, metavar="NAME=START:STOP:STEP|NAME=V1,V2",
-              help=f"A tuned parameter and its values (repeatable; default {DEFAULT_GRID}).")
+              help=f"A tuned parameter and its values (repeatable; default {DEFAULT_GRID}; at most {MAX_POINTS} points).")
 @click.option("--reference", "references", multiple=True, metavar="TASK=FOLDER",
               help="The fine-tune of a task: scores are then normalized per task (repeatable).")
 @click.option("--out", "out_dir", default=None, type=click.Path(file_okay=False),
@@ -42,33 +44,63 @@ def default_out_dir(config_file: str) -> str:
 @click.option("--cuda", is_flag=True, default=False, help="Merge and score on the GPU.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1), help="Scoring batch size.")
 @click.option("--max-new-tokens", default=16, show_default=True, type=click.IntRange(min=1),
-              help="Longest greedy continuation for exact match.")
+              help="Longest greedy continuation for exact match (a longer answer is refused).")
+@click.option("--max-tokens", default=DEFAULT_MAX_TOKENS, show_default=True, type=click.IntRange(min=1),
+              help="Longest line in tokens (prompt with its answer, choice or continuation); at most the "
+                   "model's context. Longer lines are refused before anything is merged.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bar.")
 def tune_command(config_file: str, data_file: str, grids: Tuple[str, ...], references: Tuple[str, ...],
                  out_dir: Optional[str], merge_out: Optional[str], cuda: bool, batch_size: int,
-                 max_new_tokens: int, quiet: bool) -> None:
+                 max_new_tokens: int, max_tokens: int, quiet: bool) -> None:
     """Score CONFIG_FILE's merge at every point of a parameter grid on your validation data, choose the
     best, write it as CONFIG.tuned.yml beside CONFIG_FILE, and with --merge merge it.
 
     Methods whose output is θ_base + λ·D (task_arithmetic, ties, dare_ties, della, breadcrumbs_ties,
-    awd, tsv, wudi, iso_c, iso_cts) are merged once per value of the other parameters and moved along λ
-    without merging again."""
+    and this package's methods) are merged once per value of the other parameters and moved along λ
+    without merging again. Scores are cached in --out by the content of every model, the tokenizer,
+    the data and the configuration: a re-run reuses them only while all are unchanged.
+    """
     from mergekit_awd.cli.errors import command_errors
 
     out_dir = out_dir or default_out_dir(config_file)
     with command_errors("tune", merge_out, "the merge"):
-        _run(config_file, data_file, grids, _pairs(references, "--reference"), out_dir, merge_out, cuda,
-             batch_size, max_new_tokens, quiet)
+        try:
+            _run(config_file, data_file, grids, _pairs(references, "--reference"), out_dir, merge_out, cuda,
+                 batch_size, max_new_tokens, max_tokens, quiet)
+        except KeyboardInterrupt as error:
+            from mergekit_awd.tools.tune_cache import scored_point_count
+
+            kept = scored_point_count(out_dir)
+            raise click.ClickException(
+                f"tune interrupted ({str(error) or 'Ctrl-C'}); {kept} scores kept in {out_dir} (a re-run resumes "
+                f"there), no tuned configuration written" + (f", {merge_out} not written" if merge_out else "")
+            ) from None
+
+
+def _data_check(data, max_tokens: int, max_new_tokens: int):
+    """``prepare`` for tune: every line of ``data`` fits, by the base model's tokenizer and context."""
+    def check(plan) -> None:
+        from transformers import AutoTokenizer
+
+        from mergekit_awd.tools.tune_data import check_lengths, model_context
+
+        tokenizer = AutoTokenizer.from_pretrained(plan.base)
+        context = model_context(plan.base)
+        check_lengths(data, tokenizer, min(max_tokens, context or max_tokens), max_new_tokens)
+
+    return check
 
 
 def _run(config_file: str, data_file: str, grids: Sequence[str], reference_models: Dict[str, str], out_dir: str,
-         merge_out: Optional[str], cuda: bool, batch_size: int, max_new_tokens: int, quiet: bool) -> None:
+         merge_out: Optional[str], cuda: bool, batch_size: int, max_new_tokens: int, max_tokens: int,
+         quiet: bool) -> None:
     import torch
     from mergekit.options import MergeOptions
 
     from mergekit_awd.pipeline.devices import check_merge_devices
     from mergekit_awd.tools.tune import parse_grid, tune_merge
     from mergekit_awd.tools.tune_data import read_tuning_data, score_model
+    from mergekit_awd.tools.tune_report import cache_line
 
     options = MergeOptions(cuda=cuda)
     check_merge_devices(options)
@@ -88,11 +120,15 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
             return score_model(model, load_model.tokenizer, data, batch_size=batch_size,
                                max_new_tokens=max_new_tokens, tasks=tasks)
 
+    scoring = {"scorer": "tune_data.score_model", "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+               "device": device.type}
     result = tune_merge(config_file, scorer, load_model, out_dir, axes, reference_models=reference_models,
-                        merge_out=merge_out, cuda=cuda, quiet=quiet, data_digest=data.digest)
+                        merge_out=merge_out, cuda=cuda, quiet=quiet, data_digest=data.digest, data_path=data_file,
+                        tasks=[t.name for t in data.tasks], scoring=scoring,
+                        prepare=_data_check(data, max_tokens, max_new_tokens))
     click.echo(f"tune: {len(result.points)} points ({result.merges} merges in {result.merge_seconds:.0f} s, "
-               f"{result.evaluations} evaluations in {result.evaluation_seconds:.0f} s, "
-               f"{sum(p.reused for p in result.points)} from the cache) in {result.seconds:.0f} s")
+               f"{result.evaluations} evaluations in {result.evaluation_seconds:.0f} s) in {result.seconds:.0f} s")
+    click.echo(f"cache: {cache_line(result)}")
     click.echo(f"chosen: {', '.join(f'{k} = {v}' for k, v in result.chosen.items())} "
                f"(mean score {result.chosen_score:.4f})")
     if result.tuned_config:

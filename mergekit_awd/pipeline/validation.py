@@ -349,6 +349,32 @@ def check_models(config: MergeConfiguration, label: str, allow_crimes: bool = Fa
             )
 
 
+def check_required_parameters(config: MergeConfiguration, method: MergeMethod, label: str) -> None:
+    """Every parameter the method requires (mergekit's ``weight`` of task_arithmetic, ties…; ``t`` of
+    slerp) is set for every model that needs it, in the model's own parameters or the configuration's
+    (mergekit would find out while merging the first tensor).  Configurations with ``slices`` or
+    ``modules`` resolve parameters per slice and are left to mergekit."""
+    from mergekit.merge_methods.base import ParameterScope
+
+    if config.slices or config.modules or not config.models:
+        return
+    shared = set(config.parameters or {})
+    for parameter in method.spec.parameters:
+        if not parameter.required or parameter.name in shared:
+            continue
+        if parameter.scope == ParameterScope.SHARED:
+            raise ConfigError(f"{label}: merge_method {config.merge_method} needs parameter {parameter.name!r} "
+                              "(set it under parameters)", key=parameter.name)
+        for model in config.models:
+            if parameter.scope == ParameterScope.NON_BASE and model.model == config.base_model:
+                continue
+            if parameter.name not in (model.parameters or {}):
+                raise ConfigError(
+                    f"{label}: merge_method {config.merge_method} needs parameter {parameter.name!r} for model "
+                    f"{model.model} (set it in that model's parameters, or for every model under parameters)",
+                    key=parameter.name)
+
+
 def check_method_name(config: MergeConfiguration, label: str) -> None:
     """``merge_method`` names a registered method (mergekit only finds out after loading)."""
     from mergekit.merge_methods import registered_methods
@@ -364,11 +390,15 @@ def validate_merge(config: MergeConfiguration, label: str, method: Optional[Merg
                    options: Any = None) -> None:
     """All checks; ``method`` is given for this package's methods (strict parameter checks);
     ``options`` (mergekit's MergeOptions) adds the LoRA merge cache checks."""
+    from mergekit.merge_methods import get
+
     check_method_name(config, label)
     if method is not None:
         check_parameters(config, method, label)
         check_inputs(config, method, label)
+    check_required_parameters(config, method or get(config.merge_method), label)
     check_models(config, label, allow_crimes=allow_crimes, options=options)
 
 
-__all__ = ["validate_merge", "check_method_name", "check_parameters", "check_inputs", "check_models", "parameter_blocks"]
+__all__ = ["validate_merge", "check_method_name", "check_parameters", "check_required_parameters", "check_inputs",
+           "check_models", "parameter_blocks"]

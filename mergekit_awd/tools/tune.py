@@ -1,9 +1,9 @@
 """Choose λ (and other parameters) on the user's own data: ``mergekit-awd tune``.
 
 A grid is a product of axes over the configuration's shared parameters (``lambda``, ``alpha``,
-``density``…; per-model parameters are set for every model).  Each point is scored by a callable
-(a transformers model → {task: {"score": s, …}}); the command's scorer is ``tune_data.score_model``
-on a JSONL file.
+``density``…; per-model parameters are set for every model); ``tune_grid`` parses it.  Each point is
+scored by a callable (a transformers model → {task: {"score": s, …}}); the command's scorer is
+``tune_data.score_model`` on a JSONL file.
 
 **The linear path.**  When the method's output is θ(λ) = θ_base + λ·D with D independent of λ
 (``LINEAR_IN_LAMBDA``: mergekit's task-vector methods at a fixed density and seed, and every method of
@@ -11,84 +11,45 @@ this package), the points that differ only in λ share one merge: a float32 merg
 normal pipeline, D = θ(1) − θ_base read tensor by tensor, and the scored model is moved along the path
 in place, θ ← θ + (λ − λ_prev)·D (so memory holds two models: the scored model and D, whatever the
 grid).  Every other method, and every value of a non-λ axis, is a merge through the pipeline.
-A point's score is cached in ``OUT/tune_points.jsonl`` (keyed by the configuration, the point, the data
-file's digest and the package version), so an interrupted tune resumes where it stopped.
+
+**Safety** (``tune_plan`` checks, before anything is loaded, merged or written): every point's
+configuration passes the merge command's validation; ``--out``, ``--merge`` and ``CONFIG.tuned.yml``
+overlap no input (the merge's inputs, every ``--reference`` folder, the data file) nor each other;
+the configuration's folder is writable.  ``--out`` is locked while a tune runs in it (a second tune
+into it is refused at once); the tuning merges live in ``--out/.tune-scratch/``, removed when tune
+ends (SIGTERM and Ctrl-C included) and at the next tune's start.  Scores are cached in
+``--out/tune_points.jsonl`` keyed by the content of every input (``tune_cache``), so an interrupted
+tune resumes where it stopped and a changed model, tokenizer or data file is scored again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import itertools
-import json
-import math
 import os
 import shutil
-import tempfile
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-import torch
-import yaml
-
+from mergekit_awd.constants import TUNE_POINTS, TUNE_REPORT, TUNE_SCRATCH
 from mergekit_awd.errors import ConfigError
 from mergekit_awd.progress import progress_bar
+from mergekit_awd.tools.tune_cache import InputIdentity, PointCache, cache_key, identify_all, input_digests
+from mergekit_awd.tools.tune_grid import DEFAULT_GRID, GridAxis, parse_grid, value_identity
 from mergekit_awd.tools.tune_path import ModelOnPath
+from mergekit_awd.tools.tune_plan import LAMBDA, TUNED_MARKER, TunePlan, configured, plan_tune
 
 # Methods whose output is θ_base + λ·D, D independent of λ (mergekit 0.1.5's generalized task
 # arithmetic: ``mixed_delta *= lambda``; ours: θ_base + λ · merged).  dare/della draw their masks
 # from torch's generator: the λ = 1 merge fixes them for the whole path.
 LINEAR_IN_LAMBDA = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "della", "della_linear", "breadcrumbs",
-                    "breadcrumbs_ties", "awd", "tsv", "wudi", "iso_c", "iso_cts")
-LAMBDA = "lambda"
-DEFAULT_GRID = "lambda=0.1:1.5:0.1"
-POINTS_FILE = "tune_points.jsonl"
-TUNED_SUFFIX = ".tuned.yml"
-TUNED_MARKER = "# written by mergekit-awd tune"
-# the largest grid a tune accepts (points); every point costs one evaluation
-MAX_POINTS = 1000
+                    "breadcrumbs_ties", "awd", "tsv", "wudi", "iso_c", "iso_cts", "ace")
 
 # scorer(model, tasks): {task: {"score": s, …}} for ``tasks`` (None: every task of the data)
 Scorer = Callable[[Any, Optional[Sequence[str]]], Dict[str, Dict[str, float]]]
-
-
-@dataclass(frozen=True)
-class GridAxis:
-    """One tuned parameter and its values, in the order given."""
-
-    name: str
-    values: Tuple[Any, ...]
-
-
-def parse_grid(text: str) -> GridAxis:
-    """``name=start:stop:step`` (inclusive of stop, to 1e-9) or ``name=v1,v2,…`` (numbers, true/false
-    or words)."""
-    name, sep, spec = text.partition("=")
-    name, spec = name.strip(), spec.strip()
-    if not sep or not name or not spec:
-        raise ConfigError(f"--grid {text!r}: expected NAME=START:STOP:STEP or NAME=V1,V2,…", key=name or None)
-    if ":" in spec:
-        try:
-            start, stop, step = (float(p) for p in spec.split(":"))
-        except ValueError:
-            raise ConfigError(f"--grid {text!r}: START:STOP:STEP must be three numbers", key=name) from None
-        if not (math.isfinite(start) and math.isfinite(stop) and math.isfinite(step)) or step <= 0 or stop < start:
-            raise ConfigError(f"--grid {text!r}: needs STEP > 0 and STOP ≥ START", key=name)
-        count = int(math.floor((stop - start) / step + 1e-9)) + 1
-        if count > MAX_POINTS:
-            raise ConfigError(f"--grid {text!r}: {count} values (at most {MAX_POINTS})", key=name)
-        return GridAxis(name, tuple(round(start + i * step, 10) for i in range(count)))
-    values = []
-    for part in spec.split(","):
-        value = yaml.safe_load(part.strip()) if part.strip() else None
-        if value is None or isinstance(value, (list, dict)):
-            raise ConfigError(f"--grid {text!r}: {part!r} is not a value", key=name)
-        values.append(value)
-    if len(set(map(repr, values))) != len(values):
-        raise ConfigError(f"--grid {text!r}: a value is repeated", key=name)
-    return GridAxis(name, tuple(values))
 
 
 @dataclass
@@ -100,6 +61,19 @@ class TunePoint:
     score: float
     merged_at_lambda_one: bool
     reused: bool = False
+
+
+@dataclass
+class CacheUse:
+    """What the score cache answered, and why it could: ``reused`` scores came from ``OUT``'s cache
+    because every input had the same content digest; ``changed``: inputs whose content differs from
+    a cached score of the same point (that score was not used)."""
+
+    reused: int = 0
+    scored: int = 0
+    changed: List[str] = field(default_factory=list)
+    inputs: Dict[str, str] = field(default_factory=dict)  # role → content digest
+    code: str = ""
 
 
 @dataclass
@@ -120,67 +94,10 @@ class TuneResult:
     tuned_config: Optional[str] = None
     merged: Optional[str] = None
     files: Dict[str, str] = field(default_factory=dict)
+    cache: CacheUse = field(default_factory=CacheUse)
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
-
-
-def _config_dict(config: Union[str, os.PathLike, Dict[str, Any]]) -> Tuple[Dict[str, Any], Optional[str]]:
-    if isinstance(config, dict):
-        return copy.deepcopy(config), None
-    path = os.fspath(config)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read the configuration ({error.strerror or error})", path=path) from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})", path=path) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the configuration must be a mapping", path=path)
-    return data, path
-
-
-def _per_model_names(method: str) -> List[str]:
-    from mergekit.merge_methods import get
-    from mergekit.merge_methods.base import ParameterScope
-
-    return [p.name for p in get(method).spec.parameters if p.scope != ParameterScope.SHARED]
-
-
-def configured(config: Dict[str, Any], point: Mapping[str, Any]) -> Dict[str, Any]:
-    """``config`` with the point's parameters set: shared ones under ``parameters``, per-model ones
-    (``density``, ``weight``…) in every model's ``parameters``."""
-    out = copy.deepcopy(config)
-    per_model = set(_per_model_names(out["merge_method"]))
-    for name, value in point.items():
-        if name in per_model:
-            for model in out.get("models") or []:
-                model.setdefault("parameters", {})[name] = value
-        else:
-            out.setdefault("parameters", {})[name] = value
-    return out
-
-
-def _point_key(config: Dict[str, Any], point: Mapping[str, Any], data_digest: str, references: Mapping[str, str]) -> str:
-    from importlib.metadata import version
-
-    text = json.dumps({"config": config, "point": point, "data": data_digest, "references": dict(references),
-                       "version": version("mergekit-awd")}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
-
-
-def _load_cache(path: str) -> Dict[str, Dict[str, Any]]:
-    cache: Dict[str, Dict[str, Any]] = {}
-    if os.path.isfile(path):
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    entry = json.loads(line)
-                    cache[entry["key"]] = entry
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut by an interruption: that point is scored again
-    return cache
 
 
 def _merge(config: Dict[str, Any], out_dir: str, cuda: bool, dtype: Optional[str] = None) -> str:
@@ -194,36 +111,159 @@ def _merge(config: Dict[str, Any], out_dir: str, cuda: bool, dtype: Optional[str
     return out_dir
 
 
-def check_tuned_config_target(path: str) -> None:
-    """The best configuration is written next to the input: never over a file tune did not write."""
-    if os.path.exists(path):
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            first = handle.readline().rstrip("\n")
-        if first != TUNED_MARKER:
-            raise ConfigError(f"{path} exists and was not written by mergekit-awd tune; move it away "
-                              "(tune never overwrites a file it did not write)", path=path)
+@contextlib.contextmanager
+def tune_workspace(out_dir: str) -> Iterator[str]:
+    """``out_dir`` created and locked (``OutputBusyError`` at once when another tune holds it), its
+    scratch folder ``TUNE_SCRATCH`` emptied; yields the scratch folder, removed on the way out.
+    SIGTERM raises ``MergeInterrupted`` meanwhile (in the main thread), so it is removed then too."""
+    from mergekit_awd.pipeline.staging import MergeInterrupted, output_lock
+
+    os.makedirs(out_dir, exist_ok=True)
+    scratch = os.path.join(out_dir, TUNE_SCRATCH)
+    main = threading.current_thread() is threading.main_thread()
+
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise MergeInterrupted(f"received signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupted) if main else None
+    try:
+        with output_lock(os.path.realpath(out_dir)):
+            shutil.rmtree(scratch, ignore_errors=True)
+            os.makedirs(scratch)
+            try:
+                yield scratch
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def check_tune_outputs(config: Dict[str, Any], config_path: Optional[str], out_dir: str,
-                       merge_out: Optional[str], cuda: bool) -> None:
-    """Before anything is written: ``out_dir`` and ``merge_out`` overlap no input (resolved), ``out_dir``
-    is new, empty or an earlier tune's (it resumes there), ``merge_out`` is absent or empty."""
-    from mergekit.options import MergeOptions
+def _identities(plan: TunePlan, data_path: Optional[str]) -> Dict[str, InputIdentity]:
+    """The content identity of every model folder, adapter and file a score depends on."""
+    roles = list(plan.model_inputs)
+    roles += [(f"reference model for task {task}", folder) for task, folder in plan.reference_models.items()]
+    if data_path is not None:
+        roles.append(("validation data", data_path))
+    return identify_all(roles)
 
-    from mergekit_awd.errors import OutputExistsError
-    from mergekit_awd.pipeline.config import load_config
-    from mergekit_awd.pipeline.input_paths import check_out_disjoint, merge_inputs
-    from mergekit_awd.pipeline.staging import check_output_target
 
-    merge_config, _, _ = load_config(config)
-    inputs = merge_inputs(merge_config, config_path, MergeOptions(cuda=cuda))
-    check_out_disjoint(out_dir, inputs, command="tune")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, POINTS_FILE)):
-        raise OutputExistsError(f"{out_dir} is not empty and holds no earlier tune ({POINTS_FILE}); give another "
-                                "--out (tune never writes into a folder it did not make)", path=out_dir)
-    if merge_out is not None:
-        check_out_disjoint(merge_out, inputs, command="merge")
-        check_output_target(merge_out, False)
+@dataclass
+class _Run:
+    """The state of one tune while it scores: the plan, the inputs' identities, the cache, counts."""
+
+    plan: TunePlan
+    scorer: Scorer
+    model_loader: Callable[[str], Any]
+    identities: Dict[str, InputIdentity]
+    cache: PointCache
+    parts: Dict[str, Any]
+    cuda: bool
+    use: CacheUse
+    model: Optional[ModelOnPath] = None
+    merges: int = 0
+    evaluations: int = 0
+    clock: Dict[str, float] = field(default_factory=lambda: {"merge": 0.0, "evaluation": 0.0})
+
+    def loaded(self) -> ModelOnPath:
+        if self.model is None:
+            self.model = ModelOnPath(self.model_loader(self.plan.base))
+        return self.model
+
+    def lookup(self, kind: str, roles: Sequence[str], **parts: Any) -> Tuple[str, Optional[Dict[str, Any]], str]:
+        """(key, cached entry or None, the key without the inputs) of one score."""
+        identities = {role: self.identities[role] for role in roles}
+        key = cache_key(kind, identities, **self.parts, **parts)
+        partial = cache_key(kind, {}, **self.parts, **parts)
+        entry = self.cache.get(key)
+        if entry is None:
+            for role in self.cache.changed_inputs({"partial": partial}, identities):
+                if role not in self.use.changed:
+                    self.use.changed.append(role)
+        return key, entry, partial
+
+    def store(self, key: str, partial: str, roles: Sequence[str], **content: Any) -> None:
+        self.cache.put({"key": key, "partial": partial, "inputs": input_digests(self.identities, roles), **content})
+
+
+def _score_references(run: _Run) -> Dict[str, float]:
+    """Each ``--reference`` model's score on its task (cached by the content of the base, the
+    reference and the data)."""
+    refs: Dict[str, float] = {}
+    for task, folder in run.plan.reference_models.items():
+        roles = [*run.plan.loader_roles, f"reference model for task {task}", *run.plan.data_roles(run.identities)]
+        key, entry, partial = run.lookup("reference", roles, task=task)
+        if entry is None:
+            model = run.loaded()
+            model.load(folder)
+            with _timed(run.clock, "evaluation"):
+                scores = run.scorer(model.model, [task])
+            run.evaluations += 1
+            if task not in scores:
+                raise ConfigError(f"--reference {task}={folder}: the data has no task {task!r}", key=task)
+            entry = {"reference": task, "score": scores[task]["score"]}
+            run.store(key, partial, roles, **entry)
+        refs[task] = entry["score"]
+    return refs
+
+
+def _score_group(run: _Run, group: List[Tuple[int, Dict[str, Any]]], refs: Mapping[str, float], scratch: str,
+                 bar: Any, scored: Dict[int, TunePoint]) -> None:
+    """Score one group of points (equal but for λ on the linear path): cached ones from the cache,
+    the rest after one merge at λ = 1 (linear path) or one merge each."""
+    from mergekit_awd.tools.tune_data import overall_score
+
+    plan = run.plan
+    roles = [*plan.merge_roles, *plan.data_roles(run.identities)]
+    todo = []
+    for index, point in group:
+        key, entry, partial = run.lookup("point", roles, config=plan.config, point=point)
+        if entry is not None:
+            scored[index] = TunePoint(point, entry["tasks"], entry["score"], entry["merged_at_lambda_one"], True)
+            run.use.reused += 1
+            bar.update(1)
+        else:
+            todo.append((index, point, key, partial))
+    if not todo:
+        return
+    model = run.loaded()
+    if plan.linear:
+        _merge_into(run, model, scratch, dict(todo[0][1], **{LAMBDA: 1.0}), direction=True)
+        todo.sort(key=lambda item: float(item[1][LAMBDA]))
+    for index, point, key, partial in todo:
+        if plan.linear:
+            model.move_to(float(point[LAMBDA]))
+        else:
+            _merge_into(run, model, scratch, point, direction=False)
+        with _timed(run.clock, "evaluation"):
+            tasks = run.scorer(model.model, None)
+        run.evaluations += 1
+        run.use.scored += 1
+        score = overall_score(tasks, refs)
+        run.store(key, partial, roles, point=point, tasks=tasks, score=score, merged_at_lambda_one=plan.linear)
+        scored[index] = TunePoint(point, tasks, score, plan.linear)
+        bar.update(1)
+
+
+def _merge_into(run: _Run, model: ModelOnPath, scratch: str, point: Dict[str, Any], direction: bool) -> None:
+    """Merge ``point`` (float32) in the scratch folder and load it: as the λ path's direction, or as is."""
+    with _timed(run.clock, "merge"):
+        merged = _merge(configured(run.plan.config, point), os.path.join(scratch, "merge"), run.cuda, dtype="float32")
+    run.merges += 1
+    if direction:
+        model.set_direction(run.plan.base, merged)
+    else:
+        model.load(merged)
+    shutil.rmtree(merged, ignore_errors=True)
+
+
+def _groups(plan: TunePlan) -> List[List[Tuple[int, Dict[str, Any]]]]:
+    """The points (with their grid index) grouped by the values of every axis but λ on the linear path."""
+    others = [n for n in plan.names if not (plan.linear and n == LAMBDA)]
+    groups: Dict[Tuple, List[Tuple[int, Dict[str, Any]]]] = {}
+    for index, point in enumerate(plan.points):
+        groups.setdefault(tuple(value_identity(point[n]) for n in others), []).append((index, point))
+    return list(groups.values())
 
 
 def tune_merge(
@@ -239,146 +279,81 @@ def tune_merge(
     cuda: bool = False,
     quiet: bool = False,
     data_digest: str = "",
+    data_path: Optional[Union[str, os.PathLike]] = None,
+    tasks: Optional[Sequence[str]] = None,
+    scoring: Optional[Mapping[str, Any]] = None,
+    prepare: Optional[Callable[[TunePlan], None]] = None,
 ) -> TuneResult:
     """Score every grid point of ``config`` with ``scorer`` (``Scorer``) and choose the best (the first
     best in grid order).  ``model_loader(folder)`` returns the model ``scorer`` takes, loaded from the base's folder
     (float32 is what the linear path assumes).  ``references``: each task's reference score (the
     overall score is then normalized per task); ``reference_models``: task → model folder, scored once
-    to give them.  Writes ``out_dir`` (the point cache, ``tune_report.json``, ``tune.md``, the plot),
-    ``CONFIG.tuned.yml`` next to a config file, and with ``merge_out`` the final merge."""
+    to give them.  ``data_path``/``data_digest``: the scored data (an input: nothing is written over
+    it; its digest keys the cache); ``tasks``: the data's task names (a ``--reference`` task outside
+    them is refused before anything is loaded); ``scoring``: the scorer's settings (they key the
+    cache); ``prepare(plan)``: run after every check, before anything is loaded (the command checks
+    the data's lengths there).  Writes ``out_dir`` (the point cache, ``tune_report.json``,
+    ``tune.md``, the plot), ``CONFIG.tuned.yml`` next to a config file, and with ``merge_out`` the
+    final merge."""
     started = time.perf_counter()
-    data, config_path = _config_dict(config)
-    method = data.get("merge_method")
-    base = (data.get("base_model") or "")
-    if not method or not isinstance(base, str) or not base:
-        raise ConfigError("tune needs a configuration with merge_method and a base_model (a folder)",
-                          path=config_path)
-    axes = list(grid) or [parse_grid(DEFAULT_GRID)]
-    names = [a.name for a in axes]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"--grid: {sorted({n for n in names if names.count(n) > 1})} given twice")
-    count = math.prod(len(a.values) for a in axes)
-    if count > MAX_POINTS:
-        raise ConfigError(f"the grid has {count} points (at most {MAX_POINTS})")
-    tuned_path = None
-    if config_path is not None:
-        tuned_path = os.path.splitext(config_path)[0] + TUNED_SUFFIX
-        check_tuned_config_target(tuned_path)
-    # every point's configuration is checked before anything is merged or scored
-    from mergekit_awd.pipeline.config import load_config
-    from mergekit_awd.pipeline.validation import check_method_name, check_parameters
-    from mergekit.merge_methods import get
+    data_path = None if data_path is None else os.fspath(data_path)
+    plan = plan_tune(config, list(grid) or [parse_grid(DEFAULT_GRID)], dict(reference_models or {}),
+                     os.fspath(out_dir), None if merge_out is None else os.fspath(merge_out), cuda,
+                     data_path=data_path, tasks=tasks, linear_methods=LINEAR_IN_LAMBDA)
+    if prepare is not None:
+        prepare(plan)
+    with tune_workspace(plan.out_dir) as scratch:
+        identities = _identities(plan, data_path)
+        cache = PointCache(plan.out_dir)
+        from mergekit_awd.code_version import code_version
 
-    from mergekit_awd.mergekit_adapter.registration import register_methods
+        use = CacheUse(inputs={role: i.digest for role, i in identities.items()}, code=code_version())
+        parts = {"data": data_digest, "scoring": dict(scoring or {})}
+        run = _Run(plan, scorer, model_loader, identities, cache, parts, cuda, use)
+        scored: Dict[int, TunePoint] = {}
+        bar = progress_bar(total=len(plan.points), desc=f"tune · {plan.method}", unit="points", enabled=not quiet)
+        try:
+            refs = {**dict(references or {}), **_score_references(run)}
+            for group in _groups(plan):
+                _score_group(run, group, refs, scratch, bar, scored)
+        finally:
+            bar.close()
+            cache.close()
+        result = _result(plan, [scored[i] for i in range(len(plan.points))], refs, run)
+        _finish(plan, result, cuda, quiet)
+    result.seconds = time.perf_counter() - started
+    from mergekit_awd.tools.tune_report import write_tune_outputs
 
-    register_methods()
-    points = [dict(zip(names, values)) for values in itertools.product(*(a.values for a in axes))]
-    for point in points:
-        merge_config, _, label = load_config(configured(data, point))
-        check_method_name(merge_config, label)
-        check_parameters(merge_config, get(method), label)
-    out_dir = os.fspath(out_dir)
-    check_tune_outputs(data, config_path, out_dir, None if merge_out is None else os.fspath(merge_out), cuda)
-    os.makedirs(out_dir, exist_ok=True)
-    cache_path = os.path.join(out_dir, POINTS_FILE)
-    cache = _load_cache(cache_path)
-    linear = method in LINEAR_IN_LAMBDA and LAMBDA in names
-    others = [n for n in names if not (linear and n == LAMBDA)]
-    groups: Dict[Tuple, List[Dict[str, Any]]] = {}
-    for point in points:
-        groups.setdefault(tuple(repr(point[n]) for n in others), []).append(point)
+    result.files = write_tune_outputs(result, plan.out_dir)
+    return result
 
-    scored: Dict[int, TunePoint] = {}
-    merges = evaluations = 0
-    clock = {"merge": 0.0, "evaluation": 0.0}
-    refs = dict(references or {})
-    model: Optional[ModelOnPath] = None
-    bar = progress_bar(total=len(points), desc=f"tune · {method}", unit="points", enabled=not quiet)
-    scratch = tempfile.mkdtemp(prefix=".tune-", dir=out_dir)
-    try:
-        with open(cache_path, "a", encoding="utf-8") as cache_file:
-            for task, folder in (reference_models or {}).items():
-                key = _point_key({"reference": os.path.abspath(folder)}, {"task": task}, data_digest, {})
-                if key not in cache:
-                    model = model or ModelOnPath(model_loader(base))
-                    model.load(folder)
-                    with _timed(clock, "evaluation"):
-                        scores = scorer(model.model, [task])
-                    evaluations += 1
-                    if task not in scores:
-                        raise ConfigError(f"--reference {task}={folder}: the data has no task {task!r}", key=task)
-                    cache[key] = {"key": key, "reference": task, "score": scores[task]["score"]}
-                    cache_file.write(json.dumps(cache[key]) + "\n")
-                    cache_file.flush()
-                refs[task] = cache[key]["score"]
-            for group in groups.values():
-                keys = [_point_key(data, p, data_digest, reference_models or {}) for p in group]
-                todo = [(p, k) for p, k in zip(group, keys) if k not in cache]
-                for point, key in zip(group, keys):
-                    if key in cache:
-                        entry = cache[key]
-                        scored[points.index(point)] = TunePoint(point, entry["tasks"], entry["score"],
-                                                                entry["merged_at_lambda_one"], reused=True)
-                        bar.update(1)
-                if not todo:
-                    continue
-                if model is None:
-                    model = ModelOnPath(model_loader(base))
-                if linear:
-                    at_one = dict(todo[0][0], **{LAMBDA: 1.0})
-                    with _timed(clock, "merge"):
-                        merged = _merge(configured(data, at_one), os.path.join(scratch, "merge"), cuda,
-                                        dtype="float32")
-                    merges += 1
-                    model.set_direction(base, merged)
-                    shutil.rmtree(merged, ignore_errors=True)
-                    for point, key in sorted(todo, key=lambda pk: float(pk[0][LAMBDA])):
-                        model.move_to(float(point[LAMBDA]))
-                        with _timed(clock, "evaluation"):
-                            scored[points.index(point)] = _score(point, scorer, model, refs, True, key, cache_file)
-                        evaluations += 1
-                        bar.update(1)
-                else:
-                    for point, key in todo:
-                        with _timed(clock, "merge"):
-                            merged = _merge(configured(data, point), os.path.join(scratch, "merge"), cuda,
-                                            dtype="float32")
-                        merges += 1
-                        model.load(merged)
-                        shutil.rmtree(merged, ignore_errors=True)
-                        with _timed(clock, "evaluation"):
-                            scored[points.index(point)] = _score(point, scorer, model, refs, False, key, cache_file)
-                        evaluations += 1
-                        bar.update(1)
-    finally:
-        bar.close()
-        shutil.rmtree(scratch, ignore_errors=True)
-    ordered = [scored[i] for i in range(len(points))]
-    if refs:  # cached points were stored with their own normalization: recompute with today's references
-        from mergekit_awd.tools.tune_data import overall_score
 
-        for point in ordered:
+def _result(plan: TunePlan, points: List[TunePoint], refs: Dict[str, float], run: _Run) -> TuneResult:
+    """The chosen point (the first best in grid order); cached points' scores normalized by today's references."""
+    from mergekit_awd.tools.tune_data import overall_score
+
+    if refs:
+        for point in points:
             point.score = overall_score(point.tasks, refs)
-    best = max(range(len(ordered)), key=lambda i: (ordered[i].score, -i))
-    chosen = ordered[best]
-    result = TuneResult(method, [{"name": a.name, "values": list(a.values)} for a in axes], ordered,
-                        chosen.parameters, chosen.score, refs, merges, evaluations, 0.0,
-                        merge_seconds=clock["merge"], evaluation_seconds=clock["evaluation"])
-    best_config = configured(data, chosen.parameters)
-    from mergekit_awd.tools.tune_report import tuning_note, write_tune_outputs, write_tuned_config
+    best = max(range(len(points)), key=lambda i: (points[i].score, -i))
+    return TuneResult(plan.method, [{"name": a.name, "values": list(a.values)} for a in plan.axes], points,
+                      points[best].parameters, points[best].score, refs, run.merges, run.evaluations, 0.0,
+                      merge_seconds=run.clock["merge"], evaluation_seconds=run.clock["evaluation"], cache=run.use)
 
-    if tuned_path is not None:
-        write_tuned_config(tuned_path, best_config, result)
-        result.tuned_config = tuned_path
-    if merge_out is not None:
+
+def _finish(plan: TunePlan, result: TuneResult, cuda: bool, quiet: bool) -> None:
+    """``CONFIG.tuned.yml`` and, with ``--merge``, the merge of the chosen configuration."""
+    from mergekit_awd.tools.tune_report import tuning_note, write_tuned_config
+
+    best_config = configured(plan.config, result.chosen)
+    if plan.tuned_path is not None:
+        write_tuned_config(plan.tuned_path, best_config, result)
+        result.tuned_config = plan.tuned_path
+    if plan.merge_out is not None:
         from mergekit_awd.pipeline.runner import run_merge
 
-        note = tuning_note(result)
-        run_merge(best_config, merge_out, cuda=cuda, quiet=quiet, card_note=note)
-        result.merged = os.fspath(merge_out)
-    result.seconds = time.perf_counter() - started
-    result.files = write_tune_outputs(result, out_dir)
-    return result
+        run_merge(best_config, plan.merge_out, cuda=cuda, quiet=quiet, card_note=tuning_note(result))
+        result.merged = plan.merge_out
 
 
 @contextlib.contextmanager
@@ -391,17 +366,6 @@ def _timed(clock: Dict[str, float], phase: str) -> Iterator[None]:
         clock[phase] += time.perf_counter() - started
 
 
-def _score(point: Dict[str, Any], scorer: Scorer, model: ModelOnPath, refs: Mapping[str, float], linear: bool,
-           key: str, cache_file) -> TunePoint:
-    from mergekit_awd.tools.tune_data import overall_score
-
-    tasks = scorer(model.model, None)
-    score = overall_score(tasks, refs)
-    cache_file.write(json.dumps({"key": key, "point": point, "tasks": tasks, "score": score,
-                                 "merged_at_lambda_one": linear}, default=str) + "\n")
-    cache_file.flush()
-    return TunePoint(point, tasks, score, linear)
-
-
-__all__ = ["GridAxis", "parse_grid", "TunePoint", "TuneResult", "tune_merge", "configured", "check_tune_outputs", "ModelOnPath",
-           "LINEAR_IN_LAMBDA", "DEFAULT_GRID"]
+__all__ = ["GridAxis", "parse_grid", "TunePoint", "TuneResult", "CacheUse", "tune_merge", "configured",
+           "tune_workspace", "ModelOnPath", "LINEAR_IN_LAMBDA", "DEFAULT_GRID", "TUNED_MARKER", "TUNE_POINTS",
+           "TUNE_REPORT"]

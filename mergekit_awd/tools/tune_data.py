@@ -9,6 +9,13 @@ Each line is one JSON object:
   classification accuracy (the choice with the highest summed log-probability);
 * an optional ``"task"`` groups lines (default ``"default"``); a task holds one kind of example.
 
+The file must be UTF-8 (a byte-order mark is allowed); a classification line's choices must differ.
+``check_lengths`` bounds every line in tokens before anything is merged: the prompt with the longest
+choice, or with its answer (+ EOS) and with the greedy continuation (``max_new_tokens``), at most
+``max_tokens`` (``DEFAULT_MAX_TOKENS``, and never more than the model's context
+``max_position_embeddings``); an answer longer than ``max_new_tokens`` (which greedy decoding could
+never produce) is refused too.
+
 The score of a task is its accuracy (classification) or exact match (generative), in [0, 1]; the
 overall score is the mean over tasks (of score / the reference's score, when each task has a
 reference model).  Scoring is ``tools.lm_scoring``, the LLM benchmark's evaluator.
@@ -24,12 +31,14 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from mergekit_awd.errors import EvaluationDataError
 from mergekit_awd.tools.lm_scoring import (
-    DEFAULT_BATCH_SIZE, AnswerExample, ChoiceExample, accuracy, answer_log_likelihoods, greedy_exact_match,
-    rank_classification,
+    DEFAULT_BATCH_SIZE, AnswerExample, ChoiceExample, accuracy, answer_log_likelihoods, encode_continuation,
+    encode_prompt, greedy_exact_match, rank_classification,
 )
 
 DEFAULT_TASK = "default"
 KINDS = ("answer", "choices")
+# The longest line (prompt with answer, choice or generated continuation), tokens; --max-tokens.
+DEFAULT_MAX_TOKENS = 2048
 
 
 @dataclass
@@ -39,6 +48,7 @@ class TuningTask:
     name: str
     kind: str  # "answer" or "choices"
     examples: List[Union[AnswerExample, ChoiceExample]] = field(default_factory=list)
+    lines: List[int] = field(default_factory=list)  # each example's line in the file
 
 
 @dataclass(frozen=True)
@@ -93,7 +103,23 @@ def _example(record: Any, path: str, line: int) -> Tuple[str, str, Union[AnswerE
     label = record["label"]
     if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
         raise _fail(path, line, f'"label" must be an integer from 0 to {len(choices) - 1}, got {json.dumps(label)}')
+    repeated = [(choices.index(c), i) for i, c in enumerate(choices) if choices.index(c) != i]
+    if repeated:
+        first, again = repeated[0]
+        raise _fail(path, line, f'"choices" {first} and {again} are the same text {json.dumps(choices[first])[:80]}: '
+                                "the model cannot prefer one, so the line would score the same for every model")
     return task, "choices", ChoiceExample(prompt, tuple(choices), label)
+
+
+def _decoded(raw: bytes, path: str) -> str:
+    """``raw`` as UTF-8 (a leading byte-order mark dropped); ``EvaluationDataError`` naming the line
+    of the first invalid byte."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = raw[:error.start].count(b"\n") + 1
+        raise _fail(path, line, f"not valid UTF-8 (byte {raw[error.start]:#04x} at offset {error.start}); "
+                                "save the file as UTF-8") from None
 
 
 def read_tuning_data(path: Union[str, os.PathLike]) -> TuningData:
@@ -107,7 +133,7 @@ def read_tuning_data(path: Union[str, os.PathLike]) -> TuningData:
         raise EvaluationDataError(f"{path}: cannot read the validation data ({error.strerror or error})",
                                   path=path) from None
     tasks: Dict[str, TuningTask] = {}
-    for number, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+    for number, line in enumerate(_decoded(raw, path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -120,9 +146,58 @@ def read_tuning_data(path: Union[str, os.PathLike]) -> TuningData:
             raise _fail(path, number, f"task {name!r} mixes generative and classification lines; give them "
                                       'different "task" names')
         task.examples.append(example)
+        task.lines.append(number)
     if not tasks:
         raise EvaluationDataError(f"{path}: no examples (the file is empty)", path=path, line=0)
     return TuningData(path, tuple(tasks.values()), hashlib.sha256(raw).hexdigest()[:16])
+
+
+def _longest_token_bytes(tokenizer: Any) -> Optional[int]:
+    """An upper bound on the UTF-8 bytes one token stands for (the longest vocabulary entry's UTF-8
+    length: byte-level and SentencePiece markers take at least as many bytes as they stand for)."""
+    try:
+        return max(len(str(token).encode("utf-8")) for token in tokenizer.get_vocab())
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _line_tokens(tokenizer: Any, example: Union[AnswerExample, ChoiceExample], max_new_tokens: int) -> Tuple[int, int]:
+    """(tokens the line's longest sequence takes, the answer's tokens or 0)."""
+    prompt = len(encode_prompt(tokenizer, example.prompt))
+    if isinstance(example, ChoiceExample):
+        return prompt + max(len(encode_continuation(tokenizer, c)) for c in example.choices), 0
+    answer = len(encode_continuation(tokenizer, example.answer))
+    return prompt + max(answer + 1, max_new_tokens), answer
+
+
+def model_context(folder: str) -> Optional[int]:
+    """The model's context (``max_position_embeddings`` of its config.json), or None."""
+    from mergekit_awd.pipeline.model_files import read_config_json
+
+    value = read_config_json(folder).get("max_position_embeddings")
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def check_lengths(data: TuningData, tokenizer: Any, max_tokens: int = DEFAULT_MAX_TOKENS,
+                  max_new_tokens: int = 16) -> None:
+    """Every line fits ``max_tokens`` (see the module docstring); ``EvaluationDataError`` naming the
+    file and line of the first that does not.  A line longer than ``max_tokens`` × the longest token's
+    bytes is refused without tokenizing it."""
+    longest = _longest_token_bytes(tokenizer)
+    for task in data.tasks:
+        for line, example in zip(task.lines, task.examples):
+            texts = [example.prompt, *(example.choices if isinstance(example, ChoiceExample) else [example.answer])]
+            size = sum(len(t.encode("utf-8")) for t in texts)
+            if longest is not None and size > max_tokens * longest:
+                raise _fail(data.path, line, f"the line is {size} bytes, more than {max_tokens} tokens can hold "
+                                             f"(--max-tokens {max_tokens})")
+            tokens, answer = _line_tokens(tokenizer, example, max_new_tokens)
+            if tokens > max_tokens:
+                raise _fail(data.path, line, f"prompt and {'answer' if answer else 'choice'} take {tokens} tokens, "
+                                             f"more than --max-tokens {max_tokens}")
+            if answer > max_new_tokens:
+                raise _fail(data.path, line, f"the answer is {answer} tokens, more than --max-new-tokens "
+                                             f"{max_new_tokens}: greedy decoding could never produce it")
 
 
 def score_model(model: Any, tokenizer: Any, data: TuningData, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -153,4 +228,5 @@ def overall_score(scores: Dict[str, Dict[str, float]], references: Dict[str, flo
     return sum(values) / len(values)
 
 
-__all__ = ["TuningTask", "TuningData", "read_tuning_data", "score_model", "overall_score", "DEFAULT_TASK"]
+__all__ = ["TuningTask", "TuningData", "read_tuning_data", "check_lengths", "model_context", "score_model",
+           "overall_score", "DEFAULT_TASK", "DEFAULT_MAX_TOKENS"]

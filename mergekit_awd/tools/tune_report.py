@@ -5,18 +5,34 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import yaml
 
-from mergekit_awd.tools.tune import TUNED_MARKER, TunePoint, TuneResult
+from mergekit_awd.constants import TUNE_PLOT, TUNE_REPORT, TUNE_TABLE
+from mergekit_awd.tools.tune_plan import TUNED_MARKER
 
-REPORT_FILE = "tune_report.json"
-TABLE_FILE = "tune.md"
-PLOT_FILE = "tune_scores.png"
+if TYPE_CHECKING:
+    from mergekit_awd.tools.tune import TunePoint, TuneResult
+
+REPORT_FILE = TUNE_REPORT
+TABLE_FILE = TUNE_TABLE
+PLOT_FILE = TUNE_PLOT
 
 
-def tuning_note(result: TuneResult) -> str:
+def cache_line(result: "TuneResult") -> str:
+    """How many points the cache answered and why it could (or which inputs changed)."""
+    use = result.cache
+    line = f"{use.reused} of {len(result.points)} points from the cache"
+    if use.reused:
+        line += (f" (every input had the same content: {len(use.inputs)} inputs by XXH3-128 digest, the same "
+                 f"data, configuration, scoring settings and code {use.code})")
+    if use.changed:
+        line += f"; scored again because these inputs changed since: {', '.join(use.changed)}"
+    return line
+
+
+def tuning_note(result: "TuneResult") -> str:
     """The model card's paragraph on how the parameters were chosen."""
     chosen = ", ".join(f"{k} = {v}" for k, v in result.chosen.items())
     grid = "; ".join(f"{a['name']} ∈ {{{', '.join(str(v) for v in a['values'])}}}" for a in result.axes)
@@ -26,14 +42,14 @@ def tuning_note(result: TuneResult) -> str:
             f"({len(result.points)} points, {result.merges} merges, {result.evaluations} evaluations).")
 
 
-def write_tuned_config(path: str, config: Dict[str, Any], result: TuneResult) -> None:
+def write_tuned_config(path: str, config: Dict[str, Any], result: "TuneResult") -> None:
     from mergekit_awd.pipeline.staging import atomic_write_text
 
     header = [TUNED_MARKER, f"# chosen: {json.dumps(result.chosen)}; mean score {result.chosen_score:.4f}"]
     atomic_write_text(path, "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False))
 
 
-def write_tune_outputs(result: TuneResult, out_dir: str) -> Dict[str, str]:
+def write_tune_outputs(result: "TuneResult", out_dir: str) -> Dict[str, str]:
     """``tune_report.json``, ``tune.md`` (a table per point and task) and the score plot."""
     from mergekit_awd.pipeline.staging import atomic_write_text
 
@@ -43,7 +59,8 @@ def write_tune_outputs(result: TuneResult, out_dir: str) -> Dict[str, str]:
     lines = [f"# mergekit-awd tune: {result.method}", "",
              f"Chosen: {json.dumps(result.chosen)} (mean score {result.chosen_score:.4f}); "
              f"{len(result.points)} points, {result.merges} merges ({result.merge_seconds:.0f} s), "
-             f"{result.evaluations} evaluations ({result.evaluation_seconds:.0f} s), {result.seconds:.0f} s in all.", "",
+             f"{result.evaluations} evaluations ({result.evaluation_seconds:.0f} s), {result.seconds:.0f} s in all; "
+             f"{cache_line(result)}.", "",
              "| " + " | ".join(names + tasks + ["mean score"]) + " |",
              "| " + " | ".join(["---"] * (len(names) + len(tasks) + 1)) + " |"]
     for point in result.points:
@@ -59,7 +76,7 @@ def write_tune_outputs(result: TuneResult, out_dir: str) -> Dict[str, str]:
     return files
 
 
-def _plot(result: TuneResult, path: str) -> Optional[str]:
+def _plot(result: "TuneResult", path: str) -> Optional[str]:
     """Score against the first numeric axis, one line per task and the mean, per value of the rest."""
     try:
         import matplotlib
@@ -72,7 +89,7 @@ def _plot(result: TuneResult, path: str) -> Optional[str]:
     if not all(isinstance(p.parameters[axis], (int, float)) for p in result.points):
         return None
     rest = [a["name"] for a in result.axes[1:]]
-    series: Dict[str, List[TunePoint]] = {}
+    series: Dict[str, List["TunePoint"]] = {}
     for point in result.points:
         series.setdefault(", ".join(f"{n}={point.parameters[n]}" for n in rest), []).append(point)
     tasks = list(result.points[0].tasks)
@@ -97,4 +114,4 @@ def _plot(result: TuneResult, path: str) -> Optional[str]:
     return path
 
 
-__all__ = ["tuning_note", "write_tuned_config", "write_tune_outputs", "REPORT_FILE", "TABLE_FILE", "PLOT_FILE"]
+__all__ = ["cache_line", "tuning_note", "write_tuned_config", "write_tune_outputs", "REPORT_FILE", "TABLE_FILE", "PLOT_FILE"]
