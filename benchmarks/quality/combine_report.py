@@ -12,7 +12,7 @@ from benchmarks.quality.report import SHORT, table
 COMBINE_PAIRS: Tuple[Tuple[str, str], ...] = (
     ("task_arithmetic", "awd_tensor"), ("task_arithmetic", "awd_row"), ("ties", "awd_ties"),
     ("dare_ties", "awd_dare_ties"), ("della", "awd_della"), ("breadcrumbs_ties", "awd_breadcrumbs_ties"),
-    ("tsv", "tsv_disentangled"), ("tsv", "awd_row_tsv"), ("iso_cts", "awd_iso_cts"),
+    ("tsv", "tsv_disentangled"), ("tsv", "awd_row_tsv"), ("iso_cts", "awd_iso_cts"), ("ace", "awd_ace"),
 )
 TIES_MARGIN_TARGET = 2.0  # normalized points, issue #14
 TARGET_XS = ("ties", "tsv")

@@ -37,6 +37,9 @@ AWD_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7, 1.0)
 VARIANT_LAMBDAS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.5)           # AWD diagnostics: the low-λ part of AWD_LAMBDAS
 ISO_LAMBDAS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)  # Iso-C/CTS: a flat spectrum, smaller in norm than Σ τ_i
 # (4.0 and 5.0 added after quality_peers chose 3.0, the old grid's edge, for both)
+ACE_LAMBDAS = ISO_LAMBDAS  # ACE: θ_base + λ·B A⁻¹, a weighted mean of the updates (reference λ = 1) plus, when
+# heterogeneous, an isotropic correction; the iso grid spans both sides of 1
+ACE_EPSILONS = (1e-2, 1e-3, 1e-4, 1e-6)  # ace_eps: the reference's 1e-2 and smaller
 ISO_CTS_FRACTIONS = (0.5, 0.65, 0.8, 0.9)  # iso_cts_fraction: the common subspace's share (the reference fixes 0.8)
 AWD_ALPHAS = (0.01, 0.03, 0.1)
 SELECTS = ("block_linear", "matrices")                        # the package default; the references' every 2-D tensor
@@ -77,6 +80,14 @@ def optional_grids(registered: Sequence[str]) -> List[MethodGrid]:
     for iso in ("iso_c", "iso_cts"):
         if iso in registered:
             grids.append(MethodGrid(iso, _specs(iso, [{"select": s} for s in SELECTS], [{}]), ISO_LAMBDAS))
+    if "ace" in registered:  # the reference's ACE, then each option where the reference looks wrong (issue #28)
+        grids.append(MethodGrid("ace", _specs("ace", [{"select": s} for s in SELECTS], [{}]), ACE_LAMBDAS))
+        grids.append(MethodGrid("ace_uncentred", _specs("ace", [{"select": s, "b_update": "uncentred"}
+                                                                for s in SELECTS], [{}]), ACE_LAMBDAS))
+        grids.append(MethodGrid("ace_mean_covariance", _specs("ace", [{"select": s, "prior": "mean_covariance"}
+                                                                      for s in SELECTS], [{}]), ACE_LAMBDAS))
+        # the reference's ε is absolute (squared weight units): smaller ones for small task vectors
+        grids.append(MethodGrid("ace_eps", _specs("ace", [{"eps": e} for e in ACE_EPSILONS], [{}]), ACE_LAMBDAS))
     if "iso_cts" in registered:  # Iso-CTS with its common_space_fraction chosen on validation as well
         grids.append(MethodGrid("iso_cts_fraction", _specs("iso_cts", [{"select": s, "common_space_fraction": f}
                                                                      for s in SELECTS for f in ISO_CTS_FRACTIONS], [{}]),
@@ -103,6 +114,10 @@ def combine_grids(registered: Sequence[str]) -> List[MethodGrid]:
         grids.append(MethodGrid("awd_iso_cts", _specs("awd", [{"combine": "iso_cts", "scope": s, "select": sel}
                                                               for s in COMBINE_SCOPES for sel in SELECTS], [{}]),
                                 ISO_LAMBDAS))
+    if "ace" in registered:  # AWD in front of ACE (issue #28)
+        grids.append(MethodGrid("awd_ace", _specs("awd", [{"combine": "ace", "scope": s, "select": sel}
+                                                          for s in COMBINE_SCOPES for sel in SELECTS], [{}]),
+                                ACE_LAMBDAS))
     return grids
 
 

@@ -30,16 +30,23 @@ PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam",
 #       awd_row_tsv awd_iso_cts --output quality_combine
 # iso_cts with its common-subspace share on the validation grid too (issue #15's 90 % target):
 #   python -m benchmarks.quality.peers --grids iso_cts iso_cts_fraction --output quality_iso_fraction
+# ACE-Merging (issue #28), its two corrected options and AWD in front of it, with the references:
+#   python -m benchmarks.quality.peers --grids task_arithmetic ties iso_cts ace ace_uncentred \
+#       ace_mean_covariance awd_ace --output quality_ace
+#   python -m benchmarks.quality.peers --grids ace ace_eps --output quality_ace_eps   (ε on the validation grid)
 TUNED_GRIDS = ("iso_cts_fraction",)
+ACE_GRIDS = ("ace", "ace_uncentred", "ace_mean_covariance", "ace_eps", "awd_ace")
 TITLES = {"quality_peers": "Data-free peers", "quality_combine": "AWD row scope and combine",
-          "quality_iso_fraction": "Iso-CTS with its common-subspace share chosen on validation"}
+          "quality_iso_fraction": "Iso-CTS with its common-subspace share chosen on validation",
+          "quality_ace": "ACE-Merging, its options and AWD in front of it",
+          "quality_ace_eps": "ACE-Merging with its ridge ε on the validation grid"}
 COMBINE_GRIDS = ("dare_ties", "della", "breadcrumbs_ties", "awd_tensor", "awd_row", "awd_ties", "awd_dare_ties",
                  "awd_della", "awd_breadcrumbs_ties", "awd_row_tsv", "awd_iso_cts")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grids", nargs="+", default=list(PEER_GRIDS), choices=PEER_GRIDS + COMBINE_GRIDS + TUNED_GRIDS,
+    parser.add_argument("--grids", nargs="+", default=list(PEER_GRIDS), choices=PEER_GRIDS + COMBINE_GRIDS + TUNED_GRIDS + ACE_GRIDS,
                         help="which method grids to run (wudi_adam takes ~5 min per merge at 300 Adam steps, "
                              "more with select: matrices)")
     parser.add_argument("--output", default="quality_peers",
