@@ -35,6 +35,7 @@ METHODS = {
     "iso_c": {"merge_method": "iso_c", "parameters": {}},
     "iso_cts": {"merge_method": "iso_cts", "parameters": {}},
     "wudi_exact": {"merge_method": "wudi", "parameters": {"solver": "exact"}},
+    "ace": {"merge_method": "ace", "parameters": {}},
 }
 # --device cuda: every merge with --cuda, and the rows a GPU makes affordable (and wudi with Adam,
 # run whole with --adam-steps steps: ``cuda_methods``)
@@ -47,7 +48,7 @@ CUDA_METHODS = {
 
 def cuda_methods(adam_steps: int) -> Dict[str, Dict]:
     return {**CUDA_METHODS, "wudi_adam": {"merge_method": "wudi", "parameters": {"solver": "adam", "steps": adam_steps}}}
-TARGETS = {"iso_c": "≤ tsv_exact", "wudi_exact": "≤ 3.0× task_arithmetic"}
+TARGETS = {"iso_c": "≤ tsv_exact", "wudi_exact": "≤ 3.0× task_arithmetic", "ace": "≤ 3.0× task_arithmetic"}
 
 
 def adam_per_tensor(paths: List[Path], steps: int) -> Dict[str, Dict[str, float]]:

@@ -139,6 +139,17 @@ def test_ace_matches_the_reference(shape, scales):
     assert_relative(result.delta, reference_ace(list(tvs)))
 
 
+# float32 error ≈ cond(A) × 6e-8: m > n gives full-rank covariances; n > m leaves n − 3m directions of A
+# at the ridge ε alone (cond(A) ~ 3e4 here, a relative error of 4e-3 measured, bf16's own resolution)
+@pytest.mark.parametrize("shape,rtol", [((24, 16), 1e-5), ((64, 256), 1e-2)])
+@pytest.mark.parametrize("scales", [(0.1, 0.1, 0.1), HETEROGENEOUS], ids=["homogeneous", "heterogeneous"])
+def test_float32_inputs_are_solved_in_float32_close_to_the_float64_reference(shape, rtol, scales):
+    tvs = tasks(m=shape[0], n=shape[1], scales=scales)
+    result = ace_merge_matrices(tvs.float())
+    assert result.delta.dtype == torch.float32 and result.heterogeneous == reference_flag(list(tvs))
+    assert_relative(result.delta.double(), reference_ace(list(tvs)), rtol=rtol)
+
+
 @pytest.mark.parametrize("scales", [(0.1, 0.1, 0.1), HETEROGENEOUS], ids=["homogeneous", "heterogeneous"])
 @pytest.mark.parametrize("option", ["uncentred_b", "matrix_prior"])
 def test_the_options_change_only_their_step(scales, option):

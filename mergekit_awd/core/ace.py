@@ -71,8 +71,12 @@ Where ours differs from the reference, and why:
    non-zero task vector the merged update is 0 (the reference's too).
 3. T = 1: γ is undefined (the reference's unbiased variance of one value is NaN, and NaN > 0.3 is
    false), so the homogeneous branch runs, as in the reference; the report gives γ as null.
-4. Everything in float64 on the tensors' device (the reference: the checkpoint's dtype, with its
-   traces in float32), the result cast to float32 (float64 for float64 weights).
+4. Computed in float32 (float64 for float64 weights), as this package's other matrix methods and as
+   the reference (the checkpoint's dtype), on the tensors' device.  The float32 error is about
+   cond(A) × 6e-8 relative, cond(A) ≤ (λ_max(A) + ε_total) / ε_total: 1e-6 for full-rank
+   covariances, 4e-3 on a test matrix with n > 3m (``tests/test_ace.py``), bf16's resolution.
+   A float64 solve cost 4.48× task_arithmetic on the speed benchmark's model, float32 2.86×
+   (``benchmarks/results/peer_speed_ace.md``; the float64 figure from the same command at 659c331).
 5. B A⁻¹ by one LU factorisation of A and a triangular solve (``lu_factor_ex``/``lu_solve``) rather
    than forming A⁻¹: the same LU as ``torch.linalg.inv``, so A is singular exactly when the
    reference's ``inv`` raises; then B A⁺ (``torch.linalg.pinv``) as the reference, and the result
@@ -150,7 +154,7 @@ class AceResult:
 
 
 def heterogeneity(tasks: torch.Tensor) -> Tuple[Optional[float], torch.Tensor]:
-    """(γ, the uncentred traces ‖W_t‖²_F) of a [T, m, n] float64 stack; γ None when T < 2 (step 1)."""
+    """(γ, the uncentred traces ‖W_t‖²_F) of a [T, m, n] stack; γ None when T < 2 (step 1)."""
     traces = tasks.reshape(tasks.shape[0], -1).pow(2).sum(dim=1)
     if tasks.shape[0] < 2:
         return None, traces
@@ -179,13 +183,13 @@ def ace_merge_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[f
     if count == 0:
         zero = torch.zeros(task_matrices.shape[1:], dtype=work, device=device)
         return AceResult(zero, 0, False, None, "none", None, 0, None)
-    tasks = kept.double()
+    tasks = kept.to(work)
     rows, columns = tasks.shape[1:]
     gamma, traces = heterogeneity(tasks)                                       # step 1
     hetero = gamma is not None and gamma > parameters.gamma_threshold
-    eye = torch.eye(columns, dtype=torch.float64, device=device)
-    sigma_total = torch.zeros((columns, columns), dtype=torch.float64, device=device)  # Σ_t Σ̃_t
-    b = torch.zeros((rows, columns), dtype=torch.float64, device=device)
+    eye = torch.eye(columns, dtype=work, device=device)
+    sigma_total = torch.zeros((columns, columns), dtype=work, device=device)  # Σ_t Σ̃_t
+    b = torch.zeros((rows, columns), dtype=work, device=device)
     weighted = torch.zeros_like(b) if hetero else None                         # Σ_t W_t Σ̃_t
     eps_total = 0.0
     for task in tasks:
