@@ -27,6 +27,7 @@ MEAN_LAMBDAS = (0.7, 1.0, 1.5, 2.0, 2.5)  # ties, della: divided by Σ agreeing 
 TSV_LAMBDAS = (0.5, 1.0, 1.5, 2.0)
 ISO_LAMBDAS = (1.0, 1.5, 2.0, 3.0, 4.0)  # 3.0, the largest before, was chosen: the grid goes one step further
 WUDI_LAMBDAS = (0.5, 0.7, 1.0, 1.3, 1.6)  # both solvers chose 1.0, then the grid's largest
+ACE_LAMBDAS = (0.7, 1.0, 1.5, 2.0, 3.0)  # ACE's update is a weighted mean (reference λ 1.0): K = 4 sums need ~2
 # mergekit's sparsifying methods, alone and with AWD in front: per-model parameters and λ grid
 SPARSIFIED: Dict[str, Tuple[Dict[str, float], Tuple[float, ...]]] = {
     "ties": ({"density": 0.5}, MEAN_LAMBDAS),
@@ -65,4 +66,7 @@ def llm_grids(registered: Sequence[str]) -> List[MethodGrid]:
     for iso in ("iso_c", "iso_cts"):
         if iso in registered:
             grids.append(_grid(iso, iso, [{}], [{}], ISO_LAMBDAS))
+    if "ace" in registered:  # issue #28: the reference's ACE and AWD in front of it
+        grids.append(_grid("ace", "ace", [{}], [{}], ACE_LAMBDAS))
+        grids.append(_grid("awd_ace", "awd", [{"combine": "ace", "alpha": 0.01}], [{}], ACE_LAMBDAS))
     return grids
