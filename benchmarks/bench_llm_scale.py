@@ -51,6 +51,7 @@ METHODS: Dict[str, Tuple[str, Dict[str, Any]]] = {
     "iso_cts": ("iso_cts", {}),
     "wudi exact": ("wudi", {"solver": "exact"}),
     "wudi adam": ("wudi", {"solver": "adam"}),
+    "ace": ("ace", {}),
 }
 # The default rows per device: the peers' SVDs and Adam solves take hours at these shapes on a 2-core CPU.
 DEFAULT_METHODS: Dict[str, Tuple[str, ...]] = {
@@ -58,7 +59,7 @@ DEFAULT_METHODS: Dict[str, Tuple[str, ...]] = {
     "cuda": tuple(METHODS),
 }
 # Rows measured only at the K of --exact-ks (when given): full SVDs or hundreds of Adam steps per tensor.
-SLOW = ("tsv exact", "iso_c", "iso_cts", "wudi adam")
+SLOW = ("tsv exact", "iso_c", "iso_cts", "wudi adam", "ace")
 NAME = "model.layers.0.mlp.gate_proj.weight"  # a block-linear name: selected by every method
 
 
@@ -166,19 +167,19 @@ def extrapolate(rows: List[Dict[str, Any]], k: int) -> Dict[str, float]:
 
 
 def write(rows: List[Dict[str, Any]], device: str, threads: int, command: str = "",
-          methods: Sequence[str] = tuple(METHODS), skipped: Sequence[str] = ()) -> None:
+          methods: Sequence[str] = tuple(METHODS), skipped: Sequence[str] = (), output: Optional[str] = None) -> None:
     from benchmarks.common import RESULTS
 
     import torch
 
-    suffix = "_cuda" if device == "cuda" else ""
+    stem = output or ("llm_scale_cuda" if device == "cuda" else "llm_scale")
     where = (f"cuda, {torch.cuda.get_device_name(0)}, torch {torch.__version__}" if device == "cuda"
              else f"cpu, {threads} threads, torch {torch.__version__}")
     ta = {(r["shape"], r["k"]): r["seconds"] for r in rows if r["method"] == "task_arithmetic"}
     for row in rows:
         row["time_vs_task_arithmetic"] = row["seconds"] / ta[(row["shape"], row["k"])]
     whole = {str(k): extrapolate(rows, k) for k in KS}
-    (RESULTS / f"llm_scale{suffix}.json").write_text(json.dumps(
+    (RESULTS / f"{stem}.json").write_text(json.dumps(
         {"device": device, "device_name": where, "threads": threads, "rows": rows, "whole_8b_seconds": whole,
          "not_measured": list(skipped)}, indent=2) + "\n")
     lines = [f"# Per-tensor cost at Llama-3-8B shapes ({where}, bfloat16 inputs)", "",
@@ -201,7 +202,7 @@ def write(rows: List[Dict[str, Any]], device: str, threads: int, command: str = 
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     if skipped:
         lines += ["", "Not measured (failed, or the run's `--budget` was spent): " + ", ".join(skipped) + "."]
-    (RESULTS / f"llm_scale{suffix}.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -217,6 +218,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                         help="seconds: rows that would start later are skipped and reported as not measured")
     parser.add_argument("--shrink", type=int, default=1,
                         help="divide every shape by this (a quick check of the script; results not written)")
+    parser.add_argument("--output", default=None,
+                        help="results file stem in benchmarks/results (default llm_scale, or llm_scale_cuda)")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "SHAPE", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -256,7 +259,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(f"{label:<24} {shape:<20} K={k}: {row['seconds']:.2f} s, "
               f"+{row['peak_extra_bytes'] / 2**20:.0f} MiB", flush=True)
         if args.shrink == 1:
-            write(rows, args.device, threads, command.strip(), methods, skipped)
+            write(rows, args.device, threads, command.strip(), methods, skipped, args.output)
     if skipped:
         print(f"not measured (failed, or past the {args.budget} s budget): {', '.join(skipped)}")
 
