@@ -28,7 +28,7 @@ def _merged_state(tmp_path, paths, method, parameters, name):
     return load_state(tmp_path / name)
 
 
-@pytest.mark.parametrize("method,parameters", [("awd", {}), ("ties", {"density": 0.5}), ("tsv", {})])
+@pytest.mark.parametrize("method,parameters", [("awd", {}), ("ties", {"density": 0.5}), ("tsv", {}), ("ace", {})])
 def test_linear_path_equals_merging_at_each_lambda(tiny_family, tmp_path, method, parameters):
     config = write_config(tmp_path, tiny_family, {**parameters, "lambda": 1.0}, method=method)
     data = yaml.safe_load(config.read_text())

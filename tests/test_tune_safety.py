@@ -208,6 +208,7 @@ def test_data_must_be_utf8_and_readable(setup, tmp_path, capsys):
     config, _, _, inputs = setup
     bad = tmp_path / "latin1.jsonl"
     bad.write_bytes(json.dumps(LINES[0]).encode() + b"\n" + '{"prompt": "caf\u00e9", "answer": " w2"}'.encode("latin-1") + b"\n")
+    before = _digests(*inputs, bad)
     _refused(capsys, _tune(config, bad, tmp_path / "tune"), f"{bad}, line 2: not valid UTF-8")
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(LINES[0]).encode() + b"\n")
@@ -215,7 +216,7 @@ def test_data_must_be_utf8_and_readable(setup, tmp_path, capsys):
     loop = tmp_path / "loop.jsonl"
     os.symlink(loop, loop)
     _refused(capsys, _tune(config, loop, tmp_path / "tune"), str(loop), "symbolic links")
-    assert not (tmp_path / "tune").exists()
+    assert not (tmp_path / "tune").exists() and _digests(*inputs, bad) == before
 
 
 def test_an_unknown_reference_task_is_refused_before_loading(setup, tmp_path, capsys):
@@ -258,9 +259,10 @@ def test_nothing_is_written_inside_a_reference_or_next_to_the_data(setup, tmp_pa
 
 def test_out_and_merge_in_one_folder_are_refused_up_front(setup, tmp_path, capsys):
     config, data, _, inputs = setup
+    before = _digests(*inputs)
     for merge in (tmp_path / "x", tmp_path / "x" / "merged"):
         _refused(capsys, _tune(config, data, tmp_path / "x", "--merge", str(merge)), "--out folder")
-        assert not (tmp_path / "x").exists()
+        assert not (tmp_path / "x").exists() and _digests(*inputs) == before
 
 
 def _read_only(folder: Path):
@@ -277,6 +279,7 @@ def test_an_unwritable_config_folder_is_refused_before_the_first_merge(setup, tm
     folder = tmp_path / "configs"
     folder.mkdir()
     shutil.copy(config, folder / "merge.yml")
+    before = _digests(*inputs, folder)
     undo = _read_only(folder)
     try:
         code = _tune(folder / "merge.yml", data, tmp_path / "tune")
@@ -284,6 +287,7 @@ def test_an_unwritable_config_folder_is_refused_before_the_first_merge(setup, tm
         undo()
     _refused(capsys, code, str(folder), "cannot write the tuned configuration merge.tuned.yml")
     assert not (tmp_path / "tune").exists() and sorted(os.listdir(folder)) == ["merge.yml"]
+    assert _digests(*inputs, folder) == before
 
 
 # ----------------------------------------------------------------------------------------- 5, 9, 10. runs
@@ -346,12 +350,13 @@ def test_a_killed_tunes_scratch_is_removed_by_the_next_run(setup, tmp_path, caps
 
 
 def test_a_second_tune_into_the_same_out_is_refused_at_once(setup, tmp_path, capsys):
-    config, data, _, _ = setup
+    config, data, _, inputs = setup
+    before = _digests(*inputs)
     out = tmp_path / "tune"
     out.mkdir()
     with output_lock(str(out)):
         _refused(capsys, _tune(config, data, out), "is being written by another mergekit-awd command")
-    assert list(out.iterdir()) == []
+    assert list(out.iterdir()) == [] and _digests(*inputs) == before
 
 
 # ----------------------------------------------------------------------------------------- 6. the grid
@@ -380,13 +385,14 @@ def test_grid_values_are_numbers_compared_by_value():
 
 
 def test_a_tiny_step_grid_tunes_without_a_key_error(setup, tmp_path, capsys):
-    config, data, _, _ = setup
+    config, data, _, inputs = setup
+    before = _digests(*inputs)
     assert _tune(config, data, tmp_path / "tune", grid="lambda=0:1e-10:5e-11") == 0
     assert [p["parameters"]["lambda"] for p in _scores(tmp_path / "tune")[2]["points"]] == [0.0, 5e-11, 1e-10]
     capsys.readouterr()
     code = _tune(config, data, tmp_path / "tune2", grid="lambda=1,1.0")
     _refused(capsys, code, "repeats")
-    assert not (tmp_path / "tune2").exists()
+    assert not (tmp_path / "tune2").exists() and _digests(*inputs) == before
 
 
 # ----------------------------------------------------------------------------------------- 11. validation

@@ -32,14 +32,12 @@ PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam",
 #   python -m benchmarks.quality.peers --grids iso_cts iso_cts_fraction --output quality_iso_fraction
 # ACE-Merging (issue #28), its two corrected options and AWD in front of it, with the references:
 #   python -m benchmarks.quality.peers --grids task_arithmetic ties iso_cts ace ace_uncentred \
-#       ace_mean_covariance awd_ace --output quality_ace
-#   python -m benchmarks.quality.peers --grids ace ace_eps --output quality_ace_eps   (ε on the validation grid)
+#       ace_mean_covariance ace_eps awd_ace --output quality_ace
 TUNED_GRIDS = ("iso_cts_fraction",)
 ACE_GRIDS = ("ace", "ace_uncentred", "ace_mean_covariance", "ace_eps", "awd_ace")
 TITLES = {"quality_peers": "Data-free peers", "quality_combine": "AWD row scope and combine",
           "quality_iso_fraction": "Iso-CTS with its common-subspace share chosen on validation",
-          "quality_ace": "ACE-Merging, its options and AWD in front of it",
-          "quality_ace_eps": "ACE-Merging with its ridge ε on the validation grid"}
+          "quality_ace": "ACE-Merging, its options, its ridge ε and AWD in front of it"}
 COMBINE_GRIDS = ("dare_ties", "della", "breadcrumbs_ties", "awd_tensor", "awd_row", "awd_ties", "awd_dare_ties",
                  "awd_della", "awd_breadcrumbs_ties", "awd_row_tsv", "awd_iso_cts")
 

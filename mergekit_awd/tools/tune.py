@@ -6,7 +6,7 @@ scored by a callable (a transformers model → {task: {"score": s, …}}); the c
 ``tune_data.score_model`` on a JSONL file.
 
 **The linear path.**  When the method's output is θ(λ) = θ_base + λ·D with D independent of λ
-(``LINEAR_IN_LAMBDA``: mergekit's task-vector methods at a fixed density and seed, and every method of
+(``linear_in_lambda()``: mergekit's task-vector methods at a fixed density and seed, and every method of
 this package), the points that differ only in λ share one merge: a float32 merge at λ = 1 through the
 normal pipeline, D = θ(1) − θ_base read tensor by tensor, and the scored model is moved along the path
 in place, θ ← θ + (λ − λ_prev)·D (so memory holds two models: the scored model and D, whatever the
@@ -42,11 +42,20 @@ from mergekit_awd.tools.tune_grid import DEFAULT_GRID, GridAxis, parse_grid, val
 from mergekit_awd.tools.tune_path import ModelOnPath
 from mergekit_awd.tools.tune_plan import LAMBDA, TUNED_MARKER, TunePlan, configured, plan_tune
 
-# Methods whose output is θ_base + λ·D, D independent of λ (mergekit 0.1.5's generalized task
-# arithmetic: ``mixed_delta *= lambda``; ours: θ_base + λ · merged).  dare/della draw their masks
-# from torch's generator: the λ = 1 merge fixes them for the whole path.
-LINEAR_IN_LAMBDA = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "della", "della_linear", "breadcrumbs",
-                    "breadcrumbs_ties", "awd", "tsv", "wudi", "iso_c", "iso_cts", "ace")
+# mergekit's methods whose output is θ_base + λ·D, D independent of λ (mergekit 0.1.5's generalized
+# task arithmetic: ``mixed_delta *= lambda``).  dare/della draw their masks from torch's generator: the
+# λ = 1 merge fixes them for the whole path.  Every method of this package is θ_base + λ · merged too:
+# ``linear_in_lambda`` adds them from the registry.
+MERGEKIT_LINEAR_IN_LAMBDA = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "della", "della_linear",
+                             "breadcrumbs", "breadcrumbs_ties")
+
+
+def linear_in_lambda() -> Tuple[str, ...]:
+    """The methods tune moves along λ without merging again: mergekit's above and all of ours."""
+    from mergekit_awd.mergekit_adapter.registration import our_methods
+
+    return MERGEKIT_LINEAR_IN_LAMBDA + tuple(method.spec.name for method in our_methods())
+
 
 # scorer(model, tasks): {task: {"score": s, …}} for ``tasks`` (None: every task of the data)
 Scorer = Callable[[Any, Optional[Sequence[str]]], Dict[str, Dict[str, float]]]
@@ -299,7 +308,7 @@ def tune_merge(
     data_path = None if data_path is None else os.fspath(data_path)
     plan = plan_tune(config, list(grid) or [parse_grid(DEFAULT_GRID)], dict(reference_models or {}),
                      os.fspath(out_dir), None if merge_out is None else os.fspath(merge_out), cuda,
-                     data_path=data_path, tasks=tasks, linear_methods=LINEAR_IN_LAMBDA)
+                     data_path=data_path, tasks=tasks, linear_methods=linear_in_lambda())
     if prepare is not None:
         prepare(plan)
     with tune_workspace(plan.out_dir) as scratch:
@@ -367,5 +376,5 @@ def _timed(clock: Dict[str, float], phase: str) -> Iterator[None]:
 
 
 __all__ = ["GridAxis", "parse_grid", "TunePoint", "TuneResult", "CacheUse", "tune_merge", "configured",
-           "tune_workspace", "ModelOnPath", "LINEAR_IN_LAMBDA", "DEFAULT_GRID", "TUNED_MARKER", "TUNE_POINTS",
-           "TUNE_REPORT"]
+           "tune_workspace", "ModelOnPath", "linear_in_lambda", "MERGEKIT_LINEAR_IN_LAMBDA", "DEFAULT_GRID",
+           "TUNED_MARKER", "TUNE_POINTS", "TUNE_REPORT"]

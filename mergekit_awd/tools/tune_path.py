@@ -26,7 +26,7 @@ def _named_tensors(folder: str, load: bool = True) -> Iterator[Tuple[str, Option
 
 
 class ModelOnPath:
-    """The scored model, moved along θ(λ) = θ_base + λ·D in place (``LINEAR_IN_LAMBDA``), or loaded
+    """The scored model, moved along θ(λ) = θ_base + λ·D in place (``tune.linear_in_lambda``), or loaded
     with a merge's weights (every other point).  Tied parameters are updated once."""
 
     def __init__(self, model: Any) -> None:
