@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import click
 
@@ -77,6 +78,21 @@ def tune_command(config_file: str, data_file: str, grids: Tuple[str, ...], refer
             ) from None
 
 
+@contextmanager
+def _transformers_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", once per loaded model) off unless ``enabled``;
+    the previous setting restored afterwards."""
+    from transformers.utils import logging as transformers_logging
+
+    before = transformers_logging.is_progress_bar_enabled()
+    if not enabled:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        (transformers_logging.enable_progress_bar if before else transformers_logging.disable_progress_bar)()
+
+
 def _data_check(data, max_tokens: int, max_new_tokens: int):
     """``prepare`` for tune: every line of ``data`` fits, by the base model's tokenizer and context."""
     def check(plan) -> None:
@@ -104,6 +120,7 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
 
     options = MergeOptions(cuda=cuda)
     check_merge_devices(options)
+
     axes = [parse_grid(text) for text in grids]
     data = read_tuning_data(data_file)  # every line checked before anything is merged or written
     device = torch.device("cuda" if cuda else "cpu")
@@ -122,10 +139,11 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
 
     scoring = {"scorer": "tune_data.score_model", "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                "device": device.type}
-    result = tune_merge(config_file, scorer, load_model, out_dir, axes, reference_models=reference_models,
-                        merge_out=merge_out, cuda=cuda, quiet=quiet, data_digest=data.digest, data_path=data_file,
-                        tasks=[t.name for t in data.tasks], scoring=scoring,
-                        prepare=_data_check(data, max_tokens, max_new_tokens))
+    with _transformers_bars(enabled=not quiet):
+        result = tune_merge(config_file, scorer, load_model, out_dir, axes, reference_models=reference_models,
+                            merge_out=merge_out, cuda=cuda, quiet=quiet, data_digest=data.digest,
+                            data_path=data_file, tasks=[t.name for t in data.tasks], scoring=scoring,
+                            prepare=_data_check(data, max_tokens, max_new_tokens))
     click.echo(f"tune: {len(result.points)} points ({result.merges} merges in {result.merge_seconds:.0f} s, "
                f"{result.evaluations} evaluations in {result.evaluation_seconds:.0f} s) in {result.seconds:.0f} s")
     click.echo(f"cache: {cache_line(result)}")
