@@ -331,7 +331,7 @@ def test_an_interrupted_tune_leaves_no_scratch_and_says_what_it_kept(setup, tmp_
     _, err = process.communicate(timeout=120)
     assert process.returncode == 1, err
     kept = len((out / "tune_points.jsonl").read_text().splitlines())
-    assert f"tune interrupted (" in err and f"{kept} scores kept in {out}" in err, err
+    assert "tune interrupted (" in err and f"{kept} scores kept in {out}" in err, err
     assert "()" not in err
     assert sorted(p.name for p in out.iterdir()) == ["tune_points.jsonl"]
     assert not list(tmp_path.glob(".tune*")) and _digests(*inputs) == before
