@@ -1,0 +1,55 @@
+"""``benchmarks.bootstrap``: paired bootstrap intervals against closed forms."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks.bootstrap import paired_bootstrap  # noqa: E402
+
+
+def test_difference_of_two_constant_predictors_has_the_binomial_interval():
+    """A is always right, B right on a fixed share p: N_A − N_B = 1 − p per resample of a binomial
+    mean, so the 95 % interval is (1 − p) ± 1.96 √(p(1 − p)/n) (normal approximation, n = 2000)."""
+    n, p = 2000, 0.7
+    reference = {"t": np.ones(n)}
+    b = np.zeros(n)
+    b[: int(p * n)] = 1
+    result = paired_bootstrap({"a": {"t": np.ones(n)}, "b": {"t": b}}, reference, pairs=[("a", "b")],
+                              resamples=4000)
+    half = 1.96 * np.sqrt(p * (1 - p) / n)
+    low, high = result.differences[("a", "b")]
+    assert low == pytest.approx(1 - p - half, abs=0.004) and high == pytest.approx(1 - p + half, abs=0.004)
+    assert result.normalized["a"] == (1.0, 1.0) and result.excludes_zero("a", "b")
+
+
+def test_pairing_removes_the_noise_both_methods_share():
+    """B = A except on 5 examples: paired, N_A − N_B lies in [0, 5/n]; unpaired it would spread by ±√(2p(1−p)/n)."""
+    rng = np.random.default_rng(1)
+    n = 400
+    a = (rng.random(n) < 0.6).astype(float)
+    b = a.copy()
+    flip = np.flatnonzero(a)[:5]
+    b[flip] = 0
+    result = paired_bootstrap({"a": {"t": a}, "b": {"t": b}}, {"t": np.ones(n)}, pairs=[("a", "b")], resamples=2000)
+    low, high = result.differences[("a", "b")]
+    assert 0 <= low <= high <= 5 / n * 3  # a resample holds each flipped example ~Poisson(1) times
+
+
+def test_the_same_seed_gives_the_same_intervals_and_normalization_divides_by_the_reference():
+    rng = np.random.default_rng(2)
+    tasks = {f"t{i}": (rng.random(100) < 0.8).astype(float) for i in range(3)}
+    correct = {"m": {t: v * (rng.random(100) < 0.9) for t, v in tasks.items()}}
+    first = paired_bootstrap(correct, tasks, resamples=500, seed=7)
+    assert first == paired_bootstrap(correct, tasks, resamples=500, seed=7)
+    point = np.mean([correct["m"][t].mean() / tasks[t].mean() for t in tasks])
+    assert first.normalized["m"][0] < point < first.normalized["m"][1]
+    with pytest.raises(ValueError, match="results where the reference has"):
+        paired_bootstrap({"m": {"t0": np.ones(5), "t1": np.ones(100), "t2": np.ones(100)}}, tasks, resamples=10)
