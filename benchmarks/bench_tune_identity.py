@@ -25,7 +25,7 @@ import os
 import statistics
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -37,7 +37,7 @@ STAND_IN_DIR = LLM_CACHE / "identity_stand_ins"
 TASKS = 4
 
 
-def _folders() -> (List[Path], str):
+def _folders() -> Tuple[List[Path], str]:
     from benchmarks.llm.base_model import ensure_base_model
 
     base = ensure_base_model()

@@ -124,7 +124,7 @@ def output_lock(out: str) -> Iterator[str]:
         handle.close()
 
 
-class _SignalGuard:
+class SignalGuard:
     """SIGTERM and SIGINT during a staged write, handled in the main thread.
 
     While the work runs, SIGTERM raises ``MergeInterrupted`` and SIGINT does what it did before
@@ -142,7 +142,7 @@ class _SignalGuard:
         self.pending: list = []
         self.holding = False
 
-    def __enter__(self) -> "_SignalGuard":
+    def __enter__(self) -> "SignalGuard":
         if self.active:
             for signum in self.SIGNALS:
                 self.previous[signum] = signal.signal(signum, self._handle)
@@ -251,7 +251,7 @@ def staged_output(out_path: str, overwrite: bool = False) -> Iterator[str]:
     out = os.path.realpath(os.path.abspath(os.path.expanduser(out_path)))
     parent, name = os.path.split(out)
     os.makedirs(parent, exist_ok=True)
-    guard = _SignalGuard()
+    guard = SignalGuard()
     with output_lock(out):
         check_output_target(out_path, overwrite)
         expected = output_state(out)
@@ -311,4 +311,5 @@ __all__ = [
     "output_lock",
     "output_state",
     "staged_output",
+    "SignalGuard",
 ]

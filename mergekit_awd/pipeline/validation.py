@@ -386,10 +386,9 @@ def check_method_name(config: MergeConfiguration, label: str) -> None:
         )
 
 
-def validate_merge(config: MergeConfiguration, label: str, method: Optional[MergeMethod], allow_crimes: bool,
-                   options: Any = None) -> None:
-    """All checks; ``method`` is given for this package's methods (strict parameter checks);
-    ``options`` (mergekit's MergeOptions) adds the LoRA merge cache checks."""
+def check_configuration(config: MergeConfiguration, label: str, method: Optional[MergeMethod]) -> None:
+    """Every check but the model files: the method name, the required parameters, and with ``method``
+    given the strict parameter checks and the inputs the method needs."""
     from mergekit.merge_methods import get
 
     check_method_name(config, label)
@@ -397,8 +396,15 @@ def validate_merge(config: MergeConfiguration, label: str, method: Optional[Merg
         check_parameters(config, method, label)
         check_inputs(config, method, label)
     check_required_parameters(config, method or get(config.merge_method), label)
+
+
+def validate_merge(config: MergeConfiguration, label: str, method: Optional[MergeMethod], allow_crimes: bool,
+                   options: Any = None) -> None:
+    """All checks; ``method`` is given for this package's methods (strict parameter checks);
+    ``options`` (mergekit's MergeOptions) adds the LoRA merge cache checks."""
+    check_configuration(config, label, method)
     check_models(config, label, allow_crimes=allow_crimes, options=options)
 
 
-__all__ = ["validate_merge", "check_method_name", "check_parameters", "check_required_parameters", "check_inputs",
+__all__ = ["validate_merge", "check_configuration", "check_method_name", "check_parameters", "check_required_parameters", "check_inputs",
            "check_models", "parameter_blocks"]

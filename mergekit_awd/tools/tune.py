@@ -28,8 +28,6 @@ import contextlib
 import copy
 import os
 import shutil
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
@@ -40,7 +38,7 @@ from mergekit_awd.progress import progress_bar
 from mergekit_awd.tools.tune_cache import InputIdentity, PointCache, cache_key, identify_all, input_digests
 from mergekit_awd.tools.tune_grid import DEFAULT_GRID, GridAxis, parse_grid, value_identity
 from mergekit_awd.tools.tune_path import ModelOnPath
-from mergekit_awd.tools.tune_plan import LAMBDA, TUNED_MARKER, TunePlan, configured, plan_tune
+from mergekit_awd.tools.tune_plan import LAMBDA, TUNED_MARKER, TunePlan, configured, plan_tune, reference_role
 
 # mergekit's methods whose output is θ_base + λ·D, D independent of λ (mergekit 0.1.5's generalized
 # task arithmetic: ``mixed_delta *= lambda``).  dare/della draw their masks from torch's generator: the
@@ -124,37 +122,24 @@ def _merge(config: Dict[str, Any], out_dir: str, cuda: bool, dtype: Optional[str
 def tune_workspace(out_dir: str) -> Iterator[str]:
     """``out_dir`` created and locked (``OutputBusyError`` at once when another tune holds it), its
     scratch folder ``TUNE_SCRATCH`` emptied; yields the scratch folder, removed on the way out.
-    SIGTERM raises ``MergeInterrupted`` meanwhile (in the main thread), so it is removed then too."""
-    from mergekit_awd.pipeline.staging import MergeInterrupted, output_lock
+    SIGTERM raises ``MergeInterrupted`` meanwhile (``staging.SignalGuard``, in the main thread), so it
+    is removed then too."""
+    from mergekit_awd.pipeline.staging import SignalGuard, output_lock
 
     os.makedirs(out_dir, exist_ok=True)
     scratch = os.path.join(out_dir, TUNE_SCRATCH)
-    main = threading.current_thread() is threading.main_thread()
-
-    def interrupted(signum: int, _frame: Any) -> None:
-        raise MergeInterrupted(f"received signal {signal.Signals(signum).name}")
-
-    previous = signal.signal(signal.SIGTERM, interrupted) if main else None
-    try:
-        with output_lock(os.path.realpath(out_dir)):
+    with SignalGuard(), output_lock(os.path.realpath(out_dir)):
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.makedirs(scratch)
+        try:
+            yield scratch
+        finally:
             shutil.rmtree(scratch, ignore_errors=True)
-            os.makedirs(scratch)
-            try:
-                yield scratch
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
 
 
-def _identities(plan: TunePlan, data_path: Optional[str]) -> Dict[str, InputIdentity]:
+def _identities(plan: TunePlan) -> Dict[str, InputIdentity]:
     """The content identity of every model folder, adapter and file a score depends on."""
-    roles = list(plan.model_inputs)
-    roles += [(f"reference model for task {task}", folder) for task, folder in plan.reference_models.items()]
-    if data_path is not None:
-        roles.append(("validation data", data_path))
-    return identify_all(roles)
+    return identify_all([*plan.model_inputs, *plan.other_inputs])
 
 
 @dataclass
@@ -200,7 +185,7 @@ def _score_references(run: _Run) -> Dict[str, float]:
     reference and the data)."""
     refs: Dict[str, float] = {}
     for task, folder in run.plan.reference_models.items():
-        roles = [*run.plan.loader_roles, f"reference model for task {task}", *run.plan.data_roles(run.identities)]
+        roles = [*run.plan.loader_roles, reference_role(task), *run.plan.data_roles]
         key, entry, partial = run.lookup("reference", roles, task=task)
         if entry is None:
             model = run.loaded()
@@ -223,7 +208,7 @@ def _score_group(run: _Run, group: List[Tuple[int, Dict[str, Any]]], refs: Mappi
     from mergekit_awd.tools.tune_data import overall_score
 
     plan = run.plan
-    roles = [*plan.merge_roles, *plan.data_roles(run.identities)]
+    roles = [*plan.merge_roles, *plan.data_roles]
     todo = []
     for index, point in group:
         key, entry, partial = run.lookup("point", roles, config=plan.config, point=point)
@@ -312,7 +297,7 @@ def tune_merge(
     if prepare is not None:
         prepare(plan)
     with tune_workspace(plan.out_dir) as scratch:
-        identities = _identities(plan, data_path)
+        identities = _identities(plan)
         cache = PointCache(plan.out_dir)
         from mergekit_awd.code_version import code_version
 

@@ -138,9 +138,6 @@ class PointCache:
 
 def scored_point_count(out_dir: str) -> int:
     """How many scores ``OUT/tune_points.jsonl`` holds (0 when absent): what an interrupted tune kept."""
-    path = os.path.join(out_dir, TUNE_POINTS)
-    if not os.path.isfile(path):
-        return 0
     return len(PointCache(out_dir).entries)
 
 

@@ -28,6 +28,7 @@ from mergekit_awd.tools.tune_grid import GridAxis, grid_points
 
 LAMBDA = "lambda"
 TUNED_MARKER = "# written by mergekit-awd tune"
+DATA_ROLE = "validation data"
 # What makes a folder an earlier tune's --out (any one of them).
 TUNE_OWN_FILES = (TUNE_POINTS, TUNE_REPORT, TUNE_SCRATCH)
 
@@ -64,8 +65,20 @@ class TunePlan:
         """The base model: what the scored model and its tokenizer are loaded from."""
         return [self.model_inputs[0][0]]
 
-    def data_roles(self, identities: Mapping[str, Any]) -> List[str]:
-        return ["validation data"] if "validation data" in identities else []
+    @property
+    def data_roles(self) -> List[str]:
+        return [DATA_ROLE] if self.data_path is not None else []
+
+    @property
+    def other_inputs(self) -> List[Tuple[str, str]]:
+        """(role, path) of the inputs a score reads besides the merge's: each reference, the data."""
+        found = [(reference_role(task), folder) for task, folder in self.reference_models.items()]
+        return found + ([(DATA_ROLE, self.data_path)] if self.data_path is not None else [])
+
+
+def reference_role(task: str) -> str:
+    """The role of ``--reference TASK=FOLDER`` among a tune's inputs."""
+    return f"reference model for task {task}"
 
 
 def _config_dict(config: Union[str, os.PathLike, Dict[str, Any]]) -> Tuple[Dict[str, Any], Optional[str]]:
@@ -102,26 +115,22 @@ def configured(config: Dict[str, Any], point: Mapping[str, Any]) -> Dict[str, An
 
 
 def _validate_points(data: Dict[str, Any], points: Sequence[Dict[str, Any]]) -> Any:
-    """Every point's configuration through the merge command's validation (models checked once);
-    returns the first point's mergekit configuration."""
+    """Every point's configuration through the merge command's validation, the parameter checks strict
+    for mergekit's methods too (model files checked once); returns the first point's configuration."""
+    from mergekit.merge_methods import get
+
     from mergekit_awd.mergekit_adapter.registration import method_for, register_methods
     from mergekit_awd.pipeline.config import load_config
-    from mergekit_awd.pipeline.validation import (
-        check_inputs, check_method_name, check_models, check_parameters, check_required_parameters,
-    )
+    from mergekit_awd.pipeline.validation import check_configuration, check_method_name, check_models
+
     register_methods()
     whole, _, label = load_config(data)
-    check_method_name(whole, label)
+    check_method_name(whole, label)  # before ``configured`` asks mergekit for the method
+    method = method_for(whole.merge_method) or get(whole.merge_method)
     first = None
     for point in points:
         merge_config, _, label = load_config(configured(data, point))
-        check_method_name(merge_config, label)
-        from mergekit.merge_methods import get
-
-        method = method_for(merge_config.merge_method) or get(merge_config.merge_method)
-        check_parameters(merge_config, method, label)
-        check_inputs(merge_config, method, label)
-        check_required_parameters(merge_config, method, label)
+        check_configuration(merge_config, label, method)
         if first is None:
             check_models(merge_config, label)  # tune's merges use a temporary LoRA merge cache, as run_merge does
             first = merge_config
@@ -216,17 +225,15 @@ def plan_tune(config: Union[str, os.PathLike, Dict[str, Any]], axes: Sequence[Gr
     _check_references(reference_models, tasks)
     from mergekit.options import MergeOptions
 
-    inputs = merge_inputs(merge_config, config_path, MergeOptions(cuda=cuda))
-    inputs += [InputPath(f"reference model for task {task}", folder, resolve(folder))
-               for task, folder in reference_models.items()]
-    if data_path is not None:
-        inputs.append(InputPath("validation data", data_path, resolve(data_path)))
-    tuned_path = None if config_path is None else os.path.splitext(config_path)[0] + TUNED_SUFFIX
-    _check_outputs(out_dir, merge_out, tuned_path, inputs)
     names = [a.name for a in axes]
-    return TunePlan(data, config_path, method, base, tuple(axes), tuple(points),
+    tuned_path = None if config_path is None else os.path.splitext(config_path)[0] + TUNED_SUFFIX
+    plan = TunePlan(data, config_path, method, base, tuple(axes), tuple(points),
                     method in linear_methods and LAMBDA in names, out_dir, merge_out, tuned_path,
                     dict(reference_models), _model_inputs(merge_config, base), data_path)
+    inputs = merge_inputs(merge_config, config_path, MergeOptions(cuda=cuda))
+    inputs += [InputPath(role, path, resolve(path)) for role, path in plan.other_inputs]
+    _check_outputs(out_dir, merge_out, tuned_path, inputs)
+    return plan
 
 
-__all__ = ["TunePlan", "plan_tune", "configured", "check_writable_folder", "LAMBDA", "TUNED_MARKER"]
+__all__ = ["TunePlan", "plan_tune", "configured", "reference_role", "DATA_ROLE", "check_writable_folder", "LAMBDA", "TUNED_MARKER"]
