@@ -3,8 +3,10 @@
     python tests/reference_outputs.py      (re)write tests/data/reference_outputs.json
 
 ``tests/test_outputs_unchanged.py`` produces the same outputs and compares them with the JSON,
-which was written by the commit before the package redesign (issue #11) and must not be
-regenerated to make a refactor pass: a changed digest is a changed merge.
+which was written by the commit before the package redesign (issue #11; the entries marked below by
+the commit before the second, issue #26) and must not be regenerated to make a refactor pass: a
+changed digest is a changed merge.  ``python tests/reference_outputs.py --add`` writes only the
+entries the JSON lacks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,24 @@ MERGES = {
     "tsv_exact": ("tsv", {}, "float32"),
     "tsv_lowrank": ("tsv", {"svd": "lowrank"}, "float32"),
     "tsv_disentangle": ("tsv", {"disentangle": True, "steps": 20}, "float32"),
+    # added before the second redesign (issue #26), written by the commit before it
+    "awd_row": ("awd", {"scope": "row", "steps": 20}, "float32"),
+    "awd_row_bf16": ("awd", {"scope": "row", "steps": 20, "optimizer": "sgd", "lr": 0.05}, "bfloat16"),
+    "awd_row_direct_gd": ("awd", {"scope": "row", "solver": "direct", "optimizer": "gd", "steps": 10}, "float32"),
+    "awd_tensor_absolute_gd": ("awd", {"units": "absolute", "optimizer": "gd", "steps": 15, "lr": 0.001,
+                                       "lambda": 0.7, "normalize": True}, "float32"),
+    "awd_combine_ties": ("awd", {"combine": "ties", "density": 0.5, "steps": 20}, "float32"),
+    "awd_combine_tsv": ("awd", {"combine": "tsv", "steps": 20}, "float32"),
+    "awd_model_combine_ties": ("awd", {"combine": "ties", "scope": "model", "density": 0.5, "steps": 20}, "float32"),
+    "awd_row_combine_ties": ("awd", {"combine": "ties", "scope": "row", "density": 0.5, "steps": 20}, "float32"),
+    "awd_direct_combine_tsv": ("awd", {"combine": "tsv", "solver": "direct", "optimizer": "gd", "steps": 10},
+                               "float32"),
+    "awd_combine_wudi_exact": ("awd", {"combine": "wudi", "combine_solver": "exact", "steps": 20}, "float32"),
+    "wudi_adam": ("wudi", {"steps": 30}, "float32"),
+    "wudi_exact": ("wudi", {"solver": "exact"}, "float32"),
+    "iso_c": ("iso_c", {}, "float32"),
+    "iso_cts": ("iso_cts", {}, "float32"),
+    "ace": ("ace", {}, "float32"),
 }
 # name -> compress keyword arguments
 COMPRESSIONS = {
@@ -91,6 +111,12 @@ def _run_all(work: Path, families: Dict[str, list], results: Dict[str, Dict[str,
 def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         results = produce(Path(scratch))
+    if "--add" in sys.argv[1:] and REFERENCE.exists():
+        existing = json.loads(REFERENCE.read_text())
+        changed = [name for name in existing if results.get(name) != existing[name]]
+        if changed:
+            sys.exit(f"existing entries differ from this code: {changed}; nothing written")
+        results = {**results, **existing}
     REFERENCE.parent.mkdir(parents=True, exist_ok=True)
     REFERENCE.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
     print(f"wrote {REFERENCE} ({sum(len(v) for v in results.values())} tensors)", file=sys.stderr)
