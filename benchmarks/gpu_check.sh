@@ -65,10 +65,10 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, report its exit
 
 step "1. CUDA-capable tests" 120 "$PY" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_devices.py
 step "2. LLM-scale per-tensor benchmark on cuda" 150 \
-    "$PY" -m benchmarks.bench_llm_scale --device cuda --exact-ks 2 --budget 90
+    "$PY" -m benchmarks.speed.bench_llm_scale --device cuda --exact-ks 2 --budget 90
 cp benchmarks/results/llm_scale_cuda.* "$OUT_DIR"/ 2>/dev/null
-step "3. --cuda merge of a SmolLM2-shaped family vs the CPU merge" 110 "$PY" -m benchmarks.gpu_merge_check
-step "4. peers' speed benchmark with --cuda" 150 "$PY" -m benchmarks.bench_peer_speed --device cuda --threads 8 \
+step "3. --cuda merge of a SmolLM2-shaped family vs the CPU merge" 110 "$PY" -m benchmarks.speed.gpu_merge_check
+step "4. peers' speed benchmark with --cuda" 150 "$PY" -m benchmarks.speed.bench_peer_speed --device cuda --threads 8 \
     --methods wudi_exact wudi_adam awd_row
 cp benchmarks/results/peer_speed_cuda.* "$OUT_DIR"/ 2>/dev/null
 date

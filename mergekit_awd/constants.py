@@ -1,11 +1,6 @@
 """Every file name mergekit-awd writes or looks for: one home for each."""
 
-# A merge's output folder
-AWD_REPORT = "awd_report.json"  # written by awd merges
-TSV_REPORT = "tsv_report.json"  # written by tsv merges
-WUDI_REPORT = "wudi_report.json"  # written by wudi merges
-ISO_REPORT = "iso_report.json"  # written by iso_c and iso_cts merges
-ACE_REPORT = "ace_report.json"  # written by ace merges
+# A merge's output folder (each method names its report: ``PackageMergeMethod.report_filename``)
 COMPLETION_MARKER = "mergekit_awd_complete.json"  # the last file a merge writes (with digests)
 CARD_FILENAME = "README.md"  # mergekit's model card, extended
 CARD_HEATMAP = "awd_cosines.png"  # the card's cosine heatmap

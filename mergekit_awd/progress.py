@@ -5,8 +5,8 @@
 * :class:`MergeProgress` and :func:`tracking_merge`: the merge's bar.  The planner announces how
   many steps each phase has (``expect``: the Gram pass of model scopes, then the merged tensors);
   our methods advance it from inside mergekit's executor (``advance``); a solve prints one line
-  (``note``).  While it is active the runner turns mergekit's generic bars off, so bars never nest.
-  A process-wide slot (as ``collecting_report``), because mergekit may run tasks on other threads.
+  (``note``), each through the merge's ``MergeContext`` (no process-wide slot).  While it is active the
+  runner turns mergekit's generic bars off, so bars never nest.
 """
 
 from __future__ import annotations
@@ -83,28 +83,15 @@ class MergeProgress:
             self._close_bar()
 
 
-_ACTIVE: Optional[MergeProgress] = None
-_ACTIVE_LOCK = threading.Lock()
-
-
 @contextmanager
 def tracking_merge(label: str, enabled: bool) -> Iterator[MergeProgress]:
-    """Make a fresh MergeProgress the target of the planner and our methods inside the block."""
-    global _ACTIVE
+    """A fresh MergeProgress for one merge, closed at the end of the block (the runner hands it to
+    the merge's ``MergeContext``)."""
     progress = MergeProgress(label, enabled)
-    with _ACTIVE_LOCK:
-        previous, _ACTIVE = _ACTIVE, progress
     try:
         yield progress
     finally:
         progress.close()
-        with _ACTIVE_LOCK:
-            _ACTIVE = previous
 
 
-def active_progress() -> Optional[MergeProgress]:
-    """The merge being tracked, or None (a method run outside our runner)."""
-    return _ACTIVE
-
-
-__all__ = ["PHASE_GRAM", "PHASE_MERGE", "progress_bar", "MergeProgress", "tracking_merge", "active_progress", "BAR_FORMAT"]
+__all__ = ["PHASE_GRAM", "PHASE_MERGE", "progress_bar", "MergeProgress", "tracking_merge", "BAR_FORMAT"]

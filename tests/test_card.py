@@ -12,9 +12,9 @@ from huggingface_hub import ModelCard, ModelCardData
 from hub_server import metadata_errors
 from mergekit_awd.constants import CARD_HEATMAP
 from mergekit_awd.core.awd import TASK_ARITHMETIC_LAMBDA, AWDParameters
-from mergekit_awd.hub.card import SECTION_BEGIN, hub_model_ids, write_model_card
 from mergekit_awd.pipeline.config import load_config
 from mergekit_awd.pipeline.runner import run_merge
+from mergekit_awd.presentation.card import SECTION_BEGIN, hub_model_ids, write_model_card
 from mergekit_awd.testing.synthetic import awd_config
 
 DEFAULT_ALPHA, DEFAULT_LAMBDA = AWDParameters.alpha, TASK_ARITHMETIC_LAMBDA

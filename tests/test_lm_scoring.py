@@ -148,7 +148,7 @@ def test_arithmetic_splits_are_deterministic_and_disjoint():
 
 
 def test_classification_splits_are_deterministic_disjoint_and_balanced(lm, monkeypatch):
-    from benchmarks.quality.setup_data import missing_apt_packages, missing_pip_packages
+    from benchmarks.text_tasks.setup_data import missing_apt_packages, missing_pip_packages
 
     if missing_pip_packages() or missing_apt_packages():
         pytest.skip("real data sources not installed (./run.sh llm-quality installs them)")

@@ -35,7 +35,7 @@ from mergekit_awd.pipeline.model_files import (
 from mergekit_awd.pipeline.read_errors import model_read_errors
 from mergekit_awd.pipeline.runner import run_merge
 from mergekit_awd.testing.synthetic import LlamaShape, build_family
-from mergekit_awd.pipeline.validation import check_models
+from mergekit_awd.pipeline.model_checks import check_models
 
 
 # --------------------------------------------------------------------------- helpers
@@ -698,16 +698,16 @@ def test_unsafe_truncate_embeddings_allows_vocabulary_sizes(tiny_family, vocab_3
 
 def test_vocabulary_fallback_without_definition(tiny_family, vocab_300, wide, monkeypatch):
     """Without a mergekit definition, tensors whose first axis is each model's vocab_size."""
-    from mergekit_awd.pipeline import validation
+    from mergekit_awd.pipeline import model_checks
 
-    monkeypatch.setattr(validation, "_vocabulary_axes", lambda *_: None)
+    monkeypatch.setattr(model_checks, "_vocabulary_axes", lambda *_: None)
     _check(_vocab_config(tiny_family, vocab_300, tokenizer_source="union"))
     with pytest.raises(ConfigError):
         _check(_vocab_config(tiny_family, wide, tokenizer_source="union"))
 
 
 def test_vocabulary_axes_from_mergekit_definition(tiny_family):
-    from mergekit_awd.pipeline.validation import _vocabulary_axes
+    from mergekit_awd.pipeline.model_checks import _vocabulary_axes
 
     axes = _vocabulary_axes(str(tiny_family[0]), None)
     assert axes is not None

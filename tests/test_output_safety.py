@@ -367,12 +367,11 @@ def test_relative_model_paths_with_a_folder_merge_offline_without_hub_calls(user
 
 
 def test_a_failing_card_generator_still_leaves_the_merge(user, tmp_path, monkeypatch, capsys):
-    import mergekit.merge
-
     def broken(*args, **kwargs):
         raise RuntimeError("card generator broke")
 
-    monkeypatch.setattr(mergekit.merge, "generate_card", broken)
+    # mergekit's card generator, as the runner's driver of mergekit's pipeline calls it
+    monkeypatch.setattr("mergekit_awd.pipeline.mergekit_run.generate_card", broken)
     out = tmp_path / "OUT"
     assert run([str(user.config), str(out), "--no-copy-tokenizer", "--quiet"]) == 1
     err = capsys.readouterr().err

@@ -91,8 +91,8 @@ def test_core_and_yaml_accept_the_same_values(method_name, name, value, accepted
 
 
 GENERIC_MODULES = ["mergekit_adapter/report.py", "mergekit_adapter/planner.py", "mergekit_adapter/specs.py",
-                   "mergekit_adapter/method.py", "hub/card.py", "hub/card_sections.py", "tools/inspect.py",
-                   "pipeline/runner.py"]
+                   "mergekit_adapter/method.py", "mergekit_adapter/card_parts.py", "presentation/card.py",
+                   "presentation/card_sections.py", "tools/inspect.py", "pipeline/runner.py"]
 
 
 @pytest.mark.parametrize("module", GENERIC_MODULES)
@@ -101,6 +101,16 @@ def test_generic_modules_hold_no_method_names(module):
     names = {m.spec.name for m in our_methods()}
     literals = [node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and node.value in names]
     assert literals == [], f"{module} names methods {literals}: ask the method (PackageMergeMethod) instead"
+
+
+def test_every_card_part_a_method_names_is_drawn_by_presentation():
+    """Methods describe their card as data (``card_parts``); ``presentation`` draws every kind."""
+    from mergekit_awd.mergekit_adapter.card_parts import CardPart
+    from mergekit_awd.presentation.card_sections import PART_LINES
+
+    assert set(PART_LINES) == set(CardPart)
+    assert all(method.card_parts for method in our_methods())
+    assert not any(hasattr(method, "card_lines") for method in our_methods())
 
 
 def test_click_is_imported_only_under_the_cli_package():
@@ -118,6 +128,38 @@ def test_click_is_imported_only_under_the_cli_package():
 def test_no_package_module_is_over_450_lines():
     long = {str(p.relative_to(PACKAGE)): n for p in package_modules() if (n := len(p.read_text().splitlines())) > 450}
     assert long == {}
+
+
+def test_no_function_in_the_package_is_over_80_lines():
+    """A function tells one step of the story (decorators and docstring included)."""
+    long = [f"{path.relative_to(PACKAGE)}:{node.name} {node.end_lineno - node.lineno + 1}"
+            for path in package_modules() for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80]
+    assert long == []
+
+
+def _code_lines(path: Path):
+    """(line number, the line without indentation) of code lines: no blanks, comments, imports,
+    docstring-like string lines or lone punctuation."""
+    for number, raw in enumerate(path.read_text().splitlines(), start=1):
+        line = " ".join(raw.split())
+        if (len(line) > 3 and not line.startswith(("#", "import ", "from ", '"', "'", "@"))
+                and line.strip("()[]{},:") != ""):
+            yield number, line
+
+
+def test_no_block_of_six_lines_is_repeated_in_the_package():
+    """One home per rule: no run of six identical code lines stands twice in the package."""
+    seen, repeated = {}, []
+    for path in package_modules():
+        lines = list(_code_lines(path))
+        for start in range(len(lines) - 5):
+            key = tuple(line for _, line in lines[start:start + 6])
+            where = f"{path.relative_to(PACKAGE)}:{lines[start][0]}"
+            if key in seen and not seen[key].startswith(f"{path.relative_to(PACKAGE)}:"):
+                repeated.append(f"{where} ~ {seen[key]}")
+            seen.setdefault(key, where)
+    assert repeated == []
 
 
 def test_every_error_class_has_the_one_root():
@@ -147,11 +189,23 @@ def test_errors_raised_in_the_package_have_the_one_root():
 
 def test_curated_all_names_exist():
     for module in (mergekit_awd, mergekit_awd.core, mergekit_awd.pipeline, mergekit_awd.tools,
-                   mergekit_awd.mergekit_adapter, mergekit_awd.hub, errors):
+                   mergekit_awd.mergekit_adapter, mergekit_awd.presentation, mergekit_awd.hub, errors):
         assert module.__all__ and all(hasattr(module, name) for name in module.__all__), module.__name__
 
 
+def test_each_method_names_its_own_report_file():
+    """A method's report file is part of its self-description (``report_filename``), one per method
+    (iso_c and iso_cts share theirs) and never one of the package's other files."""
+    from mergekit_awd import constants
+
+    others = {v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str)}
+    names = {method.report_filename for method in our_methods()}
+    assert all(name.endswith("_report.json") and name not in others for name in names)
+    assert len(names) == len({method.name.split("_")[0] for method in our_methods()})
+
+
 def test_file_names_live_in_constants():
+    """Every other file name the package writes or reads has one home, ``constants``."""
     from mergekit_awd import constants
 
     names = {v for k, v in vars(constants).items() if k.isupper() and isinstance(v, str) and "." in v}

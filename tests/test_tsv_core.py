@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from mergekit_awd.core.awd import SolverSettings
+from mergekit_awd.core.awd_delta import remove_redundant_vector
 from mergekit_awd.core.task_vectors import mean_task_vector
 from mergekit_awd.core.tsv import (
     TSVSettings,
     _stack,
     kept_rank,
     polar_factor,
-    remove_redundant_vector,
     singular_task_interference,
     task_singular_triplets,
     top_singular_triplets,
@@ -232,9 +232,9 @@ def test_remove_redundant_vector():
     assert torch.equal(hat[3], torch.zeros(8, 6, dtype=torch.float64))
     delta = with_zero[0] - hat[0]
     torch.testing.assert_close(with_zero[1] - hat[1], delta)
-    assert result.mean_abs_cos_after < result.mean_abs_cos_before
+    assert result["mean_abs_cos_after"] < result["mean_abs_cos_before"]
     single, solo = remove_redundant_vector(tasks[:1], SolverSettings())
-    assert torch.equal(single, tasks[:1]) and solo.active == 1
+    assert torch.equal(single, tasks[:1]) and solo["active"] == 1
 
 
 def test_bad_inputs_raise_clear_errors():

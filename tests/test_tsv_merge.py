@@ -9,7 +9,8 @@ import torch
 from conftest import load_state
 from mergekit.merge_methods.base import TensorGroup
 from mergekit_awd.cli import run
-from mergekit_awd.mergekit_adapter.report import collecting_report
+from mergekit_awd.mergekit_adapter.context import MergeContext
+from mergekit_awd.mergekit_adapter.report import MergeReport
 from mergekit_awd.mergekit_adapter.tsv_method import tsv_merge_method
 from merge_helpers import is_block_linear, merge_cli
 from merge_helpers import write_config as write_merge_config
@@ -89,8 +90,8 @@ def test_selection_and_lambda_through_the_adapter(tiny_family):
     [averaged] = tsv_merge_method([group], parameters=params)
     taus = [s[embed].double() - states[0][embed].double() for s in states[1:]]
     torch.testing.assert_close(averaged.double(), states[0][embed].double() + sum(taus) / 3, atol=1e-6, rtol=0)
-    with collecting_report() as report:
-        [as_matrix] = tsv_merge_method([group], parameters={**params, "select": "matrices"})
+    report = MergeReport()
+    as_matrix = tsv_merge_method.merge_in_context(group, MergeContext(report=report), **params, select="matrices")
     torch.testing.assert_close(as_matrix.double(), states[0][embed].double() + reference_tsv_m(taus),
                                atol=1e-6, rtol=0)
     assert embed in report.sections["interference"]

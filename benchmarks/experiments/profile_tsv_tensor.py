@@ -4,7 +4,7 @@
 
 Where the time of one TSV-M merge of a 2048×768 tensor goes (K = 3, decaying spectra, 1 thread).
 Builds three task matrices U diag(σ) Vᵀ with σ_j = exp(−j/32) (like the decaying family of
-``benchmarks.bench_tsv_speed``), runs ``tsv_merge_matrices`` under cProfile and prints the functions by
+``benchmarks.speed.bench_tsv_speed``), runs ``tsv_merge_matrices`` under cProfile and prints the functions by
 own time.  Result on the 2-core machine (``svd: lowrank``, README "Speed" under TSV): the randomized
 subspace iterations take 48 % of the time and the whitening 30 % (its two float64 eigendecompositions 22 %).
 """
@@ -17,7 +17,7 @@ import pstats
 
 import torch
 
-from benchmarks.common import decaying_matrix
+from benchmarks.speed.measure import decaying_matrix
 from mergekit_awd.core.tsv import TSVSettings, tsv_merge_matrices
 
 

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from benchmarks.common import decaying_matrix
+from benchmarks.speed.measure import decaying_matrix
 from mergekit_awd.core import tsv
 
 

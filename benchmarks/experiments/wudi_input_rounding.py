@@ -42,7 +42,7 @@ def main() -> Dict[str, Any]:
     from benchmarks.llm.base_model import ensure_base_model
     from benchmarks.llm.models import ensure_finetunes
     from benchmarks.llm.tasks import TASK_NAMES
-    from benchmarks.quality.lambda_path import load_state
+    from benchmarks.harness.lambda_path import load_state
     from mergekit_awd.core.task_vectors import weighted_task_matrices
     from mergekit_awd.core.wudi import WudiParameters, normal_equations, wudi_merge_matrices
 

@@ -20,9 +20,9 @@ import os
 import time
 from typing import Any, Dict, List, Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.harness.runner import offline_environment
+
+offline_environment()
 
 import torch  # noqa: E402
 

@@ -10,13 +10,13 @@ like a fine-tune published on the Hub.
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 import torch
 
+from benchmarks.harness.finetune import train_steps
 from benchmarks.llm.tasks import Example, training_text
 from mergekit_awd.tools.lm_scoring import encode_continuation, encode_prompt
 
@@ -32,14 +32,6 @@ class FinetuneSettings:
     weight_decay: float = 0.0
     seed: int = 0
     log_every: int = 10
-
-
-def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> torch.Tensor:
-    """[steps, batch_size] example indices from concatenated seeded permutations."""
-    generator = torch.Generator().manual_seed(seed)
-    needed = steps * batch_size
-    chunks = [torch.randperm(n_examples, generator=generator) for _ in range(-(-needed // n_examples))]
-    return torch.cat(chunks)[:needed].view(steps, batch_size)
 
 
 def training_batch(tokenizer, examples: Sequence[Example]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -78,27 +70,12 @@ def finetune_task(
     torch.manual_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    order = batch_order(len(train), settings.steps, settings.batch_size, settings.seed)
-    start = time.perf_counter()
-    losses: List[float] = []
-    for step, indices in enumerate(order):
+
+    def batch_loss(indices: torch.Tensor) -> torch.Tensor:
         ids, mask, labels = training_batch(tokenizer, [train[i] for i in indices.tolist()])
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
-        done = step + 1
-        if done % settings.log_every == 0 or done == settings.steps:
-            elapsed = time.perf_counter() - start
-            eta = elapsed / done * (settings.steps - done)
-            recent = sum(losses[-settings.log_every:]) / len(losses[-settings.log_every:])
-            print(f"[finetune] {task}: step {done}/{settings.steps} loss {recent:.3f} "
-                  f"({elapsed:.0f} s, ETA {eta:.0f} s)", flush=True)
-    seconds = time.perf_counter() - start
-    model.eval()
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    seconds, losses = train_steps(model, len(train), settings, batch_loss, task, loss_window=settings.log_every)
     shutil.rmtree(out_folder, ignore_errors=True)
     out_folder.mkdir(parents=True)
     model.save_pretrained(str(out_folder))

@@ -7,8 +7,8 @@ without the evaluator's shared-prefix batching): one density for the TIES family
 for AWD (0.01), so that the whole track fits about an hour.  Parameters not listed keep mergekit's / mergekit_awd's defaults
 (``ties`` and ``della`` divide by the agreeing weights, ``dare_ties`` and ``breadcrumbs_ties`` add;
 DARE/DELLA ``rescale: true``, AWD's solver, ``select``).
-Methods registered later are picked up by name from ``benchmarks.quality.grids`` conventions:
-a row here, guarded by its registered name.
+Methods registered later are picked up by name, as in ``benchmarks.quality.grids``: a row here,
+guarded by its registered name.
 
 ``wudi`` runs with both solvers: ``wudi_adam`` (its default, the reference's 300 Adam steps per matrix,
 about 50 TFLOP for the 210 matrices of this model with the closed-form gradient: several minutes on two
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Tuple
 
-from benchmarks.quality.grids import MethodGrid, _specs
+from benchmarks.harness.grids import MethodGrid, specs
 
 TA_LAMBDAS = (0.3, 0.5, 0.7, 1.0)
 AWD_LAMBDAS = (0.3, 0.5, 0.7, 1.0, 1.3)      # removing δ shrinks Σ τ_i: λ may need to grow
@@ -39,7 +39,7 @@ AWD_ALPHAS = (0.01,)  # the MiniLM benchmark's and the earlier LLM runs' choice 
 
 
 def _grid(name: str, method: str, shared: Sequence[Dict], per_model: Sequence[Dict], lambdas) -> MethodGrid:
-    return MethodGrid(name, _specs(method, shared, per_model), tuple(lambdas))
+    return MethodGrid(name, specs(method, shared, per_model), tuple(lambdas))
 
 
 def llm_grids(registered: Sequence[str]) -> List[MethodGrid]:

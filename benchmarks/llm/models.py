@@ -1,4 +1,7 @@
-"""Build (or reuse) the cached base folder and fine-tunes of the LLM track."""
+"""Build (or reuse) the cached base folder and fine-tunes of the LLM track.
+
+    python -m benchmarks.llm.models      (the base and the four fine-tunes, built when missing)
+"""
 
 from __future__ import annotations
 
@@ -6,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Dict, Sequence
 
+from benchmarks.harness.finetune import ensure_finetunes as ensure_cached
 from benchmarks.llm.base_model import ensure_base_model
-from benchmarks.llm.finetune import DONE_MARKER, FinetuneSettings, finetune_task, is_cached
+from benchmarks.llm.finetune import DONE_MARKER, FinetuneSettings, finetune_task
 from benchmarks.llm.paths import FINETUNE_DIR
 from benchmarks.llm.tasks import TASK_NAMES, task_splits
 
@@ -19,20 +23,15 @@ def ensure_finetunes(tasks: Sequence[str] = TASK_NAMES, root: Path = FINETUNE_DI
 
     base = ensure_base_model()
     tokenizer = AutoTokenizer.from_pretrained(str(base))
-    folders: Dict[str, Path] = {}
-    for task in tasks:
-        folder = root / task
-        if is_cached(folder):
-            record = json.loads((folder / DONE_MARKER).read_text())
-            print(f"[finetune] {task}: cached ({record['seconds']} s)", flush=True)
-        else:
-            splits = task_splits(task, tokenizer)
-            print(f"[finetune] {task}: {settings.steps} steps of {settings.batch_size} from "
-                  f"{len(splits.train)} training examples", flush=True)
-            record = finetune_task(base, task, splits.train, folder, settings)
-            print(f"[finetune] {task}: done in {record['seconds']} s", flush=True)
-        folders[task] = folder
-    return folders
+
+    def build(task: str, folder: Path) -> None:
+        splits = task_splits(task, tokenizer)
+        print(f"[finetune] {task}: {settings.steps} steps of {settings.batch_size} from "
+              f"{len(splits.train)} training examples", flush=True)
+        record = finetune_task(base, task, splits.train, folder, settings)
+        print(f"[finetune] {task}: done in {record['seconds']} s", flush=True)
+
+    return ensure_cached(tasks, root, DONE_MARKER, lambda text: json.loads(text)["seconds"], build)
 
 
 if __name__ == "__main__":

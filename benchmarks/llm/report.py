@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Mapping, Sequence
 
-from benchmarks.quality.report import grid_table, params_text, pct, table
+from benchmarks.harness.report import grid_table, params_text, pct, table
 
 COMMAND = "./run.sh llm-quality   (python -m benchmarks.llm.run)"
 PLOT_FILES = ("llm_accuracy_per_method.png", "llm_accuracy_vs_lambda.png", "llm_awd_cosines.png")
 SHORT = {"rt_sentiment": "rt_sent", "fortune_language": "fort_lang", "wordnet_supersense": "wn_super",
          "arithmetic": "arith"}
+# the plots label the tasks as the MiniLM track's plots do (arithmetic spelled out)
+PLOT_SHORT = {task: label for task, label in SHORT.items() if task != "arithmetic"}
 
 
 def _drift_text(update: Mapping[str, Any]) -> str:
@@ -27,7 +29,7 @@ def _breakdown_text(run: Mapping[str, Any]) -> str:
 
 def _grids() -> list:
     from benchmarks.llm.grids import llm_grids
-    from benchmarks.quality.merging import registered_methods
+    from benchmarks.harness.merging import registered_methods
 
     return llm_grids(registered_methods())
 
@@ -167,11 +169,11 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
 
 
 def write_plots(results: Mapping[str, Any], folder: Path) -> None:
-    from benchmarks.quality.plots import _pyplot, lambda_curves, plot_accuracy_per_method, plot_awd_cosines
+    from benchmarks.harness.plots import lambda_curves, plot_accuracy_per_method, plot_awd_cosines, pyplot
 
     plot_accuracy_per_method(results, folder / PLOT_FILES[0],
-                             title="SmolLM2-135M: test accuracy per task (rank classification / exact match)")
-    plt = _pyplot()
+                             "SmolLM2-135M: test accuracy per task (rank classification / exact match)", PLOT_SHORT)
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
     from benchmarks.llm.grids import AWD_LAMBDAS, TA_LAMBDAS
 
@@ -194,4 +196,4 @@ def write_plots(results: Mapping[str, Any], folder: Path) -> None:
     fig.savefig(folder / PLOT_FILES[1], dpi=110)
     plt.close(fig)
     if results.get("awd_model_scope_cosines"):
-        plot_awd_cosines(results, folder / PLOT_FILES[2])
+        plot_awd_cosines(results, folder / PLOT_FILES[2], PLOT_SHORT)

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.harness.runner import offline_environment
 
-import torch  # noqa: E402
+offline_environment()
 
-
-def log(message: str) -> None:
-    print(message, flush=True)
+from benchmarks.harness.runner import (  # noqa: E402
+    log, method_tables, prepare_run, reference_scores, registered_methods_logged, run_methods, run_settings,
+    write_json,
+)
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -43,9 +41,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def minilm_cosines() -> Optional[Dict[str, Any]]:
     """The MiniLM benchmark's AWD model-scope |cos| (from the committed quality.json), for comparison."""
-    from benchmarks.quality.paths import RESULTS_DIR
+    from benchmarks.common import RESULTS
 
-    path = RESULTS_DIR / "quality.json"
+    path = RESULTS / "quality.json"
     if not path.exists():
         return None
     return json.loads(path.read_text()).get("awd_model_scope_cosines")
@@ -53,80 +51,73 @@ def minilm_cosines() -> Optional[Dict[str, Any]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
-    started = time.perf_counter()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    from benchmarks.quality.setup_data import ensure_data_sources
+    started = prepare_run(errors_only=True)
+    from benchmarks.text_tasks.setup_data import ensure_data_sources
 
     if not args.no_setup:
         ensure_data_sources()
 
+    from benchmarks.harness.experiment import merge_code_version
     from benchmarks.llm.base_model import ensure_base_model
-    from benchmarks.llm.experiment import FINAL_DTYPE, LLMBenchmark, task_vector_cosines
-    from benchmarks.llm.finetune import DONE_MARKER
+    from benchmarks.llm.experiment import LLMBenchmark
     from benchmarks.llm.grids import llm_grids
     from benchmarks.llm.models import ensure_finetunes
-    from benchmarks.llm.paths import MERGES_DIR, RESULTS_JSON, RESULTS_MD
-    from benchmarks.llm.report import write_markdown, write_plots
-    from benchmarks.llm.tasks import (
-        MAX_INPUT_TOKENS, PERPLEXITY_FORTUNE_FILES, TASK_NAMES, perplexity_texts,
-    )
-    from benchmarks.quality.experiment import merge_code_version
-    from benchmarks.quality.merging import cli_command, registered_methods
-    from benchmarks.quality.results import method_entry, reference_entry, grid_entry
-    from benchmarks.quality.selection import best_point, run_grid
+    from benchmarks.llm.paths import MERGES_DIR, RESULTS_JSON
+    from benchmarks.llm.tasks import TASK_NAMES, perplexity_texts
 
     tasks = list(TASK_NAMES)
-    registered = registered_methods()
-    log(f"[setup] merge methods registered: {', '.join(registered)}")
+    registered = registered_methods_logged()
     base_dir = ensure_base_model()
-    folders = ensure_finetunes(tasks)
-    finetune_records = {t: json.loads((folders[t] / DONE_MARKER).read_text()) for t in tasks}
-    texts = perplexity_texts()
-    bench = LLMBenchmark(tasks, folders, base_dir, texts, MERGES_DIR)
-
-    individual = {split: bench.individual_scores(split) for split in ("validation", "test")}
-    pretrained = {split: bench.pretrained_scores(split) for split in ("validation", "test")}
-    log(f"[eval] individual test {individual['test']}")
-    log(f"[eval] pretrained test {pretrained['test']}")
+    bench = LLMBenchmark(tasks, ensure_finetunes(tasks), base_dir, perplexity_texts(), MERGES_DIR)
+    individual, pretrained = reference_scores(bench)
     base_ppl = bench.pretrained_perplexity()
     individual_ppl = bench.individual_perplexity()
     log(f"[eval] perplexity: base {base_ppl:.2f}, fine-tunes {individual_ppl}")
     perplexity_drift = (_require_committed_references(individual, pretrained, base_ppl, individual_ppl)
                         if args.update else None)
-
-    methods: Dict[str, Any] = {}
-    grids: Dict[str, Any] = {}
-    awd_report = None
-    for grid in llm_grids(registered):
-        if args.methods and grid.name not in args.methods:
-            continue
-        points = run_grid(bench, grid, individual["validation"], log)
-        chosen = best_point(points)
-        final = bench.final(chosen.spec, tasks, ("test",))
-        entry = method_entry(final, chosen, individual["test"], tasks)
-        entry["perplexity"] = final.scores["perplexity"]["value"]
-        entry["merge_dtype"] = FINAL_DTYPE
-        methods[grid.name] = entry
-        grids[grid.name] = {"lambdas": list(grid.lambdas), "points": grid_entry(points)}
-        if grid.name == "awd_model":
-            awd_report = final.report
-        log(f"[test] {grid.name} {chosen.spec.label()}: test normalized {entry['normalized_avg']:.4f}, "
-            f"avg {entry['avg']:.4f}, perplexity {entry['perplexity']:.2f}, merge {final.seconds:.0f} s "
-            f"(θ(λ) check {final.lambda_rescale_max_abs_diff:.2e})")
-
+    runs = run_methods(bench, [g for g in llm_grids(registered) if not args.methods or g.name in args.methods],
+                       individual)
     if args.update:
+        methods, grids = method_tables(runs)
         results = _update_committed(methods, grids, argv, started, merge_code_version(), perplexity_drift,
                                     bench.seconds)
-        if not args.keep_merges:
-            bench.cleanup()
-        return results
+    else:
+        results = _full_results(bench, registered, individual, pretrained, (base_ppl, individual_ppl), runs, started)
+        _write(results)
+    if not args.keep_merges:
+        bench.cleanup()
+    if not args.update:
+        log(f"[done] {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
+    return results
+
+
+def _write(results: Dict[str, Any]) -> None:
+    """llm_quality.json, llm_quality.md and the plots."""
+    from benchmarks.llm.paths import RESULTS_JSON, RESULTS_MD
+    from benchmarks.llm.report import write_markdown, write_plots
+
+    write_json(RESULTS_JSON, results)
+    write_markdown(results, RESULTS_MD)
+    write_plots(results, RESULTS_JSON.parent)
+
+
+def _full_results(bench: Any, registered: Sequence[str], individual: Dict[str, Dict[str, float]],
+                  pretrained: Dict[str, Dict[str, float]], perplexities: Tuple[float, Dict[str, float]],
+                  runs: Mapping[str, Any], started: float) -> Dict[str, Any]:
+    """llm_quality.json of a whole run."""
+    from benchmarks.harness.results import model_scope_cosines, reference_entry
+    from benchmarks.llm.experiment import FINAL_DTYPE, task_vector_cosines
+    from benchmarks.llm.finetune import DONE_MARKER
+    from benchmarks.llm.tasks import MAX_INPUT_TOKENS, PERPLEXITY_FORTUNE_FILES
+
+    tasks, folders = bench.tasks, bench.task_folders
+    base_ppl, individual_ppl = perplexities
+    methods, grids = method_tables(runs)
+    awd_report = runs["awd_model"].final.report if "awd_model" in runs else None
+    finetune_records = {t: json.loads((folders[t] / DONE_MARKER).read_text()) for t in tasks}
     splits = {t: {"validation": len(bench.examples["validation"][t]), "test": len(bench.examples["test"][t]),
                   "train": finetune_records[t]["train_examples"]} for t in tasks}
-    results = {
+    return {
         "individual": individual["test"],
         "pretrained": {**reference_entry(pretrained["test"], individual["test"], tasks), "perplexity": base_ppl},
         "methods": methods,
@@ -136,32 +127,19 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "finetunes": finetune_records,
         "splits": splits,
         "validation_grid": grids,
-        "task_vector_cos": task_vector_cosines(base_dir, folders, tasks),
-        "awd_model_scope_cosines": None if awd_report is None else {
-            "tasks": tasks,
-            "abs_cos_before": awd_report["scopes"]["model"]["abs_cos_before"],
-            "abs_cos_after": awd_report["scopes"]["model"]["abs_cos_after"],
-        },
+        "task_vector_cos": task_vector_cosines(bench.base_dir, folders, tasks),
+        "awd_model_scope_cosines": model_scope_cosines(awd_report, tasks),
         "minilm_awd_model_scope_cosines": minilm_cosines(),
         "registered_methods": registered,
         "settings": {
             "prompt_format": "plain (no chat template): instruction, input, 'Answer:'; answers with a leading space",
-            "max_input_tokens": MAX_INPUT_TOKENS, "perplexity_texts": len(texts),
+            "max_input_tokens": MAX_INPUT_TOKENS, "perplexity_texts": len(bench.perplexity_texts),
             "perplexity_sources": [f"/usr/share/games/fortunes/{f}" for f in PERPLEXITY_FORTUNE_FILES],
             "grid_merge_dtype": "float32", "final_merge_dtype": FINAL_DTYPE,
-            "threads": torch.get_num_threads(), "merge_command": cli_command(),
-            "merge_code": merge_code_version(), "seconds": round(time.perf_counter() - started),
+            **run_settings(), "seconds": round(time.perf_counter() - started),
             **_seconds_fields(bench.seconds),
         },
     }
-    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results, RESULTS_MD)
-    write_plots(results, RESULTS_JSON.parent)
-    if not args.keep_merges:
-        bench.cleanup()
-    log(f"[done] {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
-    return results
 
 
 def _seconds_fields(seconds: Dict[str, float]) -> Dict[str, int]:
@@ -207,8 +185,7 @@ def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Opti
     """Put freshly run rows into the committed results (``--update``) and write the page and plots again."""
     import sys
 
-    from benchmarks.llm.paths import RESULTS_JSON, RESULTS_MD
-    from benchmarks.llm.report import write_markdown, write_plots
+    from benchmarks.llm.paths import RESULTS_JSON
 
     results = json.loads(RESULTS_JSON.read_text())
     results["methods"].update(methods)
@@ -219,9 +196,7 @@ def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Opti
         "merge_code": merge_code, "seconds": round(time.perf_counter() - started),
         **_seconds_fields(seconds),
         "reference_perplexity_max_relative_difference": perplexity_drift})
-    RESULTS_JSON.write_text(json.dumps(results, indent=2) + "\n")
-    write_markdown(results, RESULTS_MD)
-    write_plots(results, RESULTS_JSON.parent)
+    _write(results)
     log(f"[done] {', '.join(sorted(methods))} put into {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
     return results
 

@@ -12,7 +12,7 @@ Classification tasks are scored by rank classification over their answers (each 
 SmolLM2 tokenizer), the generative task ``arithmetic`` by greedy decoding and exact match.
 
 Splits: the classification tasks reuse the MiniLM benchmark's balanced, seeded splits
-(``benchmarks.quality.splits``) and take the first ``validation_size`` / ``test_size`` examples of
+(``benchmarks.text_tasks.splits``) and take the first ``validation_size`` / ``test_size`` examples of
 them (balanced per class); ``arithmetic`` enumerates every pair a + b with 10 ≤ a, b ≤ 99, shuffles
 them with a fixed seed and cuts test, validation, train in that order.  Inputs are cut to
 ``MAX_INPUT_TOKENS`` tokens.
@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple, Union
 
-from benchmarks.quality.splits import Split, balanced_subset
+from benchmarks.text_tasks.splits import Split, balanced_subset
 from mergekit_awd.tools.lm_scoring import AnswerExample, ChoiceExample
 
 MAX_INPUT_TOKENS = 40
@@ -109,7 +109,7 @@ def task_splits(name: str, tokenizer, test_size: int = TEST_SIZE, validation_siz
     """Train / validation / test examples of a task (deterministic, disjoint)."""
     if name in GENERATIVE_TASKS:
         return arithmetic_splits(test_size, validation_size)
-    from benchmarks.quality.data import task_splits as text_splits
+    from benchmarks.text_tasks.data import task_splits as text_splits
 
     task = CLASSIFICATION_TASKS[name]
     class_names, splits = text_splits(name)
@@ -143,8 +143,8 @@ PERPLEXITY_SEED = 0
 
 def perplexity_texts(count: int = PERPLEXITY_TEXTS) -> List[str]:
     """A fixed sample of English fortunes (sorted, shuffled with a fixed seed, the first ``count``)."""
-    from benchmarks.quality.setup_data import FORTUNE_DIR
-    from benchmarks.quality.tasks import read_fortune_file
+    from benchmarks.text_tasks.setup_data import FORTUNE_DIR
+    from benchmarks.text_tasks.tasks import read_fortune_file
 
     pool = sorted({t for name in PERPLEXITY_FORTUNE_FILES for t in read_fortune_file(FORTUNE_DIR / name)})
     random.Random(f"perplexity/{PERPLEXITY_SEED}").shuffle(pool)

@@ -21,7 +21,7 @@ from typing import List
 import yaml
 
 from benchmarks.llm.paths import BASE_DIR, FINETUNE_DIR
-from benchmarks.quality.merging import cli_command
+from benchmarks.harness.merging import cli_command
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "smollm2_transcript.md"
 TASKS = ("rt_sentiment", "fortune_language", "arithmetic")

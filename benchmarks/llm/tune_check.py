@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.harness.runner import offline_environment
+
+offline_environment()
 
 DEFAULT_METHODS = ("awd_tensor", "tsv")
 
@@ -80,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from benchmarks.llm.models import ensure_finetunes
     from benchmarks.llm.paths import RESULTS_JSON
     from benchmarks.llm.tasks import TASK_NAMES
-    from benchmarks.quality.merging import cli_command, merge_config, spec_from_params
+    from benchmarks.harness.merging import cli_command, merge_config, spec_from_params
 
     results = json.loads(Path(RESULTS_JSON).read_text())
     tasks = list(TASK_NAMES)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any, List, Mapping, Sequence, Tuple
 
-from benchmarks.quality.report import SHORT, table
+from benchmarks.harness.report import table
+from benchmarks.quality.report import SHORT
 
 # (X alone, AWD in front of X): the rows a run may hold
 COMBINE_PAIRS: Tuple[Tuple[str, str], ...] = (

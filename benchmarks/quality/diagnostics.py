@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Dict, Mapping
 
-from benchmarks.quality.lambda_path import load_state
+from benchmarks.harness.lambda_path import load_state
 from mergekit_awd.core.selection import in_transformer_block
 
 GROUPS = ("block_2d", "embeddings", "other")

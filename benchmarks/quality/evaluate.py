@@ -15,7 +15,7 @@ import torch
 from transformers import BertModel, PreTrainedTokenizerBase
 
 from benchmarks.quality.encoder_io import HeadedEncoder, attach_head, load_encoder
-from benchmarks.quality.splits import Split
+from benchmarks.text_tasks.splits import Split
 
 MAX_LENGTH = 64
 EVAL_BATCH_SIZE = 64

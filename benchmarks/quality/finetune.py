@@ -6,7 +6,6 @@ Recipe: 200 AdamW steps (lr 5e-5, no schedule, weight decay 0.01), batch 16, seq
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -14,8 +13,9 @@ from typing import Sequence
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from benchmarks.harness.finetune import train_steps
 from benchmarks.quality.encoder_io import save_encoder, save_head
-from benchmarks.quality.splits import Split
+from benchmarks.text_tasks.splits import Split
 
 
 @dataclass(frozen=True)
@@ -32,14 +32,6 @@ class FinetuneSettings:
 ENCODER_SUBDIR = "encoder"
 HEAD_SUBDIR = "head"
 DONE_MARKER = "finetune_done.txt"
-
-
-def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> torch.Tensor:
-    """[steps, batch_size] example indices from concatenated seeded permutations."""
-    generator = torch.Generator().manual_seed(seed)
-    needed = steps * batch_size
-    chunks = [torch.randperm(n_examples, generator=generator) for _ in range(-(-needed // n_examples))]
-    return torch.cat(chunks)[:needed].view(steps, batch_size)
 
 
 def is_cached(folder: Path) -> bool:
@@ -69,27 +61,16 @@ def finetune_task(
         transformers.utils.logging.set_verbosity(verbosity)
     print(f"[finetune] {task}: a new {len(class_names)}-class head on the pretrained encoder "
           "(randomly initialised, trained with it)", flush=True)
-    model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     labels = torch.tensor(train.labels)
-    order = batch_order(len(train), settings.steps, settings.batch_size, settings.seed)
-    start = time.perf_counter()
-    for step, indices in enumerate(order):
+
+    def batch_loss(indices: torch.Tensor) -> torch.Tensor:
         batch = tokenizer(
             [train.texts[i] for i in indices.tolist()], padding=True, truncation=True,
             max_length=settings.max_length, return_tensors="pt",
         )
-        loss = model(**batch, labels=labels[indices]).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        done = step + 1
-        if done % settings.log_every == 0 or done == settings.steps:
-            elapsed = time.perf_counter() - start
-            print(f"[finetune] {task}: step {done}/{settings.steps} loss {loss.item():.3f} "
-                  f"({elapsed:.0f} s, ETA {elapsed / done * (settings.steps - done):.0f} s)", flush=True)
-    seconds = time.perf_counter() - start
-    model.eval()
+        return model(**batch, labels=labels[indices]).loss
+
+    seconds, _ = train_steps(model, len(train), settings, batch_loss, task)
     out_folder.mkdir(parents=True, exist_ok=True)
     save_encoder(model, out_folder / ENCODER_SUBDIR)
     save_head(model, out_folder / HEAD_SUBDIR, task, class_names)

@@ -10,23 +10,10 @@ select), recorded per merge from its awd_report.json.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
-from benchmarks.quality.merging import MergeSpec
-
-WEIGHT = {"weight": 1.0}
-
-
-@dataclass(frozen=True)
-class MethodGrid:
-    name: str                      # row name in the results
-    configurations: Tuple[MergeSpec, ...]
-    lambdas: Tuple[float, ...]
-
-
-def _specs(method: str, shared: Sequence[Dict], per_model: Sequence[Dict]) -> Tuple[MergeSpec, ...]:
-    return tuple(MergeSpec(method, dict(s), {**WEIGHT, **m}) for s in shared for m in per_model)
+from benchmarks.harness.grids import MethodGrid, specs
+from benchmarks.harness.merging import MergeSpec
 
 
 TA_LAMBDAS = (0.1, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.7, 1.0)  # task arithmetic: adds K task vectors
@@ -51,12 +38,12 @@ SPARSIFIED_LAMBDAS = {"ties": MEAN_LAMBDAS, "dare_ties": SUM_LAMBDAS, "della": M
 
 def standard_grids() -> List[MethodGrid]:
     return [
-        MethodGrid("task_arithmetic", _specs("task_arithmetic", [{}], [{}]), TA_LAMBDAS),
-        *(MethodGrid(name, _specs(name, [{}], [{"density": d} for d in DENSITIES]), lambdas)
+        MethodGrid("task_arithmetic", specs("task_arithmetic", [{}], [{}]), TA_LAMBDAS),
+        *(MethodGrid(name, specs(name, [{}], [{"density": d} for d in DENSITIES]), lambdas)
           for name, lambdas in SPARSIFIED_LAMBDAS.items()),
-        MethodGrid("awd_tensor", _specs("awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}]),
+        MethodGrid("awd_tensor", specs("awd", [{"scope": "tensor", "alpha": a} for a in AWD_ALPHAS], [{}]),
                    AWD_LAMBDAS),
-        MethodGrid("awd_model", _specs("awd", [{"scope": "model", "alpha": a} for a in AWD_ALPHAS], [{}]),
+        MethodGrid("awd_model", specs("awd", [{"scope": "model", "alpha": a} for a in AWD_ALPHAS], [{}]),
                    AWD_LAMBDAS),
     ]
 
@@ -68,28 +55,28 @@ def optional_grids(registered: Sequence[str]) -> List[MethodGrid]:
     """
     grids: List[MethodGrid] = []
     if "tsv" in registered:
-        grids.append(MethodGrid("tsv", _specs("tsv", [{}], [{}]), TSV_LAMBDAS))
+        grids.append(MethodGrid("tsv", specs("tsv", [{}], [{}]), TSV_LAMBDAS))
         # TSV-M on AWD-disentangled task vectors (tsv's `disentangle`, awd solver defaults)
-        grids.append(MethodGrid("tsv_disentangled", _specs("tsv", [{"disentangle": True}], [{}]), TSV_LAMBDAS))
+        grids.append(MethodGrid("tsv_disentangled", specs("tsv", [{"disentangle": True}], [{}]), TSV_LAMBDAS))
     if "wudi" in registered:
         # WUDI from Σ τ_i: the reference's early-stopped Adam, and the exact minimiser (same scale: λ ~ TA's)
-        grids.append(MethodGrid("wudi_adam", _specs("wudi", [{"solver": "adam", "select": s} for s in SELECTS], [{}]),
+        grids.append(MethodGrid("wudi_adam", specs("wudi", [{"solver": "adam", "select": s} for s in SELECTS], [{}]),
                                 TA_LAMBDAS))
-        grids.append(MethodGrid("wudi_exact", _specs("wudi", [{"solver": "exact", "select": s} for s in SELECTS],
+        grids.append(MethodGrid("wudi_exact", specs("wudi", [{"solver": "exact", "select": s} for s in SELECTS],
                                                      [{}]), TA_LAMBDAS))
     for iso in ("iso_c", "iso_cts"):
         if iso in registered:
-            grids.append(MethodGrid(iso, _specs(iso, [{"select": s} for s in SELECTS], [{}]), ISO_LAMBDAS))
+            grids.append(MethodGrid(iso, specs(iso, [{"select": s} for s in SELECTS], [{}]), ISO_LAMBDAS))
     if "ace" in registered:  # the reference's ACE, then each option where the reference looks wrong (issue #28)
-        grids.append(MethodGrid("ace", _specs("ace", [{"select": s} for s in SELECTS], [{}]), ACE_LAMBDAS))
-        grids.append(MethodGrid("ace_uncentred", _specs("ace", [{"select": s, "b_update": "uncentred"}
+        grids.append(MethodGrid("ace", specs("ace", [{"select": s} for s in SELECTS], [{}]), ACE_LAMBDAS))
+        grids.append(MethodGrid("ace_uncentred", specs("ace", [{"select": s, "b_update": "uncentred"}
                                                                 for s in SELECTS], [{}]), ACE_LAMBDAS))
-        grids.append(MethodGrid("ace_mean_covariance", _specs("ace", [{"select": s, "prior": "mean_covariance"}
+        grids.append(MethodGrid("ace_mean_covariance", specs("ace", [{"select": s, "prior": "mean_covariance"}
                                                                       for s in SELECTS], [{}]), ACE_LAMBDAS))
         # the reference's ε is absolute (squared weight units): smaller ones for small task vectors
-        grids.append(MethodGrid("ace_eps", _specs("ace", [{"eps": e} for e in ACE_EPSILONS], [{}]), ACE_LAMBDAS))
+        grids.append(MethodGrid("ace_eps", specs("ace", [{"eps": e} for e in ACE_EPSILONS], [{}]), ACE_LAMBDAS))
     if "iso_cts" in registered:  # Iso-CTS with its common_space_fraction chosen on validation as well
-        grids.append(MethodGrid("iso_cts_fraction", _specs("iso_cts", [{"select": s, "common_space_fraction": f}
+        grids.append(MethodGrid("iso_cts_fraction", specs("iso_cts", [{"select": s, "common_space_fraction": f}
                                                                      for s in SELECTS for f in ISO_CTS_FRACTIONS], [{}]),
                                 ISO_LAMBDAS))
     return grids
@@ -102,20 +89,20 @@ def combine_grids(registered: Sequence[str]) -> List[MethodGrid]:
     """AWD at the authors' granularity (``scope: row``) and AWD in front of mergekit's sparsifying
     methods, TSV-M and Iso-CTS (``combine``, issues #14 and #15), each with the density and λ grids of
     the method that combines."""
-    grids = [MethodGrid("awd_row", _specs("awd", [{"scope": "row", "alpha": a} for a in AWD_ALPHAS], [{}]),
+    grids = [MethodGrid("awd_row", specs("awd", [{"scope": "row", "alpha": a} for a in AWD_ALPHAS], [{}]),
                         AWD_LAMBDAS)]
     for combine, lambdas in SPARSIFIED_LAMBDAS.items():
-        grids.append(MethodGrid(f"awd_{combine}", _specs("awd", [{"combine": combine, "scope": s} for s in COMBINE_SCOPES],
+        grids.append(MethodGrid(f"awd_{combine}", specs("awd", [{"combine": combine, "scope": s} for s in COMBINE_SCOPES],
                                                          [{"density": d} for d in DENSITIES]), lambdas))
     if "tsv" in registered:  # scope tensor in front of TSV-M is tsv_disentangled
-        grids.append(MethodGrid("awd_row_tsv", _specs("awd", [{"combine": "tsv", "scope": "row"}], [{}]),
+        grids.append(MethodGrid("awd_row_tsv", specs("awd", [{"combine": "tsv", "scope": "row"}], [{}]),
                                 TSV_LAMBDAS))
     if "iso_cts" in registered:  # AWD in front of the strongest peer (issue #15), over iso_cts's own select grid
-        grids.append(MethodGrid("awd_iso_cts", _specs("awd", [{"combine": "iso_cts", "scope": s, "select": sel}
+        grids.append(MethodGrid("awd_iso_cts", specs("awd", [{"combine": "iso_cts", "scope": s, "select": sel}
                                                               for s in COMBINE_SCOPES for sel in SELECTS], [{}]),
                                 ISO_LAMBDAS))
     if "ace" in registered:  # AWD in front of ACE (issue #28)
-        grids.append(MethodGrid("awd_ace", _specs("awd", [{"combine": "ace", "scope": s, "select": sel}
+        grids.append(MethodGrid("awd_ace", specs("awd", [{"combine": "ace", "scope": s, "select": sel}
                                                           for s in COMBINE_SCOPES for sel in SELECTS], [{}]),
                                 ACE_LAMBDAS))
     return grids

@@ -8,10 +8,11 @@ from typing import Dict, Sequence
 
 from transformers import BertModel
 
-from benchmarks.quality.data import task_splits
-from benchmarks.quality.finetune import DONE_MARKER, ENCODER_SUBDIR, HEAD_SUBDIR, finetune_task, is_cached
+from benchmarks.harness.finetune import ensure_finetunes as ensure_cached
+from benchmarks.quality.finetune import DONE_MARKER, ENCODER_SUBDIR, HEAD_SUBDIR, finetune_task
 from benchmarks.quality.paths import FINETUNE_DIR, PRETRAINED_ENCODER_DIR
-from benchmarks.quality.setup_data import pretrained_model_path
+from benchmarks.text_tasks.data import task_splits
+from benchmarks.text_tasks.setup_data import pretrained_model_path
 
 
 def ensure_pretrained_encoder(folder: Path = PRETRAINED_ENCODER_DIR) -> Path:
@@ -22,21 +23,17 @@ def ensure_pretrained_encoder(folder: Path = PRETRAINED_ENCODER_DIR) -> Path:
     return folder
 
 
+def _build(task: str, folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    class_names, splits = task_splits(task)
+    print(f"[finetune] {task}: training on {len(splits.train)} examples", flush=True)
+    seconds = finetune_task(pretrained_model_path(), task, class_names, splits.train, folder)
+    print(f"[finetune] {task}: done in {seconds:.0f} s", flush=True)
+
+
 def ensure_finetunes(tasks: Sequence[str], root: Path = FINETUNE_DIR) -> Dict[str, Path]:
     """task -> folder holding ``encoder/`` and ``head/``; trains the missing ones."""
-    folders: Dict[str, Path] = {}
-    for task in tasks:
-        folder = root / task
-        if is_cached(folder):
-            print(f"[finetune] {task}: cached ({(folder / DONE_MARKER).read_text().strip()} s)", flush=True)
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
-            class_names, splits = task_splits(task)
-            print(f"[finetune] {task}: training on {len(splits.train)} examples", flush=True)
-            seconds = finetune_task(pretrained_model_path(), task, class_names, splits.train, folder)
-            print(f"[finetune] {task}: done in {seconds:.0f} s", flush=True)
-        folders[task] = folder
-    return folders
+    return ensure_cached(tasks, root, DONE_MARKER, str.strip, _build)
 
 
 def encoder_folder(task_folder: Path) -> Path:

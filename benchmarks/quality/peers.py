@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from typing import Any, Dict, Optional, Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.harness.runner import offline_environment
 
-import torch  # noqa: E402
+offline_environment()
 
 VALIDATION_PER_TASK = 120  # as benchmarks.quality.run's default
 PEER_GRIDS = ("task_arithmetic", "ties", "tsv", "tsv_disentangled", "wudi_adam", "wudi_exact", "iso_c", "iso_cts")
@@ -57,41 +54,28 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.render:
         results = json.loads((RESULTS_DIR / f"{args.output}.json").read_text())
         return write_markdown(results, args.output)
-    started = time.perf_counter()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    import transformers
+    from benchmarks.harness.runner import prepare_run
 
-    transformers.utils.logging.disable_progress_bar()
-    from benchmarks.quality.experiment import Benchmark, merge_code_version
+    started = prepare_run()
+    import torch
+
+    from benchmarks.harness.experiment import merge_code_version
+    from benchmarks.harness.merging import registered_methods
+    from benchmarks.harness.runner import method_tables, run_methods, write_json
+    from benchmarks.quality.experiment import six_task_benchmark
     from benchmarks.quality.grids import all_grids
-    from benchmarks.quality.merging import registered_methods
-    from benchmarks.quality.models import ensure_finetunes, ensure_pretrained_encoder
-    from benchmarks.quality.results import grid_entry, method_entry
-    from benchmarks.quality.run import log
-    from benchmarks.quality.selection import best_point, run_grid
-    from benchmarks.quality.setup_data import ensure_data_sources, pretrained_model_path
-    from benchmarks.quality.tasks import TASK_NAMES
+    from benchmarks.text_tasks.setup_data import ensure_data_sources
 
     ensure_data_sources()
-    tasks = list(TASK_NAMES)
-    bench = Benchmark(tasks, ensure_finetunes(tasks), ensure_pretrained_encoder(), pretrained_model_path(),
-                      validation_per_task=VALIDATION_PER_TASK)
+    bench = six_task_benchmark(VALIDATION_PER_TASK)
     individual = {split: bench.individual_scores(split) for split in ("validation", "test")}
-    methods: Dict[str, Any] = {}
-    grids: Dict[str, Any] = {}
-    for grid in (g for g in all_grids(registered_methods()) if g.name in args.grids):
-        points = run_grid(bench, grid, individual["validation"], log)
-        chosen = best_point(points)
-        final = bench.final(chosen.spec, tasks, ("test",), check_lambda_path=True)
-        methods[grid.name] = method_entry(final, chosen, individual["test"], tasks)
-        grids[grid.name] = {"lambdas": list(grid.lambdas), "points": grid_entry(points)}
-        log(f"[test] {grid.name} {chosen.spec.label()}: test normalized {methods[grid.name]['normalized_avg']:.4f}")
+    grids = [g for g in all_grids(registered_methods()) if g.name in args.grids]
+    methods, grid_points = method_tables(run_methods(bench, grids, individual, brief=True))
     command = f"python -m benchmarks.quality.peers --grids {' '.join(args.grids)} --output {args.output}"
-    results = {"individual": individual["test"], "methods": methods, "validation_grid": grids,
+    results = {"individual": individual["test"], "methods": methods, "validation_grid": grid_points,
                "settings": {"threads": torch.get_num_threads(), "merge_code": merge_code_version(),
                             "command": command, "seconds": round(time.perf_counter() - started)}}
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / f"{args.output}.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(RESULTS_DIR / f"{args.output}.json", results)
     write_markdown(results, args.output)
     bench.cleanup()
     return results
@@ -102,7 +86,7 @@ def write_markdown(results: Dict[str, Any], output: str) -> Dict[str, Any]:
     sections of ``combine_report`` (per-task scores, AWD + X − X, mean |cos|, targets)."""
     from benchmarks.quality.combine_report import combine_sections, is_awd_variant
     from benchmarks.quality.paths import RESULTS_DIR
-    from benchmarks.quality.report import table
+    from benchmarks.harness.report import table
 
     methods, settings = results["methods"], results["settings"]
     rows = [[name, json.dumps(entry["params"]), f"{100 * entry['normalized_avg']:.1f}",

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, List, Mapping, Sequence
+
+from benchmarks.harness.report import grid_table, params_text, pct, table
 
 SHORT = {"rt_sentiment": "rt_sent", "rt_subjectivity": "rt_subj", "convention_party": "conv_party",
          "fortune_topic": "fort_topic", "fortune_language": "fort_lang", "wordnet_supersense": "wn_super"}
 COMMAND = "python -m benchmarks.quality.run"
-
-
-def pct(value: float) -> str:
-    return f"{100 * value:.1f}"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return lines
-
-
-def params_text(params: Mapping[str, Any]) -> str:
-    shown = {k: v for k, v in params.items() if k not in ("merge_method", "weight")}
-    return ", ".join(f"{k} {v}" for k, v in shown.items()) or "defaults"
 
 
 def main_table(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
@@ -49,22 +36,6 @@ def splits_table(results: Mapping[str, Any]) -> List[str]:
                      f"{info['validation']['size']} (grid: {info['validation_scored_on_grid']})",
                      f"{info['test']['size']} ({min(info['test']['per_class'])}–{max(info['test']['per_class'])}/class)"])
     return table(["task", "classes", "labels", "train", "validation", "test"], rows)
-
-
-def grid_table(results: Mapping[str, Any]) -> List[str]:
-    rows = []
-    for name, grid in results["validation_grid"].items():
-        by_config: Dict[str, Any] = {}
-        for point in grid["points"]:
-            config = params_text({k: v for k, v in point["params"].items() if k != "lambda"})
-            best = by_config.get(config)
-            if best is None or point["normalized_avg"] > best["normalized_avg"]:
-                by_config[config] = point
-        for config, point in by_config.items():
-            curve = " ".join(f"{p['params']['lambda']}:{pct(p['normalized_avg'])}" for p in grid["points"]
-                             if params_text({k: v for k, v in p["params"].items() if k != "lambda"}) == config)
-            rows.append([name, config, str(point["params"]["lambda"]), pct(point["normalized_avg"]), curve])
-    return table(["method", "configuration", "best λ", "val. normalized", "val. normalized by λ"], rows)
 
 
 def investigation_table(results: Mapping[str, Any]) -> List[str]:
@@ -142,17 +113,8 @@ def targets(results: Mapping[str, Any]) -> List[str]:
     ]
 
 
-def write_markdown(results: Mapping[str, Any], path: Path) -> None:
-    tasks = list(results["individual"])
-    methods = results["methods"]
-    checks = ", ".join(f"{n} {m['lambda_rescale_max_abs_diff']:.1e}" for n, m in methods.items())
-    cos = results["awd_model_scope_cosines"]
-    k = len(cos["tasks"])
-
-    def mean_off(matrix: Sequence[Sequence[float]]) -> float:
-        return sum(matrix[i][j] for i in range(k) for j in range(k) if i != j) / (k * (k - 1))
-
-    lines = [
+def _results_section(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
+    return [
         "# Merge quality: six MiniLM fine-tunes (offline benchmark)",
         "",
         f"Produced by `{COMMAND}` (all numbers below are read from `quality.json`, written by the same run).",
@@ -181,6 +143,12 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "",
         *targets(results),
         "",
+    ]
+
+
+def _data_and_grids_section(results: Mapping[str, Any]) -> List[str]:
+    checks = ", ".join(f"{n} {m['lambda_rescale_max_abs_diff']:.1e}" for n, m in results["methods"].items())
+    return [
         "## Data and splits",
         "",
         "Per class, texts are de-duplicated (texts found in two classes dropped), sorted, shuffled with a "
@@ -207,6 +175,17 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "",
         "![test accuracy per method](accuracy_per_method.png)",
         "",
+    ]
+
+
+def _awd_section(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
+    cos = results["awd_model_scope_cosines"]
+    k = len(cos["tasks"])
+
+    def mean_off(matrix: Sequence[Sequence[float]]) -> float:
+        return sum(matrix[i][j] for i in range(k) for j in range(k) if i != j) / (k * (k - 1))
+
+    return [
         "## AWD: what was tried",
         "",
         f"Main grid: scope tensor and model × α {{0.01, 0.03, 0.1}} × λ; other parameters at their defaults "
@@ -229,6 +208,11 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "",
         *norms_table(results),
         "",
+    ]
+
+
+def _subsets_section(results: Mapping[str, Any]) -> List[str]:
+    return [
         "## Accuracy vs number of merged tasks",
         "",
         f"Chosen settings of each method (tuned for K = 6), {results['settings']['subsets_per_k']} task "
@@ -245,4 +229,10 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "</details>",
         "",
     ]
+
+
+def write_markdown(results: Mapping[str, Any], path: Path) -> None:
+    tasks = list(results["individual"])
+    lines = [*_results_section(results, tasks), *_data_and_grids_section(results), *_awd_section(results, tasks),
+             *_subsets_section(results)]
     path.write_text("\n".join(lines))

@@ -11,25 +11,22 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.harness.runner import offline_environment
 
-import torch  # noqa: E402
+offline_environment()
 
-from benchmarks.quality.setup_data import ensure_data_sources  # noqa: E402
+from benchmarks.harness.runner import (  # noqa: E402
+    MethodRun, log, method_tables, prepare_run, reference_scores, registered_methods_logged, run_methods,
+    run_settings, write_json,
+)
+from benchmarks.text_tasks.setup_data import ensure_data_sources  # noqa: E402
 
 SUBSET_METHODS = ("task_arithmetic", "ties", "awd")
 K_VALUES = (2, 3, 4, 5)
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
+Scores = Dict[str, float]
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -42,101 +39,93 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    args = parse_args(argv)
-    started = time.perf_counter()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    import transformers
+def awd_investigation(bench: Any, awd_spec: Any, individual: Mapping[str, Scores]) -> List[Dict[str, Any]]:
+    """Around the chosen AWD configuration, one knob at a time (``grids.awd_variants``), λ re-chosen on
+    validation; the test scores are diagnostics (nothing is chosen on them)."""
+    from benchmarks.harness.results import reference_entry
+    from benchmarks.harness.selection import best_point, run_grid
+    from benchmarks.quality.grids import VARIANT_LAMBDAS, MethodGrid, awd_variants
 
-    transformers.utils.logging.disable_progress_bar()
-    if not args.no_setup:
-        ensure_data_sources()
-
-    from benchmarks.quality.data import all_task_splits
-    from benchmarks.quality.experiment import Benchmark, merge_code_version
-    from benchmarks.quality.grids import VARIANT_LAMBDAS, MethodGrid, all_grids, awd_variants
-    from benchmarks.quality.merging import cli_command, registered_methods
-    from benchmarks.quality.diagnostics import task_vector_norms
-    from benchmarks.quality.models import encoder_folder, ensure_finetunes, ensure_pretrained_encoder
-    from benchmarks.quality.paths import RESULTS_DIR
-    from benchmarks.quality.plots import write_plots
-    from benchmarks.quality.report import write_markdown
-    from benchmarks.quality.results import (
-        grid_entry, method_entry, reference_entry, subset_entry,
-    )
-    from benchmarks.quality.selection import best_point, run_grid
-    from benchmarks.quality.setup_data import pretrained_model_path
-    from benchmarks.quality.splits import split_summary
-    from benchmarks.quality.subsets import task_subsets
-    from benchmarks.quality.tasks import TASK_NAMES
-
-    tasks = list(TASK_NAMES)
-    registered = registered_methods()
-    log(f"[setup] merge methods registered: {', '.join(registered)}")
-    splits = {t: {"classes": list(names), **split_summary(s, len(names))}
-              for t, (names, s) in all_task_splits(tuple(tasks)).items()}
-    pretrained_dir = ensure_pretrained_encoder()
-    folders = ensure_finetunes(tasks)
-    bench = Benchmark(tasks, folders, pretrained_dir, pretrained_model_path(),
-                      validation_per_task=args.validation_per_task)
-    for task in tasks:
-        splits[task]["validation_scored_on_grid"] = bench.validation_sizes[task]
-
-    norms = task_vector_norms(pretrained_dir, {t: encoder_folder(folders[t]) for t in tasks})
-    individual = {split: bench.individual_scores(split) for split in ("validation", "test")}
-    pretrained = {split: bench.pretrained_scores(split) for split in ("validation", "test")}
-    log(f"[eval] individual test {individual['test']}")
-    log(f"[eval] pretrained test {pretrained['test']}")
-
-    methods: Dict[str, Any] = {}
-    grids: Dict[str, Any] = {}
-    chosen_points = {}
-    for grid in all_grids(registered):
-        points = run_grid(bench, grid, individual["validation"], log)
-        chosen = best_point(points)
-        final = bench.final(chosen.spec, tasks, ("test",), check_lambda_path=True)
-        methods[grid.name] = method_entry(final, chosen, individual["test"], tasks)
-        grids[grid.name] = {"lambdas": list(grid.lambdas), "points": grid_entry(points)}
-        chosen_points[grid.name] = (chosen, final)
-        log(f"[test] {grid.name} {chosen.spec.label()}: test normalized "
-            f"{methods[grid.name]['normalized_avg']:.4f}, avg {methods[grid.name]['avg']:.4f}, merge "
-            f"{final.seconds:.0f} s (θ(λ) check {final.lambda_rescale_max_abs_diff:.2e})")
-
-    awd_name = max(("awd_tensor", "awd_model"), key=lambda n: chosen_points[n][0].normalized_avg)
-    awd_chosen = chosen_points[awd_name][0]
     investigation = []
-    for label, spec in awd_variants(awd_chosen.spec):
+    for label, spec in awd_variants(awd_spec):
         points = run_grid(bench, MethodGrid(f"awd variant ({label})", (spec,), VARIANT_LAMBDAS),
                           individual["validation"], log)
         best = best_point(points)
-        final = bench.final(best.spec, tasks, ("test",))  # diagnostic only: nothing is chosen on it
+        final = bench.final(best.spec, bench.tasks, ("test",))  # diagnostic only: nothing is chosen on it
         investigation.append({
             "variant": label, "params": best.spec.label(),
             "validation_normalized_avg": best.normalized_avg, "validation_avg": best.avg,
             "validation_by_lambda": {str(p.spec.parameters["lambda"]): p.normalized_avg for p in points},
-            **reference_entry(final.scores["test"], individual["test"], tasks),
+            **reference_entry(final.scores["test"], individual["test"], bench.tasks),
             "merge_seconds": final.seconds,
             "mean_abs_cos_after": (final.report or {}).get("summary", {}).get("mean_abs_cos_after"),
         })
         log(f"[awd] {label}: validation normalized {best.normalized_avg:.4f} at λ "
             f"{best.spec.parameters['lambda']}, test normalized {investigation[-1]['normalized_avg']:.4f}")
+    return investigation
 
-    subset_rows: List[Dict[str, Any]] = []
-    subset_specs = {"task_arithmetic": chosen_points["task_arithmetic"][0].spec,
-                    "ties": chosen_points["ties"][0].spec, "awd": awd_chosen.spec}
+
+def subset_rows(bench: Any, runs: Mapping[str, MethodRun], awd_name: str, individual_test: Scores,
+                subsets_per_k: int) -> List[Dict[str, Any]]:
+    """Accuracy vs number of merged tasks: each method's chosen settings on seeded task subsets, K = 2..5,
+    and its six-task row for K = 6."""
+    from benchmarks.harness.results import subset_entry
+    from benchmarks.quality.subsets import task_subsets
+
+    tasks = bench.tasks
+    names = {"task_arithmetic": "task_arithmetic", "ties": "ties", "awd": awd_name}
+    rows: List[Dict[str, Any]] = []
     for k in K_VALUES:
-        for subset in task_subsets(tasks, k, args.subsets_per_k):
+        for subset in task_subsets(tasks, k, subsets_per_k):
             for method in SUBSET_METHODS:
-                final = bench.final(subset_specs[method], list(subset), ("test",))
-                subset_rows.append(subset_entry(method, subset, final, individual["test"]))
-                log(f"[subsets] K={k} {method} {'+'.join(subset)}: normalized "
-                    f"{subset_rows[-1]['normalized_avg']:.4f}")
-    for method, name in (("task_arithmetic", "task_arithmetic"), ("ties", "ties"), ("awd", awd_name)):
-        subset_rows.append({"method": method, "k": len(tasks), "tasks": tasks, "scores": methods[name]["tasks"],
-                            "avg": methods[name]["avg"], "normalized_avg": methods[name]["normalized_avg"],
-                            "merge_seconds": methods[name]["merge_seconds"]})
+                final = bench.final(runs[names[method]].chosen.spec, list(subset), ("test",))
+                rows.append(subset_entry(method, subset, final, individual_test))
+                log(f"[subsets] K={k} {method} {'+'.join(subset)}: normalized {rows[-1]['normalized_avg']:.4f}")
+    for method, name in names.items():
+        entry = runs[name].entry
+        rows.append({"method": method, "k": len(tasks), "tasks": tasks, "scores": entry["tasks"],
+                     "avg": entry["avg"], "normalized_avg": entry["normalized_avg"],
+                     "merge_seconds": entry["merge_seconds"]})
+    return rows
 
-    awd_model_report = chosen_points["awd_model"][1].report
+
+def split_summaries(bench: Any) -> Dict[str, Any]:
+    """Per task: class names, split sizes and per-class counts, and the validation size the grids score."""
+    from benchmarks.text_tasks.data import all_task_splits
+    from benchmarks.text_tasks.splits import split_summary
+
+    splits = {t: {"classes": list(names), **split_summary(s, len(names))}
+              for t, (names, s) in all_task_splits(tuple(bench.tasks)).items()}
+    for task in bench.tasks:
+        splits[task]["validation_scored_on_grid"] = bench.validation_sizes[task]
+    return splits
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    started = prepare_run()
+    if not args.no_setup:
+        ensure_data_sources()
+
+    from benchmarks.harness.results import model_scope_cosines, reference_entry
+    from benchmarks.quality.diagnostics import task_vector_norms
+    from benchmarks.quality.experiment import six_task_benchmark
+    from benchmarks.quality.grids import all_grids
+    from benchmarks.quality.paths import RESULTS_DIR
+    from benchmarks.quality.plots import write_plots
+    from benchmarks.quality.report import write_markdown
+
+    registered = registered_methods_logged()
+    bench = six_task_benchmark(args.validation_per_task)
+    splits = split_summaries(bench)
+    tasks = bench.tasks
+    norms = task_vector_norms(bench.base_dir, bench.model_dirs)
+    individual, pretrained = reference_scores(bench)
+    runs = run_methods(bench, all_grids(registered), individual)
+    methods, grids = method_tables(runs)
+    awd_name = max(("awd_tensor", "awd_model"), key=lambda n: runs[n].chosen.normalized_avg)
+    investigation = awd_investigation(bench, runs[awd_name].chosen.spec, individual)
+    subsets = subset_rows(bench, runs, awd_name, individual["test"], args.subsets_per_k)
     results = {
         "individual": individual["test"],
         "methods": methods,
@@ -146,20 +135,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "validation_grid": grids,
         "awd_for_subsets": awd_name,
         "awd_investigation": investigation,
-        "subsets": subset_rows,
-        "awd_model_scope_cosines": {
-            "tasks": tasks,
-            "abs_cos_before": awd_model_report["scopes"]["model"]["abs_cos_before"],
-            "abs_cos_after": awd_model_report["scopes"]["model"]["abs_cos_after"],
-        },
+        "subsets": subsets,
+        "awd_model_scope_cosines": model_scope_cosines(runs["awd_model"].final.report, tasks),
         "task_vector_norms": norms,
         "registered_methods": registered,
         "settings": {"validation_per_task": args.validation_per_task, "subsets_per_k": args.subsets_per_k,
-                     "threads": torch.get_num_threads(), "merge_command": cli_command(),
-                     "merge_code": merge_code_version()},
+                     **run_settings()},
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "quality.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(RESULTS_DIR / "quality.json", results)
     write_markdown(results, RESULTS_DIR / "quality.md")
     write_plots(results, RESULTS_DIR)
     if not args.keep_merges:

@@ -14,73 +14,51 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from benchmarks.harness.runner import offline_environment
 
-import torch  # noqa: E402
+offline_environment()
 
 DEFAULT_METHODS = ("task_arithmetic", "awd_row", "tsv", "iso_cts")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="quality_combine", help="results file stem (benchmarks/results)")
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
-    args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    from benchmarks.common import save_results
+def check_method(bench: Any, results: Dict[str, Any], name: str, references: Dict[str, float]) -> Dict[str, Any]:
+    """``tune_merge`` over the benchmark's λ grid for one method row, against the benchmark's choice."""
+    from benchmarks.harness.merging import spec_from_params
     from benchmarks.quality.encoder_io import load_encoder
-    from benchmarks.quality.experiment import Benchmark
-    from benchmarks.quality.merging import spec_from_params
-    from benchmarks.quality.models import ensure_finetunes, ensure_pretrained_encoder
-    from benchmarks.quality.paths import CACHE_DIR, RESULTS_DIR
-    from benchmarks.quality.peers import VALIDATION_PER_TASK
-    from benchmarks.quality.setup_data import ensure_data_sources, pretrained_model_path
-    from benchmarks.quality.tasks import TASK_NAMES
+    from benchmarks.quality.paths import CACHE_DIR
     from mergekit_awd import tune_merge
     from mergekit_awd.tools.tune import GridAxis
 
-    results = json.loads((RESULTS_DIR / f"{args.results}.json").read_text())
-    ensure_data_sources()
-    tasks = list(TASK_NAMES)
-    bench = Benchmark(tasks, ensure_finetunes(tasks), ensure_pretrained_encoder(), pretrained_model_path(),
-                      validation_per_task=VALIDATION_PER_TASK)
-    references = bench.individual_scores("validation")
+    tasks = bench.tasks
 
     def scorer(model: Any, only: Optional[Sequence[str]]) -> Dict[str, Dict[str, float]]:
         scores = bench.score(model, "validation", list(only) if only else tasks)
         return {task: {"score": value} for task, value in scores.items()}
 
-    work = CACHE_DIR / "tune_check"
-    rows: Dict[str, Any] = {}
-    for name in args.methods:
-        entry = results["methods"][name]
-        spec, chosen = spec_from_params(entry["params"])
-        lambdas = tuple(results["validation_grid"][name]["lambdas"])
-        config = bench.merge_configuration(spec.with_lambda(1.0), tasks)
-        out = work / name
-        shutil.rmtree(out, ignore_errors=True)
-        started = time.perf_counter()
-        result = tune_merge(config, scorer, load_encoder, out, [GridAxis("lambda", lambdas)], references=references,
-                            quiet=True)
-        rows[name] = {
-            "configuration": spec.label(), "lambdas": list(lambdas), "benchmark_lambda": chosen,
-            "tune_lambda": result.chosen["lambda"], "same_lambda": result.chosen["lambda"] == chosen,
-            "benchmark_validation_normalized": entry["validation_normalized_avg"],
-            "tune_validation_normalized": result.chosen_score, "merges": result.merges,
-            "evaluations": result.evaluations, "merge_seconds": result.merge_seconds,
-            "evaluation_seconds": result.evaluation_seconds, "seconds": time.perf_counter() - started,
-        }
-        print(name, rows[name], flush=True)
+    entry = results["methods"][name]
+    spec, chosen = spec_from_params(entry["params"])
+    lambdas = tuple(results["validation_grid"][name]["lambdas"])
+    config = bench.merge_configuration(spec.with_lambda(1.0), tasks)
+    out = CACHE_DIR / "tune_check" / name
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    result = tune_merge(config, scorer, load_encoder, out, [GridAxis("lambda", lambdas)], references=references,
+                        quiet=True)
+    return {
+        "configuration": spec.label(), "lambdas": list(lambdas), "benchmark_lambda": chosen,
+        "tune_lambda": result.chosen["lambda"], "same_lambda": result.chosen["lambda"] == chosen,
+        "benchmark_validation_normalized": entry["validation_normalized_avg"],
+        "tune_validation_normalized": result.chosen_score, "merges": result.merges,
+        "evaluations": result.evaluations, "merge_seconds": result.merge_seconds,
+        "evaluation_seconds": result.evaluation_seconds, "seconds": time.perf_counter() - started,
+    }
+
+
+def markdown_lines(args: argparse.Namespace, rows: Dict[str, Any]) -> List[str]:
     header = ["method", "λ grid", "benchmark λ", "tune λ", "same", "benchmark val. normalized %",
               "tune val. normalized %", "merges", "merge s", "evaluations", "evaluation s"]
     lines = ["# `mergekit_awd.tune_merge` on the MiniLM benchmark", "",
@@ -95,8 +73,33 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                      f"{row['tune_lambda']} | {row['same_lambda']} | {100 * row['benchmark_validation_normalized']:.2f} | "
                      f"{100 * row['tune_validation_normalized']:.2f} | {row['merges']} | {row['merge_seconds']:.0f} | "
                      f"{row['evaluations']} | {row['evaluation_seconds']:.0f} |")
+    return lines
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="quality_combine", help="results file stem (benchmarks/results)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    args = parser.parse_args(argv)
+    from benchmarks.harness.runner import prepare_run
+
+    prepare_run()
+    from benchmarks.common import save_results
+    from benchmarks.quality.experiment import six_task_benchmark
+    from benchmarks.quality.paths import RESULTS_DIR
+    from benchmarks.quality.peers import VALIDATION_PER_TASK
+    from benchmarks.text_tasks.setup_data import ensure_data_sources
+
+    results = json.loads((RESULTS_DIR / f"{args.results}.json").read_text())
+    ensure_data_sources()
+    bench = six_task_benchmark(VALIDATION_PER_TASK)
+    references = bench.individual_scores("validation")
+    rows: Dict[str, Any] = {}
+    for name in args.methods:
+        rows[name] = check_method(bench, results, name, references)
+        print(name, rows[name], flush=True)
     out_json = {"results": args.results, "methods": rows}
-    save_results("quality_tune_check", out_json, lines)
+    save_results("quality_tune_check", out_json, markdown_lines(args, rows))
     bench.cleanup()
     return out_json
 

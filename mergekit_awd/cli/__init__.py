@@ -41,9 +41,9 @@ class DefaultCommandGroup(click.Group):
 @click.group(cls=DefaultCommandGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mergekit-awd")
 def main() -> None:
-    """Merge models from a mergekit YAML file with mergekit's methods and this package's:
-    awd, tsv, wudi, iso_c, iso_cts, ace (`mergekit-awd methods` lists their parameters, defaults and
-    ranges; the README has the details).
+    """Merge models from a mergekit YAML file with mergekit's methods and this package's
+    (`mergekit-awd methods` lists them with their parameters, defaults and ranges; the README has
+    the details).
 
     `mergekit-awd CONFIG OUT [OPTIONS]` is `mergekit-awd merge CONFIG OUT [OPTIONS]`.
     """

@@ -26,7 +26,7 @@ def merge_command(merge_options: MergeOptions, config_file: str, out_path: str, 
     """Run the merge in CONFIG_FILE and write the model to OUT_PATH (mergekit-yaml's options).
 
     CONFIG_FILE: a mergekit YAML (merge_method, base_model, models, parameters); this package adds
-    the methods awd, tsv, wudi, iso_c, iso_cts and ace (`mergekit-awd methods` lists their parameters).
+    its own methods (`mergekit-awd methods` lists them and their parameters).
     OUT_PATH: the output folder; it may not be, contain or lie inside any input, and a non-empty one
     needs --overwrite (it is replaced only once the merge finished).
     """

@@ -59,10 +59,12 @@ def describe_method(name: str) -> List[str]:
     method = method_for(name)
     lines = [f"{method.spec.name}: {method.spec.pretty_name} ({method.spec.reference_url})",
              f"  {'weight':<22} {'1.0':<10} {'per model':<28} {method.weight_description}"]
+    registry_choices = method.dynamic_choices()
     for item in setting_fields(method.settings_class):
         if item.info.exposed:
             description = item.info.description + method.group_notes.get(item.info.group or "", "")
-            lines.append(f"  {item.name:<22} {_default_text(item.default):<10} {_allowed(item):<28} {description}")
+            allowed = " | ".join(registry_choices[item.name]) if item.name in registry_choices else _allowed(item)
+            lines.append(f"  {item.name:<22} {_default_text(item.default):<10} {allowed:<28} {description}")
     for spec in method.extra_parameter_specs():
         lines.append(f"  {spec.name:<22} {_default_text(spec.default):<10} {_spec_allowed(spec):<28} "
                      f"{spec.description}")

@@ -114,9 +114,9 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
     from mergekit.options import MergeOptions
 
     from mergekit_awd.pipeline.devices import check_merge_devices
+    from mergekit_awd.presentation.tune_summary import cache_line
     from mergekit_awd.tools.tune import parse_grid, tune_merge
     from mergekit_awd.tools.tune_data import read_tuning_data, score_model
-    from mergekit_awd.tools.tune_report import cache_line
 
     options = MergeOptions(cuda=cuda)
     check_merge_devices(options)
@@ -146,7 +146,7 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
                             prepare=_data_check(data, max_tokens, max_new_tokens))
     click.echo(f"tune: {len(result.points)} points ({result.merges} merges in {result.merge_seconds:.0f} s, "
                f"{result.evaluations} evaluations in {result.evaluation_seconds:.0f} s) in {result.seconds:.0f} s")
-    click.echo(f"cache: {cache_line(result)}")
+    click.echo(f"cache: {cache_line(result.to_json())}")
     click.echo(f"chosen: {', '.join(f'{k} = {v}' for k, v in result.chosen.items())} "
                f"(mean score {result.chosen_score:.4f})")
     if result.tuned_config:

@@ -91,7 +91,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, Tuple
+from typing import Dict, Literal, Optional, Sequence, Tuple
 
 import torch
 
@@ -232,4 +232,14 @@ def ace_merge_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[f
     return AceResult(merged.to(work).contiguous(), count, hetero, gamma_out, how, residual, rank, sigma_iso)
 
 
-__all__ = ["AceParameters", "AceResult", "ace_merge_matrices", "heterogeneity"]
+def ace_work(rows: int, cols: int, tasks: int, settings: AceParameters) -> Dict[str, float]:
+    """Arithmetic of one ACE merge of K [rows, cols] task matrices, for time estimates (``matmul`` in
+    multiply-adds, ``svd`` in units of rows·cols·min(rows, cols)): per task the Gram W̄ᵀW̄ and W̄ Σ̃
+    (2 m n² each K), the LU of the n × n A (n³/3) and its triangular solves and residual check (2 m n²),
+    then, in the heterogeneous branch, (Σ W_t) Σ̄ (m n²) and one SVD of Δ_Fused.  Which branch runs
+    depends on the task vectors, so the heterogeneous one (the dearer) is counted."""
+    matmul = 2 * tasks * rows * cols * cols + cols ** 3 / 3 + 3 * rows * cols * cols
+    return {"matmul": float(matmul), "svd": float(rows * cols * min(rows, cols))}
+
+
+__all__ = ["ace_work", "AceParameters", "AceResult", "ace_merge_matrices", "heterogeneity"]

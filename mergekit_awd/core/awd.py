@@ -49,6 +49,7 @@ from typing import Literal, Optional, Sequence, Tuple, get_args
 
 import torch
 
+from mergekit_awd.core.awd_descent import descend
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, subset, validate_settings
 from mergekit_awd.core.task_vectors import combine, mean_offdiag, pairwise_abs_cos
@@ -58,11 +59,11 @@ Optimizer = Literal["gd", "adam", "sgd"]
 Units = Literal["relative", "absolute"]
 Solver = Literal["reduced", "direct"]
 Scope = Literal["tensor", "model", "row"]
-# The methods that can combine the disentangled task vectors τ_i − δ (``combine``): AWD Task
-# Arithmetic (the paper's), mergekit's task-vector methods and this package's matrix methods.
-Combine = Literal["task_arithmetic", "ties", "dare_ties", "della", "breadcrumbs_ties", "tsv", "wudi", "iso_c",
-                  "iso_cts", "ace"]
-COMBINE_METHODS: Tuple[str, ...] = get_args(Combine)
+# combine: the method that merges the disentangled task vectors τ_i − δ.  The core knows only the
+# paper's, AWD Task Arithmetic; the others are registered merge methods (mergekit's task-vector methods
+# and every method of this package that declares itself combinable), listed by the adapter from the
+# registry (``mergekit_adapter.combine.combining_methods``), which also refuses any other name.
+TASK_ARITHMETIC = "task_arithmetic"
 # λ with combine: task_arithmetic when none is given (the MiniLM benchmark's validation choice);
 # with any other combine, λ and normalize default to the combining method's own defaults.
 TASK_ARITHMETIC_LAMBDA = 0.3
@@ -71,12 +72,8 @@ OPTIMIZERS: Tuple[str, ...] = get_args(Optimizer)
 UNITS: Tuple[str, ...] = get_args(Units)
 
 # The most solver iterations a merge may ask for: 10⁴ Adam steps take seconds per tensor on the
-# direct solver already, and the defaults converge in 10² (benchmarks/awd_convergence.py).
+# direct solver already, and the defaults converge in 10² (benchmarks/speed/awd_convergence.py).
 MAX_STEPS = 10_000
-
-# Adam's usual constants; ε is in the units of the (relative or absolute) gradient.
-ADAM_BETAS: Tuple[float, float] = (0.9, 0.999)
-ADAM_EPS: float = 1e-8
 
 
 @dataclass(frozen=True)
@@ -107,6 +104,16 @@ class SolverSettings:
         validate_settings(self)
 
 
+# The (scope, solver, optimizer) combinations no merge may ask for (None: any optimizer), and why:
+# the one home of these rules (``AWDParameters`` refuses them, so validation does before loading).
+REFUSED_COMBINATIONS = {
+    ("row", "direct", "adam"): "solver: direct with scope: row runs optimizer gd or sgd (Adam's reduced form is "
+                               "not the full-size Adam); use solver: reduced",
+    ("model", "direct", None): "solver: direct holds the full δ of its scope and works with scope: tensor or row; "
+                               "use solver: reduced (exact, same δ) with scope: model",
+}
+
+
 @dataclass(frozen=True)
 class AWDParameters(SolverSettings):
     """Every parameter of the ``awd`` merge method (besides the per-model ``weight``).
@@ -128,8 +135,8 @@ class AWDParameters(SolverSettings):
                                    "combine: task_arithmetic, else the combining method's default", name="lambda")
     normalize: Optional[bool] = setting(None, "divide the weighted sum by Σ_i w_i; default false with combine: "
                                         "task_arithmetic, else the combining method's default")
-    combine: Combine = setting("task_arithmetic", "the method that merges the disentangled τ_i − δ: "
-                               "task_arithmetic (the paper's) or " + ", ".join(COMBINE_METHODS[1:]))
+    combine: str = setting(TASK_ARITHMETIC, "the method that merges the disentangled τ_i − δ: task_arithmetic "
+                           "(the paper's) or a method that merges task vectors (its name)")
     solver: Solver = setting("reduced", "reduced: exact K-dimensional solve; direct: full-size δ")
     scope: Scope = setting("tensor", "tensor: one δ per tensor; model: one δ over all selected tensors; "
                            "row: one δ per output row of each 2-D tensor")
@@ -138,9 +145,10 @@ class AWDParameters(SolverSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.scope == "row" and self.solver == "direct" and self.optimizer == "adam":
-            raise InvalidSettingError("solver: direct with scope: row runs optimizer gd or sgd (Adam's reduced "
-                                      "form is not the full-size Adam); use solver: reduced", name="solver")
+        for (scope, solver, optimizer), reason in REFUSED_COMBINATIONS.items():
+            if (self.scope == scope and self.solver == solver
+                    and (optimizer is None or self.optimizer == optimizer)):
+                raise InvalidSettingError(reason, name="solver")
 
     def solver_settings(self) -> SolverSettings:
         return subset(SolverSettings, self)
@@ -228,53 +236,13 @@ def awd_loss_and_grad(
 def minimise(
     points: torch.Tensor, settings: SolverSettings, pair_count: int
 ) -> Tuple[torch.Tensor, float, float, int]:
-    """Run Algorithm 1 (or Adam) from δ⁰ = 0 on ``points`` [K, m] in the given units.
-
-    Returns (best δ [m], its loss, loss at δ = 0, index of the best iterate).
-    ``points`` must already be scaled to the solver's units.
-    """
+    """Run Algorithm 1 (or Adam, or SGD: ``core.awd_descent``) from δ⁰ = 0 on ``points`` [K, m],
+    already scaled to the solver's units.  Returns (best δ [m], its loss, loss at δ = 0, index of
+    the best iterate)."""
     with torch.inference_mode():
-        return _minimise(points, settings, pair_count)
-
-
-def _minimise(
-    points: torch.Tensor, settings: SolverSettings, pair_count: int
-) -> Tuple[torch.Tensor, float, float, int]:
-    delta = torch.zeros(points.shape[1], dtype=points.dtype, device=points.device)
-    loss, grad = awd_loss_and_grad(points, delta, settings.alpha, pair_count)
-    initial = loss
-    best_loss, best_delta, best_step = initial, delta, 0
-    adam = settings.optimizer == "adam"
-    if adam:
-        moment1 = torch.zeros_like(delta)
-        moment2 = torch.zeros_like(delta)
-        beta1, beta2 = ADAM_BETAS
-    velocity = None
-    for step in range(1, settings.steps + 1):
-        if settings.optimizer == "sgd":
-            delta, velocity = sgd_step(delta, grad, velocity, settings)
-        elif adam:
-            moment1.lerp_(grad, 1 - beta1)
-            moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denominator = moment2.sqrt().add_(ADAM_EPS * math.sqrt(1 - beta2**step))
-            # δ ← δ − β m̂ / (√v̂ + ε) with m̂ = m/(1−β₁ᵗ), v̂ = v/(1−β₂ᵗ), in one update
-            step_size = settings.lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-            delta = delta.addcdiv(moment1, denominator, value=-step_size)
-        else:
-            delta = delta.add(grad, alpha=-settings.lr)
-        loss, grad = awd_loss_and_grad(points, delta, settings.alpha, pair_count)
-        if loss < best_loss:
-            best_loss, best_delta, best_step = loss, delta, step
-    return best_delta.clone(), best_loss, initial, best_step
-
-
-def sgd_step(delta: torch.Tensor, grad: torch.Tensor, velocity: Optional[torch.Tensor],
-             settings: SolverSettings) -> Tuple[torch.Tensor, torch.Tensor]:
-    """One step of torch.optim.SGD (dampening 0, not Nesterov): g ← ∇ + wd·δ, v ← μv + g (v = g at
-    the first step), δ ← δ − lr·v.  Linear in (δ, ∇, v), so iterates stay in span{τ_k}."""
-    g = grad.add(delta, alpha=settings.weight_decay)
-    velocity = g if velocity is None else velocity.mul(settings.momentum).add_(g)
-    return delta.add(velocity, alpha=-settings.lr), velocity
+        start = torch.zeros(points.shape[1], dtype=points.dtype, device=points.device)
+        result = descend(lambda delta: awd_loss_and_grad(points, delta, settings.alpha, pair_count), start, settings)
+    return result.delta, result.loss, result.initial_loss, result.best_step
 
 
 def _scope_scale(gram: torch.Tensor, active: torch.Tensor, units: str) -> float:
@@ -365,6 +333,12 @@ def _disentangled_gram(gram: torch.Tensor, coefficients: torch.Tensor, active: t
     return torch.where(mask, out, torch.zeros_like(out))
 
 
+def sum_scale(weights: torch.Tensor, lam: float, normalize: bool) -> float:
+    """λ/Z with Z = Σ_i w_i when ``normalize`` (and Σ w_i ≠ 0), else Z = 1 (mergekit's convention)."""
+    total = float(weights.to(torch.float64).cpu().sum())
+    return lam / total if normalize and abs(total) > 1e-8 else lam
+
+
 def merge_coefficients(
     weights: torch.Tensor,
     lam: float,
@@ -383,8 +357,7 @@ def merge_coefficients(
     w = weights.to(torch.float64).cpu()
     if included is None:
         included = torch.ones(w.shape[0], dtype=torch.bool)
-    total = float(w.sum())
-    scale = lam / total if normalize and abs(total) > 1e-8 else lam
+    scale = sum_scale(w, lam, normalize)
     shift = float(w[included.cpu()].sum())
     c = scale * w
     if coefficients is not None:

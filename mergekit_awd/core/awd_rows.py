@@ -27,15 +27,14 @@ the last); float64 on the K-dimensional side.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import torch
 
-from mergekit_awd.core.awd import ADAM_BETAS, ADAM_EPS, SolverSettings, sgd_step
+from mergekit_awd.core.awd import SolverSettings, sum_scale
+from mergekit_awd.core.awd_descent import descend
 from mergekit_awd.core.task_vectors import working_dtype
-from mergekit_awd.errors import InvalidSettingError
 
 ROW_CHUNK = 4096  # rows per Gram block: [chunk, K, C] products stay cache-friendly and bounded
 
@@ -116,39 +115,17 @@ def _loss_and_grad_by_row(points: torch.Tensor, gram: torch.Tensor, delta: torch
 
 def minimise_rows(points: torch.Tensor, settings: SolverSettings, cos_weight: float, active: torch.Tensor
                   ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run the solver on every row at once from δ = 0: (best δ [R, D], its loss [R], loss at δ = 0
-    [R]).  gd, sgd (``core.awd.sgd_step``) and adam as for a tensor, per row (internally rows last,
-    see ``_loss_and_grad_by_row``: each step is a fixed number of whole-tensor operations, so their
-    count, not the rows, sets the time of all but the largest matrices)."""
+    """Run the solver (``core.awd_descent``) on every row at once from δ = 0: (best δ [R, D], its loss
+    [R], loss at δ = 0 [R]).  Internally rows last (see ``_loss_and_grad_by_row``): each step is a
+    fixed number of whole-tensor operations, so their count, not the rows, sets the time of all but
+    the largest matrices."""
     rows, _, dims = points.shape
     points = points.permute(1, 2, 0).contiguous()        # [K, D, R]
     active = active.t().to(points.dtype).contiguous()     # [K, R]
     gram = _gram_by_row(points)
-    delta = points.new_zeros((dims, rows))
-    loss, grad = _loss_and_grad_by_row(points, gram, delta, settings.alpha, cos_weight, active)
-    initial, best_loss, best_delta = loss.clone(), loss.clone(), delta.clone()
-    velocity: Optional[torch.Tensor] = None
-    moment1 = moment2 = None
-    beta1, beta2 = ADAM_BETAS
-    for step in range(1, settings.steps + 1):
-        if settings.optimizer == "sgd":
-            delta, velocity = sgd_step(delta, grad, velocity, settings)
-        elif settings.optimizer == "adam":  # torch.optim.Adam's update, in place on [D, R]
-            if moment1 is None:
-                moment1, moment2 = grad * (1 - beta1), grad.square().mul_(1 - beta2)
-            else:
-                moment1.mul_(beta1).add_(grad, alpha=1 - beta1)
-                moment2.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denominator = moment2.sqrt().add_(ADAM_EPS * math.sqrt(1 - beta2**step))
-            delta = delta.addcdiv(moment1, denominator,
-                                  value=-settings.lr * math.sqrt(1 - beta2**step) / (1 - beta1**step))
-        else:
-            delta = delta - settings.lr * grad
-        loss, grad = _loss_and_grad_by_row(points, gram, delta, settings.alpha, cos_weight, active)
-        better = loss < best_loss
-        best_loss = torch.where(better, loss, best_loss)
-        best_delta = torch.where(better, delta, best_delta)
-    return best_delta.t(), best_loss, initial
+    result = descend(lambda delta: _loss_and_grad_by_row(points, gram, delta, settings.alpha, cos_weight, active),
+                     points.new_zeros((dims, rows)), settings)
+    return result.delta.t(), result.loss, result.initial_loss
 
 
 @dataclass(frozen=True)
@@ -254,8 +231,7 @@ def merge_rows(base: torch.Tensor, task_vectors: torch.Tensor, weights: torch.Te
     β [R, K] (δ[r] = Σ_k β[r, k] τ_k[r]) or as the full [R, C] tensor (the direct solver).  Returned
     in the working dtype of the task vectors."""
     w = weights.to(torch.float64).cpu()
-    total = float(w.sum())
-    scale = lam / total if normalize and abs(total) > 1e-8 else lam
+    scale = sum_scale(w, lam, normalize)
     shift = (active.to(torch.float64).cpu() * w[None, :]).sum(dim=1)  # S_r [R]
     dtype = task_vectors.dtype
     summed = torch.einsum("k,krc->rc", w.to(device=task_vectors.device, dtype=dtype), task_vectors)
@@ -273,10 +249,11 @@ def row_delta(task_vectors: torch.Tensor, coefficients: torch.Tensor) -> torch.T
 
 
 def solve_rows_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> torch.Tensor:
-    """The full δ [R, C] optimised directly (cosine term by autograd, the ‖δ[r]‖ subgradient and
-    the optimiser step as in ``minimise_rows``): the reference ``solve_rows`` is tested against."""
+    """The full δ [R, C] optimised directly (cosine term by autograd, the ‖δ[r]‖ subgradient and the
+    optimiser as in ``minimise_rows``): the reference ``solve_rows`` is tested against.  (Adam is not
+    rotation-equivariant, so here it is the full-space Adam, not ``solve_rows``' reduced one: the
+    settings refuse ``scope: row`` + ``solver: direct`` + ``optimizer: adam`` for a merge.)"""
     flat = task_vectors.to(torch.float64)
-    rows = flat.shape[1]
     grams = row_grams(flat)
     _, _, active = row_coordinates(grams)
     solved = active.sum(dim=1) >= 2
@@ -284,8 +261,9 @@ def solve_rows_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> t
     points = (flat / scale[None, :, None]).permute(1, 0, 2)  # [R, K, C]
 
     def loss_and_grad(delta: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-row loss [R] and gradient [C, R] at δ [C, R] (rows last, as ``descend`` keeps them)."""
         with torch.enable_grad():
-            d = delta.detach().requires_grad_(True)
+            d = delta.t().detach().requires_grad_(True)
             residual = points - d[:, None, :]
             norms = torch.linalg.vector_norm(residual, dim=2).clamp_min(torch.finfo(torch.float64).tiny)
             unit = residual / norms[:, :, None] * active[:, :, None]
@@ -293,24 +271,9 @@ def solve_rows_direct(task_vectors: torch.Tensor, settings: SolverSettings) -> t
             cos = cos - torch.diag_embed(cos.diagonal(dim1=1, dim2=2))
             per_row = cos.abs().sum(dim=(1, 2)) * cos_weight
             (grad,) = torch.autograd.grad(per_row.sum(), d)
-        norm = torch.linalg.vector_norm(delta, dim=1)
-        grad = grad + settings.alpha * delta / torch.where(norm > 0, norm, torch.ones_like(norm))[:, None]
+        norm = torch.linalg.vector_norm(delta, dim=0)
+        grad = grad.t() + settings.alpha * delta / torch.where(norm > 0, norm, torch.ones_like(norm))
         return per_row.detach() + settings.alpha * norm, grad
 
-    delta = points.new_zeros((rows, points.shape[2]))
-    loss, grad = loss_and_grad(delta)
-    best_loss, best_delta = loss.clone(), delta.clone()
-    velocity = None
-    for _ in range(settings.steps):
-        if settings.optimizer == "sgd":
-            delta, velocity = sgd_step(delta, grad, velocity, settings)
-        elif settings.optimizer == "gd":
-            delta = delta - settings.lr * grad
-        else:
-            raise InvalidSettingError("the direct row solver runs gd or sgd (Adam is not rotation-equivariant, "
-                                      "so its reduced form is not the full-space Adam)", name="optimizer")
-        loss, grad = loss_and_grad(delta)
-        better = loss < best_loss
-        best_loss = torch.where(better, loss, best_loss)
-        best_delta = torch.where(better[:, None], delta, best_delta)
-    return torch.where(solved[:, None], best_delta * scale[:, None], torch.zeros_like(best_delta))
+    best = descend(loss_and_grad, points.new_zeros((points.shape[2], points.shape[0])), settings).delta.t()
+    return torch.where(solved[:, None], best * scale[:, None], torch.zeros_like(best))

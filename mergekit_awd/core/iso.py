@@ -29,7 +29,7 @@ danielm1405/iso-merging.  Where ours differs, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 
@@ -120,4 +120,12 @@ def iso_cts_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[flo
     return IsoResult((left * mean) @ right, float(mean), count, k_common, per_task)
 
 
-__all__ = ["IsoCParameters", "IsoCTSParameters", "IsoResult", "iso_c_matrices", "iso_cts_matrices", "common_rank"]
+def iso_work(rows: int, cols: int, tasks: int, common_space_fraction: Optional[float] = None) -> Dict[str, float]:
+    """Arithmetic of one Iso merge of K [rows, cols] task matrices, for time estimates (``svd`` in
+    units of rows·cols·min(rows, cols)): Iso-C one SVD of Σ τ_i; Iso-CTS (``common_space_fraction``
+    given) that SVD plus one per task for its residual subspace."""
+    svds = 1 if common_space_fraction is None else 1 + tasks
+    return {"svd": float(svds * rows * cols * min(rows, cols))}
+
+
+__all__ = ["iso_work", "IsoCParameters", "IsoCTSParameters", "IsoResult", "iso_c_matrices", "iso_cts_matrices", "common_rank"]

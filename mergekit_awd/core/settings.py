@@ -120,6 +120,13 @@ def check_value(item: SettingField, value: Any) -> None:
         raise InvalidSettingError(f"{item.name} must be {_range_text(info)}, got {value!r}", name=item.name)
 
 
+def check_choice(name: str, value: Any, choices: Tuple[Any, ...]) -> None:
+    """``InvalidSettingError`` naming the setting when ``value`` is not one of ``choices`` (choices
+    known only to the caller, such as the registered merge methods)."""
+    if value not in choices:
+        raise InvalidSettingError(f"{name} must be one of {list(choices)}, got {value!r}", name=name)
+
+
 def validate_settings(instance: Any) -> None:
     """Check every ``setting`` field of a settings dataclass instance (``__post_init__``)."""
     for item in setting_fields(type(instance)):
@@ -140,5 +147,5 @@ def subset(cls: Type[T], settings: Any) -> T:
     return cls(**{item.attribute: getattr(settings, item.attribute) for item in setting_fields(cls)})
 
 
-__all__ = ["SettingInfo", "SettingField", "setting", "setting_fields", "check_value", "validate_settings",
+__all__ = ["SettingInfo", "SettingField", "setting", "setting_fields", "check_value", "check_choice", "validate_settings",
            "from_parameters", "subset"]

@@ -78,14 +78,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import List, Literal, Optional, Sequence, Tuple, Union, get_args
+from typing import Dict, List, Literal, Optional, Sequence, Tuple, Union, get_args
 
 import torch
 
-from mergekit_awd.core.awd import SolveResult, SolverSettings, solve_reduced
+from mergekit_awd.core.awd import SolverSettings
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, subset, validate_settings
-from mergekit_awd.core.task_vectors import gram_matrix, redundant_vector, stable_svd, working_dtype
+from mergekit_awd.core.task_vectors import stable_svd, working_dtype
 from mergekit_awd.errors import InvalidSettingError, TensorError
 
 SVD = Literal["exact", "lowrank"]
@@ -435,16 +435,16 @@ def tsv_merge_matrices(task_matrices: TaskMatrices, weights: Optional[Sequence[f
                           sti, energy, float(s.double().sum()))
 
 
-def remove_redundant_vector(task_vectors: torch.Tensor, solver: SolverSettings
-                            ) -> Tuple[torch.Tensor, SolveResult]:
-    """AWD before TSV: τ̂_i = τ_i − δ (AWD eq. 11) with δ from ``solve_reduced`` on this tensor.
+def tsv_work(rows: int, cols: int, tasks: int, settings: TSVSettings) -> Dict[str, float]:
+    """Arithmetic of one TSV-M merge of K [rows, cols] task matrices, for time estimates:
+    ``svd`` in units of rows·cols·min(rows, cols) (one float32 SVD), ``matmul`` in multiply-adds.
 
-    Zero task vectors stay zero (AWD's convention).  Returns ([K, *shape] τ̂ stack, solve summary).
-    """
-    result = solve_reduced(gram_matrix(task_vectors), solver)
-    stack = task_vectors.to(working_dtype(task_vectors.dtype))
-    delta = redundant_vector(stack, result.coefficients)
-    k = stack.shape[0]
-    nonzero = stack.reshape(k, -1).ne(0).any(dim=1)
-    mask = nonzero.to(stack.dtype).reshape(k, *([1] * (stack.ndim - 1)))
-    return stack - mask * delta, result
+    exact: K SVDs of Δ_i, then the polar factors of the stacked [rows, K k] / [cols, K k] bases;
+    lowrank: K sketches of (k + p) columns with q power iterations (2q + 2 products each)."""
+    k = kept_rank(rows, cols, tasks, settings.fraction)
+    stacked = tasks * k
+    polar = rows * stacked * min(rows, stacked) + cols * stacked * min(cols, stacked)
+    if settings.svd == "exact":
+        return {"svd": float(tasks * rows * cols * min(rows, cols) + polar)}
+    sketch = min(k + settings.oversample, min(rows, cols))
+    return {"svd": float(polar), "matmul": float(tasks * rows * cols * sketch * (2 * settings.power_iters + 2))}

@@ -32,7 +32,7 @@ Where ours differs from the references, and why
    float64.  The reference runs Adam on the checkpoint's dtype.
 4. λ (default 1.0, the reference's implicit scale) multiplies the merged vector as in mergekit.
 5. ``adam``'s gradient in closed form (the reference differentiates L by autograd every step): the
-   same gradient, faster (``python -m benchmarks.bench_peer_speed``: 5.6 s and 14.8 s for a 2048×768 and
+   same gradient, faster (``python -m benchmarks.speed.bench_peer_speed``: 5.6 s and 14.8 s for a 2048×768 and
    a 768×2048 matrix, K = 3, 2 threads, where autograd took 39–74 s); the iterates agree to float32 rounding
    (``tests/test_wudi_iso.py`` compares 300 steps with a re-implementation of the reference).
 """
@@ -40,7 +40,7 @@ Where ours differs from the references, and why
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Sequence, Tuple
+from typing import Dict, Literal, Optional, Sequence, Tuple
 
 import torch
 
@@ -261,5 +261,17 @@ def wudi_merge_matrices(task_matrices: torch.Tensor, weights: Optional[Sequence[
     return WudiResult(merged, loss, initial, int(tasks.shape[0]), iterations, residual)
 
 
-__all__ = ["WudiParameters", "WudiResult", "wudi_loss", "wudi_merge_matrices", "normal_equations",
+def wudi_work(rows: int, cols: int, tasks: int, settings: WudiParameters) -> Dict[str, float]:
+    """Arithmetic of one WUDI merge of K [rows, cols] task matrices, for time estimates
+    (``matmul`` in multiply-adds).  Both solvers form A and B of the normal equations (about
+    2 K m n min(m, n)); exact then a Cholesky solve (n³/3 + m n²); adam per step τ A (m n²) or,
+    where A is not used (``core.wudi.adam_step_uses_a``), Σ_i (τ τ_iᵀ) τ_i (2 K m² n)."""
+    system = 2 * tasks * rows * cols * min(rows, cols)
+    if settings.solver == "exact":
+        return {"matmul": float(system + cols ** 3 / 3 + rows * cols * cols)}
+    step = rows * cols * cols if adam_step_uses_a(rows, cols, tasks) else 2 * tasks * rows * rows * cols
+    return {"matmul": float(system + settings.steps * step)}
+
+
+__all__ = ["wudi_work", "WudiParameters", "WudiResult", "wudi_loss", "wudi_merge_matrices", "normal_equations",
            "apply_normal_operator", "adam_step_uses_a", "DIRECT_MAX_COLUMNS"]

@@ -1,6 +1,6 @@
-"""Publishing merges: the extended model card and the upload to the Hugging Face Hub."""
+"""Publishing merges: the upload of a finished merge folder to the Hugging Face Hub (``upload``) with
+the token rules (``tokens``).  The model card is written with the merge (``presentation.card``)."""
 
-from mergekit_awd.hub.card import write_model_card
 from mergekit_awd.hub.upload import HubUploadError, UploadResult, upload_output
 
-__all__ = ["write_model_card", "upload_output", "UploadResult", "HubUploadError"]
+__all__ = ["upload_output", "UploadResult", "HubUploadError"]

@@ -10,13 +10,13 @@ the solve's relative residual and the spectral correction's rank and singular va
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
-from mergekit_awd.constants import ACE_REPORT
 from mergekit_awd.core.ace import AceParameters, AceResult, ace_merge_matrices
-from mergekit_awd.core.costs import ace_work
+from mergekit_awd.core.ace import ace_work
+from mergekit_awd.mergekit_adapter.card_parts import CardPart
 from mergekit_awd.mergekit_adapter.method import MatrixMergeMethod
 from mergekit_awd.mergekit_adapter.report import MergeReport
 
@@ -28,9 +28,14 @@ class AceMerge(MatrixMergeMethod):
     pretty_name = "ACE-Merging (Data-Free Model Merging with Adaptive Covariance Estimation)"
     reference_url = "https://arxiv.org/abs/2603.02945"
     settings_class = AceParameters
-    report_filename = ACE_REPORT
+    report_filename = "ace_report.json"
     report_section = "ace"
     card_title = "ACE solve"
+    card_intro = ("Heterogeneous branch (trace-normalised covariances and the isotropic spectral correction) "
+                  "on {heterogeneous} of {matrices} matrices, homogeneous on the rest; A solved by the "
+                  "pseudo-inverse fallback on {fallbacks}. γ is the heterogeneity var(log‖τ‖²) / mean(log‖τ‖²)²; "
+                  "σ_iso the correction's singular value (weight units).")
+    card_parts = (CardPart.BRANCH_MEANS,)
 
     def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: AceParameters,
                        report: Optional[MergeReport]) -> AceResult:
@@ -40,18 +45,6 @@ class AceMerge(MatrixMergeMethod):
 
     def matrix_work(self, rows: int, cols: int, tasks: int, settings: AceParameters) -> Dict[str, float]:
         return ace_work(rows, cols, tasks, settings)
-
-    def card_lines(self, report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
-        from mergekit_awd.hub.card_sections import section_lines
-
-        entries = list((report.get(self.report_section) or {}).values())
-        heterogeneous = sum(1 for e in entries if e.get("branch") == "heterogeneous")
-        fallbacks = sum(1 for e in entries if e.get("pinv_fallback"))
-        intro = [f"Heterogeneous branch (trace-normalised covariances and the isotropic spectral correction) "
-                 f"on {heterogeneous} of {len(entries)} matrices, homogeneous on the rest; A solved by the "
-                 f"pseudo-inverse fallback on {fallbacks}. γ is the heterogeneity var(log‖τ‖²) / mean(log‖τ‖²)²; "
-                 "σ_iso the correction's singular value (weight units).", ""]
-        return section_lines(report, self.report_section, self.card_title, intro)
 
 
 ace_merge_method = AceMerge()

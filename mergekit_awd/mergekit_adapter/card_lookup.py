@@ -1,20 +1,24 @@
-"""mergekit's model card, made safe to write after a merge finished.
+"""mergekit's model card, made safe to write after a merge finished: the package's one patch of mergekit.
 
-mergekit's card generator (``mergekit.card.is_hf``) asks the Hub whether a relative path with
-one folder (``models/ft2``) is a repository, even when that folder exists locally.  Offline
-(``HF_HUB_OFFLINE=1``) the call raises and mergekit loses the whole finished merge; online it
-sends local folder names to the Hub.  Inside ``local_first_card`` mergekit uses our one rule
-(``hub.ids.is_hub_id``: a path that exists locally is never a Hub id) and no network call is made; and if mergekit's card generator
-fails anyway, a minimal card is written and the failure recorded, so the merge is never lost to
-its card.
+mergekit's card generator (``mergekit.card.is_hf``) asks the Hub whether a relative path with one
+folder (``models/ft2``) is a repository, even when that folder exists locally.  Offline
+(``HF_HUB_OFFLINE=1``) the call raises and mergekit loses the whole finished merge; online it sends
+local folder names to the Hub.  ``patch_card_lookup`` replaces ``mergekit.card.is_hf`` with our one
+rule (``hub_ids.is_hub_id``: a path that exists locally is never a Hub id), once per process, when
+the methods are registered (``registration.register_methods``): the replacement is a pure function
+of the path, so it holds no state two merges could share, and it only ever answers "local" where
+mergekit would have asked the network about a folder that exists.  If mergekit's card generator
+fails anyway, the runner writes ``minimal_card`` and records the failure (``pipeline.mergekit_run``),
+so the merge is never lost to its card.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator, List, Tuple
+import threading
 
-from mergekit_awd.hub.ids import is_hub_id
+from mergekit_awd.hub_ids import is_hub_id
+
+_LOCK = threading.Lock()
 
 
 def minimal_card(name: str, error: BaseException) -> str:
@@ -26,24 +30,10 @@ def minimal_card(name: str, error: BaseException) -> str:
     )
 
 
-@contextmanager
-def local_first_card() -> Iterator[List[Tuple[str, str]]]:
-    """Patch mergekit's card lookups while the block runs; yields the list of card failures."""
+def patch_card_lookup() -> None:
+    """``mergekit.card.is_hf`` ← ``is_hub_id``; idempotent."""
     import mergekit.card as card
-    import mergekit.merge as merge
 
-    failures: List[Tuple[str, str]] = []
-    original_is_hf, original_generate = card.is_hf, merge.generate_card
-
-    def generate_card(*args, **kwargs) -> str:
-        try:
-            return original_generate(*args, **kwargs)
-        except Exception as error:  # the merge is finished: never lose it to its card
-            failures.append(("mergekit's model card", f"{type(error).__name__}: {error}"))
-            return minimal_card(kwargs.get("name", "merged model"), error)
-
-    card.is_hf, merge.generate_card = is_hub_id, generate_card
-    try:
-        yield failures
-    finally:
-        card.is_hf, merge.generate_card = original_is_hf, original_generate
+    with _LOCK:
+        if card.is_hf is not is_hub_id:
+            card.is_hf = is_hub_id

@@ -26,8 +26,19 @@ from mergekit.merge_methods.base import MISSING, ParameterScope, ParameterSpec, 
 from pydantic import Field
 from typing_extensions import Annotated
 
-from mergekit_awd.core.awd import COMBINE_METHODS
+from mergekit_awd.core.awd import TASK_ARITHMETIC
 from mergekit_awd.core.wudi import WudiSolver
+
+# mergekit's methods that merge task vectors and so can take the disentangled ones (mergekit 0.1.5
+# declares no such property; the linear ``*_linear`` variants and model_stock are left out)
+MERGEKIT_COMBINABLE: Tuple[str, ...] = ("ties", "dare_ties", "della", "breadcrumbs_ties")
+
+
+def combining_methods(registered: Sequence[Any]) -> Tuple[str, ...]:
+    """Every value ``combine`` accepts: task_arithmetic (AWD Task Arithmetic), mergekit's task-vector
+    methods, then every method of this package in ``registered`` (``registration.our_methods``) that
+    declares itself ``combinable``."""
+    return (TASK_ARITHMETIC,) + MERGEKIT_COMBINABLE + tuple(m.name for m in registered if m.combinable)
 
 # The sparsification parameters ``awd`` accepts for its combining method: their types and ranges
 # (mergekit declares them as plain floats/bools) and what they do.
@@ -84,16 +95,16 @@ def parameters_of(name: str) -> Dict[str, ParameterSpec]:
     return {spec.name: spec for spec in combining_method(name).spec.parameters}
 
 
-def methods_using(parameter: str) -> List[str]:
-    """The combining methods (other than task_arithmetic) that take ``parameter``."""
+def methods_using(parameter: str, choices: Sequence[str]) -> List[str]:
+    """The combining methods among ``choices`` (other than task_arithmetic) that take ``parameter``."""
     target = _name_in_combining_method(parameter)
-    return [name for name in COMBINE_METHODS[1:] if target in parameters_of(name)]
+    return [name for name in choices if name != TASK_ARITHMETIC and target in parameters_of(name)]
 
 
 def unused_borrowed(combine: str, given: Sequence[str]) -> List[str]:
     """The borrowed parameters (and ``normalize``) in ``given`` that ``combine`` does not take:
     they would do nothing."""
-    if combine == COMBINE_METHODS[0]:
+    if combine == TASK_ARITHMETIC:
         return [name for name in given if name in BORROWED]
     taken = set(parameters_of(combine))
     return [name for name in given
@@ -145,25 +156,28 @@ def resolved_combine_parameters(combine: str, parameters: Mapping[str, Any]) -> 
 
 
 def merge_with(combine: str, group: TensorGroup, task_vectors: torch.Tensor, parameters: Mapping[str, Any],
-               ) -> torch.Tensor:
+               context: Any) -> torch.Tensor:
     """``combine`` run on θ_base and θ_base + task_vectors[i] (float32 or wider), in ``group``'s
     entry order; the result in the base's dtype."""
     base = group.base.tensor
     work = base.to(device=task_vectors.device, dtype=task_vectors.dtype)
     entries = [TensorEntry(group.base.id, work, is_base=True)]
     entries += [TensorEntry(entry.id, work + tv) for entry, tv in zip(group.non_base, task_vectors)]
-    merged = run_method(combine, TensorGroup(entries, group.metadata), parameters)
+    merged = run_method(combine, TensorGroup(entries, group.metadata), parameters, context)
     return merged.to(base.dtype)
 
 
-def run_method(combine: str, group: TensorGroup, parameters: Mapping[str, Any]) -> torch.Tensor:
-    """``combine``'s merge of ``group`` (this package's methods without advancing the progress bar:
-    the ``awd`` tensor it is part of does)."""
+def run_method(combine: str, group: TensorGroup, parameters: Mapping[str, Any], context: Any) -> torch.Tensor:
+    """``combine``'s merge of ``group``: this package's methods with the merge's ``context`` (their
+    report sections go to the same report) and without advancing the progress bar (the ``awd``
+    tensor it is part of does); mergekit's through their ``merge_group``."""
     method = combining_method(combine)
-    merge = getattr(method, "merge_unobserved", None) or method.merge_group
-    return merge(group, **parameters)
+    merge_in_context = getattr(method, "merge_in_context", None)
+    if merge_in_context is not None:
+        return merge_in_context(group, context, **parameters)
+    return method.merge_group(group, **parameters)
 
 
-__all__ = ["BORROWED_PER_MODEL", "BORROWED_SHARED", "RENAMED_SHARED", "BORROWED", "FORWARDED_SHARED",
+__all__ = ["MERGEKIT_COMBINABLE", "combining_methods", "BORROWED_PER_MODEL", "BORROWED_SHARED", "RENAMED_SHARED", "BORROWED", "FORWARDED_SHARED",
            "borrowed_parameter_specs", "combining_method", "parameters_of", "methods_using", "unused_borrowed",
            "combine_parameters", "resolved_combine_parameters", "merge_with", "run_method"]

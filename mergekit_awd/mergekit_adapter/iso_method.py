@@ -12,8 +12,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from mergekit_awd.constants import ISO_REPORT
-from mergekit_awd.core.costs import iso_work
+from mergekit_awd.core.iso import iso_work
 from mergekit_awd.core.iso import (
     IsoCParameters, IsoCTSParameters, IsoResult, iso_c_matrices, iso_cts_matrices,
 )
@@ -28,7 +27,7 @@ class IsoCMerge(MatrixMergeMethod):
     pretty_name = "Iso-C (Isotropic Merging in Common Subspace)"
     reference_url = "https://arxiv.org/abs/2502.04959"
     settings_class = IsoCParameters
-    report_filename = ISO_REPORT
+    report_filename = "iso_report.json"
     report_section = "isotropic"
     card_title = "Isotropic spectrum"
     card_intro = "Every merged matrix has one singular value (their mean) in all its directions."

@@ -7,7 +7,7 @@
   settings are bound, the per-model weights read, and one finite-input policy applies (below);
 * tells the generic parts of the package what they need about it, so that the runner, report,
   card, planner and inspect hold no method names: ``report_filename``, ``card_parameter_labels``
-  and ``card_lines`` (the card), ``plans_model_scope`` (the planner), ``solver_settings`` (inspect
+  and ``card_parts`` (the card), ``plans_model_scope`` (the planner), ``solver_settings`` (inspect
   and the model-scope solve).
 
 Finite inputs.  NaN or Inf in an input is an error naming the tensor and the model.  A method
@@ -29,11 +29,13 @@ from mergekit.merge_methods.base import (
 )
 
 from mergekit_awd.core.awd import SolverSettings
-from mergekit_awd.core.settings import from_parameters, subset
+from mergekit_awd.core.settings import check_choice, from_parameters, setting_fields, subset
 from mergekit_awd.errors import TensorError
-from mergekit_awd.mergekit_adapter.report import MergeReport, active_report
+from mergekit_awd.mergekit_adapter.card_parts import CardPart
+from mergekit_awd.mergekit_adapter.context import CONTEXT_PARAMETER, DETACHED, MergeContext
+from mergekit_awd.mergekit_adapter.report import MergeReport
 from mergekit_awd.mergekit_adapter.specs import parameter_specs
-from mergekit_awd.progress import PHASE_MERGE, active_progress
+from mergekit_awd.progress import PHASE_MERGE
 
 
 def input_labels(group: TensorGroup) -> List[Tuple[str, torch.Tensor]]:
@@ -66,16 +68,41 @@ class PackageMergeMethod(GroupMergeMethod):
     plans_model_scope: ClassVar[bool] = False
     # (parameter, how the card names it), in the order the card lists them first
     card_parameter_labels: ClassVar[Tuple[Tuple[str, str], ...]] = ()
+    # what the card shows after the parameter table, in order (drawn by ``presentation.card_sections``)
+    card_parts: ClassVar[Tuple[CardPart, ...]] = ()
+    # θ(λ) = θ_base + λ·D with D independent of λ: tune moves λ without re-merging (``tools.tune``)
+    linear_in_lambda: ClassVar[bool] = True
+    # merges task vectors, so ``awd`` can hand it the disentangled ones (``combine: NAME``)
+    combinable: ClassVar[bool] = False
 
     def __init__(self) -> None:
-        self.spec = MergeMethodSpec(
-            name=self.name,
-            pretty_name=self.pretty_name,
-            reference_url=self.reference_url,
-            parameters=parameter_specs(self.settings_class, self.weight_description, self.group_notes)
-            + self.extra_parameter_specs(),
-            contract=InputContract(base=BasePolicy.REQUIRED, min_non_base=1),
-        )
+        self._spec: Optional[MergeMethodSpec] = None
+        self.registry: Tuple["PackageMergeMethod", ...] = ()
+
+    def join_registry(self, registry: Tuple["PackageMergeMethod", ...]) -> None:
+        """The package's methods, this one among them (``registration``): what ``dynamic_choices``
+        may draw from, handed down rather than imported (the registry imports the methods)."""
+        self.registry = registry
+        self._spec = None
+
+    @property
+    def spec(self) -> MergeMethodSpec:
+        """mergekit's spec, generated from the settings dataclass on first use (when every method is
+        registered, so that choices drawn from the registry, ``dynamic_choices``, are complete)."""
+        if self._spec is None:
+            self._spec = MergeMethodSpec(
+                name=self.name,
+                pretty_name=self.pretty_name,
+                reference_url=self.reference_url,
+                parameters=parameter_specs(self.settings_class, self.weight_description, self.group_notes,
+                                           self.dynamic_choices()) + self.extra_parameter_specs(),
+                contract=InputContract(base=BasePolicy.REQUIRED, min_non_base=1),
+            )
+        return self._spec
+
+    def dynamic_choices(self) -> Dict[str, Tuple[Any, ...]]:
+        """Choices of string settings that come from the registry, by YAML name (``awd``'s ``combine``)."""
+        return {}
 
     # ------------------------------------------------------------------ settings
 
@@ -93,8 +120,13 @@ class PackageMergeMethod(GroupMergeMethod):
         return None
 
     def settings(self, parameters: Mapping[str, Any]) -> Any:
-        """The method's settings dataclass from bound (or YAML) parameters; defaults for the rest."""
-        return from_parameters(self.settings_class, parameters)
+        """The method's settings dataclass from bound (or YAML) parameters; defaults for the rest
+        (``InvalidSettingError`` for a value outside its range, choices or a refused combination)."""
+        settings = from_parameters(self.settings_class, parameters)
+        for name, choices in self.dynamic_choices().items():
+            check_choice(name, getattr(settings, next(f.attribute for f in setting_fields(self.settings_class)
+                                                      if f.name == name)), choices)
+        return settings
 
     def solver_settings(self, parameters: Mapping[str, Any]) -> SolverSettings:
         """The AWD solver settings these parameters configure (inspect's α, the model-scope solve);
@@ -106,14 +138,15 @@ class PackageMergeMethod(GroupMergeMethod):
     # ------------------------------------------------------------------ merging
 
     def merge_group(self, group: TensorGroup, /, **parameters: Any) -> torch.Tensor:
-        merged = self.merge_unobserved(group, **parameters)
-        progress = active_progress()
-        if progress is not None:
-            progress.advance(PHASE_MERGE)
+        """mergekit's entry: ``parameters`` holds the merge's ``MergeContext`` under ``CONTEXT_PARAMETER``
+        when our runner planned the merge (``context``), none under plain mergekit-yaml."""
+        context = parameters.pop(CONTEXT_PARAMETER, DETACHED)
+        merged = self.merge_in_context(group, context, **parameters)
+        context.advance(PHASE_MERGE)
         return merged
 
-    def merge_unobserved(self, group: TensorGroup, /, **parameters: Any) -> torch.Tensor:
-        """``merge_group`` without advancing the progress bar (when another method runs this one)."""
+    def merge_in_context(self, group: TensorGroup, context: MergeContext, /, **parameters: Any) -> torch.Tensor:
+        """``merge_group`` without advancing the progress bar (also when another method runs this one)."""
         base = group.base.tensor
         entries = group.non_base
         if not entries:
@@ -123,7 +156,7 @@ class PackageMergeMethod(GroupMergeMethod):
         if self.inputs_must_be_finite:
             require_finite(name, input_labels(group), opt_out=False)
         weights = [parameters["weight"][e.id] for e in entries]
-        merged = self.merge_tensor(group, name, settings, weights, active_report(), parameters)
+        merged = self.merge_tensor(group, name, settings, weights, context, parameters)
         if (not self.inputs_must_be_finite and getattr(settings, "check_finite", True)
                 and not bool(torch.isfinite(merged).all())):
             # NaN/Inf in any input used by the merge reaches the output; only then are the
@@ -133,16 +166,11 @@ class PackageMergeMethod(GroupMergeMethod):
         return merged
 
     def merge_tensor(self, group: TensorGroup, name: str, settings: Any, weights: List[float],
-                     report: Optional[MergeReport], parameters: Mapping[str, Any]) -> torch.Tensor:
+                     context: MergeContext, parameters: Mapping[str, Any]) -> torch.Tensor:
         """The merged tensor for a group with at least one non-base entry (``weights`` in entry
-        order; ``parameters``: every bound parameter, per-model ones by entry id)."""
+        order; ``context``: the merge's report and solution; ``parameters``: every bound parameter,
+        per-model ones by entry id)."""
         raise NotImplementedError
-
-    # ------------------------------------------------------------------ the card
-
-    def card_lines(self, report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
-        """Markdown lines the model card shows after the parameter table (figures of the report)."""
-        return []
 
 
 class MatrixMergeMethod(PackageMergeMethod):
@@ -152,9 +180,11 @@ class MatrixMergeMethod(PackageMergeMethod):
 
     report_section: ClassVar[str]
     card_title: ClassVar[str]  # the card section of the report_section's means
-    card_intro: ClassVar[str] = ""
+    card_intro: ClassVar[str] = ""  # its first paragraph (with the ``{fields}`` its ``CardPart`` fills in)
+    card_parts = (CardPart.SECTION_MEANS,)
     weight_description = "w_i, per-model weight applied to the task vector"
     inputs_must_be_finite = True  # an SVD or a solve cannot run on NaN/Inf
+    combinable = True  # merges any task vectors, the disentangled ones of ``awd`` too
 
     def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: Any,
                        report: Optional[MergeReport]) -> Any:
@@ -173,10 +203,11 @@ class MatrixMergeMethod(PackageMergeMethod):
         return result.summary()
 
     def merge_tensor(self, group: TensorGroup, name: str, settings: Any, weights: List[float],
-                     report: Optional[MergeReport], parameters: Mapping[str, Any]) -> torch.Tensor:
+                     context: MergeContext, parameters: Mapping[str, Any]) -> torch.Tensor:
         from mergekit_awd.core.selection import is_task_matrix
         from mergekit_awd.core.task_vectors import mean_task_vector, task_vector_stack
 
+        report = context.report
         base = group.base.tensor
         weights = [float(w) for w in weights]
         task_vectors = task_vector_stack(base, [e.tensor for e in group.non_base], device=base.device)
@@ -190,11 +221,6 @@ class MatrixMergeMethod(PackageMergeMethod):
             if report is not None:
                 report.record("averaged", name, {"tasks": len(weights)})
         return (base.to(merged_delta.dtype) + settings.lam * merged_delta).to(base.dtype)
-
-    def card_lines(self, report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
-        from mergekit_awd.hub.card_sections import section_lines
-
-        return section_lines(report, self.report_section, self.card_title, [self.card_intro, ""] if self.card_intro else [])
 
 
 __all__ = ["PackageMergeMethod", "MatrixMergeMethod", "input_labels", "require_finite"]

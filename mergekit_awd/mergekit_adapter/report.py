@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List
 
 from mergekit_awd.results import JsonResult
 
@@ -103,30 +102,3 @@ class MergeReportData(JsonResult):
             json.dump(self.to_json(), handle, indent=2)
             handle.write("\n")
         return path
-
-
-_ACTIVE_REPORT: Optional[MergeReport] = None
-_ACTIVE_LOCK = threading.Lock()
-
-
-@contextmanager
-def collecting_report() -> Iterator[MergeReport]:
-    """Make a fresh report the target of every method call in this process until exit.
-
-    A process-wide slot (not a context variable) because mergekit may run tasks on worker
-    threads that do not inherit context variables.
-    """
-    global _ACTIVE_REPORT
-    report = MergeReport()
-    with _ACTIVE_LOCK:
-        previous, _ACTIVE_REPORT = _ACTIVE_REPORT, report
-    try:
-        yield report
-    finally:
-        with _ACTIVE_LOCK:
-            _ACTIVE_REPORT = previous
-
-
-def active_report() -> Optional[MergeReport]:
-    """The report being collected, or None when the method runs outside our runner."""
-    return _ACTIVE_REPORT

@@ -8,7 +8,7 @@ per-model ``weight``.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Literal, Optional, Tuple
 
 from mergekit.merge_methods.base import ParameterScope, ParameterSpec
 from pydantic import Field
@@ -39,18 +39,21 @@ def weight_spec(description: str) -> ParameterSpec:
                          description=description)
 
 
-def parameter_specs(settings_class: type, weight_description: str,
-                    group_notes: Dict[str, str] = None) -> Tuple[ParameterSpec, ...]:
+def parameter_specs(settings_class: type, weight_description: str, group_notes: Optional[Dict[str, str]] = None,
+                    choices: Optional[Dict[str, Tuple[Any, ...]]] = None) -> Tuple[ParameterSpec, ...]:
     """``weight`` and one shared ``ParameterSpec`` per exposed field of ``settings_class``;
-    ``group_notes`` appends a note to the descriptions of a group (``{"solver": " (…)"}``)."""
+    ``group_notes`` appends a note to the descriptions of a group (``{"solver": " (…)"}``);
+    ``choices``: the allowed values of string settings whose choices the registry holds."""
     notes = group_notes or {}
+    extra = choices or {}
     specs = [weight_spec(weight_description)]
     for item in setting_fields(settings_class):
         if not item.info.exposed:
             continue
         description = item.info.description + notes.get(item.info.group or "", "")
-        specs.append(ParameterSpec(item.name, pydantic_type(item), ParameterScope.SHARED,
-                                   default=item.default, description=description))
+        kind = Literal[extra[item.name]] if item.name in extra else pydantic_type(item)
+        specs.append(ParameterSpec(item.name, kind, ParameterScope.SHARED, default=item.default,
+                                   description=description))
     return tuple(specs)
 
 

@@ -12,11 +12,9 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from mergekit_awd.constants import TSV_REPORT
-from mergekit_awd.core.costs import tsv_work
-from mergekit_awd.core.tsv import (
-    TSVMergeResult, TSVParameters, remove_redundant_vector, tsv_merge_matrices,
-)
+from mergekit_awd.core.awd_delta import remove_redundant_vector
+from mergekit_awd.core.tsv import TSVMergeResult, TSVParameters, tsv_merge_matrices, tsv_work
+from mergekit_awd.mergekit_adapter.card_parts import CardPart
 from mergekit_awd.mergekit_adapter.method import MatrixMergeMethod
 from mergekit_awd.mergekit_adapter.report import MergeReport
 
@@ -30,15 +28,19 @@ class TSVMerge(MatrixMergeMethod):
     settings_class = TSVParameters
     weight_description = "w_i, per-model weight applied to the task matrix before its SVD"
     group_notes = {"solver": " (disentangle only)"}
-    report_filename = TSV_REPORT
+    report_filename = "tsv_report.json"
     report_section = "interference"
+    card_title = "Task interference"
+    card_intro = ("Singular Task Interference (STI, weight units) summed over the {count} task matrices: "
+                  "{total:.6g} (mean per matrix {mean:.6g}).")
+    card_parts = (CardPart.RECORDED_DISENTANGLEMENT, CardPart.STI_MEANS)
 
     def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: TSVParameters,
                        report: Optional[MergeReport]) -> TSVMergeResult:
         if settings.disentangle:
             task_vectors, solve = remove_redundant_vector(task_vectors, settings.solver_settings())
             if report is not None:
-                report.record_scope(name, {"tensors": [name], **solve.summary()})
+                report.record_scope(name, {"tensors": [name], **solve})
         try:
             return tsv_merge_matrices(task_vectors, weights, settings.tsv_settings())
         except (ValueError, RuntimeError) as error:
@@ -54,12 +56,6 @@ class TSVMerge(MatrixMergeMethod):
 
     def report_entry(self, settings: TSVParameters, result: TSVMergeResult) -> Dict[str, Any]:
         return {"svd": settings.svd, "disentangled": bool(settings.disentangle), **result.summary()}
-
-    def card_lines(self, report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
-        from mergekit_awd.hub.card_sections import disentanglement_lines, interference_lines
-
-        lines = disentanglement_lines(report, labels, out_dir) if report.get("scopes") else []
-        return lines + interference_lines(report)
 
 
 tsv_merge_method = TSVMerge()

@@ -12,8 +12,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from mergekit_awd.constants import WUDI_REPORT
-from mergekit_awd.core.costs import wudi_work
+from mergekit_awd.core.wudi import wudi_work
 from mergekit_awd.core.wudi import WudiParameters, WudiResult, wudi_merge_matrices
 from mergekit_awd.mergekit_adapter.method import MatrixMergeMethod
 from mergekit_awd.mergekit_adapter.report import MergeReport
@@ -26,7 +25,7 @@ class WudiMerge(MatrixMergeMethod):
     pretty_name = "WUDI-Merging (Whoever Started the Interference Should End It)"
     reference_url = "https://arxiv.org/abs/2503.08099"
     settings_class = WudiParameters
-    report_filename = WUDI_REPORT
+    report_filename = "wudi_report.json"
     report_section = "wudi"
     card_title = "WUDI objective"
     card_intro = ("Σᵢ ‖(τ_m − τᵢ) τᵢᵀ‖² / ‖τᵢ‖² at the start (Σᵢ τᵢ) and at the merged τ_m "

@@ -1,10 +1,11 @@
 """One line before an expensive merge starts on CPU: about how long its matrix work will take.
 
-estimate = Σ over the selected 2-D tensors of the method's ``matrix_work`` (``core/costs.py``: ``svd`` units of
-rows·cols·min(rows, cols), ``matmul`` multiply-adds) × ``SECONDS_PER_UNIT`` × (REFERENCE_THREADS /
-torch threads).  The constants were measured on a 2-core machine (float32, torch 2.13 CPU) by
-``python -m benchmarks.bench_estimates``, which also compares estimates with measured merges
-(``benchmarks/results/estimates.md``).  Loading and writing are not counted; the shapes come from
+estimate = Σ over the selected 2-D tensors of the method's ``matrix_work`` (each method's cost model, a
+``*_work`` function in its core module, counts leading terms in two units: ``svd`` = rows·cols·min(rows,
+cols) per float32 ``torch.linalg.svd(full_matrices=False)`` of a rows × cols matrix, ``matmul`` = one
+multiply-add) × ``SECONDS_PER_UNIT`` × (REFERENCE_THREADS / torch threads).  The constants were
+measured on a 2-core machine (float32, torch 2.13 CPU) by ``python -m benchmarks.speed.bench_estimates``,
+which also compares estimates with measured merges (``benchmarks/results/estimates.md``).  Loading and writing are not counted; the shapes come from
 the base model's safetensors headers (local folders only; nothing is read for a Hub id).
 """
 

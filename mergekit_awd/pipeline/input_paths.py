@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
 from mergekit_awd.errors import OutputPathError
-from mergekit_awd.hub.ids import is_hub_id
+from mergekit_awd.hub_ids import is_hub_id
 
 
 @dataclass(frozen=True)

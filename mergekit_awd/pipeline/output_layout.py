@@ -16,7 +16,7 @@ Marker (JSON, ``format`` 2)::
 The digest is XXH3-128 (``xxhash``), not SHA-256: it detects any accidental or deliberate edit of a
 file just as well (the marker is not signed, so whoever can edit the weights can also rewrite
 the marker: a cryptographic hash would add no protection), and it runs at memory speed
-(``benchmarks/bench_digest_cost.py``: about 10x faster than SHA-256 here), so the marker costs a
+(``benchmarks/speed/bench_digest_cost.py``: about 10x faster than SHA-256 here), so the marker costs a
 merge a few per cent at most.
 
 Paths are relative to the folder, with ``/``.  The marker itself, and everything inside a
@@ -234,6 +234,56 @@ def _recorded_files(marker_path: str, marker: Any) -> Dict[str, Tuple[str, int]]
     return recorded
 
 
+def _read_marker(out_dir: str, marker_path: str) -> Dict[str, Any]:
+    """The completion marker of ``out_dir``: a regular file holding JSON."""
+    if not os.path.isdir(out_dir):
+        raise IncompleteOutputError(f"{out_dir}: not a directory", path=out_dir)
+    if os.path.islink(marker_path):
+        raise IncompleteOutputError(
+            f"{marker_path}: is a symbolic link, not the marker the merge wrote; re-run the merge",
+            path=marker_path,
+        )
+    if not os.path.isfile(marker_path):
+        raise IncompleteOutputError(
+            f"{out_dir}: no {COMPLETION_MARKER}; the merge into this folder did not finish "
+            "(or it was not written by mergekit-awd)",
+            path=out_dir,
+        )
+    try:
+        with open(marker_path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError) as error:
+        raise IncompleteOutputError(f"{marker_path}: not a readable completion marker ({error})",
+                                    path=marker_path) from None
+
+
+def _check_recorded_files(out_dir: str, recorded: Dict[str, Tuple[str, int]], present: set) -> Dict[str, int]:
+    """Every file the marker records (but the editable ones) is there with its size and digest;
+    their sizes by name."""
+    sizes: Dict[str, int] = {}
+    for name, (recorded_digest, size) in sorted(recorded.items()):
+        if name in EDITABLE_FILES:
+            continue
+        path = os.path.join(out_dir, name)
+        if name not in present:
+            raise IncompleteOutputError(
+                f"{path}: missing or changed since the merge finished (expected {size} bytes)", path=path
+            )
+        digest, actual = file_digest(path, expected_size=size)
+        if actual != size:
+            raise IncompleteOutputError(
+                f"{path}: changed since the merge finished ({actual} bytes, the merge wrote {size})", path=path
+            )
+        if digest != recorded_digest:
+            raise IncompleteOutputError(
+                f"{path}: changed since the merge finished (same size, different content: its digest "
+                "differs from the one recorded by the merge)",
+                path=path,
+            )
+        sizes[name] = size
+    return sizes
+
+
 def check_finished_output(out_dir: str) -> FinishedOutput:
     """Refuse a folder that is not exactly what a finished merge wrote (``IncompleteOutputError``).
 
@@ -253,51 +303,13 @@ def check_finished_output(out_dir: str) -> FinishedOutput:
     its digest is not enforced (it must still be a regular file, not a link).  ``.git`` and
     ``.cache`` folders are ignored, as ``upload`` does not send them.
     """
-    if not os.path.isdir(out_dir):
-        raise IncompleteOutputError(f"{out_dir}: not a directory", path=out_dir)
     marker_path = os.path.join(out_dir, COMPLETION_MARKER)
-    if os.path.islink(marker_path):
-        raise IncompleteOutputError(
-            f"{marker_path}: is a symbolic link, not the marker the merge wrote; re-run the merge",
-            path=marker_path,
-        )
-    if not os.path.isfile(marker_path):
-        raise IncompleteOutputError(
-            f"{out_dir}: no {COMPLETION_MARKER}; the merge into this folder did not finish "
-            "(or it was not written by mergekit-awd)",
-            path=out_dir,
-        )
-    try:
-        with open(marker_path, encoding="utf-8") as handle:
-            marker = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise IncompleteOutputError(f"{marker_path}: not a readable completion marker ({error})",
-                                    path=marker_path) from None
+    marker = _read_marker(out_dir, marker_path)
     recorded = _recorded_files(marker_path, marker)
     present = folder_files(out_dir)
     weights = weight_files(out_dir)
     present_set = set(present)
-    sizes: Dict[str, int] = {}
-    for name, (recorded_digest, size) in sorted(recorded.items()):
-        if name in EDITABLE_FILES:
-            continue
-        path = os.path.join(out_dir, name)
-        if name not in present_set:
-            raise IncompleteOutputError(
-                f"{path}: missing or changed since the merge finished (expected {size} bytes)", path=path
-            )
-        digest, actual = file_digest(path, expected_size=size)
-        if actual != size:
-            raise IncompleteOutputError(
-                f"{path}: changed since the merge finished ({actual} bytes, the merge wrote {size})", path=path
-            )
-        if digest != recorded_digest:
-            raise IncompleteOutputError(
-                f"{path}: changed since the merge finished (same size, different content: its digest "
-                "differs from the one recorded by the merge)",
-                path=path,
-            )
-        sizes[name] = size
+    sizes = _check_recorded_files(out_dir, recorded, present_set)
     unrecorded_weights = [name for name in weights if name not in recorded]
     if unrecorded_weights:
         raise IncompleteOutputError(

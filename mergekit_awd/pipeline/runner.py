@@ -12,25 +12,24 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from mergekit.card import modelref_md
 from mergekit.config import MergeConfiguration
-from mergekit.merge import run_merge as mergekit_run_merge
 from mergekit.merge_methods import get as get_method
 from mergekit.options import MergeOptions
 
 from mergekit_awd.constants import CARD_FILENAME, COMPLETION_MARKER
 from mergekit_awd.errors import PostMergeError
-from mergekit_awd.hub.card import append_card_note, task_vector_models, write_model_card
-from mergekit_awd.mergekit_adapter.card_lookup import local_first_card
-from mergekit_awd.mergekit_adapter.planner import awd_planner
+from mergekit_awd.mergekit_adapter.context import MergeContext
 from mergekit_awd.mergekit_adapter.registration import method_for, register_methods
-from mergekit_awd.mergekit_adapter.report import MergeReportData, collecting_report
+from mergekit_awd.mergekit_adapter.report import MergeReport, MergeReportData
 from mergekit_awd.pipeline.config import ConfigInput, load_config
 from mergekit_awd.pipeline.devices import check_merge_devices
 from mergekit_awd.pipeline.estimate import PRINT_ABOVE_SECONDS, estimate_merge
 from mergekit_awd.pipeline.input_paths import check_out_disjoint, config_file_of, merge_inputs
+from mergekit_awd.pipeline.mergekit_run import run_mergekit
 from mergekit_awd.pipeline.output_layout import write_completion_marker
 from mergekit_awd.pipeline.read_errors import model_read_errors
 from mergekit_awd.pipeline.staging import check_output_target, staged_output
 from mergekit_awd.pipeline.validation import validate_merge
+from mergekit_awd.presentation.card import append_card_note, task_vector_models, write_model_card
 from mergekit_awd.progress import tracking_merge
 from mergekit_awd.results import JsonResult
 
@@ -157,17 +156,18 @@ def _run(merge_config: MergeConfiguration, source: str, label: str, merge_option
     final_path = check_output_target(os.fspath(out_path), overwrite)
     report_data: Optional[MergeReportData] = None
     failures: List[Tuple[str, str]] = []
-    with staged_output(os.fspath(out_path), overwrite=overwrite) as staging, local_first_card() as card_failures:
+    with staged_output(os.fspath(out_path), overwrite=overwrite) as staging:
         # our bar replaces mergekit's generic ones (never nested); --quiet silences both
         ours_visible = method is not None and not merge_options.quiet
         mergekit_options = merge_options.model_copy(update={"quiet": True}) if ours_visible else merge_options
-        with collecting_report() as report, awd_planner(), model_read_errors(), \
-                tracking_merge(merge_config.merge_method, ours_visible) as progress:
+        report = MergeReport()
+        with model_read_errors(), tracking_merge(merge_config.merge_method, ours_visible) as progress:
             estimate = estimate_merge(merge_config, method, on_cpu=(merge_options.device or "cpu") == "cpu")
             if estimate is not None and estimate.seconds >= PRINT_ABOVE_SECONDS:
                 progress.note(estimate.line())
             progress.note(f"reading {len(merge_config.referenced_models())} models and planning")
-            mergekit_run_merge(merge_config, staging, options=mergekit_options, config_source=source)
+            context = MergeContext(report=report, progress=progress)
+            card_failures = run_mergekit(merge_config, staging, mergekit_options, context, config_source=source)
         # The weights are complete: nothing after this point may discard them.
         failures += card_failures
         _attempt(failures, "the model card title", _normalise_mergekit_card, staging, final_path, merge_config)

@@ -76,7 +76,7 @@ class ModelFamily:
     def from_config(cls, config: Any) -> "ModelFamily":
         """From a merge config (path, YAML text, dict or MergeConfiguration) with base_model + models."""
         from mergekit_awd.pipeline.config import load_config
-        from mergekit_awd.pipeline.validation import check_models
+        from mergekit_awd.pipeline.model_checks import check_models
 
         merge_config, _, label = load_config(config)
         config_file = config_file_of(label)

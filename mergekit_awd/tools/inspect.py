@@ -7,9 +7,9 @@ the tensors AWD would disentangle (``select``) it reports, per layer and for the
 
 * pairwise |cos| of the task vectors τᵢ = θᵢ − θ_base, from the summed Gram matrix
   (the cosines of the concatenated task vectors);
-* what AWD would do at the configured α: ``solve_reduced`` per tensor (``scope: tensor``; mean
-  |cos| after and ‖δ‖/mean‖τᵢ‖, averaged over tensors) and on the summed Gram matrix of the
-  whole set (``scope: model``); with ``scope: row`` configured, also ``solve_rows`` per 2-D tensor
+* what AWD would do at the configured α (``core.awd_delta``): one δ per tensor (``scope: tensor``;
+  mean |cos| after and ‖δ‖/mean‖τᵢ‖, averaged over tensors) and on the summed Gram matrix of the
+  whole set (``scope: model``); with ``scope: row`` configured, also one δ per row of each 2-D tensor
   (the rows' mean |cos| before and after, averaged over tensors: the merge report's figures);
 * TSV's Singular Task Interference (``core.tsv.singular_task_interference``) of each 2-D tensor,
   summed over tensors (the whole-model STI is the sum over layers).
@@ -33,11 +33,10 @@ from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from mergekit.options import MergeOptions
 
 from mergekit_awd.constants import INSPECT_COSINES_PNG, INSPECT_LAYERS_PNG, INSPECT_REPORT
-from mergekit_awd.core.awd import SolverSettings, solve_reduced
-from mergekit_awd.core.awd_rows import row_grams, solve_rows
+from mergekit_awd.core.awd import SolverSettings
+from mergekit_awd.core.awd_delta import TaskVectors, delta_settings, solve_delta, solve_model_scope
 from mergekit_awd.core.selection import DEFAULT_SELECT, block_number, is_disentangled
 from mergekit_awd.core.task_vectors import (
-    gram_matrix,
     mean_offdiag,
     pairwise_abs_cos,
     require_same_shape,
@@ -79,14 +78,15 @@ class GroupFigures:
         if self.gram is None:
             self.gram = torch.zeros((self.k, self.k), dtype=torch.float64)
 
-    def add(self, name: str, gram: torch.Tensor, solve, sti: Optional[float]) -> None:
+    def add(self, name: str, gram: torch.Tensor, solve: Dict[str, Any], sti: Optional[float]) -> None:
+        """One tensor: its Gram matrix and its tensor-scope solve's figures (``Delta.summary``)."""
         self.gram += gram
         self.tensors.append(name)
-        if solve.active >= 2:
-            self.before.append(solve.mean_abs_cos_before)
-            self.after.append(solve.mean_abs_cos_after)
-            self.ratios.append(solve.delta_norm_ratio)
-            self.after_matrices.append(solve.abs_cos_after)
+        if solve["active"] >= 2:
+            self.before.append(solve["mean_abs_cos_before"])
+            self.after.append(solve["mean_abs_cos_after"])
+            self.ratios.append(solve["delta_norm_ratio"])
+            self.after_matrices.append(torch.tensor(solve["abs_cos_after"], dtype=torch.float64))
         if sti is not None:
             self.sti = (self.sti or 0.0) + sti
 
@@ -228,7 +228,7 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
     skips the STI (it needs an SVD of every task matrix).  ``progress``: a bar over the tensors
     on stderr.
     """
-    from mergekit_awd.hub.card import model_labels
+    from mergekit_awd.presentation.card import model_labels
 
     options = options or MergeOptions()
     check_device(device)
@@ -256,7 +256,8 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
         require_same_shape(tensor.name, base, base_tensor, list(zip(order, models)))
         task_vectors = task_vector_stack(base_tensor, models, device=torch.device(device))
         del models, base_tensor
-        gram = gram_matrix(task_vectors)
+        vectors = TaskVectors.from_stack(task_vectors)
+        gram = vectors.gram()
         abs_cos = pairwise_abs_cos(gram)
         select = tensor.parameters.get("select", DEFAULT_SELECT)
         selected = is_disentangled(tensor.name, task_vectors.ndim - 1, select, tensor.vocabulary_axis)
@@ -266,28 +267,23 @@ def inspect_merge(config: ConfigInput, options: Optional[MergeOptions] = None, d
         if selected:
             settings = _settings(method, tensor.parameters)
             settings_used, select_used = settings_used or settings, select
-            solve = solve_reduced(gram, settings)
+            solve = solve_delta(vectors, delta_settings(settings, "tensor")).summary
             sti = singular_task_interference(list(task_vectors)) if tsv and task_vectors.ndim == 3 else None
-            entry.update(mean_abs_cos_after=solve.mean_abs_cos_after, delta_norm_ratio=solve.delta_norm_ratio,
-                         active=solve.active, sti=sti)
+            entry.update(mean_abs_cos_after=solve["mean_abs_cos_after"], delta_norm_ratio=solve["delta_norm_ratio"],
+                         active=solve["active"], sti=sti)
             whole.add(tensor.name, gram, solve, sti)
             layers.setdefault(entry["layer"], GroupFigures(k)).add(tensor.name, gram, solve, sti)
             if tensor.parameters.get("scope") == "row" and task_vectors.ndim == 3:
-                entry["row_scope"] = solve_rows(row_grams(task_vectors), settings).summary()
+                entry["row_scope"] = solve_delta(vectors, delta_settings(settings, "row")).summary
                 whole.rows.append(entry["row_scope"])
                 layers[entry["layer"]].rows.append(entry["row_scope"])
         per_tensor[tensor.name] = entry
         del task_vectors
     settings_used = settings_used or _settings(method, planned[0].parameters)
-    model_solve = solve_reduced(whole.gram, settings_used)
+    model_solve = solve_model_scope({"all selected": whole.gram}, k, settings_used).summary
     whole_json = whole.to_json()
-    whole_json["model_scope"] = {
-        "mean_abs_cos_before": model_solve.mean_abs_cos_before,
-        "mean_abs_cos_after": model_solve.mean_abs_cos_after,
-        "delta_norm_ratio": model_solve.delta_norm_ratio,
-        "abs_cos_after": model_solve.abs_cos_after.tolist(),
-        "coefficients": model_solve.coefficients.tolist(),
-    }
+    whole_json["model_scope"] = {key: model_solve[key] for key in (
+        "mean_abs_cos_before", "mean_abs_cos_after", "delta_norm_ratio", "abs_cos_after", "coefficients")}
     layer_order = sorted(layers, key=lambda name: (name == OUTSIDE_BLOCKS, int(name) if name.isdigit() else 0))
     bar.close()
     return InspectReport(
@@ -391,7 +387,7 @@ def save_report(report: InspectReport, out_dir: str) -> List[str]:
 
 def save_heatmap_pngs(result: InspectReport, out_dir: str) -> List[str]:
     """``INSPECT_COSINES_PNG`` (whole set before/after) and ``INSPECT_LAYERS_PNG`` (layers × model pairs)."""
-    from mergekit_awd.tools.heatmap import HeatmapPanel, save_heatmaps
+    from mergekit_awd.presentation.heatmap import HeatmapPanel, save_heatmaps
 
     report = result.to_json()
     labels = report["labels"]

@@ -29,82 +29,37 @@ import copy
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mergekit_awd.constants import TUNE_POINTS, TUNE_REPORT, TUNE_SCRATCH
 from mergekit_awd.errors import ConfigError
+from mergekit_awd.presentation.tune_summary import tuning_note
 from mergekit_awd.progress import progress_bar
 from mergekit_awd.tools.tune_cache import InputIdentity, PointCache, cache_key, identify_all, input_digests
 from mergekit_awd.tools.tune_grid import DEFAULT_GRID, GridAxis, parse_grid, value_identity
 from mergekit_awd.tools.tune_path import ModelOnPath
 from mergekit_awd.tools.tune_plan import LAMBDA, TUNED_MARKER, TunePlan, configured, plan_tune, reference_role
+from mergekit_awd.tools.tune_report import write_tune_outputs, write_tuned_config
+from mergekit_awd.tools.tune_result import CacheUse, TunePoint, TuneResult
 
 # mergekit's methods whose output is θ_base + λ·D, D independent of λ (mergekit 0.1.5's generalized
 # task arithmetic: ``mixed_delta *= lambda``).  dare/della draw their masks from torch's generator: the
-# λ = 1 merge fixes them for the whole path.  Every method of this package is θ_base + λ · merged too:
-# ``linear_in_lambda`` adds them from the registry.
+# λ = 1 merge fixes them for the whole path.  A method of this package says so itself
+# (``PackageMergeMethod.linear_in_lambda``): ``linear_in_lambda`` adds those from the registry.
 MERGEKIT_LINEAR_IN_LAMBDA = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "della", "della_linear",
                              "breadcrumbs", "breadcrumbs_ties")
 
 
 def linear_in_lambda() -> Tuple[str, ...]:
-    """The methods tune moves along λ without merging again: mergekit's above and all of ours."""
+    """The methods tune moves along λ without merging again: mergekit's above and ours that declare it."""
     from mergekit_awd.mergekit_adapter.registration import our_methods
 
-    return MERGEKIT_LINEAR_IN_LAMBDA + tuple(method.spec.name for method in our_methods())
+    return MERGEKIT_LINEAR_IN_LAMBDA + tuple(method.name for method in our_methods() if method.linear_in_lambda)
 
 
 # scorer(model, tasks): {task: {"score": s, …}} for ``tasks`` (None: every task of the data)
 Scorer = Callable[[Any, Optional[Sequence[str]]], Dict[str, Dict[str, float]]]
-
-
-@dataclass
-class TunePoint:
-    """One scored point: its parameters, per-task scores, the overall score and how it was merged."""
-
-    parameters: Dict[str, Any]
-    tasks: Dict[str, Dict[str, float]]
-    score: float
-    merged_at_lambda_one: bool
-    reused: bool = False
-
-
-@dataclass
-class CacheUse:
-    """What the score cache answered, and why it could: ``reused`` scores came from ``OUT``'s cache
-    because every input had the same content digest; ``changed``: inputs whose content differs from
-    a cached score of the same point (that score was not used)."""
-
-    reused: int = 0
-    scored: int = 0
-    changed: List[str] = field(default_factory=list)
-    inputs: Dict[str, str] = field(default_factory=dict)  # role → content digest
-    code: str = ""
-
-
-@dataclass
-class TuneResult:
-    """What a tune found: every point in grid order, the chosen one, and what it cost."""
-
-    method: str
-    axes: List[Dict[str, Any]]
-    points: List[TunePoint]
-    chosen: Dict[str, Any]
-    chosen_score: float
-    references: Dict[str, float]
-    merges: int
-    evaluations: int
-    seconds: float                  # the whole tune, including a --merge
-    merge_seconds: float = 0.0      # the tuning merges (not the --merge)
-    evaluation_seconds: float = 0.0  # scoring, references included
-    tuned_config: Optional[str] = None
-    merged: Optional[str] = None
-    files: Dict[str, str] = field(default_factory=dict)
-    cache: CacheUse = field(default_factory=CacheUse)
-
-    def to_json(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 def _merge(config: Dict[str, Any], out_dir: str, cuda: bool, dtype: Optional[str] = None) -> str:
@@ -316,8 +271,6 @@ def tune_merge(
         result = _result(plan, [scored[i] for i in range(len(plan.points))], refs, run)
         _finish(plan, result, cuda, quiet)
     result.seconds = time.perf_counter() - started
-    from mergekit_awd.tools.tune_report import write_tune_outputs
-
     result.files = write_tune_outputs(result, plan.out_dir)
     return result
 
@@ -337,8 +290,6 @@ def _result(plan: TunePlan, points: List[TunePoint], refs: Dict[str, float], run
 
 def _finish(plan: TunePlan, result: TuneResult, cuda: bool, quiet: bool) -> None:
     """``CONFIG.tuned.yml`` and, with ``--merge``, the merge of the chosen configuration."""
-    from mergekit_awd.tools.tune_report import tuning_note, write_tuned_config
-
     best_config = configured(plan.config, result.chosen)
     if plan.tuned_path is not None:
         write_tuned_config(plan.tuned_path, best_config, result)
@@ -346,7 +297,7 @@ def _finish(plan: TunePlan, result: TuneResult, cuda: bool, quiet: bool) -> None
     if plan.merge_out is not None:
         from mergekit_awd.pipeline.runner import run_merge
 
-        run_merge(best_config, plan.merge_out, cuda=cuda, quiet=quiet, card_note=tuning_note(result))
+        run_merge(best_config, plan.merge_out, cuda=cuda, quiet=quiet, card_note=tuning_note(result.to_json()))
         result.merged = plan.merge_out
 
 
@@ -360,6 +311,6 @@ def _timed(clock: Dict[str, float], phase: str) -> Iterator[None]:
         clock[phase] += time.perf_counter() - started
 
 
-__all__ = ["GridAxis", "parse_grid", "TunePoint", "TuneResult", "CacheUse", "tune_merge", "configured",
+__all__ = ["GridAxis", "parse_grid", "tune_merge", "configured",
            "tune_workspace", "ModelOnPath", "linear_in_lambda", "MERGEKIT_LINEAR_IN_LAMBDA", "DEFAULT_GRID",
            "TUNED_MARKER", "TUNE_POINTS", "TUNE_REPORT"]

@@ -7,7 +7,7 @@ A cached point (or reference score) is keyed by everything its score depends on:
   file at its top level (config, generation config, tokenizer files), for the base model, each
   fine-tune, each LoRA adapter, a ``tokenizer_source`` model and each ``--reference`` model.  The
   digest is XXH3-128 (``pipeline.output_layout.file_digest``, the completion marker's), computed on
-  every run: ``benchmarks/bench_tune_identity.py`` measures it on the LLM track's models (the
+  every run: ``benchmarks/speed/bench_tune_identity.py`` measures it on the LLM track's models (the
   numbers are in ``benchmarks/results/tune_identity.md``), a small fraction of one scored point,
   so no size/mtime shortcut is taken and a file rewritten in place with its old size and mtime is
   still seen;

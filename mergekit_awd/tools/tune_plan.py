@@ -121,7 +121,8 @@ def _validate_points(data: Dict[str, Any], points: Sequence[Dict[str, Any]]) -> 
 
     from mergekit_awd.mergekit_adapter.registration import method_for, register_methods
     from mergekit_awd.pipeline.config import load_config
-    from mergekit_awd.pipeline.validation import check_configuration, check_method_name, check_models
+    from mergekit_awd.pipeline.model_checks import check_models
+    from mergekit_awd.pipeline.validation import check_configuration, check_method_name
 
     register_methods()
     whole, _, label = load_config(data)

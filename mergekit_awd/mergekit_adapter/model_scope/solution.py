@@ -1,13 +1,13 @@
-"""The solution of a model-wide scope, handed to the merge tasks of pass 2 through a context variable."""
+"""The solution of a model-wide scope, handed to the merge tasks of pass 2 in their ``MergeContext``."""
 
 from __future__ import annotations
 
-import contextvars
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Hashable, Iterator, Optional, Sequence, Tuple
+from typing import Hashable, Sequence, Tuple
 
 import torch
+
+from mergekit_awd.core.awd_delta import Delta
 
 from mergekit_awd.errors import PlanError
 
@@ -38,22 +38,6 @@ class ScopeSolution:
         """Which of ``ids`` took part in the scope's solve (non-zero over the scope)."""
         return self.included[self._positions(ids, tensor)]
 
-
-_SCOPE_SOLUTION: contextvars.ContextVar[Optional[ScopeSolution]] = contextvars.ContextVar(
-    "mergekit_awd_scope_solution", default=None
-)
-
-
-@contextmanager
-def scope_solution(solution: ScopeSolution) -> Iterator[None]:
-    """Make ``solution`` the model-scope δ for merges run inside this block (this thread)."""
-    token = _SCOPE_SOLUTION.set(solution)
-    try:
-        yield
-    finally:
-        _SCOPE_SOLUTION.reset(token)
-
-
-def current_scope_solution() -> Optional[ScopeSolution]:
-    """The model-scope solution of the merge task running in this thread, or None outside one."""
-    return _SCOPE_SOLUTION.get()
+    def delta_for(self, ids: Sequence[Hashable], tensor: str) -> Delta:
+        """The scope's δ for one tensor whose inputs are ``ids`` (its figures are the scope's)."""
+        return Delta(self.included_for(ids, tensor), coefficients=self.coefficients_for(ids, tensor))

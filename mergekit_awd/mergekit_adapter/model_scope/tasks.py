@@ -4,7 +4,7 @@ Graph, per scope (tensors sharing the same solver settings):
 
     pass 1  LoadTensor ─> GatherTensors ─> ScopeGramTask        (K×K Gram of one tensor)
                               all ScopeGramTask ─> SolveScopeTask   (ΣG, one K-dim solve)
-    pass 2  DeferredLoadTensor ─(after solve)─> DeferredGatherTensors ─> ExecuteWithScopeSolution
+    pass 2  DeferredLoadTensor ─(after solve)─> DeferredGatherTensors ─> ExecuteInContext (with the solution)
 
 Pass-2 loads are distinct tasks that depend on the solve, so mergekit's scheduler cannot run
 them early: each tensor is read once per pass and released after use, never all at once.
@@ -26,15 +26,16 @@ from mergekit.io.tasks import GatherTensors, LoadTensor
 from mergekit.merge_methods.task_adapter import ExecuteMergeMethodTask
 from pydantic import PrivateAttr
 
-from mergekit_awd.core.awd import SolverSettings, solve_reduced
+from mergekit_awd.core.awd import SolverSettings
+from mergekit_awd.core.awd_delta import solve_model_scope
 from mergekit_awd.core.selection import is_disentangled, may_be_disentangled
 from mergekit_awd.core.settings import from_parameters, setting_fields
 from mergekit_awd.core.task_vectors import gram_of_task_vectors, require_same_shape
-from mergekit_awd.errors import ConfigError, TensorError
+from mergekit_awd.errors import ConfigError, InvalidSettingError, TensorError
+from mergekit_awd.mergekit_adapter.context import DETACHED, ExecuteInContext, MergeContext
 from mergekit_awd.mergekit_adapter.method import PackageMergeMethod, require_finite
-from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution, scope_solution
-from mergekit_awd.mergekit_adapter.report import active_report
-from mergekit_awd.progress import PHASE_GRAM, active_progress
+from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution
+from mergekit_awd.progress import PHASE_GRAM
 
 
 class DeferredLoadTensor(LoadTensor):
@@ -81,6 +82,7 @@ class ScopeGramTask(Task[Optional[torch.Tensor]]):
     """Pass 1: the K×K Gram matrix of one tensor's task vectors (float64, CPU), or None."""
 
     source: ExecuteMergeMethodTask
+    _context: MergeContext = PrivateAttr(default=DETACHED)
 
     def arguments(self) -> Dict[str, Task]:
         return {"tensors": self.source.gather_tensors}
@@ -93,9 +95,7 @@ class ScopeGramTask(Task[Optional[torch.Tensor]]):
 
     def execute(self, tensors: Dict[ModelReference, torch.Tensor], **_: Any) -> Optional[torch.Tensor]:
         gram = self._gram(tensors)
-        progress = active_progress()
-        if progress is not None:
-            progress.advance(PHASE_GRAM)
+        self._context.advance(PHASE_GRAM)
         return gram
 
     def _gram(self, tensors: Dict[ModelReference, torch.Tensor]) -> Optional[torch.Tensor]:
@@ -125,6 +125,8 @@ class SolveScopeTask(Task[ScopeSolution]):
     ids: Tuple[ModelReference, ...]
     settings: Tuple[Tuple[str, Any], ...]
 
+    _context: MergeContext = PrivateAttr(default=DETACHED)
+
     def arguments(self) -> Dict[str, Task]:
         return {f"gram_{i}": g for i, g in enumerate(self.grams)}
 
@@ -132,60 +134,23 @@ class SolveScopeTask(Task[ScopeSolution]):
         return 100
 
     def execute(self, **grams: Optional[torch.Tensor]) -> ScopeSolution:
-        k = len(self.ids)
-        total = torch.zeros((k, k), dtype=torch.float64)
-        tensors, non_finite = [], []
-        for index, gram_task in enumerate(self.grams):
-            gram = grams[f"gram_{index}"]
-            if gram is None:
-                continue
-            name = gram_task.source.output_weight.name
-            if not bool(torch.isfinite(gram).all()):
-                # only reachable with check_finite: false; such a tensor gets the scope's δ
-                # without shaping it, and its non-finite inputs stay where they are
-                non_finite.append(name)
-                continue
-            total += gram
-            tensors.append(name)
         started = time.perf_counter()
-        result = solve_reduced(total, from_parameters(SolverSettings, dict(self.settings)))
-        progress = active_progress()
-        if progress is not None:
-            progress.note(f"δ of scope {self.scope_key} solved over {len(tensors)} tensors "
-                          f"({time.perf_counter() - started:.1f} s)")
-        report = active_report()
-        if report is not None:
-            report.record_scope(self.scope_key, {"tensors": tensors, "models": [str(m) for m in self.ids],
-                                                 "non_finite_tensors": non_finite, **result.summary()})
-        return ScopeSolution(key=self.scope_key, ids=self.ids, coefficients=result.coefficients,
-                             included=total.diagonal() > 0)
+        named = {task.source.output_weight.name: grams[f"gram_{i}"] for i, task in enumerate(self.grams)}
+        scope = solve_model_scope(named, len(self.ids), from_parameters(SolverSettings, dict(self.settings)))
+        self._context.note(f"δ of scope {self.scope_key} solved over {len(scope.tensors)} tensors "
+                           f"({time.perf_counter() - started:.1f} s)")
+        if self._context.report is not None:
+            self._context.report.record_scope(self.scope_key, {
+                "tensors": scope.tensors, "models": [str(m) for m in self.ids],
+                "non_finite_tensors": scope.non_finite_tensors, **scope.summary})
+        return ScopeSolution(key=self.scope_key, ids=self.ids, coefficients=scope.coefficients,
+                             included=scope.included)
 
 
-class ExecuteWithScopeSolution(ExecuteMergeMethodTask):
-    """Pass 2: mergekit's own merge task, run with the scope's β in context."""
-
-    scope_key: str
-    _solution_task: Optional[SolveScopeTask] = PrivateAttr(default=None)
-
-    @classmethod
-    def wrap(cls, task: ExecuteMergeMethodTask, solve: SolveScopeTask) -> "ExecuteWithScopeSolution":
-        fields = {f: getattr(task, f) for f in ExecuteMergeMethodTask.model_fields}
-        fields["gather_tensors"] = DeferredGatherTensors.wrap(task.gather_tensors, solve, solve.scope_key)
-        wrapped = cls(scope_key=solve.scope_key, **fields)
-        wrapped._solution_task = solve
-        return wrapped
-
-    def arguments(self) -> Dict[str, Task]:
-        return {"tensors": self.gather_tensors, "solution": self._solution_task}
-
-    def execute(self, tensors: Dict[ModelReference, torch.Tensor], solution: ScopeSolution = None, **_: Any):
-        with scope_solution(solution):
-            return super().execute(tensors)
-
-
-def plan_model_scopes(tensors: List[Tuple[WeightInfo, Task]], method: PackageMergeMethod
+def plan_model_scopes(tensors: List[Tuple[WeightInfo, Task]], method: PackageMergeMethod, context: MergeContext
                       ) -> List[Tuple[WeightInfo, Task]]:
-    """Rewrite ``method``'s planned tensors with ``scope: model`` into the two-pass graph above."""
+    """Rewrite ``method``'s planned tensors with ``scope: model`` into the two-pass graph above, every
+    task of it holding the merge's ``context``."""
     solver_names = [item.name for item in setting_fields(SolverSettings)]
     scopes: "OrderedDict[Tuple, List[int]]" = OrderedDict()
     for index, (weight, task) in enumerate(tensors):
@@ -194,11 +159,10 @@ def plan_model_scopes(tensors: List[Tuple[WeightInfo, Task]], method: PackageMer
         params = task.parameters
         if params["scope"] != "model" or not may_be_disentangled(weight.name, params["select"], weight.vocabulary_axis):
             continue
-        if params["solver"] == "direct":
-            raise ConfigError(
-                f"{weight.name}: solver: direct holds the full δ of its scope and works with "
-                "scope: tensor only; use solver: reduced (exact, same δ) with scope: model"
-            )
+        try:  # the settings refuse the combinations no scope can solve (e.g. solver: direct)
+            method.settings(dict(params.items()))
+        except InvalidSettingError as error:
+            raise ConfigError(f"{weight.name}: {error}") from None
         if type(task.gather_tensors) is not GatherTensors:
             raise ConfigError(
                 f"{weight.name}: scope: model cannot disentangle tensors whose vocabulary is "
@@ -211,13 +175,12 @@ def plan_model_scopes(tensors: List[Tuple[WeightInfo, Task]], method: PackageMer
     for number, (key, indices) in enumerate(scopes.items()):
         ids, settings = key[0], key[1:]
         scope_key = "model" if len(scopes) == 1 else "model[" + ", ".join(f"{n}={v}" for n, v in settings) + "]"
-        solve = SolveScopeTask(
-            scope_key=scope_key,
-            grams=tuple(ScopeGramTask(source=tensors[i][1]) for i in indices),
-            ids=ids,
-            settings=settings,
-        )
+        grams = tuple(ScopeGramTask(source=tensors[i][1]) for i in indices)
+        solve = SolveScopeTask(scope_key=scope_key, grams=grams, ids=ids, settings=settings)
+        for task in (solve, *grams):
+            task._context = context
         for i in indices:
             weight, task = tensors[i]
-            result[i] = (weight, ExecuteWithScopeSolution.wrap(task, solve))
+            gather = DeferredGatherTensors.wrap(task.gather_tensors, solve, scope_key)
+            result[i] = (weight, ExecuteInContext.wrap(task, context, solve=solve, gather=gather, scope_key=scope_key))
     return result

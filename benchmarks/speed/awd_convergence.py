@@ -1,6 +1,6 @@
 """How far the AWD solve is from converged after N steps, on the quality benchmark's real fine-tunes.
 
-    python -m benchmarks.awd_convergence      (needs the cached fine-tunes: ./run.sh quality builds them)
+    python -m benchmarks.speed.awd_convergence      (needs the cached fine-tunes: ./run.sh quality builds them)
 
 For every tensor AWD disentangles by default (2-D weights inside the encoder layers) of the six
 MiniLM fine-tunes, one reduced solve per step count N at the default α, lr and optimizer; prints and
@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from benchmarks.common import save_results
 from benchmarks.quality.paths import FINETUNE_DIR, PRETRAINED_ENCODER_DIR
-from benchmarks.quality.tasks import TASK_NAMES
+from benchmarks.text_tasks.tasks import TASK_NAMES
 from mergekit_awd.core.awd import SolverSettings, solve_reduced
 from mergekit_awd.core.task_vectors import gram_of_task_vectors
 
@@ -52,7 +52,7 @@ def main() -> None:
                            "units": defaults.units},
               "objective_at_delta0_vs_1000_mean": start, "steps": table}
     lines = ["# AWD solve: objective after N steps, real fine-tunes", "",
-             f"Command: `python -m benchmarks.awd_convergence`. {len(names)} tensors (2-D weights of the encoder "
+             f"Command: `python -m benchmarks.speed.awd_convergence`. {len(names)} tensors (2-D weights of the encoder "
              f"layers) of the six MiniLM fine-tunes of the quality benchmark, K = {len(TASK_NAMES)}, reduced solver, "
              f"α {defaults.alpha}, lr {defaults.lr}, {defaults.optimizer}, {defaults.units} units. Objective relative "
              f"to the 1000-step solve of the same tensor (at δ = 0 it is {start:.3f} on average).", "",

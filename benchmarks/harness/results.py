@@ -1,12 +1,13 @@
-"""Assemble ``quality.json``: the required shape plus splits, grids, diagnostics and subsets."""
+"""Rows of a track's results file: a method's test scores at its validation-chosen settings, a
+reference (base or fine-tunes), a task subset, a validation grid."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from benchmarks.quality.experiment import FinalMerge
-from benchmarks.quality.scoring import summarise
-from benchmarks.quality.selection import GridPoint
+from benchmarks.harness.experiment import FinalMerge
+from benchmarks.harness.scoring import summarise
+from benchmarks.harness.selection import GridPoint
 
 
 def cosine_summary(report: Optional[Mapping[str, Any]]) -> Optional[Dict[str, float]]:
@@ -47,3 +48,11 @@ def subset_entry(method: str, subset: Sequence[str], final: FinalMerge,
 
 def grid_entry(points: Sequence[GridPoint]) -> List[Dict[str, Any]]:
     return [p.to_json() for p in points]
+
+
+def model_scope_cosines(report: Optional[Mapping[str, Any]], tasks: Sequence[str]) -> Optional[Dict[str, Any]]:
+    """Pairwise |cos| of the task vectors before and after AWD at scope model (from its report)."""
+    if report is None:
+        return None
+    scope = report["scopes"]["model"]
+    return {"tasks": list(tasks), "abs_cos_before": scope["abs_cos_before"], "abs_cos_after": scope["abs_cos_after"]}

@@ -5,8 +5,8 @@ duplicated, when written again):
 
 * the method with its paper link and the resolved parameters (α, λ, solver, scope, ...), the
   method's own first (``PackageMergeMethod.card_parameter_labels``);
-* the method's figures of its report (``PackageMergeMethod.card_lines``, built from
-  ``card_sections``: AWD's cosine table and heatmap, TSV's interference).
+* the method's figures of its report: the parts it names (``PackageMergeMethod.card_parts``),
+  drawn by ``card_sections`` (the cosine table and heatmap of δ's solves, a report section's means).
 
 Metadata goes through ``huggingface_hub.ModelCard``: ``base_model`` lists the inputs given as
 Hub ids, ``tags`` include mergekit, merge and the method, ``library_name`` is transformers and
@@ -27,7 +27,9 @@ from mergekit.common import ModelReference
 from mergekit.config import MergeConfiguration
 
 from mergekit_awd.constants import CARD_FILENAME, MODEL_CONFIG
-from mergekit_awd.hub.ids import HUB_ID, is_hub_id
+from mergekit_awd.hub_ids import HUB_ID, is_hub_id
+from mergekit_awd.mergekit_adapter.registration import method_for
+from mergekit_awd.presentation.card_sections import method_lines
 
 LOG = logging.getLogger(__name__)
 
@@ -37,7 +39,6 @@ BASE_TAGS: Tuple[str, ...] = ("mergekit", "merge")
 LICENSE_KEYS: Tuple[str, ...] = ("license", "license_name", "license_link")
 
 _SECTION = re.compile(re.escape(SECTION_BEGIN) + r".*?" + re.escape(SECTION_END) + r"\n?", re.DOTALL)
-
 
 
 # --------------------------------------------------------------------------- inputs
@@ -130,9 +131,6 @@ def base_model_license(config: MergeConfiguration) -> Dict[str, str]:
     return {k: str(v) for k, v in metadata.items() if k in LICENSE_KEYS and v}
 
 
-# --------------------------------------------------------------------------- report figures
-
-
 # --------------------------------------------------------------------------- markdown
 
 
@@ -146,8 +144,6 @@ def _format_value(value: Any) -> str:
 
 def parameters_table(method: str, parameters: Dict[str, Any]) -> str:
     """The resolved parameters: the method's own labels first (``card_parameter_labels``), then the rest."""
-    from mergekit_awd.mergekit_adapter.registration import method_for
-
     ours = method_for(method)
     names = list(ours.card_parameter_labels) if ours is not None else []
     shown = {key for key, _ in names}
@@ -167,11 +163,9 @@ def method_section(method: str, report: Dict[str, Any], labels: List[str], out_d
         parameters_table(method, report.get("parameters", {})),
         "",
     ]
-    from mergekit_awd.mergekit_adapter.registration import method_for
-
     ours = method_for(method)
     if ours is not None:
-        lines += ours.card_lines(report, labels, out_dir)
+        lines += method_lines(ours, report, labels, out_dir)
     lines.append(SECTION_END)
     return "\n".join(lines) + "\n"
 

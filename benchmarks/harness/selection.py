@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Sequence
 
-from benchmarks.quality.experiment import Benchmark, Sweep
-from benchmarks.quality.grids import MethodGrid
-from benchmarks.quality.merging import MergeSpec
-from benchmarks.quality.scoring import summarise
+from benchmarks.harness.experiment import Experiment, Sweep
+from benchmarks.harness.grids import MethodGrid
+from benchmarks.harness.merging import MergeSpec
+from benchmarks.harness.scoring import summarise
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def grid_points(sweep: Sweep, individual: Mapping[str, float], tasks: Sequence[s
     return points
 
 
-def run_grid(bench: Benchmark, grid: MethodGrid, individual_validation: Mapping[str, float],
+def run_grid(bench: Experiment, grid: MethodGrid, individual_validation: Mapping[str, float],
              log=print) -> List[GridPoint]:
     """Validation scores of every (configuration, λ) of ``grid``."""
     points: List[GridPoint] = []

@@ -1,6 +1,6 @@
 """What keying ``tune``'s score cache by file content costs on the LLM track's models.
 
-    python -m benchmarks.bench_tune_identity [--rounds 3]
+    python -m benchmarks.speed.bench_tune_identity [--rounds 3]
 
 ``tune`` digests every file of every input model folder (XXH3-128, ``tools.tune_cache.identify``) on
 every run, instead of trusting size + mtime_ns + inode.  This measures, in one process, on the LLM
@@ -30,8 +30,9 @@ from typing import Dict, List, Tuple
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from benchmarks.common import machine_info, save_results  # noqa: E402
+from benchmarks.common import save_results  # noqa: E402
 from benchmarks.llm.paths import FINETUNE_DIR, LLM_CACHE  # noqa: E402
+from benchmarks.speed.measure import machine_info  # noqa: E402
 
 STAND_IN_DIR = LLM_CACHE / "identity_stand_ins"
 TASKS = 4
@@ -102,7 +103,7 @@ def main() -> None:
                "digest_over_load": median["digest"] / median["load"],
                "machine": machine_info(threads=torch.get_num_threads())}
     lines = ["# tune's content-addressed cache: what the digests cost", "",
-             "Command: `python -m benchmarks.bench_tune_identity` (median of "
+             "Command: `python -m benchmarks.speed.bench_tune_identity` (median of "
              f"{args.rounds} rounds, one process; files in the page cache).", "",
              f"Inputs: the LLM track's base and {TASKS} fine-tunes ({what}): {len(files)} files, "
              f"{total / 1e9:.2f} GB.", "",

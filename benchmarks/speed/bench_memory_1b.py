@@ -1,11 +1,11 @@
 """Peak memory of `awd` (and `tsv`) against mergekit's `task_arithmetic` on a ~1B-parameter model.
 
-    python -m benchmarks.bench_memory_1b [--cache benchmarks/.cache] [--layers 20] [--models 4]
+    python -m benchmarks.speed.bench_memory_1b [--cache benchmarks/.cache] [--layers 20] [--models 4]
 
 Builds (once, cached outside git) a LLaMA-shaped base of ~1.03B parameters (hidden 2048, MLP 5632,
 20 layers, 16 heads / 4 KV heads, vocabulary 32,000, untied head) and 4 fine-tunes in bfloat16,
 then runs each merge as its own `mergekit-awd` process, one after the other, and records the
-child's peak RSS (VmHWM, ``benchmarks.common.run_measured``) and wall time.  Reports each as a
+child's peak RSS (VmHWM, ``benchmarks.speed.measure.run_measured``) and wall time.  Reports each as a
 ratio to task_arithmetic measured in the same run (target: awd within 1.3x), plus, for context,
 the peak RSS of loading one whole model into memory (what not streaming would cost, times K + 1).
 Writes benchmarks/results/memory_1b.{json,md}.
@@ -27,16 +27,8 @@ from typing import Dict, List, Tuple
 
 import torch
 
-from benchmarks.common import (
-    CACHE,
-    METHODS,
-    RESULTS,
-    machine_info,
-    measure_merge,
-    run_measured,
-    save_results,
-    write_merge_config,
-)
+from benchmarks.common import CACHE, RESULTS, save_results
+from benchmarks.speed.measure import METHODS, machine_info, measure_merge, run_measured, write_merge_config
 from mergekit_awd.testing.synthetic import LlamaShape, llama_config
 
 SHARD_BYTES = 512 * 1024 * 1024
@@ -160,7 +152,7 @@ def load_whole_model(folder: str) -> None:
 
 def measure_whole_model_load(folder: Path, n_models: int) -> Dict[str, float]:
     """Peak RSS of loading one model whole; K + 1 models: that plus K more models' bytes."""
-    _, peak = run_measured("benchmarks.bench_memory_1b", ["--load-only", folder])
+    _, peak = run_measured("benchmarks.speed.bench_memory_1b", ["--load-only", folder])
     model_mib = sum(f.stat().st_size for f in Path(folder).glob("*.safetensors")) / 2**20
     estimate = peak + n_models * model_mib
     print(f"{'whole-model load':16s} peak RSS {peak:8.0f} MiB (one model of {model_mib:.0f} MiB; "
@@ -215,8 +207,8 @@ def main() -> None:
     if args.load_only:
         load_whole_model(args.load_only)
         return
-    command = "python -m benchmarks.bench_memory_1b" + (f" --layers {args.layers}" if args.layers != 20 else "") + (
-        f" --models {args.models}" if args.models != 4 else "")
+    command = ("python -m benchmarks.speed.bench_memory_1b" + (f" --layers {args.layers}" if args.layers != 20 else "")
+               + (f" --models {args.models}" if args.models != 4 else ""))
     if args.context_only:
         results = json.loads((RESULTS / "memory_1b.json").read_text())
         results.setdefault("k", args.models)

@@ -1,6 +1,6 @@
 """Speed and accuracy of `tsv` (TSV-M) exact vs lowrank against mergekit's `task_arithmetic`, one run.
 
-    python -m benchmarks.bench_tsv_speed [--cache benchmarks/.cache] [--cuda] [--families gaussian,decaying]
+    python -m benchmarks.speed.bench_tsv_speed [--cache benchmarks/.cache] [--cuda] [--families gaussian,decaying]
 
 Builds (once, cached outside git) a ~134M-parameter LLaMA-shaped base and 3 fine-tunes in float32
 with ``build_family(..., shape=BENCH_150M)`` (i.i.d. Gaussian task vectors: a flat singular
@@ -27,7 +27,8 @@ from typing import Dict, List
 
 import torch
 
-from benchmarks.common import CACHE, cached_family, machine_info, measure_merge, save_results, write_merge_config
+from benchmarks.common import CACHE, save_results
+from benchmarks.speed.measure import cached_family, machine_info, measure_merge, write_merge_config
 
 LAYER_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TARGET_TIME_RATIO = 3.0
@@ -172,7 +173,7 @@ def main() -> None:
     lines = [
         "# tsv (TSV-M) speed and accuracy vs mergekit task_arithmetic",
         "",
-        f"Command: `python -m benchmarks.bench_tsv_speed{''.join(' ' + a for a in sys.argv[1:])}` "
+        f"Command: `python -m benchmarks.speed.bench_tsv_speed{''.join(' ' + a for a in sys.argv[1:])}` "
         f"({os.cpu_count()} CPU cores, {args.threads} thread(s) per merge, device {device}, "
         f"torch {torch.__version__}). One run; each merge a fresh `mergekit-awd` process. Model: {summary['model']}. "
         f"lowrank: oversample {fast['oversample']}, power_iters {fast['power_iters']}.",

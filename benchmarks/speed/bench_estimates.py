@@ -1,4 +1,4 @@
-"""``python -m benchmarks.bench_estimates``: the constants of the up-front time estimate
+"""``python -m benchmarks.speed.bench_estimates``: the constants of the up-front time estimate
 (``mergekit_awd.pipeline.estimate``) and how well the estimate predicts real merges.
 
 1. Constants: seconds per unit of float32 work on this machine, median over LLM-like shapes
@@ -111,7 +111,7 @@ def write_results(constants: Dict[str, Any], label: str, rows: List[Dict[str, An
     lines = [
         "# Up-front time estimates: constants and check",
         "",
-        "Reproduce: `python -m benchmarks.bench_estimates` (one run; float32, "
+        "Reproduce: `python -m benchmarks.speed.bench_estimates` (one run; float32, "
         f"{constants['threads']} threads).",
         "",
         "| unit | measured here (s) | in `pipeline/estimate.py` (s) |",

@@ -1,6 +1,7 @@
-"""Child of ``benchmarks.common.run_measured``: run a module as __main__, then record this process's VmHWM.
+"""Child of ``benchmarks.speed.measure.run_measured``: run a module as __main__, then record this
+process's VmHWM.
 
-    python -m benchmarks._measured_child RESULT.json MODULE [ARGS...]
+    python -m benchmarks.speed._measured_child RESULT.json MODULE [ARGS...]
 """
 
 import atexit

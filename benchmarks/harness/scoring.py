@@ -1,4 +1,4 @@
-"""Scores of merged encoders: each task's own head on the shared merged encoder.
+"""Summaries of a merged model's per-task scores (accuracy in every track).
 
 normalized accuracy (paper eq. 38): mean over tasks of acc_merged(t) / acc_individual(t), where
 acc_individual(t) is task t's own fine-tune scored on the same split.

@@ -1,12 +1,12 @@
 """What the completion marker's file digests cost, relative to the merge that writes them.
 
-    python -m benchmarks.bench_digest_cost [--method task_arithmetic|awd] [--rounds 3] [--threads 2]
-    python -m benchmarks.bench_digest_cost --small      (tiny model: checks that the script works)
+    python -m benchmarks.speed.bench_digest_cost [--method task_arithmetic|awd] [--rounds 3] [--threads 2]
+    python -m benchmarks.speed.bench_digest_cost --small      (tiny model: checks that the script works)
 
-Uses the speed benchmark's model (``benchmarks.common.build_inputs``: a ~134M-parameter LLaMA-shaped
-base and 3 fine-tunes in bfloat16, cached in benchmarks/.cache) and its merge configuration
-(``benchmarks.common.write_merge_config``).  Each round runs one merge end to end in this process through
-``mergekit_awd.pipeline.runner.run_merge`` (which writes the marker, digests included), then times
+Uses the speed benchmark's model (``benchmarks.speed.measure.build_inputs``: a ~134M-parameter
+LLaMA-shaped base and 3 fine-tunes in bfloat16, cached in benchmarks/.cache) and its merge configuration
+(``benchmarks.speed.measure.write_merge_config``).  Each round runs one merge end to end in this process
+through ``mergekit_awd.pipeline.runner.run_merge`` (which writes the marker, digests included), then times
 ``write_completion_marker`` alone on the finished output (the digest of every file) and
 ``check_finished_output`` (what ``mergekit-awd upload`` verifies).  The output was just written,
 so its files are in the page cache: this is the cost of hashing, not of reading a cold disk.
@@ -31,15 +31,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local models only, as the speed 
 
 import torch  # noqa: E402
 
-from benchmarks.common import (  # noqa: E402
-    CACHE,
-    METHODS,
-    build_inputs,
-    cached_family,
-    machine_info,
-    measure_merge,
-    save_results,
-    write_merge_config,
+from benchmarks.common import CACHE, save_results  # noqa: E402
+from benchmarks.speed.measure import (  # noqa: E402
+    METHODS, build_inputs, cached_family, machine_info, measure_merge, write_merge_config,
 )
 from mergekit_awd.pipeline.output_layout import (  # noqa: E402
     COMPLETION_MARKER,
@@ -91,6 +85,31 @@ def one_round(config: Path, out: Path, threads: int) -> Dict[str, float]:
     }
 
 
+def summarise(runs: List[Dict[str, float]]) -> Dict[str, float]:
+    """Best (and median merge) seconds over the rounds, the ratios to the merge, the digest's speed."""
+    merge = min(r["merge_seconds"] for r in runs)
+    digest = min(r["digest_seconds"] for r in runs)
+    verify = min(r["verify_seconds"] for r in runs)
+    cli = min(r["cli_merge_seconds"] for r in runs)
+    sha256 = min(r["sha256_seconds"] for r in runs)
+    size = runs[-1]["bytes"]
+    return {
+        "merge_seconds_best": merge,
+        "merge_seconds_median": statistics.median(r["merge_seconds"] for r in runs),
+        "digest_seconds_best": digest,
+        "verify_seconds_best": verify,
+        "cli_merge_seconds_best": cli,
+        "sha256_seconds_best": sha256,
+        "digest_to_merge_ratio": digest / merge,
+        "digest_to_cli_merge_ratio": digest / cli,
+        "sha256_to_merge_ratio": sha256 / merge,
+        "verify_to_merge_ratio": verify / merge,
+        "digest_mib_per_second": size / 2**20 / digest if digest else float("inf"),
+        "output_bytes": size,
+        "output_files": runs[-1]["files"],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=sorted(CHOICES), default="task_arithmetic")
@@ -120,27 +139,10 @@ def main() -> None:
     shutil.rmtree(work / "out", ignore_errors=True)
     shutil.rmtree(work / "out_cli", ignore_errors=True)
 
-    merge = min(r["merge_seconds"] for r in runs)
-    digest = min(r["digest_seconds"] for r in runs)
-    verify = min(r["verify_seconds"] for r in runs)
-    cli = min(r["cli_merge_seconds"] for r in runs)
-    sha256 = min(r["sha256_seconds"] for r in runs)
-    size = runs[-1]["bytes"]
-    summary = {
-        "merge_seconds_best": merge,
-        "merge_seconds_median": statistics.median(r["merge_seconds"] for r in runs),
-        "digest_seconds_best": digest,
-        "verify_seconds_best": verify,
-        "cli_merge_seconds_best": cli,
-        "sha256_seconds_best": sha256,
-        "digest_to_merge_ratio": digest / merge,
-        "digest_to_cli_merge_ratio": digest / cli,
-        "sha256_to_merge_ratio": sha256 / merge,
-        "verify_to_merge_ratio": verify / merge,
-        "digest_mib_per_second": size / 2**20 / digest if digest else float("inf"),
-        "output_bytes": size,
-        "output_files": runs[-1]["files"],
-    }
+    summary = summarise(runs)
+    merge, digest, verify, cli, sha256 = (summary[f"{part}_seconds_best"]
+                                          for part in ("merge", "digest", "verify", "cli_merge", "sha256"))
+    size = summary["output_bytes"]
     model = ("the tests' tiny LLaMA (hidden 64, 2 layers), bfloat16, 3 fine-tunes" if args.small else
              "LLaMA-shaped, hidden 768, 12 layers, MLP 2048, vocab 32000, bfloat16, 3 fine-tunes")
     results = {
@@ -149,7 +151,7 @@ def main() -> None:
         "runs": runs, "summary": summary,
     }
     name = "digest_cost_small" if args.small else "digest_cost"
-    command = "python -m benchmarks.bench_digest_cost" + (" --small" if args.small else "") + \
+    command = "python -m benchmarks.speed.bench_digest_cost" + (" --small" if args.small else "") + \
         f" --method {args.method} --rounds {args.rounds} --threads {args.threads}"
     lines = [
         "# Cost of the completion marker's digests (XXH3-128)",
@@ -159,7 +161,7 @@ def main() -> None:
         f"Model: {model}. Best of {args.rounds} rounds; each round is one `run_merge` in this process "
         "(end to end, marker included), then `write_completion_marker` alone on the finished output, then "
         "`check_finished_output` (what `upload` verifies), then the same files through SHA-256 (for comparison), "
-        "then the same merge as the speed benchmark times it (`benchmarks.common.measure_merge`: a fresh "
+        "then the same merge as the speed benchmark times it (`benchmarks.speed.measure.measure_merge`: a fresh "
         "`mergekit-awd` process, what a user waits for). The output's files are in the page cache. "
         "Target (issue #10): digest ≤ 5 % of the merge wall time.",
         "",

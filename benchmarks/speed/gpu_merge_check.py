@@ -1,4 +1,4 @@
-"""``python -m benchmarks.gpu_merge_check``: a ``--cuda`` merge of a SmolLM2-shaped family against the
+"""``python -m benchmarks.speed.gpu_merge_check``: a ``--cuda`` merge of a SmolLM2-shaped family against the
 CPU merge of the same config (``benchmarks/gpu_check.sh`` step 3).
 
 The family: the LLM track's base and fine-tunes when cached (``./run.sh llm-quality``), else synthetic
@@ -17,7 +17,7 @@ from typing import List
 
 import yaml
 
-from benchmarks.quality.lambda_path import load_state
+from benchmarks.harness.lambda_path import load_state
 from mergekit_awd.cli import run
 from mergekit_awd.testing.synthetic import LlamaShape, build_family, merge_config
 

@@ -1,8 +1,8 @@
 """Speed of the data-free peers (``iso_c``, ``iso_cts``, ``wudi``) against ``task_arithmetic`` and ``tsv``.
 
-    python -m benchmarks.bench_peer_speed [--rounds 1] [--threads 2] [--adam-steps 300]
+    python -m benchmarks.speed.bench_peer_speed [--rounds 1] [--threads 2] [--adam-steps 300]
 
-The speed benchmark's model (``common.build_inputs``: ~134M-parameter LLaMA-shaped bfloat16 base
+The speed benchmark's model (``measure.build_inputs``: ~134M-parameter LLaMA-shaped bfloat16 base
 and 3 fine-tunes; 84 selected block matrices of 768×768, 768×2048 and 2048×768) merged by each
 method as a fresh ``mergekit-awd`` process, alternating methods over ``--rounds`` rounds, best
 round reported as a ratio to task_arithmetic.  ``wudi`` with the reference's Adam (300 steps per
@@ -25,9 +25,10 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List
+from typing import Any, Dict, List, Tuple
 
-from benchmarks.common import CACHE, build_inputs, machine_info, measure_merge, save_results, write_merge_config
+from benchmarks.common import CACHE, save_results
+from benchmarks.speed.measure import build_inputs, machine_info, measure_merge, write_merge_config
 
 METHODS = {
     "task_arithmetic": {"merge_method": "task_arithmetic", "parameters": {"lambda": 1.0}},
@@ -73,6 +74,26 @@ def adam_per_tensor(paths: List[Path], steps: int) -> Dict[str, Dict[str, float]
         timed["x".join(map(str, shape))] = {"tensor": name, "seconds": seconds, "count": count}
         print(f"wudi adam {name} {shape}: {seconds:.1f} s ({steps} steps), {count} such tensors", flush=True)
     return timed
+
+
+def adam_estimate(paths: List[Path], steps: int, reference: float) -> Tuple[Dict[str, Any], List[str]]:
+    """wudi with Adam, not run whole: per matrix shape one solve timed, times the number of such
+    matrices, plus task_arithmetic's time; (results entry, table lines)."""
+    adam = adam_per_tensor(paths, steps)
+    adam_total = reference + sum(entry["seconds"] * entry["count"] for entry in adam.values())
+    estimate = {"per_tensor": adam, "estimated_model_seconds": adam_total, "estimated_ratio": adam_total / reference,
+                "steps": steps}
+    return estimate, [
+        f"| wudi_adam (estimate) | {adam_total:.0f} | {adam_total / reference:.1f} | reported as measured |",
+        "",
+        f"wudi_adam is estimated, not run whole: one default Adam solve ({steps} steps) measured per "
+        "matrix shape, times the number of such matrices, plus task_arithmetic's time:",
+        "",
+        "| shape | tensor timed | seconds | tensors |",
+        "| --- | --- | ---: | ---: |",
+        *[f"| {shape} | {entry['tensor']} | {entry['seconds']:.1f} | {entry['count']} |"
+          for shape, entry in adam.items()],
+    ]
 
 
 def main() -> None:
@@ -126,7 +147,7 @@ def main() -> None:
     lines = [
         "# Data-free peers: merge time vs task_arithmetic" + (" (CUDA)" if cuda else ""),
         "",
-        f"Command: `python -m benchmarks.bench_peer_speed --rounds {args.rounds} --threads {args.threads} "
+        f"Command: `python -m benchmarks.speed.bench_peer_speed --rounds {args.rounds} --threads {args.threads} "
         f"--adam-steps {args.adam_steps}{' --device cuda' if cuda else ''}"
         f"{' --methods ' + ' '.join(args.methods) if args.methods else ''}"
         f"{' --output ' + args.output if args.output else ''}` ({where}, {args.threads} thread(s) per "
@@ -139,21 +160,8 @@ def main() -> None:
         *[f"| {name} | {best[name]:.2f} | {ratios[name]:.2f} | {TARGETS.get(name, '')} |" for name in methods],
     ]
     if not cuda and "wudi_adam" not in methods:
-        adam = adam_per_tensor(paths, args.adam_steps)
-        adam_total = reference + sum(entry["seconds"] * entry["count"] for entry in adam.values())
-        results["wudi_adam"] = {"per_tensor": adam, "estimated_model_seconds": adam_total,
-                                "estimated_ratio": adam_total / reference, "steps": args.adam_steps}
-        lines += [
-            f"| wudi_adam (estimate) | {adam_total:.0f} | {adam_total / reference:.1f} | reported as measured |",
-            "",
-            f"wudi_adam is estimated, not run whole: one default Adam solve ({args.adam_steps} steps) measured per "
-            "matrix shape, times the number of such matrices, plus task_arithmetic's time:",
-            "",
-            "| shape | tensor timed | seconds | tensors |",
-            "| --- | --- | ---: | ---: |",
-            *[f"| {shape} | {entry['tensor']} | {entry['seconds']:.1f} | {entry['count']} |"
-              for shape, entry in adam.items()],
-        ]
+        results["wudi_adam"], adam_lines = adam_estimate(paths, args.adam_steps, reference)
+        lines += adam_lines
     lines.append("")
     save_results(output, results, lines)
 

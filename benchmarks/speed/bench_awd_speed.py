@@ -1,11 +1,11 @@
 """Speed and memory of `awd` against mergekit's `task_arithmetic`, measured in one run.
 
-    python -m benchmarks.bench_awd_speed [--rounds 2] [--threads 2] [--cache benchmarks/.cache]
+    python -m benchmarks.speed.bench_awd_speed [--rounds 2] [--threads 2] [--cache benchmarks/.cache]
 
 Builds (once, cached outside git) a ~134M-parameter LLaMA-shaped base and 3 fine-tunes in
 bfloat16, then runs each merge as its own `mergekit-awd` process, alternating methods over
-``--rounds`` rounds, and records wall time and the child's peak RSS (its VmHWM, ``benchmarks.common.run_measured``).
-Reports the best round of each method as a ratio to task_arithmetic, and the time of the
+``--rounds`` rounds, and records wall time and the child's peak RSS (its VmHWM,
+``benchmarks.speed.measure.run_measured``).  Reports the best round of each method as a ratio to task_arithmetic, and the time of the
 `reduced` solver against the `direct` one on one large tensor at the same δ (plain gradient
 descent, where both give the same iterates).  Writes benchmarks/results/awd_speed.{json,md}.
 """
@@ -20,15 +20,8 @@ from typing import Dict, List
 
 import torch
 
-from benchmarks.common import (
-    CACHE,
-    METHODS,
-    build_inputs,
-    machine_info,
-    measure_merge,
-    save_results,
-    write_merge_config,
-)
+from benchmarks.common import CACHE, save_results
+from benchmarks.speed.measure import METHODS, build_inputs, machine_info, measure_merge, write_merge_config
 
 
 # the common methods, plus row scope (issue #14: ≤ 1.3× task_arithmetic) and AWD in front of TIES
@@ -116,7 +109,7 @@ def main() -> None:
     lines = [
         "# awd speed and memory vs mergekit task_arithmetic",
         "",
-        f"Command: `python -m benchmarks.bench_awd_speed --rounds {args.rounds} --threads {args.threads}` "
+        f"Command: `python -m benchmarks.speed.bench_awd_speed --rounds {args.rounds} --threads {args.threads}` "
         f"({os.cpu_count()} CPU cores, {args.threads} thread(s) per merge process, load average at start "
         f"{load_at_start:.1f}, torch {torch.__version__}). Best of {args.rounds} alternating rounds, "
         "each merge a fresh `mergekit-awd` process, peak RSS = its VmHWM; model: " + results["model"] + ".",

@@ -1,4 +1,4 @@
-"""``python -m benchmarks.bench_llm_scale [--device cuda]``: per-tensor cost at Llama-3-8B shapes.
+"""``python -m benchmarks.speed.bench_llm_scale [--device cuda]``: per-tensor cost at Llama-3-8B shapes.
 
 For each shape of a Llama-3-8B layer (q/o 4096×4096, k/v 1024×4096, gate/up 14336×4096,
 down 4096×14336) and K ∈ {2, 4, 8} bfloat16 fine-tunes, the wall time and the peak memory of one
@@ -107,7 +107,8 @@ def measure_one(label: str, shape: str, k: int, device: str, shrink: int = 1) ->
     import mergekit.merge_methods as registry
 
     import mergekit_awd  # noqa: F401  (registers our methods)
-    from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution, scope_solution
+    from mergekit_awd.mergekit_adapter.context import CONTEXT_PARAMETER, MergeContext
+    from mergekit_awd.mergekit_adapter.model_scope.solution import ScopeSolution
 
     method_name, overrides = METHODS[label]
     method = registry.get(method_name)
@@ -134,8 +135,7 @@ def measure_one(label: str, shape: str, k: int, device: str, shrink: int = 1) ->
         solution = ScopeSolution(key="model", ids=tuple(e.id for e in group.non_base),
                                  coefficients=torch.full((k,), 1.0 / k, dtype=torch.float64),
                                  included=torch.ones(k, dtype=torch.bool))
-        with scope_solution(solution):
-            merged = method.merge_group(group, **parameters)
+        merged = method.merge_group(group, **parameters, **{CONTEXT_PARAMETER: MergeContext(scope_solution=solution)})
     else:
         merged = method.merge_group(group, **parameters)
     if device == "cuda":
@@ -147,7 +147,7 @@ def measure_one(label: str, shape: str, k: int, device: str, shrink: int = 1) ->
 
 
 def run_child(label: str, shape: str, k: int, device: str, shrink: int = 1) -> Dict[str, Any]:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.bench_llm_scale", "--child", label, shape, str(k),
+    done = subprocess.run([sys.executable, "-m", "benchmarks.speed.bench_llm_scale", "--child", label, shape, str(k),
                            "--device", device, "--shrink", str(shrink)], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{label} {shape} K={k} failed:\n{done.stderr[-3000:]}")
@@ -183,7 +183,7 @@ def write(rows: List[Dict[str, Any]], device: str, threads: int, command: str = 
         {"device": device, "device_name": where, "threads": threads, "rows": rows, "whole_8b_seconds": whole,
          "not_measured": list(skipped)}, indent=2) + "\n")
     lines = [f"# Per-tensor cost at Llama-3-8B shapes ({where}, bfloat16 inputs)", "",
-             "Reproduce: `" + (command or "python -m benchmarks.bench_llm_scale"
+             "Reproduce: `" + (command or "python -m benchmarks.speed.bench_llm_scale"
                                + (" --device cuda" if device == "cuda" else "")) + "`",
              "", "| method | shape | K | seconds | × task_arithmetic | peak extra memory (MiB) |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -238,7 +238,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                 measure_one(label, next(iter(SHAPES)), 2, "cuda", shrink=16)
             except Exception as error:  # its rows fail again below and are reported there
                 print(f"warm-up of {label} failed: {type(error).__name__}: {error}", flush=True)
-    command = "python -m benchmarks.bench_llm_scale " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.speed.bench_llm_scale " + " ".join(argv if argv is not None else sys.argv[1:])
     threads = torch.get_num_threads() if args.device == "cpu" else 0
     started = time.perf_counter()
     rows, skipped = [], []

@@ -1,19 +1,23 @@
-"""The model card's figures of a merge report: disentanglement (δ solves) and task interference.
+"""The model card's figures of a merge report, drawn for the parts a method names (``CardPart``).
 
-Methods compose their card from these (``PackageMergeMethod.card_lines``): ``disentanglement_lines``
-shows the pairwise |cos| of the task vectors before and after δ (a table and ``CARD_HEATMAP``),
-``interference_lines`` the means of the ``interference`` section (TSV's STI and its parts).
+``method_lines`` draws every part of ``PackageMergeMethod.card_parts`` in order:
+``disentanglement_lines`` shows the pairwise |cos| of the task vectors before and after δ (a table
+and ``CARD_HEATMAP``), ``section_lines`` the means of the figures of the method's ``report_section``
+after its ``card_intro`` (filled with the STI or the solve branches for the parts that say so).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from mergekit_awd.constants import CARD_HEATMAP
+from mergekit_awd.mergekit_adapter.card_parts import CardPart
+from mergekit_awd.mergekit_adapter.method import PackageMergeMethod
+from mergekit_awd.presentation.heatmap import HeatmapPanel, save_heatmaps
 
 LOG = logging.getLogger(__name__)
 
@@ -102,8 +106,6 @@ def disentanglement_lines(report: Dict[str, Any], labels: List[str], out_dir: st
         "",
     ]
     try:
-        from mergekit_awd.tools.heatmap import HeatmapPanel, save_heatmaps
-
         save_heatmaps(
             os.path.join(out_dir, CARD_HEATMAP),
             [HeatmapPanel("before: |cos(τᵢ, τⱼ)|", before, labels, labels),
@@ -116,11 +118,6 @@ def disentanglement_lines(report: Dict[str, Any], labels: List[str], out_dir: st
     return lines
 
 
-def interference_means(report: Dict[str, Any]) -> Tuple[Dict[str, float], int]:
-    """``section_means`` of the ``interference`` section (TSV's STI and its parts)."""
-    return section_means(report, "interference")
-
-
 def section_lines(report: Dict[str, Any], section: str, title: str, intro: Sequence[str] = ()) -> List[str]:
     """A card section: ``title``, ``intro`` lines, and the mean of each figure of ``section``."""
     means, count = section_means(report, section)
@@ -131,8 +128,53 @@ def section_lines(report: Dict[str, Any], section: str, title: str, intro: Seque
             "| figure | mean |", "| --- | ---: |", *rows, ""]
 
 
-def interference_lines(report: Dict[str, Any]) -> List[str]:
-    means, count = interference_means(report)
-    intro = [f"Singular Task Interference (STI, weight units) summed over the {count} task matrices: "
-             f"{means['sti'] * count:.6g} (mean per matrix {means['sti']:.6g}).", ""] if "sti" in means else []
-    return section_lines(report, "interference", "Task interference", intro)
+def _intro(text: str) -> List[str]:
+    return [text, ""] if text else []
+
+
+def sti_intro(method: PackageMergeMethod, report: Dict[str, Any]) -> List[str]:
+    """``card_intro`` with the STI summed over the section's matrices (none when it records no STI)."""
+    means, count = section_means(report, method.report_section)
+    if "sti" not in means:
+        return []
+    return _intro(method.card_intro.format(count=count, total=means["sti"] * count, mean=means["sti"]))
+
+
+def branch_intro(method: PackageMergeMethod, report: Dict[str, Any]) -> List[str]:
+    """``card_intro`` with how many matrices took the heterogeneous branch and the pseudo-inverse fallback."""
+    entries = list((report.get(method.report_section) or {}).values())
+    heterogeneous = sum(1 for e in entries if e.get("branch") == "heterogeneous")
+    fallbacks = sum(1 for e in entries if e.get("pinv_fallback"))
+    return _intro(method.card_intro.format(heterogeneous=heterogeneous, matrices=len(entries), fallbacks=fallbacks))
+
+
+# (method, report, model labels, output folder) → the part's markdown lines
+PartLines = Callable[[PackageMergeMethod, Dict[str, Any], List[str], str], List[str]]
+
+
+def _means(intro: Callable[[PackageMergeMethod, Dict[str, Any]], List[str]]) -> PartLines:
+    return lambda method, report, labels, out_dir: section_lines(
+        report, method.report_section, method.card_title, intro(method, report))
+
+
+def _disentanglement(method: PackageMergeMethod, report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
+    return disentanglement_lines(report, labels, out_dir)
+
+
+def _recorded_disentanglement(method: PackageMergeMethod, report: Dict[str, Any], labels: List[str],
+                              out_dir: str) -> List[str]:
+    return disentanglement_lines(report, labels, out_dir) if report.get("scopes") else []
+
+
+PART_LINES: Dict[CardPart, PartLines] = {
+    CardPart.DISENTANGLEMENT: _disentanglement,
+    CardPart.RECORDED_DISENTANGLEMENT: _recorded_disentanglement,
+    CardPart.SECTION_MEANS: _means(lambda method, report: _intro(method.card_intro)),
+    CardPart.STI_MEANS: _means(sti_intro),
+    CardPart.BRANCH_MEANS: _means(branch_intro),
+}
+
+
+def method_lines(method: PackageMergeMethod, report: Dict[str, Any], labels: List[str], out_dir: str) -> List[str]:
+    """The markdown after the parameter table: each of ``method.card_parts``, drawn from the report."""
+    return [line for part in method.card_parts for line in PART_LINES[part](method, report, labels, out_dir)]
