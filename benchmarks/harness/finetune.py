@@ -7,9 +7,10 @@ A track supplies the model, the loss of one batch and how a finished folder is w
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -24,17 +25,22 @@ def batch_order(n_examples: int, steps: int, batch_size: int, seed: int) -> torc
 
 def train_steps(model: torch.nn.Module, n_examples: int, settings: Any,
                 batch_loss: Callable[[torch.Tensor], torch.Tensor], task: str, loss_window: int = 1,
-                ) -> Tuple[float, List[float]]:
+                checkpoint: Optional[Path] = None, checkpoint_every: int = 0) -> Tuple[float, List[float]]:
     """AdamW (``settings``: steps, batch_size, learning_rate, weight_decay, seed, log_every) over
     ``batch_order``; ``batch_loss(indices)`` is the loss of one batch.  Every ``log_every`` steps prints
-    the mean loss of the last ``loss_window`` steps.  Returns (seconds, the loss of every step)."""
+    the mean loss of the last ``loss_window`` steps.  Returns (seconds, the loss of every step).
+
+    ``checkpoint``: a file holding the model, the optimiser state, the step, the losses and the seconds
+    so far, written (atomically) every ``checkpoint_every`` steps; a run that finds it continues from
+    there (a killed fine-tune resumes: the batch order is a function of the step, the models have no
+    dropout, so the resumed run takes the same steps as an uninterrupted one)."""
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     order = batch_order(n_examples, settings.steps, settings.batch_size, settings.seed)
+    first, losses, seconds_before = _resume(model, optimizer, checkpoint, task)
     start = time.perf_counter()
-    losses: List[float] = []
-    for step, indices in enumerate(order):
-        loss = batch_loss(indices)
+    for step in range(first, settings.steps):
+        loss = batch_loss(order[step])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -44,10 +50,36 @@ def train_steps(model: torch.nn.Module, n_examples: int, settings: Any,
             elapsed = time.perf_counter() - start
             recent = losses[-loss_window:]
             print(f"[finetune] {task}: step {done}/{settings.steps} loss {sum(recent) / len(recent):.3f} "
-                  f"({elapsed:.0f} s, ETA {elapsed / done * (settings.steps - done):.0f} s)", flush=True)
-    seconds = time.perf_counter() - start
+                  f"({seconds_before + elapsed:.0f} s, ETA {elapsed / (done - first) * (settings.steps - done):.0f} s)",
+                  flush=True)
+        if checkpoint is not None and checkpoint_every and done % checkpoint_every == 0 and done < settings.steps:
+            _save_checkpoint(checkpoint, model, optimizer, done, losses, seconds_before + time.perf_counter() - start)
+    seconds = seconds_before + time.perf_counter() - start
     model.eval()
     return seconds, losses
+
+
+def _resume(model: torch.nn.Module, optimizer: torch.optim.Optimizer, checkpoint: Optional[Path], task: str
+            ) -> Tuple[int, List[float], float]:
+    """(first step, losses so far, seconds so far) from ``checkpoint`` when it exists, else (0, [], 0)."""
+    if checkpoint is None or not checkpoint.exists():
+        return 0, [], 0.0
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    print(f"[finetune] {task}: resumed at step {int(state['step'])} ({float(state['seconds']):.0f} s so far)",
+          flush=True)
+    return int(state["step"]), [float(x) for x in state["losses"]], float(state["seconds"])
+
+
+def _save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                     losses: List[float], seconds: float) -> None:
+    """The training state, written beside ``path`` and moved over it (never half written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "losses": torch.tensor(losses, dtype=torch.float64), "seconds": seconds}, partial)
+    os.replace(partial, path)
 
 
 def ensure_finetunes(tasks: Sequence[str], root: Path, marker: str, seconds_of: Callable[[str], Any],

@@ -60,9 +60,11 @@ def is_cached(folder: Path) -> bool:
 
 def finetune_task(
     base_dir: Path, task: str, train: Sequence[Example], out_folder: Path,
-    settings: FinetuneSettings = FinetuneSettings(),
+    settings: FinetuneSettings = FinetuneSettings(), checkpoint_every: int = 0,
 ) -> Dict[str, object]:
-    """Train and save; returns the record written to ``DONE_MARKER`` (seconds, settings, last losses)."""
+    """Train and save; returns the record written to ``DONE_MARKER`` (seconds, settings, last losses).
+    ``checkpoint_every``: steps between checkpoints (``OUT_FOLDER.checkpoint.pt`` beside the folder,
+    removed when the fine-tune is saved), from which a killed fine-tune resumes; 0: none."""
     import json
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -75,7 +77,9 @@ def finetune_task(
         ids, mask, labels = training_batch(tokenizer, [train[i] for i in indices.tolist()])
         return model(input_ids=ids, attention_mask=mask, labels=labels).loss
 
-    seconds, losses = train_steps(model, len(train), settings, batch_loss, task, loss_window=settings.log_every)
+    checkpoint = out_folder.with_name(out_folder.name + ".checkpoint.pt") if checkpoint_every else None
+    seconds, losses = train_steps(model, len(train), settings, batch_loss, task, loss_window=settings.log_every,
+                                  checkpoint=checkpoint, checkpoint_every=checkpoint_every)
     shutil.rmtree(out_folder, ignore_errors=True)
     out_folder.mkdir(parents=True)
     model.save_pretrained(str(out_folder))
@@ -86,4 +90,6 @@ def finetune_task(
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
     }
     (out_folder / DONE_MARKER).write_text(json.dumps(record, indent=1) + "\n")
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return record

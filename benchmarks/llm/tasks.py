@@ -82,7 +82,7 @@ def truncate(tokenizer, text: str, max_tokens: int = MAX_INPUT_TOKENS) -> str:
     return text if len(ids) <= max_tokens else tokenizer.decode(ids[:max_tokens]).strip()
 
 
-def _choice_examples(task: ClassificationTask, split: Split, tokenizer) -> Tuple[ChoiceExample, ...]:
+def choice_examples(task: ClassificationTask, split: Split, tokenizer) -> Tuple[ChoiceExample, ...]:
     choices = tuple(" " + a for a in task.answers)
     return tuple(
         ChoiceExample(task.prompt(truncate(tokenizer, text)), choices, label)
@@ -117,9 +117,9 @@ def task_splits(name: str, tokenizer, test_size: int = TEST_SIZE, validation_siz
         raise ValueError(f"{name}: {len(class_names)} classes but {len(task.answers)} answers")
     n = len(class_names)
     return LMSplits(
-        train=_choice_examples(task, splits.train, tokenizer),
-        validation=_choice_examples(task, balanced_subset(splits.validation, validation_size, n), tokenizer),
-        test=_choice_examples(task, balanced_subset(splits.test, test_size, n), tokenizer),
+        train=choice_examples(task, splits.train, tokenizer),
+        validation=choice_examples(task, balanced_subset(splits.validation, validation_size, n), tokenizer),
+        test=choice_examples(task, balanced_subset(splits.test, test_size, n), tokenizer),
     )
 
 

@@ -1,0 +1,79 @@
+"""Build (or reuse) the hard track's eight fine-tunes, one after the other, resumably.
+
+    python -m benchmarks.llm_hard.models [--tasks T ...]
+
+Recipe (``HARD_FINETUNE``): the quick track's (``benchmarks.llm.finetune``: full fine-tuning, AdamW, batch 8,
+loss on the answer and EOS tokens, float32) with more steps and a larger learning rate, so that the task
+vectors are what users merge: each one's bfloat16 round trip keeps it to ≤ 10 % relative error and
+‖τ‖/‖θ‖ is reported (``task_vector_stats``).  A checkpoint every ``CHECKPOINT_EVERY`` steps lets a
+killed build continue where it stopped; a finished folder is cached until deleted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Dict, Optional, Sequence
+
+import torch
+
+from benchmarks.common import CACHE
+from benchmarks.harness.finetune import ensure_finetunes as ensure_cached
+from benchmarks.llm.base_model import ensure_base_model
+from benchmarks.llm.finetune import DONE_MARKER, FinetuneSettings, finetune_task
+from benchmarks.llm_hard.tasks import HARD_TASK_NAMES, hard_task_splits
+
+HARD_FINETUNE_DIR = CACHE / "llm_hard" / "finetunes"
+HARD_FINETUNE = FinetuneSettings(steps=400, batch_size=8, learning_rate=3e-4, weight_decay=0.0, seed=0, log_every=10)
+CHECKPOINT_EVERY = 20
+
+
+def ensure_hard_finetunes(tasks: Sequence[str] = HARD_TASK_NAMES, root: Path = HARD_FINETUNE_DIR,
+                          settings: FinetuneSettings = HARD_FINETUNE) -> Dict[str, Path]:
+    """task -> fine-tuned model folder; trains the missing ones (resuming a killed one)."""
+    from transformers import AutoTokenizer
+
+    base = ensure_base_model()
+    tokenizer = AutoTokenizer.from_pretrained(str(base))
+
+    def build(task: str, folder: Path) -> None:
+        splits = hard_task_splits(task, tokenizer)
+        print(f"[finetune] {task}: {settings.steps} steps of {settings.batch_size} at lr {settings.learning_rate} "
+              f"from {len(splits.train)} training examples", flush=True)
+        record = finetune_task(base, task, splits.train, folder, settings, checkpoint_every=CHECKPOINT_EVERY)
+        stats = task_vector_stats(base, folder)
+        print(f"[finetune] {task}: done in {record['seconds']} s; ‖τ‖/‖θ‖ {stats['tau_norm_ratio']:.4f}, "
+              f"bf16 round trip {stats['bf16_roundtrip_error']:.3f}", flush=True)
+
+    return ensure_cached(tasks, root, DONE_MARKER, lambda text: json.loads(text)["seconds"], build)
+
+
+def task_vector_stats(base_dir: Path, folder: Path) -> Dict[str, float]:
+    """‖τ‖/‖θ_base‖ over every weight, and the bfloat16 round trip's relative error of τ:
+    ‖(bf16(θ) − bf16(θ_base)) − τ‖ / ‖τ‖ (what a bfloat16 merge's inputs keep of the task vector)."""
+    from safetensors.torch import load_file
+
+    base = load_file(str(base_dir / "model.safetensors"))
+    tuned = load_file(str(folder / "model.safetensors"))
+    tau_sq = base_sq = error_sq = 0.0
+    for name, theta in tuned.items():
+        reference = base[name].double()
+        tau = theta.double() - reference
+        rounded = theta.to(torch.bfloat16).double() - base[name].to(torch.bfloat16).double()
+        tau_sq += float(tau.square().sum())
+        base_sq += float(reference.square().sum())
+        error_sq += float((rounded - tau).square().sum())
+    return {"tau_norm_ratio": (tau_sq / base_sq) ** 0.5,
+            "bf16_roundtrip_error": (error_sq / tau_sq) ** 0.5 if tau_sq > 0 else 0.0}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="*", default=list(HARD_TASK_NAMES), choices=HARD_TASK_NAMES)
+    args = parser.parse_args(argv)
+    ensure_hard_finetunes(args.tasks)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""The hard LLM track's pieces that run without its models (issue #27): the generated tasks, and a
+fine-tune killed mid-way resuming to exactly the weights of an uninterrupted one."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from benchmarks.harness.finetune import train_steps
+from benchmarks.llm_hard.tasks import GENERATIVE, HARD_TASK_NAMES, TEST_SIZE, VALIDATION_SIZE, hard_task_splits, \
+    number_in_words
+
+
+@pytest.mark.parametrize("number, words", [
+    (0, "zero"), (15, "fifteen"), (40, "forty"), (47, "forty-seven"), (100, "one hundred"),
+    (101, "one hundred one"), (999, "nine hundred ninety-nine"), (1000, "one thousand"),
+    (1010, "one thousand ten"), (4721, "four thousand seven hundred twenty-one"),
+    (9999, "nine thousand nine hundred ninety-nine"),
+])
+def test_number_in_words(number, words):
+    assert number_in_words(number) == words
+
+
+@pytest.mark.parametrize("task", GENERATIVE)
+def test_generated_tasks_have_disjoint_deterministic_splits(task):
+    splits = hard_task_splits(task, tokenizer=None)
+    again = hard_task_splits(task, tokenizer=None)
+    assert (len(splits.test), len(splits.validation)) == (TEST_SIZE, VALIDATION_SIZE) and len(splits.train) > 3000
+    assert splits == again
+    prompts = [{e.prompt for e in part} for part in (splits.train, splits.validation, splits.test)]
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
+
+
+def test_subtraction_answers_overlap_arithmetic_answers():
+    """The interference case: the same answer words for a different map of same-shaped prompts."""
+    answers = {task: {e.answer for e in hard_task_splits(task, None).test} for task in ("arithmetic", "subtraction")}
+    assert len(answers["arithmetic"] & answers["subtraction"]) > 20
+    assert set(HARD_TASK_NAMES) >= set(GENERATIVE) and len(HARD_TASK_NAMES) == 8
+
+
+class Killed(Exception):
+    pass
+
+
+def _train(tmp_path, kill_at=None, checkpoint=True):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    data = torch.randn(32, 4)
+    target = torch.randn(32, 3)
+    calls = []
+
+    def batch_loss(indices):
+        calls.append(len(calls))
+        if kill_at is not None and len(calls) == kill_at:
+            raise Killed()
+        return torch.nn.functional.mse_loss(model(data[indices]), target[indices])
+
+    settings = SimpleNamespace(steps=10, batch_size=4, learning_rate=0.05, weight_decay=0.01, seed=3, log_every=5)
+    path = tmp_path / "state.pt" if checkpoint else None
+    seconds, losses = train_steps(model, 32, settings, batch_loss, "toy", checkpoint=path, checkpoint_every=3)
+    return model, losses, len(calls)
+
+
+def test_a_killed_fine_tune_resumes_to_the_uninterrupted_weights(tmp_path):
+    straight, straight_losses, _ = _train(tmp_path / "a", checkpoint=False)
+    with pytest.raises(Killed):
+        _train(tmp_path / "b", kill_at=8)  # killed in step 8: the checkpoint of step 6 is on disk
+    assert (tmp_path / "b" / "state.pt").exists()
+    resumed, resumed_losses, steps_run = _train(tmp_path / "b")
+    assert steps_run == 4  # steps 7 to 10 only
+    assert torch.equal(resumed.weight, straight.weight) and torch.equal(resumed.bias, straight.bias)
+    assert resumed_losses == straight_losses
