@@ -205,9 +205,11 @@ COMMANDS: Tuple[Command, ...] = (
             not_recorded, "yes: benchmarks/.cache/llm/base, built once"),
     Command("benchmarks.llm.models", "builds the base and the four fine-tunes of the LLM track", (),
             llm_finetunes, "yes: one folder per fine-tune, resumes at the first unfinished one"),
-    Command("benchmarks.llm_hard.models", "builds the eight strong fine-tunes of the hard LLM track (#27; its "
-            "merge run is not written yet)", (), not_recorded,
-            "yes: one folder per fine-tune, a killed one resumes from its checkpoint (every 20 steps)"),
+    Command("benchmarks.llm_hard.run", "hard LLM track (#27): eight tasks, every method, per-example results, "
+            "paired bootstrap intervals, K sweep", ("llm_hard.*", "llm_hard_k_sweep.png"), lambda: run_seconds("llm_hard"),
+            "yes: fine-tunes, merges and scored points (records.json), keyed by configuration and code version"),
+    Command("benchmarks.llm_hard.models", "builds the eight strong fine-tunes of the hard LLM track (#27)", (),
+            not_recorded, "yes: one folder per fine-tune, a killed one resumes from its checkpoint (every 20 steps)"),
     Command("benchmarks.speed.bench_awd_speed", "`awd` (tensor, model, row, combine ties) time and peak RSS vs "
             "task_arithmetic on a ~134M LLaMA; reduced vs direct solver", ("awd_speed.*",),
             timed_parts(_awd_speed, "merges and solver timed", "awd_speed"), INPUTS_134M),

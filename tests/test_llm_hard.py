@@ -72,3 +72,59 @@ def test_a_killed_fine_tune_resumes_to_the_uninterrupted_weights(tmp_path):
     assert steps_run == 4  # steps 7 to 10 only
     assert torch.equal(resumed.weight, straight.weight) and torch.equal(resumed.bias, straight.bias)
     assert resumed_losses == straight_losses
+
+
+def test_k_subsets_are_fixed_and_nested_in_the_task_order():
+    from benchmarks.llm_hard.tasks import k_subset
+
+    for k in (2, 4, 8):
+        subset = k_subset(k)
+        assert len(subset) == k and subset == k_subset(k)
+        assert list(subset) == [t for t in HARD_TASK_NAMES if t in subset]
+    assert k_subset(8) == HARD_TASK_NAMES
+    with pytest.raises(ValueError):
+        k_subset(9)
+
+
+def _fake_runs(tasks, n=50):
+    """Three rows with per-example results: always right, right on even examples, never right."""
+    from benchmarks.harness.merging import MergeSpec
+    from benchmarks.harness.selection import GridPoint
+
+    def run(name, pattern):
+        correct = {t: [pattern(i) for i in range(n)] for t in tasks}
+        accuracy = {t: sum(v) / n for t, v in correct.items()}
+        spec = MergeSpec(name, {"lambda": 0.5}, {"weight": 1.0})
+        point = GridPoint(spec, accuracy, 0.5, 0.5, 1.0)
+        entry = {"tasks": accuracy, "avg": sum(accuracy.values()) / len(tasks),
+                 "normalized_avg": sum(accuracy.values()) / len(tasks), "params": {"merge_method": name, **spec.label()},
+                 "merge_seconds": 1.0}
+        return SimpleNamespace(final=SimpleNamespace(scores={"correct": correct}), entry=entry, chosen=point,
+                               grid=SimpleNamespace(lambdas=(0.5,)), points=[point])
+
+    return {"task_arithmetic": run("task_arithmetic", lambda i: i % 2), "ties": run("ties", lambda i: 1),
+            "awd_row": run("awd", lambda i: 0)}
+
+
+def test_results_rows_have_the_issue_layout_and_intervals(tmp_path):
+    from benchmarks.llm_hard.report import write_markdown
+    from benchmarks.llm_hard.run import method_rows
+
+    tasks = ("a", "b")
+    rows = method_rows(_fake_runs(tasks), {t: [1] * 50 for t in tasks})
+    for name, row in rows.items():
+        assert {"tasks", "normalized_avg", "normalized_ci95", "params", "merge_seconds"} <= set(row)
+    # always right vs right on half the examples: the interval of the difference excludes 0 ...
+    assert rows["ties"]["diff_vs_task_arithmetic_ci95"][0] > 0 and rows["ties"]["diff_vs_task_arithmetic_excludes_zero"]
+    assert rows["awd_row"]["diff_vs_ties_ci95"] == [-1.0, -1.0] and "diff_vs_ties" not in rows["ties"]
+    assert rows["ties"]["normalized_ci95"] == [1.0, 1.0]
+    low, high = rows["task_arithmetic"]["normalized_ci95"]
+    assert low < 0.5 < high
+    results = {"tasks": {t: {"kind": "classification", "train": 1, "validation": 1, "test": 50, "tau_norm_ratio": 0.1,
+                             "bf16_roundtrip_error": 0.05, "finetune": {"seconds": 3}} for t in tasks},
+               "individual": {t: 1.0 for t in tasks}, "pretrained": {"tasks": {t: 0.0 for t in tasks},
+                                                                    "normalized_avg": 0.0},
+               "methods": rows, "k_sweep": {}, "settings": {"code": "x", "seconds": 1, "threads": 2}}
+    write_markdown(results, tmp_path / "hard.md")
+    text = (tmp_path / "hard.md").read_text()
+    assert "| ties | 100.0 [100.0, 100.0] | **+50.0" in text

@@ -16,7 +16,7 @@ Every model is scored in float32 with the base's tokenizer and the plain prompt 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Callable, Dict, Mapping, Sequence
 
 import torch
 
@@ -44,7 +44,9 @@ class LLMBenchmark(Experiment):
     final_dtype = FINAL_DTYPE
 
     def __init__(self, tasks: Sequence[str], task_folders: Mapping[str, Path], base_dir: Path,
-                 perplexity_texts: Sequence[str], merges_dir: Path) -> None:
+                 perplexity_texts: Sequence[str], merges_dir: Path, splits_of: Callable[[str, Any], Any] = task_splits,
+                 ) -> None:
+        """``splits_of(task, tokenizer)``: a task's examples (the quick track's; the hard track's own)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         super().__init__(tasks, base_dir, task_folders, merges_dir)
@@ -52,7 +54,7 @@ class LLMBenchmark(Experiment):
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
         self.examples: Dict[str, Dict[str, Sequence[Example]]] = {name: {} for name in SPLIT_NAMES}
         for task in self.tasks:
-            splits = task_splits(task, self.tokenizer)
+            splits = splits_of(task, self.tokenizer)
             self.examples["validation"][task] = splits.validation
             self.examples["test"][task] = splits.test
         self.perplexity_texts = list(perplexity_texts)

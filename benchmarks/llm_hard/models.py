@@ -12,16 +12,14 @@ killed build continue where it stopped; a finished folder is cached until delete
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 import torch
 
 from benchmarks.common import CACHE
-from benchmarks.harness.finetune import ensure_finetunes as ensure_cached
-from benchmarks.llm.base_model import ensure_base_model
-from benchmarks.llm.finetune import DONE_MARKER, FinetuneSettings, finetune_task
+from benchmarks.llm.finetune import FinetuneSettings
+from benchmarks.llm.models import ensure_finetunes
 from benchmarks.llm_hard.tasks import HARD_TASK_NAMES, hard_task_splits
 
 HARD_FINETUNE_DIR = CACHE / "llm_hard" / "finetunes"
@@ -32,21 +30,14 @@ CHECKPOINT_EVERY = 20
 def ensure_hard_finetunes(tasks: Sequence[str] = HARD_TASK_NAMES, root: Path = HARD_FINETUNE_DIR,
                           settings: FinetuneSettings = HARD_FINETUNE) -> Dict[str, Path]:
     """task -> fine-tuned model folder; trains the missing ones (resuming a killed one)."""
-    from transformers import AutoTokenizer
 
-    base = ensure_base_model()
-    tokenizer = AutoTokenizer.from_pretrained(str(base))
-
-    def build(task: str, folder: Path) -> None:
-        splits = hard_task_splits(task, tokenizer)
-        print(f"[finetune] {task}: {settings.steps} steps of {settings.batch_size} at lr {settings.learning_rate} "
-              f"from {len(splits.train)} training examples", flush=True)
-        record = finetune_task(base, task, splits.train, folder, settings, checkpoint_every=CHECKPOINT_EVERY)
+    def report(task: str, base: Path, folder: Path) -> None:
         stats = task_vector_stats(base, folder)
-        print(f"[finetune] {task}: done in {record['seconds']} s; ‖τ‖/‖θ‖ {stats['tau_norm_ratio']:.4f}, "
-              f"bf16 round trip {stats['bf16_roundtrip_error']:.3f}", flush=True)
+        print(f"[finetune] {task}: ‖τ‖/‖θ‖ {stats['tau_norm_ratio']:.4f}, bf16 round trip "
+              f"{stats['bf16_roundtrip_error']:.3f}", flush=True)
 
-    return ensure_cached(tasks, root, DONE_MARKER, lambda text: json.loads(text)["seconds"], build)
+    return ensure_finetunes(tasks, root, settings, splits_of=hard_task_splits, checkpoint_every=CHECKPOINT_EVERY,
+                            on_done=report)
 
 
 def task_vector_stats(base_dir: Path, folder: Path) -> Dict[str, float]:

@@ -90,6 +90,14 @@ def _generated(name: str) -> List[AnswerExample]:
     return [AnswerExample(prompt, f" {answer}") for prompt, answer in items]
 
 
+def k_subset(k: int, seed: int = 0) -> Tuple[str, ...]:
+    """The K sweep's fixed task subset of size ``k`` (seeded draw, in ``HARD_TASK_NAMES`` order)."""
+    if not 1 <= k <= len(HARD_TASK_NAMES):
+        raise ValueError(f"K = {k} is outside 1 … {len(HARD_TASK_NAMES)}")
+    chosen = set(random.Random(f"k_sweep/{k}/{seed}").sample(HARD_TASK_NAMES, k))
+    return tuple(task for task in HARD_TASK_NAMES if task in chosen)
+
+
 def hard_task_splits(name: str, tokenizer) -> LMSplits:
     """Train / validation / test examples of one of the eight tasks (deterministic, disjoint)."""
     if name in GENERATIVE:
@@ -112,6 +120,6 @@ def hard_task_splits(name: str, tokenizer) -> LMSplits:
     )
 
 
-__all__ = ["HARD_TASK_NAMES", "HARD_CLASSIFICATION_TASKS", "GENERATIVE", "MAX_NEW_TOKENS", "TEST_SIZE",
+__all__ = ["k_subset", "HARD_TASK_NAMES", "HARD_CLASSIFICATION_TASKS", "GENERATIVE", "MAX_NEW_TOKENS", "TEST_SIZE",
            "VALIDATION_SIZE", "number_in_words", "hard_task_splits", "Example", "training_text", "truncate",
            "MAX_INPUT_TOKENS"]

@@ -5,10 +5,12 @@
 * generates its ``MergeMethodSpec`` from the method's core settings dataclass (``specs``);
 * runs one prologue for every method: an empty group returns the base, the tensor is named, the
   settings are bound, the per-model weights read, and one finite-input policy applies (below);
-* tells the generic parts of the package what they need about it, so that the runner, report,
-  card, planner and inspect hold no method names: ``report_filename``, ``card_parameter_labels``
-  and ``card_parts`` (the card), ``plans_model_scope`` (the planner), ``solver_settings`` (inspect
-  and the model-scope solve).
+* describes itself once, so that the runner, report, card, planner, tune, inspect and the CLI hold
+  no method names and every list of methods is derived from the registry: ``report_filename``,
+  ``card_parameter_labels`` and ``card_parts`` (the card), ``plans_model_scope`` (the planner),
+  ``linear_in_lambda`` (tune's λ path), ``combinable`` (``awd``'s ``combine`` choices), ``matrix_work``
+  (the cost model, for the time estimate) and ``dynamic_choices`` (choices drawn from the registry);
+* receives the merge's ``MergeContext`` (report, progress, model-scope solution) as an argument.
 
 Finite inputs.  NaN or Inf in an input is an error naming the tensor and the model.  A method
 whose math cannot run on them (``inputs_must_be_finite``: TSV's SVDs) scans its inputs first;
@@ -28,8 +30,7 @@ from mergekit.merge_methods.base import (
     BasePolicy, GroupMergeMethod, InputContract, MergeMethodSpec, ParameterSpec, TensorGroup,
 )
 
-from mergekit_awd.core.awd import SolverSettings
-from mergekit_awd.core.settings import check_choice, from_parameters, setting_fields, subset
+from mergekit_awd.core.settings import check_choice, from_parameters, setting_fields
 from mergekit_awd.errors import TensorError
 from mergekit_awd.mergekit_adapter.card_parts import CardPart
 from mergekit_awd.mergekit_adapter.context import CONTEXT_PARAMETER, DETACHED, MergeContext
@@ -128,12 +129,6 @@ class PackageMergeMethod(GroupMergeMethod):
                                                       if f.name == name)), choices)
         return settings
 
-    def solver_settings(self, parameters: Mapping[str, Any]) -> SolverSettings:
-        """The AWD solver settings these parameters configure (inspect's α, the model-scope solve);
-        the solver's defaults for a method without them."""
-        if not issubclass(self.settings_class, SolverSettings):
-            return SolverSettings()
-        return subset(SolverSettings, self.settings(parameters))
 
     # ------------------------------------------------------------------ merging
 

@@ -36,6 +36,7 @@ from mergekit_awd.constants import INSPECT_COSINES_PNG, INSPECT_LAYERS_PNG, INSP
 from mergekit_awd.core.awd import SolverSettings
 from mergekit_awd.core.awd_delta import TaskVectors, delta_settings, solve_delta, solve_model_scope
 from mergekit_awd.core.selection import DEFAULT_SELECT, block_number, is_disentangled
+from mergekit_awd.core.settings import subset
 from mergekit_awd.core.task_vectors import (
     mean_offdiag,
     pairwise_abs_cos,
@@ -203,12 +204,14 @@ def plan_tensors(config: ConfigInput, options: MergeOptions
 
 
 def _settings(method: str, parameters: Dict[str, Any]) -> SolverSettings:
-    """The AWD solver settings the configuration sets (``awd``, or ``tsv`` with ``disentangle``);
-    the solver's defaults for mergekit's methods."""
+    """The AWD solver settings the configuration sets (a method whose settings include them: ``awd``,
+    ``tsv`` with ``disentangle``); the solver's defaults otherwise (mergekit's methods, the others)."""
     from mergekit_awd.mergekit_adapter.registration import method_for
 
     ours = method_for(method)
-    return ours.solver_settings(parameters) if ours is not None else SolverSettings()
+    if ours is None or not issubclass(ours.settings_class, SolverSettings):
+        return SolverSettings()
+    return subset(SolverSettings, ours.settings(parameters))
 
 
 def _load(model: ModelReference, weight: Any, device: str, dtype: Optional[str]) -> Optional[torch.Tensor]:

@@ -1,0 +1,63 @@
+"""Methods of the hard LLM track and their validation grids (a row here adds a method).
+
+Every method of the package in its best known configuration (AWD α 0.01 as on the quick track and
+MiniLM; tensor and row scope; in front of each method it can combine) and mergekit's task_arithmetic,
+ties, dare_ties, della and breadcrumbs_ties, each λ chosen on validation.  Eight task vectors add up to
+a larger update than the quick track's four, so the summing methods' λ grids start lower; the methods
+that divide by the (agreeing) weights or rescale their spectrum keep grids around their reference λ.
+Parameters not listed keep their defaults.  Rows of methods not registered are left out.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+from benchmarks.harness.grids import MethodGrid, specs
+
+SUM_LAMBDAS = (0.2, 0.3, 0.5, 0.7, 1.0)      # task_arithmetic, dare_ties, breadcrumbs_ties, awd
+MEAN_LAMBDAS = (0.5, 0.7, 1.0, 1.5, 2.0)     # ties, della: divided by Σ agreeing weights
+SPECTRUM_LAMBDAS = (0.5, 0.7, 1.0, 1.5, 2.0)  # tsv, wudi, iso_c, iso_cts, ace
+SPARSIFIED: Dict[str, Tuple[Dict[str, float], Tuple[float, ...]]] = {
+    "ties": ({"density": 0.5}, MEAN_LAMBDAS),
+    "dare_ties": ({"density": 0.5}, SUM_LAMBDAS),
+    "della": ({"density": 0.5}, MEAN_LAMBDAS),
+    "breadcrumbs_ties": ({"density": 0.9, "gamma": 0.01}, SUM_LAMBDAS),
+}
+MATRIX_METHODS: Dict[str, Dict[str, object]] = {  # row name -> (method, its parameters)
+    "tsv": {"method": "tsv"},
+    "wudi_adam": {"method": "wudi", "solver": "adam"},
+    "wudi_exact": {"method": "wudi", "solver": "exact"},
+    "iso_c": {"method": "iso_c"},
+    "iso_cts": {"method": "iso_cts"},
+    "ace": {"method": "ace"},
+}
+AWD_ALPHA = 0.01
+# the K sweep's methods; "best awd" and "wudi" are the rows of those families with the best validation score
+K_SWEEP_METHODS: Tuple[str, ...] = ("task_arithmetic", "ties", "best_awd", "tsv", "best_wudi", "iso_cts")
+
+
+def _grid(name: str, method: str, shared: Dict, per_model: Dict, lambdas: Sequence[float]) -> MethodGrid:
+    return MethodGrid(name, specs(method, [shared], [per_model]), tuple(lambdas))
+
+
+def hard_grids(registered: Sequence[str]) -> List[MethodGrid]:
+    """Every row of the hard track (see the module docstring)."""
+    grids = [_grid("task_arithmetic", "task_arithmetic", {}, {}, SUM_LAMBDAS)]
+    grids += [_grid(name, name, {}, per_model, lambdas) for name, (per_model, lambdas) in SPARSIFIED.items()]
+    grids += [_grid("awd_tensor", "awd", {"scope": "tensor", "alpha": AWD_ALPHA}, {}, SUM_LAMBDAS),
+              _grid("awd_row", "awd", {"scope": "row", "alpha": AWD_ALPHA}, {}, SUM_LAMBDAS)]
+    grids += [_grid(f"awd_{name}", "awd", {"combine": name, "alpha": AWD_ALPHA}, per_model, lambdas)
+              for name, (per_model, lambdas) in SPARSIFIED.items()]
+    for row, spec in MATRIX_METHODS.items():
+        parameters = {k: v for k, v in spec.items() if k != "method"}
+        method = str(spec["method"])
+        if method not in registered:
+            continue
+        grids.append(_grid(row, method, parameters, {}, SPECTRUM_LAMBDAS))
+        if row != "wudi_adam":  # AWD in front: wudi with its exact solver only (the same minimiser, faster)
+            combine = {"combine": method, "alpha": AWD_ALPHA, **({"combine_solver": "exact"} if method == "wudi" else {})}
+            grids.append(_grid(f"awd_{method}", "awd", combine, {}, SPECTRUM_LAMBDAS))
+    return grids
+
+
+__all__ = ["hard_grids", "K_SWEEP_METHODS", "SUM_LAMBDAS", "MEAN_LAMBDAS", "SPECTRUM_LAMBDAS"]

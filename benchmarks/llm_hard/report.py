@@ -1,0 +1,103 @@
+"""llm_hard.md and the K-sweep plot, generated from llm_hard.json (never edited by hand)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Sequence
+
+CAVEAT = ("Intervals: paired bootstrap, 10,000 seeded resamples of each task's test examples (the same resample "
+          "for every method and the fine-tunes), 95 % percentile intervals of the normalized score (mean over "
+          "tasks of merged / fine-tune accuracy) and of differences. **bold**: the difference's interval "
+          "excludes 0; otherwise it is inside the noise.")
+
+
+def _pct(value: Optional[float]) -> str:
+    return "—" if value is None else f"{100 * value:.1f}"
+
+
+def _interval(values: Optional[Sequence[float]]) -> str:
+    return "—" if not values else f"[{100 * values[0]:.1f}, {100 * values[1]:.1f}]"
+
+
+def _difference(row: Mapping[str, Any], ref: str) -> str:
+    if f"diff_vs_{ref}" not in row:
+        return "—"
+    text = f"{100 * row[f'diff_vs_{ref}']:+.1f} {_interval(row[f'diff_vs_{ref}_ci95'])}"
+    return f"**{text}**" if row[f"diff_vs_{ref}_excludes_zero"] else text
+
+
+def method_table(results: Mapping[str, Any]) -> List[str]:
+    tasks = list(results["tasks"])
+    lines = ["| method | normalized % (95 % CI) | vs task_arithmetic | vs ties | " + " | ".join(tasks) + " |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |"]
+    rows = sorted(results["methods"].items(), key=lambda item: -item[1]["normalized_avg"])
+    for name, row in rows:
+        lines.append(f"| {name} | {_pct(row['normalized_avg'])} {_interval(row.get('normalized_ci95'))} | "
+                     f"{_difference(row, 'task_arithmetic')} | {_difference(row, 'ties')} | "
+                     + " | ".join(_pct(row["tasks"][t]) for t in tasks) + " |")
+    for label, entry in (("fine-tunes (each on its task)", {"tasks": results["individual"]}),
+                         ("base", results["pretrained"])):
+        lines.append(f"| {label} | {_pct(entry.get('normalized_avg'))} | | | "
+                     + " | ".join(_pct(entry["tasks"][t]) for t in tasks) + " |")
+    return lines
+
+
+def task_table(results: Mapping[str, Any]) -> List[str]:
+    lines = ["| task | kind | train | validation | test | ‖τ‖/‖θ‖ | bf16 round-trip error of τ | fine-tune s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, task in results["tasks"].items():
+        lines.append(f"| {name} | {task['kind']} | {task['train']} | {task['validation']} | {task['test']} | "
+                     f"{task['tau_norm_ratio']:.4f} | {100 * task['bf16_roundtrip_error']:.1f} % | "
+                     f"{task['finetune']['seconds']:.0f} |")
+    return lines
+
+
+def k_sweep_table(results: Mapping[str, Any]) -> List[str]:
+    sweep = results.get("k_sweep") or {}
+    if not sweep:
+        return ["(no K sweep in this run)"]
+    ks = sorted(sweep, key=int)
+    methods = list(sweep[ks[-1]])
+    lines = ["| method (row) | " + " | ".join(f"K = {k}" for k in ks) + " |", "| --- |" + " --- |" * len(ks)]
+    for method in methods:
+        row = sweep[ks[-1]][method]["row"]
+        lines.append(f"| {method} ({row}) | " + " | ".join(_pct(sweep[k].get(method, {}).get("normalized_avg"))
+                                                           for k in ks) + " |")
+    lines.append("")
+    lines.append("Task subsets: " + "; ".join(f"K = {k}: {', '.join(sweep[k][methods[0]]['tasks'])}" for k in ks))
+    return lines
+
+
+def write_markdown(results: Mapping[str, Any], path: Path) -> None:
+    settings = results["settings"]
+    lines = ["# Hard LLM track: SmolLM2-135M-Instruct, eight tasks (`python -m benchmarks.llm_hard.run`)", "",
+             f"Generated from `llm_hard.json`; code {settings['code']}; {settings['seconds']} s "
+             f"(merging {settings.get('seconds_merging')} s, scoring {settings.get('seconds_scoring')} s) on "
+             f"{settings['threads']} threads.  λ (and the methods' own parameters) chosen on validation, "
+             "scored on test, final merges in bfloat16.", "", CAVEAT, "", "## Methods (test)", "",
+             *method_table(results), "", "## Tasks and fine-tunes", "", *task_table(results), "",
+             "## K sweep (normalized %, test)", "", *k_sweep_table(results), ""]
+    path.write_text("\n".join(lines))
+
+
+def write_plot(results: Mapping[str, Any], path: Path) -> None:
+    sweep = results.get("k_sweep") or {}
+    if not sweep:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 4))
+    axes = figure.subplots()
+    ks = sorted(sweep, key=int)
+    for method in sweep[ks[-1]]:
+        axes.plot([int(k) for k in ks], [100 * sweep[k][method]["normalized_avg"] for k in ks], marker="o",
+                  label=f"{method} ({sweep[ks[-1]][method]['row']})")
+    axes.set_xlabel("K (tasks merged)")
+    axes.set_ylabel("normalized accuracy, test (%)")
+    axes.set_xticks([int(k) for k in ks])
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
