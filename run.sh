@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-stop set-up and entry point.  On a fresh machine:
 #   ./run.sh demo    create .venv (torch==2.13.0 first), install, run the embedded default merge
-#                    (three MiniLM fine-tunes on real text, merged by awd and task_arithmetic)
+#                    (three MiniLM fine-tunes on real text; tune chooses λ on validation for
+#                    task_arithmetic, ties, iso_cts and awd + iso_cts; test table; docs/demo.md)
 #   ./run.sh demo-tiny  the same set-up, then a merge of tiny synthetic LLaMA-shaped models (seconds)
 #   ./run.sh test    same set-up, then the whole test suite
 #   ./run.sh quality the same set-up, then the whole merge-quality benchmark: data sources, six

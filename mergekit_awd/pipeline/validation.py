@@ -198,7 +198,8 @@ def check_configuration(config: MergeConfiguration, label: str, method: Optional
     check_method_name(config, label)
     if method is not None:
         check_parameters(config, method, label)
-        check_settings(config, method, label)
+        if hasattr(method, "settings_class"):  # this package's methods: their settings dataclass decides
+            check_settings(config, method, label)
         check_inputs(config, method, label)
     check_required_parameters(config, method or get(config.merge_method), label)
 

@@ -1,0 +1,264 @@
+"""README tables generated from committed results: ``python -m benchmarks.readme_tables [--check]``.
+
+Every table in README.md that shows a measured number sits between ``<!-- generated: NAME -->`` and
+``<!-- end generated -->``; this script rewrites those regions from the results files and nothing
+else (``--check``: exit 1 when README.md differs from what it would write; tests/test_readme.py runs
+the same comparison).  Regions:
+
+* ``demo``: the table ``./run.sh demo`` prints, from docs/demo_results.json (written by
+  ``python examples/minilm_demo.py --record``; ``demo_table`` is also what the demo prints).
+* ``which-method``: test normalized accuracy of each method on the MiniLM benchmark (six tasks,
+  benchmarks/results/quality*.json) and the causal-LM track (four tasks, llm_quality.json), its
+  perplexity there, and its merge time against task arithmetic (awd_speed / peer_speed*.json), every
+  number linked to the page it comes from, and which differences are within noise.
+
+Reads JSON only (no torch, no mergekit): the test of the README imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+DEMO_RESULTS = ROOT / "docs" / "demo_results.json"
+
+REGION = re.compile(r"(<!-- generated: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+
+# MiniLM results files, first match wins: the main run, then the peers, AWD combinations and ACE runs
+# (the same fine-tunes and splits; rows shared between files agree to 0.3 points).
+MINILM_FILES = ("quality", "quality_peers", "quality_combine", "quality_ace")
+LLM_FILE = "llm_quality"
+NOISE_SE = 2.0  # "within noise": within this many binomial standard errors of the best row's mean
+
+
+@lru_cache(maxsize=None)
+def _results(stem: str) -> Dict[str, Any]:
+    return json.loads((RESULTS / f"{stem}.json").read_text())
+
+
+def _link(text: str, stem: str) -> str:
+    return f"[{text}](benchmarks/results/{stem}.md)"
+
+
+def minilm_entry(key: str) -> Optional[Tuple[str, Dict[str, Any]]]:
+    """(file stem, method entry) of a MiniLM method, from the first file that has it."""
+    for stem in MINILM_FILES:
+        entry = _results(stem)["methods"].get(key)
+        if entry is not None:
+            return stem, entry
+    return None
+
+
+def _noise(entry: Mapping[str, Any], individual: Mapping[str, float], n_test: Mapping[str, int]) -> Tuple[float, float, float]:
+    """(normalized mean, its binomial standard error, the largest per-task standard error), in points,
+    taking the fine-tunes' accuracies as exact: an estimate of test-sample noise, not a bootstrap interval."""
+    tasks = list(individual)
+    variance = sum(entry["tasks"][t] * (1 - entry["tasks"][t]) / n_test[t] / individual[t] ** 2 for t in tasks)
+    per_task = max(math.sqrt(entry["tasks"][t] * (1 - entry["tasks"][t]) / n_test[t]) for t in tasks)
+    return 100 * entry["normalized_avg"], 100 * math.sqrt(variance) / len(tasks), 100 * per_task
+
+
+def _minilm_test_sizes() -> Dict[str, int]:
+    return {t: s["test"]["size"] for t, s in _results("quality")["splits"].items()}
+
+
+def _llm_test_sizes() -> Dict[str, int]:
+    return {t: s["test"] for t, s in _results(LLM_FILE)["splits"].items()}
+
+
+@dataclass(frozen=True)
+class Row:
+    short: str                               # the name in the noise sentences
+    label: str                               # markdown: the method and its YAML
+    minilm: Optional[str]                    # key in the MiniLM results files
+    llm: Optional[str]                       # key in llm_quality.json
+    speed: Optional[Tuple[str, str]]         # (results file, key) of its merge-time ratio
+    when: str
+
+
+ROWS: Tuple[Row, ...] = (
+    Row("task_arithmetic", "`task_arithmetic`", "task_arithmetic", "task_arithmetic", ("awd_speed", "task_arithmetic"),
+        "the baseline and the cheapest; most sensitive to λ"),
+    Row("ties", "`ties`", "ties", "ties", ("awd_speed", "ties"),
+        "the strongest of mergekit's own methods on both tracks"),
+    Row("awd", "`awd` (defaults: `scope: tensor`)", "awd_tensor", "awd_tensor", ("awd_speed", "awd_tensor"),
+        "the paper's form and the package default; far behind on the causal-LM test split (level on its validation split): prefer `scope: row`"),
+    Row("awd row", "`awd`, `scope: row`", "awd_row", "awd_row", ("awd_speed", "awd_row"),
+        "AWD alone at about task arithmetic's cost (the authors' code's granularity)"),
+    Row("awd row + tsv", "`awd`, `scope: row`, `combine: tsv`", "awd_row_tsv", "awd_row_tsv", None,
+        "the best AWD on the causal LM; ahead of `tsv` alone on MiniLM, within noise of it on the causal LM"),
+    Row("tsv disentangle", "`tsv`, `disentangle: true`", "tsv_disentangled", "tsv_disentangled", None,
+        "AWD at `scope: tensor` in front of TSV-M: ahead of `tsv` on MiniLM, behind it on the causal LM"),
+    Row("tsv", "`tsv`", "tsv", "tsv", ("peer_speed", "tsv_exact"), "SVD-based; `svd: lowrank` when exact SVDs are too slow"),
+    Row("wudi", "`wudi` (default `solver: adam`)", "wudi_adam", "wudi_adam", ("peer_speed_adam", "wudi_adam"),
+        "top of the causal-LM track; the slowest on CPU (an Adam solve per matrix)"),
+    Row("wudi exact", "`wudi`, `solver: exact`", "wudi_exact", "wudi_exact", ("peer_speed", "wudi_exact"),
+        "WUDI's converged minimiser, for a fraction of Adam's CPU time"),
+    Row("iso_c", "`iso_c`", "iso_c", "iso_c", ("peer_speed", "iso_c"),
+        "cheap SVD merge; raised perplexity most on the causal LM"),
+    Row("iso_cts", "`iso_cts`", "iso_cts", "iso_cts", ("peer_speed", "iso_cts"),
+        "top of the MiniLM benchmark (encoders with their own heads)"),
+    Row("awd row + iso_cts", "`awd`, `scope: row`, `combine: iso_cts`", "awd_iso_cts", None, None,
+        "the best AWD on MiniLM, not better than `iso_cts` alone"),
+    Row("ace", "`ace`", "ace", "ace", ("peer_speed_ace", "ace"),
+        "closed form; on MiniLM a smaller `eps` (1e-3) chosen on validation did better"),
+)
+
+
+SHOWN = ("lambda", "density", "gamma", "alpha", "select", "eps")  # what a validation grid chose, when it had the axis
+
+
+def _chosen(params: Mapping[str, Any]) -> str:
+    """What the track's validation split chose: λ, and density/α/select/ε where the grid had them."""
+    parts = []
+    for key in SHOWN:
+        if key in params:
+            value = params[key]
+            parts.append(f"{ {'lambda': 'λ', 'alpha': 'α', 'eps': 'ε'}.get(key, key)} {value}")
+    return ", ".join(parts)
+
+
+def _speed_cell(speed: Optional[Tuple[str, str]]) -> str:
+    if speed is None:
+        return "not measured"
+    stem, key = speed
+    ratio = _results(stem)["ratios_to_task_arithmetic"][key]
+    ratio = ratio["time_ratio"] if isinstance(ratio, Mapping) else ratio
+    return _link(f"{ratio:.2f}×", stem)
+
+
+def which_method() -> str:
+    """The which-method-when table and the noise statement under it."""
+    minilm_individual = _results("quality")["individual"]
+    llm = _results(LLM_FILE)
+    cells: List[List[str]] = []
+    minilm_scores: Dict[str, Tuple[float, float, float]] = {}
+    llm_scores: Dict[str, Tuple[float, float, float]] = {}
+    for row in ROWS:
+        found = minilm_entry(row.minilm) if row.minilm else None
+        if found:
+            stem, entry = found
+            minilm_scores[row.short] = _noise(entry, minilm_individual, _minilm_test_sizes())
+            minilm = _link(f"{100 * entry['normalized_avg']:.1f}", stem)
+            chosen = [f"MiniLM {_chosen(entry['params'])}"]
+        else:
+            minilm, chosen = "not run", []
+        entry = llm["methods"].get(row.llm) if row.llm else None
+        if entry:
+            llm_scores[row.short] = _noise(entry, llm["individual"], _llm_test_sizes())
+            lm = _link(f"{100 * entry['normalized_avg']:.1f}", LLM_FILE)
+            ppl = f"{entry['perplexity']:.2f}"
+            chosen.append(f"SmolLM2 {_chosen(entry['params'])}")
+        else:
+            lm, ppl = "not run", "—"
+        cells.append([row.label, minilm, lm, ppl, _speed_cell(row.speed), "; ".join(chosen), row.when])
+    for column, scores in ((1, minilm_scores), (2, llm_scores)):
+        best = max(scores.values())[0]
+        for line, row in zip(cells, ROWS):
+            if row.short in scores and scores[row.short][0] == best:
+                line[column] = f"**{line[column]}**"
+    header = ["merge (YAML)", "MiniLM, 6 tasks: test normalized %", "SmolLM2, 4 tasks: test normalized %",
+              f"SmolLM2 perplexity (base {llm['pretrained']['perplexity']:.2f})", "merge time × task_arithmetic",
+              "chosen on validation", "note"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(line) + " |" for line in cells]
+    lines += ["", _noise_sentence("MiniLM", minilm_scores, _minilm_test_sizes()), "",
+              _noise_sentence("SmolLM2", llm_scores, _llm_test_sizes())]
+    return "\n".join(lines) + "\n"
+
+
+def _noise_sentence(track: str, scores: Mapping[str, Tuple[float, float, float]], sizes: Mapping[str, int]) -> str:
+    """Which rows are within ``NOISE_SE`` binomial standard errors of the best one."""
+    best, se, per_task = max(scores.values())
+    near = [f"{label} ({value:.1f})" for label, (value, _, _) in sorted(scores.items(), key=lambda item: -item[1][0])
+            if best - value <= NOISE_SE * se]
+    n = "/".join(str(v) for v in sorted(set(sizes.values())))
+    return (f"**Noise, {track}**: {n} test examples per task, so up to ±{per_task:.1f} points per task and "
+            f"±{se:.1f} on the best row's normalized mean (one binomial standard error: an estimate of test-sample "
+            f"noise, not a measured interval; no bootstrap interval has been run yet). Within {NOISE_SE:g} standard "
+            f"errors of the best, not separable by this evidence: {', '.join(near)}.")
+
+
+def demo_table(data: Mapping[str, Any]) -> str:
+    """The demo's printed table (examples/minilm_demo.py prints exactly this)."""
+    tasks: Sequence[str] = data["tasks"]
+    width = max(len(t) for t in tasks) + 2
+    rows: Mapping[str, Mapping[str, Any]] = data["rows"]
+    name_width = max(len(str(row.get("label", name))) for name, row in rows.items()) + 2
+    lines = [f"test accuracy (%), {data['test_per_task']} examples per task, each task with its own head; "
+             f"λ chosen by tune on {data['validation_per_task']} validation examples per task",
+             f"{'':<{name_width}}" + "".join(f"{t:>{width}}" for t in tasks)
+             + f"{'mean':>7}{'normalized':>12}{'λ (tune)':>10}{'val. norm.':>12}"]
+    for name, row in rows.items():
+        lam = f"{row['lambda']}" if "lambda" in row else ""
+        val = f"{100 * row['validation_normalized']:.1f}" if "validation_normalized" in row else ""
+        lines.append((f"{str(row.get('label', name)):<{name_width}}"
+                      + "".join(f"{100 * row['tasks'][t]:>{width}.1f}" for t in tasks)
+                      + f"{100 * row['mean']:>7.1f}{100 * row['normalized']:>12.1f}{lam:>10}{val:>12}").rstrip())
+    return "\n".join(lines)
+
+
+def demo() -> str:
+    data = json.loads(DEMO_RESULTS.read_text())
+    seconds = data["seconds"]
+    first = ("the fine-tunes trained in that run" if data["fine_tuned_this_run"]
+             else "the fine-tunes cached from an earlier run")
+    edges = [f"{row.get('label', name)} (λ {row['lambda']}, grid {min(row['lambda_grid'])}–{max(row['lambda_grid'])})"
+             for name, row in data["rows"].items()
+             if "lambda" in row and row["lambda"] in (min(row["lambda_grid"]), max(row["lambda_grid"]))]
+    edge = (f" Chosen at the edge of its λ grid (the benchmark's; a λ beyond it was not tried): {', '.join(edges)}."
+            if edges else "")
+    return ("```text\n" + demo_table(data) + "\n```\n\n"
+            f"Recorded in [docs/demo_results.json](docs/demo_results.json): {data['machine']}, {data['threads']} "
+            f"torch threads, {seconds['total']:.0f} s with {first}; code `{data['code']}`.{edge}\n")
+
+
+GENERATORS: Dict[str, Callable[[], str]] = {"demo": demo, "which-method": which_method}
+
+
+def render(text: str) -> str:
+    """``text`` with every generated region rewritten; an unknown region name is an error."""
+    def replace(match: "re.Match[str]") -> str:
+        name = match.group("name")
+        if name not in GENERATORS:
+            raise KeyError(f"README region {name!r} has no generator (known: {', '.join(GENERATORS)})")
+        return match.group(1) + GENERATORS[name]() + match.group(4)
+
+    return REGION.sub(replace, text)
+
+
+def region_names(text: str) -> List[str]:
+    return [m.group("name") for m in REGION.finditer(text)]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not what would be written")
+    args = parser.parse_args(argv)
+    text = README.read_text()
+    new = render(text)
+    if args.check:
+        if new != text:
+            print("README.md: generated regions are stale; run python -m benchmarks.readme_tables", file=sys.stderr)
+            return 1
+        return 0
+    if new != text:
+        README.write_text(new)
+        print(f"rewrote {', '.join(region_names(text))} in README.md")
+    else:
+        print("README.md already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
