@@ -6,10 +6,13 @@
 #   ./run.sh demo-tiny  the same set-up, then a merge of tiny synthetic LLaMA-shaped models (seconds)
 #   ./run.sh test    same set-up, then the whole test suite
 #   ./run.sh quality the same set-up, then the whole merge-quality benchmark: data sources, six
-#                    fine-tunes (cached in benchmarks/.cache), merges, plots (README "Merge quality")
-#   ./run.sh llm-quality the same set-up, then the causal-LM track: SmolLM2-135M-Instruct from its GGUF
-#                    wheel, four full fine-tunes (cached in benchmarks/.cache/llm), bfloat16 merges
-#                    (README "Merge quality on a causal LM")
+#                    fine-tunes (cached in benchmarks/.cache), merges, plots (docs/results.md)
+#   ./run.sh llm-quality the same set-up, then the causal-LM quick track: SmolLM2-135M-Instruct from its
+#                    GGUF wheel, four full fine-tunes (cached in benchmarks/.cache/llm), bfloat16 merges
+#                    (docs/results.md)
+#   ./run.sh llm-hard the same set-up, then the hard causal-LM track (issue #27): eight strong fine-tunes
+#                    (cached, resumable), every method, per-example results and intervals, K sweep
+#                    (benchmarks/results/llm_hard.md); every command and its runtime: benchmarks/INDEX.md
 set -euo pipefail
 cd "$(dirname "$0")"
 VENV="${MERGEKIT_AWD_VENV:-.venv}"
@@ -43,6 +46,10 @@ case "$command" in
         setup
         python -m benchmarks.llm.run "$@"
         ;;
+    llm-hard)
+        setup
+        python -m benchmarks.llm_hard.run "$@"
+        ;;
     demo-tiny)
         setup
         python examples/tiny_llama_demo.py "$@"
@@ -63,7 +70,7 @@ case "$command" in
         setup
         ;;
     *)
-        echo "usage: ./run.sh demo|demo-tiny|test|quality|llm-quality|setup [args...]" >&2
+        echo "usage: ./run.sh demo|demo-tiny|test|quality|llm-quality|llm-hard|setup [args...]" >&2
         exit 2
         ;;
 esac

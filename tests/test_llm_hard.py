@@ -44,7 +44,7 @@ class Killed(Exception):
     pass
 
 
-def _train(tmp_path, kill_at=None, checkpoint=True):
+def _train(tmp_path, kill_at=None, checkpoint=True, learning_rate=0.05):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     data = torch.randn(32, 4)
@@ -57,7 +57,8 @@ def _train(tmp_path, kill_at=None, checkpoint=True):
             raise Killed()
         return torch.nn.functional.mse_loss(model(data[indices]), target[indices])
 
-    settings = SimpleNamespace(steps=10, batch_size=4, learning_rate=0.05, weight_decay=0.01, seed=3, log_every=5)
+    settings = SimpleNamespace(steps=10, batch_size=4, learning_rate=learning_rate, weight_decay=0.01, seed=3,
+                               log_every=5)
     path = tmp_path / "state.pt" if checkpoint else None
     seconds, losses = train_steps(model, 32, settings, batch_loss, "toy", checkpoint=path, checkpoint_every=3)
     return model, losses, len(calls)
@@ -128,3 +129,31 @@ def test_results_rows_have_the_issue_layout_and_intervals(tmp_path):
     write_markdown(results, tmp_path / "hard.md")
     text = (tmp_path / "hard.md").read_text()
     assert "| ties | 100.0 [100.0, 100.0] | **+50.0" in text
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
+    with pytest.raises(Killed):
+        _train(tmp_path, kill_at=8)
+    other, _, steps_run = _train(tmp_path, learning_rate=0.01)
+    fresh, _, _ = _train(tmp_path / "fresh", checkpoint=False, learning_rate=0.01)
+    assert steps_run == 10 and torch.equal(other.weight, fresh.weight)
+
+
+def test_a_cached_fine_tune_of_other_settings_is_trained_again(tmp_path):
+    import json
+
+    from benchmarks.harness.finetune import ensure_finetunes
+
+    built = []
+
+    def build(task, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "done.json").write_text(json.dumps({"seconds": 1, "settings": {"lr": 2}}))
+        built.append(task)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "done.json").write_text(json.dumps({"seconds": 1, "settings": {"lr": 1}}))
+    current = lambda text: json.loads(text)["settings"] == {"lr": 2}  # noqa: E731
+    ensure_finetunes(["a"], tmp_path, "done.json", lambda text: 1, build, current)
+    ensure_finetunes(["a"], tmp_path, "done.json", lambda text: 1, build, current)
+    assert built == ["a"]

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
@@ -37,7 +38,10 @@ def ensure_finetunes(tasks: Sequence[str] = TASK_NAMES, root: Path = FINETUNE_DI
         if on_done is not None:
             on_done(task, base, folder)
 
-    return ensure_cached(tasks, root, DONE_MARKER, lambda text: json.loads(text)["seconds"], build)
+    def current(marker: str) -> bool:  # a cached fine-tune of other settings is not this one
+        return json.loads(marker).get("settings") == asdict(settings)
+
+    return ensure_cached(tasks, root, DONE_MARKER, lambda text: json.loads(text)["seconds"], build, current)
 
 
 if __name__ == "__main__":

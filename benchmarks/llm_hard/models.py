@@ -23,7 +23,7 @@ from benchmarks.llm.models import ensure_finetunes
 from benchmarks.llm_hard.tasks import HARD_TASK_NAMES, hard_task_splits
 
 HARD_FINETUNE_DIR = CACHE / "llm_hard" / "finetunes"
-HARD_FINETUNE = FinetuneSettings(steps=400, batch_size=8, learning_rate=3e-4, weight_decay=0.0, seed=0, log_every=10)
+HARD_FINETUNE = FinetuneSettings(steps=400, batch_size=8, learning_rate=5e-4, weight_decay=0.0, seed=0, log_every=10)
 CHECKPOINT_EVERY = 20
 
 

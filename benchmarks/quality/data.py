@@ -1,4 +1,0 @@
-"""Moved to ``benchmarks.text_tasks.data`` (the text tasks both tracks use); this name stays for
-``examples/minilm_demo.py``."""
-
-from benchmarks.text_tasks.data import *  # noqa: F401,F403
