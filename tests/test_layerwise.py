@@ -145,3 +145,106 @@ def test_the_likelihood_objective_refuses_unlabelled_lines(tmp_path):
     with pytest.raises(EvaluationDataError, match="needs labelled lines"):
         objective_value(model, params, tokenizer, [PromptExample(f"{w[0]} {w[1]}")], "likelihood")
     assert float(objective_value(model, params, tokenizer, [PromptExample(f"{w[0]} {w[1]}")], "entropy")) > 0
+
+
+def _configuration(paths, method, parameters):
+    from mergekit_awd.pipeline.config import load_config
+
+    config, _, _ = load_config(merge_config(method, paths, parameters))
+    return config
+
+
+@pytest.mark.parametrize("method, parameters", [
+    ("task_arithmetic", {}), ("awd", {"steps": 20}), ("awd", {"scope": "row", "steps": 20}),
+    ("awd", {"scope": "model", "steps": 20}),
+])
+def test_the_parts_read_from_the_models_reproduce_the_merge_of_the_written_configuration(tmp_path, method,
+                                                                                       parameters):
+    """``per_task_parts`` (mergekit's loaders, AWD's own δ entry) and Λ give exactly what
+    ``mergekit-awd merge`` of the written configuration gives: AWD AdaMerging at every scope."""
+    from mergekit_awd.tools.layerwise import per_task_parts
+
+    paths = build_family(tmp_path / "family", n_models=3, seed=4)
+    problem = per_task_parts(_configuration(paths, method, parameters), "test")
+    coefficients = torch.rand((3, len(problem.groups)), generator=torch.Generator().manual_seed(2)) + 0.2
+    learned = problem.state(coefficients)
+    names = sorted(problem.parts)
+    config = layerwise_configuration(merge_config(method, paths, parameters), coefficients, problem.groups, names)
+    (tmp_path / "tuned.yml").write_text(yaml.safe_dump(config))
+    run_merge(tmp_path / "tuned.yml", tmp_path / "out", copy_tokenizer=False, quiet=True)
+    merged = load_file(str(tmp_path / "out" / "model.safetensors"))
+    for name in names:
+        torch.testing.assert_close(merged[name], learned[name].to(merged[name].dtype), rtol=1e-6, atol=1e-6)
+
+
+def test_methods_without_per_task_parts_are_refused_in_one_line(tmp_path):
+    from mergekit_awd.tools.layerwise import per_task_parts
+
+    paths = build_family(tmp_path / "family", n_models=2, seed=4)
+    with pytest.raises(ConfigError, match="ties has none"):
+        per_task_parts(_configuration(paths, "ties", {"density": 0.5}), "c.yml")
+    with pytest.raises(ConfigError, match="combine: tsv has no per-task parts"):
+        per_task_parts(_configuration(paths, "awd", {"combine": "tsv"}), "c.yml")
+
+
+def _learning_setup(tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mergekit_awd.testing.synthetic import VOCAB_WORDS as w
+    from mergekit_awd.tools.layerwise import per_task_parts
+    from mergekit_awd.tools.lm_scoring import ChoiceExample
+
+    paths = build_family(tmp_path / "family", n_models=2, seed=5)
+    problem = per_task_parts(_configuration(paths, "task_arithmetic", {}), "test")
+    model = AutoModelForCausalLM.from_pretrained(str(paths[0]), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(paths[0]))
+    lines = [ChoiceExample(f"{w[i]} {w[i + 1]}", (f" {w[i + 2]}", f" {w[i + 3]}"), i % 2) for i in range(12)]
+    return problem, model, tokenizer, lines[:8], lines[8:]
+
+
+def test_learning_lowers_the_objective_and_keeps_the_best_held_out_step(tmp_path):
+    from mergekit_awd.core.layerwise import initial_coefficients
+    from mergekit_awd.tools.layerwise import learn_coefficients
+    from mergekit_awd.tools.layerwise_objective import objective_value, parameters_of
+
+    problem, model, tokenizer, train, held_out = _learning_setup(tmp_path)
+    start = initial_coefficients(2, len(problem.groups))
+    with torch.no_grad():
+        before = float(objective_value(model, parameters_of(model, problem.state(start)), tokenizer, train,
+                                       "likelihood"))
+    result = learn_coefficients(problem, model, tokenizer, train, held_out, "likelihood", steps=30, lr=0.05,
+                                batch_size=4, eval_every=5)
+    assert result.train_value < before
+    assert result.held_out_value == min([result.initial_held_out_value] + [h for _, _, h in result.history])
+    # held-out lines the training fits: early stopping keeps a learned Λ, not Λ⁰
+    fitted = learn_coefficients(problem, model, tokenizer, train, train[:4], "likelihood", steps=30, lr=0.05,
+                                batch_size=4, eval_every=5)
+    assert fitted.best_step > 0 and fitted.held_out_value < fitted.initial_held_out_value
+    assert fitted.coefficients.shape == (2, len(problem.groups)) and not torch.equal(fitted.coefficients, start)
+
+
+def test_a_killed_layerwise_tuning_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    from mergekit_awd.tools import layerwise
+
+    problem, model, tokenizer, train, held_out = _learning_setup(tmp_path)
+    arguments = dict(objective="entropy", steps=20, lr=0.05, batch_size=4, eval_every=5)
+    straight = layerwise.learn_coefficients(problem, model, tokenizer, train, held_out, **arguments)
+    real, calls = layerwise.objective_value, []
+
+    def killed_at_step_13(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 17:  # the initial held-out value, 12 steps, 2 held-out evaluations, then step 13
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(layerwise, "objective_value", killed_at_step_13)
+    checkpoint = tmp_path / "layerwise.pt"
+    with pytest.raises(KeyboardInterrupt):
+        layerwise.learn_coefficients(problem, model, tokenizer, train, held_out, checkpoint=checkpoint, **arguments)
+    counted = []
+    monkeypatch.setattr(layerwise, "objective_value", lambda *a, **k: counted.append(1) or real(*a, **k))
+    resumed = layerwise.learn_coefficients(problem, model, tokenizer, train, held_out, checkpoint=checkpoint,
+                                           **arguments)
+    assert len(counted) == 13  # steps 11-20, evaluations at 15 and 20, the final training value
+    assert torch.equal(resumed.coefficients, straight.coefficients)
+    assert resumed.history == straight.history and resumed.best_step == straight.best_step

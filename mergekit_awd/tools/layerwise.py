@@ -1,0 +1,185 @@
+"""Layer-wise tuning (issue #29, the library part): the per-task parts D_i of a merge configuration and
+Adam on the coefficients Λ of θ(Λ) = θ_base + Σ_i Σ_g λ_{i,g} D_i^g (``core.layerwise``).
+
+``per_task_parts`` reads the base and the fine-tunes tensor by tensor with mergekit's loaders and forms
+D_i once: τ_i for ``task_arithmetic``; for ``awd`` (``combine: task_arithmetic``, any scope and solver)
+τ_i − δ where AWD disentangles (δ from ``core.awd_delta``, the merge's own entry) and τ_i elsewhere —
+AWD AdaMerging.  Other methods have no such per-task parts and are refused with one line.
+
+``learn_coefficients`` minimises the objective (``tools.layerwise_objective``) on the training lines
+with Adam from Λ⁰ = 0.3 (the AWD paper's initialisation), evaluates it on the held-out lines every
+``eval_every`` steps and keeps the Λ with the best held-out value (early stopping); with a checkpoint
+file, a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from mergekit_awd.core.awd import AWDParameters
+from mergekit_awd.core.awd_delta import (
+    Delta, ScopeDelta, TaskVectors, disentangle, solve_delta, solve_model_scope,
+)
+from mergekit_awd.core.layerwise import Grouping, initial_coefficients, merged_state, ordered_groups, tensor_group
+from mergekit_awd.core.selection import is_disentangled
+from mergekit_awd.core.settings import from_parameters
+from mergekit_awd.errors import ConfigError, EvaluationDataError
+from mergekit_awd.mergekit_adapter.layerwise_config import LAYERWISE_METHODS
+from mergekit_awd.tools.layerwise_objective import Example, Objective, objective_value, parameters_of
+
+
+@dataclass
+class LayerwiseProblem:
+    """θ_base and the per-task parts D_i [K, *shape] (float32) of every floating tensor, in the
+    configuration's model order, and the groups of the coefficients."""
+
+    base: Dict[str, torch.Tensor]
+    parts: Dict[str, torch.Tensor]
+    models: List[str]
+    groups: List[str]
+    group_index: Dict[str, int] = field(default_factory=dict)
+
+    def state(self, coefficients: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return merged_state(self.base, self.parts, coefficients, self.group_index)
+
+
+def _awd_settings(config: Any, label: str) -> Optional[AWDParameters]:
+    """awd's settings from the shared parameters (None for task_arithmetic); refuses what has no
+    per-task parts or cannot be read as one value."""
+    if config.merge_method not in LAYERWISE_METHODS:
+        raise ConfigError(f"{label}: layer-wise tuning needs a method whose merge is θ_base + Σ_i D_i with per-task "
+                          f"parts ({', '.join(LAYERWISE_METHODS)}); {config.merge_method} has none")
+    if config.slices or config.modules or config.tokenizer_source or config.tokenizer:
+        raise ConfigError(f"{label}: layer-wise tuning reads whole models: no slices, modules or tokenizer settings")
+    parameters = dict(config.parameters or {})
+    if any(isinstance(v, (list, dict)) for v in parameters.values()):
+        raise ConfigError(f"{label}: layer-wise tuning needs plain parameter values (no filters or gradients)")
+    if config.merge_method != "awd":
+        return None
+    settings = from_parameters(AWDParameters, parameters)
+    if settings.combine != "task_arithmetic":
+        raise ConfigError(f"{label}: layer-wise tuning of awd needs combine: task_arithmetic (AWD AdaMerging); "
+                          f"combine: {settings.combine} has no per-task parts")
+    return settings
+
+
+def per_task_parts(config: Any, label: str, grouping: Grouping = "layer") -> LayerwiseProblem:
+    """θ_base and D_i of every floating tensor of the configuration (module docstring)."""
+    from mergekit.io.tasks import LoaderCache
+
+    settings = _awd_settings(config, label)
+    base_ref = config.base_model
+    refs = [m.model for m in config.models if m.model != base_ref]
+    loaders = [LoaderCache().get(r) for r in (base_ref, *refs)]
+    names = sorted(n for n in loaders[0].index.tensor_paths if loaders[0].get_tensor(n).is_floating_point())
+    tensors = {n: [loader.get_tensor(n).to(torch.float32) for loader in loaders] for n in names}
+    selected = {n for n in names if settings is not None and is_disentangled(n, tensors[n][0].ndim, settings.select)}
+    scope = None
+    if settings is not None and settings.scope == "model":
+        grams = {n: TaskVectors(tensors[n][0], tensors[n][1:]).gram() for n in sorted(selected)}
+        scope = solve_model_scope(grams, len(refs), settings.solver_settings())
+    parts = {}
+    for name in names:
+        vectors = TaskVectors(tensors[name][0], tensors[name][1:])
+        delta = None
+        if name in selected:
+            delta = solve_delta(vectors, settings) if scope is None else _scope_delta(scope, name)
+        parts[name] = disentangle(vectors, delta) if delta is not None else vectors.stack()
+    groups = ordered_groups(names, grouping)
+    return LayerwiseProblem({n: tensors[n][0] for n in names}, parts, [str(r) for r in refs], groups,
+                            {n: groups.index(tensor_group(n, grouping)) for n in names})
+
+
+def _scope_delta(scope: ScopeDelta, name: str) -> Optional[Delta]:
+    """The model scope's δ for one tensor (none for a tensor left out for a non-finite Gram matrix)."""
+    return None if name in scope.non_finite_tensors else Delta(scope.included, coefficients=scope.coefficients)
+
+
+@dataclass
+class LayerwiseResult:
+    """The learned Λ [K, G] (the best held-out step's), the steps run, the objective's values."""
+
+    coefficients: torch.Tensor
+    groups: List[str]
+    steps: int
+    best_step: int
+    train_value: float
+    held_out_value: float
+    initial_held_out_value: float
+    history: List[Tuple[int, float, float]]  # (step, train value, held-out value)
+    seconds: float
+
+
+def learn_coefficients(problem: LayerwiseProblem, model: torch.nn.Module, tokenizer: Any, train: Sequence[Example],
+                       held_out: Sequence[Example], objective: Objective, steps: int = 100, lr: float = 1e-3,
+                       batch_size: int = 16, eval_every: int = 10, seed: int = 0,
+                       checkpoint: Optional[Path] = None) -> LayerwiseResult:
+    """Adam on Λ from 0.3 (module docstring); ``lr`` in coefficient units (AdaMerging: 1e-3)."""
+    if not train or not held_out:
+        raise EvaluationDataError("layer-wise tuning needs training lines and held-out lines")
+    coefficients = initial_coefficients(len(problem.models), len(problem.groups)).requires_grad_(True)
+    optimizer = torch.optim.Adam([coefficients], lr=lr)
+    state = _resume(checkpoint, coefficients, optimizer)
+
+    def value(examples: Sequence[Example], grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad):
+            return objective_value(model, parameters_of(model, problem.state(coefficients)), tokenizer, examples,
+                                   objective)
+
+    if state["best"] is None:
+        with torch.no_grad():
+            initial = float(value(held_out, False))
+        state.update(best=coefficients.detach().clone(), best_value=initial, initial=initial, best_step=0)
+    started = time.perf_counter() - state["seconds"]
+    for step in range(state["step"] + 1, steps + 1):
+        # each step's batch is a function of (seed, step), so a resumed run draws the same ones
+        picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
+        batch = [train[int(i)] for i in picked[:batch_size]]
+        loss = value(batch, True)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % eval_every == 0 or step == steps:
+            held = float(value(held_out, False))
+            state["history"].append((step, float(loss.detach()), held))
+            if held < state["best_value"]:
+                state.update(best=coefficients.detach().clone(), best_value=held, best_step=step)
+            state.update(step=step, seconds=time.perf_counter() - started)
+            _save(checkpoint, coefficients, optimizer, state)
+    train_value = float(value(train, False))
+    return LayerwiseResult(state["best"], list(problem.groups), steps, state["best_step"], train_value,
+                           state["best_value"], state["initial"], state["history"], time.perf_counter() - started)
+
+
+def _resume(checkpoint: Optional[Path], coefficients: torch.Tensor, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
+    state: Dict[str, Any] = {"step": 0, "best": None, "history": [], "seconds": 0.0}
+    if checkpoint is None or not checkpoint.exists():
+        return state
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    with torch.no_grad():
+        coefficients.copy_(saved["coefficients"])
+    optimizer.load_state_dict(saved["optimizer"])
+    meta = json.loads(saved["meta"])
+    state.update(meta, best=saved["best"], history=[tuple(h) for h in meta["history"]])
+    return state
+
+
+def _save(checkpoint: Optional[Path], coefficients: torch.Tensor, optimizer: torch.optim.Optimizer,
+          state: Dict[str, Any]) -> None:
+    if checkpoint is None:
+        return
+    meta = {k: state[k] for k in ("step", "best_value", "initial", "best_step", "history", "seconds")}
+    partial = checkpoint.with_name(checkpoint.name + ".partial")
+    torch.save({"coefficients": coefficients.detach().clone(), "optimizer": optimizer.state_dict(),
+                "best": state["best"], "meta": json.dumps(meta)}, partial)
+    os.replace(partial, checkpoint)
+
+
+__all__ = ["LayerwiseProblem", "per_task_parts", "LayerwiseResult", "learn_coefficients"]
