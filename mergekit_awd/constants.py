@@ -29,5 +29,7 @@ TUNE_POINTS = "tune_points.jsonl"  # the score cache (one scored point a line)
 TUNE_REPORT = "tune_report.json"
 TUNE_TABLE = "tune.md"
 TUNE_PLOT = "tune_scores.png"
+TUNE_LAYERWISE_PLOT = "tune_layerwise.png"  # --layerwise: the learned coefficients per group and model
+TUNE_LAYERWISE_CHECKPOINT = "layerwise_checkpoint.pt"  # --layerwise: a killed layer-wise tuning resumes from it
 TUNE_SCRATCH = ".tune-scratch"  # the tuning merges; removed when tune ends, and at the next tune's start
 TUNED_SUFFIX = ".tuned.yml"  # CONFIG.tuned.yml beside CONFIG

@@ -248,3 +248,59 @@ def test_a_killed_layerwise_tuning_resumes_to_the_uninterrupted_result(tmp_path,
     assert len(counted) == 13  # steps 11-20, evaluations at 15 and 20, the final training value
     assert torch.equal(resumed.coefficients, straight.coefficients)
     assert resumed.history == straight.history and resumed.best_step == straight.best_step
+
+
+def _tune_data(tmp_path):
+    import json
+
+    from mergekit_awd.testing.synthetic import VOCAB_WORDS as w
+
+    lines = [{"prompt": f"{w[i]} {w[i + 1]}", "choices": [f" {w[i + 2]}", f" {w[i + 3]}"], "label": i % 2,
+              "task": "cls"} for i in range(10)]
+    lines += [{"prompt": f"{w[i + 20]} {w[i + 21]}", "answer": f" {w[i + 22]}", "task": "gen"} for i in range(6)]
+    path = tmp_path / "val.jsonl"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("method, parameters", [("task_arithmetic", {}), ("awd", {"steps": 10, "scope": "row"})])
+def test_tune_layerwise_writes_a_configuration_that_merges_into_the_learned_model(tmp_path, method, parameters):
+    import json
+
+    from mergekit_awd.cli import run
+    from mergekit_awd.tools.layerwise import per_task_parts
+
+    paths = build_family(tmp_path / "family", n_models=2, seed=6)
+    config = tmp_path / "merge.yml"
+    config.write_text(yaml.safe_dump(merge_config(method, paths, {**parameters, "lambda": 0.5}, weights=[1.0, 1.0])))
+    out = tmp_path / "tune"
+    assert run(["tune", str(config), "--data", str(_tune_data(tmp_path)), "--grid", "lambda=0.5,1.0", "--out", str(out),
+                "--layerwise", "--layerwise-steps", "12", "--layerwise-lr", "0.05", "--quiet"]) == 0
+    report = json.loads((out / "tune_report.json").read_text())
+    entry = report["layerwise"]
+    assert entry["objective"] == "likelihood" and entry["groups"][0] == "embed" and entry["steps"] == 12
+    assert entry["train_lines"] == 13 and entry["held_out_lines"] == 3  # every 4th line of each task
+    assert {"validation_score", "held_out_score", "scalar_validation_score", "coefficients"} <= set(entry)
+    assert entry["scalar_validation_score"] == report["chosen_score"]
+    assert (out / "tune_layerwise.png").is_file()
+    tuned = tmp_path / "merge.tuned.yml"
+    assert "layer-wise (likelihood)" in tuned.read_text()
+    run_merge(tuned, tmp_path / "merged", copy_tokenizer=False, quiet=True)
+    merged = load_file(str(tmp_path / "merged" / "model.safetensors"))
+    problem = per_task_parts(_configuration(paths, method, parameters), "test")
+    learned = problem.state(torch.tensor(entry["coefficients"]))
+    for name in problem.parts:
+        torch.testing.assert_close(merged[name], learned[name], rtol=1e-6, atol=1e-6)
+
+
+def test_tune_layerwise_refuses_a_method_without_per_task_parts_before_merging(tmp_path, capsys):
+    from mergekit_awd.cli import run
+
+    paths = build_family(tmp_path / "family", n_models=2, seed=6)
+    config = tmp_path / "merge.yml"
+    config.write_text(yaml.safe_dump(merge_config("tsv", paths, {})))
+    out = tmp_path / "tune"
+    assert run(["tune", str(config), "--data", str(_tune_data(tmp_path)), "--out", str(out), "--layerwise",
+                "--quiet"]) == 1
+    assert "tsv has none" in capsys.readouterr().err
+    assert not (out / "tune_points.jsonl").exists()

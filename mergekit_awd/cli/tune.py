@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from contextlib import contextmanager
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
 
 import click
 
+from mergekit_awd.core.layerwise import GROUPINGS
 from mergekit_awd.errors import ConfigError
+from mergekit_awd.tools.layerwise_objective import OBJECTIVES
 from mergekit_awd.tools.tune_data import DEFAULT_MAX_TOKENS
 from mergekit_awd.tools.tune_grid import DEFAULT_GRID, MAX_POINTS
 
@@ -49,10 +51,22 @@ def default_out_dir(config_file: str) -> str:
 @click.option("--max-tokens", default=DEFAULT_MAX_TOKENS, show_default=True, type=click.IntRange(min=1),
               help="Longest line in tokens (prompt with its answer, choice or continuation); at most the "
                    "model's context. Longer lines are refused before anything is merged.")
+@click.option("--layerwise", is_flag=True, default=False,
+              help="After the grid, learn one weight per model and per layer (AdaMerging; with awd: AWD AdaMerging) "
+                   "on the data and write it as CONFIG.tuned.yml (task_arithmetic and awd only).")
+@click.option("--objective", type=click.Choice(OBJECTIVES), default="likelihood", show_default=True,
+              help="--layerwise: likelihood of the right answers, or entropy of the model's choices (labels unused).")
+@click.option("--grouping", type=click.Choice(GROUPINGS), default="layer", show_default=True,
+              help="--layerwise: one weight per transformer block (embeddings, final norm, head apart), or per model.")
+@click.option("--layerwise-steps", default=100, show_default=True, type=click.IntRange(min=1),
+              help="--layerwise: Adam steps (every 10, the held-out quarter of the lines chooses the step).")
+@click.option("--layerwise-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="--layerwise: Adam's step size on the weights.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bar.")
 def tune_command(config_file: str, data_file: str, grids: Tuple[str, ...], references: Tuple[str, ...],
                  out_dir: Optional[str], merge_out: Optional[str], cuda: bool, batch_size: int,
-                 max_new_tokens: int, max_tokens: int, quiet: bool) -> None:
+                 max_new_tokens: int, max_tokens: int, layerwise: bool, objective: str, grouping: str,
+                 layerwise_steps: int, layerwise_lr: float, quiet: bool) -> None:
     """Score CONFIG_FILE's merge at every point of a parameter grid on your validation data, choose the
     best, write it as CONFIG.tuned.yml beside CONFIG_FILE, and with --merge merge it.
 
@@ -66,8 +80,14 @@ def tune_command(config_file: str, data_file: str, grids: Tuple[str, ...], refer
     out_dir = out_dir or default_out_dir(config_file)
     with command_errors("tune", merge_out, "the merge"):
         try:
+            options = None
+            if layerwise:
+                from mergekit_awd.tools.tune_layerwise import LayerwiseOptions
+
+                options = LayerwiseOptions(objective=objective, grouping=grouping, steps=layerwise_steps,
+                                           lr=layerwise_lr, batch_size=batch_size)
             _run(config_file, data_file, grids, _pairs(references, "--reference"), out_dir, merge_out, cuda,
-                 batch_size, max_new_tokens, max_tokens, quiet)
+                 batch_size, max_new_tokens, max_tokens, quiet, options)
         except KeyboardInterrupt as error:
             from mergekit_awd.tools.tune_cache import scored_point_count
 
@@ -109,7 +129,7 @@ def _data_check(data, max_tokens: int, max_new_tokens: int):
 
 def _run(config_file: str, data_file: str, grids: Sequence[str], reference_models: Dict[str, str], out_dir: str,
          merge_out: Optional[str], cuda: bool, batch_size: int, max_new_tokens: int, max_tokens: int,
-         quiet: bool) -> None:
+         quiet: bool, layerwise: Optional[Any] = None) -> None:
     import torch
     from mergekit.options import MergeOptions
 
@@ -117,6 +137,8 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
     from mergekit_awd.presentation.tune_summary import cache_line
     from mergekit_awd.tools.tune import parse_grid, tune_merge
     from mergekit_awd.tools.tune_data import read_tuning_data, score_model
+    from mergekit_awd.tools.tune_layerwise import LayerwiseRequest
+    from transformers import AutoTokenizer
 
     options = MergeOptions(cuda=cuda)
     check_merge_devices(options)
@@ -143,10 +165,17 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
         result = tune_merge(config_file, scorer, load_model, out_dir, axes, reference_models=reference_models,
                             merge_out=merge_out, cuda=cuda, quiet=quiet, data_digest=data.digest,
                             data_path=data_file, tasks=[t.name for t in data.tasks], scoring=scoring,
-                            prepare=_data_check(data, max_tokens, max_new_tokens))
+                            prepare=_data_check(data, max_tokens, max_new_tokens),
+                            layerwise=None if layerwise is None else LayerwiseRequest(
+                                layerwise, data.tasks, AutoTokenizer.from_pretrained))
     click.echo(f"tune: {len(result.points)} points ({result.merges} merges in {result.merge_seconds:.0f} s, "
                f"{result.evaluations} evaluations in {result.evaluation_seconds:.0f} s) in {result.seconds:.0f} s")
     click.echo(f"cache: {cache_line(result.to_json())}")
+    if result.layerwise:
+        entry = result.layerwise
+        click.echo(f"layer-wise ({entry['objective']}, {len(entry['groups'])} groups, best step {entry['best_step']} "
+                   f"of {entry['steps']}, {entry['seconds']:.0f} s, peak memory {entry['peak_memory_gib']:.1f} GiB): "
+                   f"validation score {entry['validation_score']:.4f} (the grid's best {entry['scalar_validation_score']:.4f})")
     click.echo(f"chosen: {', '.join(f'{k} = {v}' for k, v in result.chosen.items())} "
                f"(mean score {result.chosen_score:.4f})")
     if result.tuned_config:

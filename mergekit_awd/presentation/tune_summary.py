@@ -89,4 +89,34 @@ def score_figure(result: TuneJson) -> Optional[Any]:
     return figure
 
 
-__all__ = ["cache_line", "tuning_note", "tune_table", "score_figure"]
+def layerwise_figure(result: TuneJson) -> Optional[Any]:
+    """``--layerwise``: the learned coefficient of every model (a line each) per group of tensors, as a
+    matplotlib ``Figure`` (no pyplot state); None without a layer-wise result or matplotlib."""
+    entry = result.get("layerwise")
+    if not entry:
+        return None
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    figure = Figure(figsize=(max(6.0, 0.25 * len(entry["groups"])), 4.2), dpi=110)
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    positions = list(range(len(entry["groups"])))
+    for model, row in zip(entry["models"], entry["coefficients"]):
+        ax.plot(positions, row, marker="o", linewidth=1.5, label=model)
+    from mergekit_awd.core.layerwise import INITIAL_COEFFICIENT
+
+    ax.axhline(INITIAL_COEFFICIENT, color="grey", linewidth=1, linestyle=":")
+    ax.set_xticks(positions)
+    ax.set_xticklabels([g.replace("block.", "") for g in entry["groups"]], fontsize=7, rotation=90)
+    ax.set_xlabel("group (embeddings, blocks, final norm, head)")
+    ax.set_ylabel("λ")
+    ax.set_title(f"mergekit-awd tune --layerwise ({entry['objective']}): {result['method']}")
+    ax.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+__all__ = ["cache_line", "tuning_note", "tune_table", "score_figure", "layerwise_figure"]

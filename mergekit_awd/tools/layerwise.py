@@ -70,6 +70,11 @@ def _awd_settings(config: Any, label: str) -> Optional[AWDParameters]:
     return settings
 
 
+def check_layerwise(config: Any, label: str) -> None:
+    """Refuse, before anything is loaded, a configuration without per-task parts (one line)."""
+    _awd_settings(config, label)
+
+
 def per_task_parts(config: Any, label: str, grouping: Grouping = "layer") -> LayerwiseProblem:
     """θ_base and D_i of every floating tensor of the configuration (module docstring)."""
     from mergekit.io.tasks import LoaderCache
@@ -120,13 +125,14 @@ class LayerwiseResult:
 def learn_coefficients(problem: LayerwiseProblem, model: torch.nn.Module, tokenizer: Any, train: Sequence[Example],
                        held_out: Sequence[Example], objective: Objective, steps: int = 100, lr: float = 1e-3,
                        batch_size: int = 16, eval_every: int = 10, seed: int = 0,
-                       checkpoint: Optional[Path] = None) -> LayerwiseResult:
-    """Adam on Λ from 0.3 (module docstring); ``lr`` in coefficient units (AdaMerging: 1e-3)."""
+                       checkpoint: Optional[Path] = None, checkpoint_key: str = "") -> LayerwiseResult:
+    """Adam on Λ from 0.3 (module docstring); ``lr`` in coefficient units (AdaMerging: 1e-3);
+    ``checkpoint_key``: what the run depends on (a checkpoint of another key is not resumed)."""
     if not train or not held_out:
         raise EvaluationDataError("layer-wise tuning needs training lines and held-out lines")
     coefficients = initial_coefficients(len(problem.models), len(problem.groups)).requires_grad_(True)
     optimizer = torch.optim.Adam([coefficients], lr=lr)
-    state = _resume(checkpoint, coefficients, optimizer)
+    state = _resume(checkpoint, coefficients, optimizer, checkpoint_key)
 
     def value(examples: Sequence[Example], grad: bool) -> torch.Tensor:
         with torch.set_grad_enabled(grad):
@@ -152,17 +158,20 @@ def learn_coefficients(problem: LayerwiseProblem, model: torch.nn.Module, tokeni
             if held < state["best_value"]:
                 state.update(best=coefficients.detach().clone(), best_value=held, best_step=step)
             state.update(step=step, seconds=time.perf_counter() - started)
-            _save(checkpoint, coefficients, optimizer, state)
+            _save(checkpoint, coefficients, optimizer, state, checkpoint_key)
     train_value = float(value(train, False))
     return LayerwiseResult(state["best"], list(problem.groups), steps, state["best_step"], train_value,
                            state["best_value"], state["initial"], state["history"], time.perf_counter() - started)
 
 
-def _resume(checkpoint: Optional[Path], coefficients: torch.Tensor, optimizer: torch.optim.Optimizer) -> Dict[str, Any]:
+def _resume(checkpoint: Optional[Path], coefficients: torch.Tensor, optimizer: torch.optim.Optimizer,
+            key: str) -> Dict[str, Any]:
     state: Dict[str, Any] = {"step": 0, "best": None, "history": [], "seconds": 0.0}
     if checkpoint is None or not checkpoint.exists():
         return state
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if saved.get("key") != key:  # written for other inputs, settings or code: start over
+        return state
     with torch.no_grad():
         coefficients.copy_(saved["coefficients"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -172,14 +181,14 @@ def _resume(checkpoint: Optional[Path], coefficients: torch.Tensor, optimizer: t
 
 
 def _save(checkpoint: Optional[Path], coefficients: torch.Tensor, optimizer: torch.optim.Optimizer,
-          state: Dict[str, Any]) -> None:
+          state: Dict[str, Any], key: str) -> None:
     if checkpoint is None:
         return
     meta = {k: state[k] for k in ("step", "best_value", "initial", "best_step", "history", "seconds")}
     partial = checkpoint.with_name(checkpoint.name + ".partial")
     torch.save({"coefficients": coefficients.detach().clone(), "optimizer": optimizer.state_dict(),
-                "best": state["best"], "meta": json.dumps(meta)}, partial)
+                "best": state["best"], "meta": json.dumps(meta), "key": key}, partial)
     os.replace(partial, checkpoint)
 
 
-__all__ = ["LayerwiseProblem", "per_task_parts", "LayerwiseResult", "learn_coefficients"]
+__all__ = ["LayerwiseProblem", "check_layerwise", "per_task_parts", "LayerwiseResult", "learn_coefficients"]

@@ -29,7 +29,7 @@ import copy
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from mergekit_awd.constants import TUNE_POINTS, TUNE_REPORT, TUNE_SCRATCH
@@ -38,6 +38,7 @@ from mergekit_awd.presentation.tune_summary import tuning_note
 from mergekit_awd.progress import progress_bar
 from mergekit_awd.tools.tune_cache import InputIdentity, PointCache, cache_key, identify_all, input_digests
 from mergekit_awd.tools.tune_grid import DEFAULT_GRID, GridAxis, parse_grid, value_identity
+from mergekit_awd.tools.tune_layerwise import LayerwiseRequest, tune_layerwise
 from mergekit_awd.tools.tune_path import ModelOnPath
 from mergekit_awd.tools.tune_plan import LAMBDA, TUNED_MARKER, TunePlan, configured, plan_tune, reference_role
 from mergekit_awd.tools.tune_report import write_tune_outputs, write_tuned_config
@@ -232,6 +233,7 @@ def tune_merge(
     tasks: Optional[Sequence[str]] = None,
     scoring: Optional[Mapping[str, Any]] = None,
     prepare: Optional[Callable[[TunePlan], None]] = None,
+    layerwise: Optional[LayerwiseRequest] = None,
 ) -> TuneResult:
     """Score every grid point of ``config`` with ``scorer`` (``Scorer``) and choose the best (the first
     best in grid order).  ``model_loader(folder)`` returns the model ``scorer`` takes, loaded from the base's folder
@@ -243,12 +245,18 @@ def tune_merge(
     cache); ``prepare(plan)``: run after every check, before anything is loaded (the command checks
     the data's lengths there).  Writes ``out_dir`` (the point cache, ``tune_report.json``,
     ``tune.md``, the plot), ``CONFIG.tuned.yml`` next to a config file, and with ``merge_out`` the
-    final merge."""
+    final merge.  ``layerwise``: after the grid, one coefficient per task and group learned on the data
+    (``tools.tune_layerwise``); the tuned configuration is then the learned one."""
     started = time.perf_counter()
     data_path = None if data_path is None else os.fspath(data_path)
     plan = plan_tune(config, list(grid) or [parse_grid(DEFAULT_GRID)], dict(reference_models or {}),
                      os.fspath(out_dir), None if merge_out is None else os.fspath(merge_out), cuda,
                      data_path=data_path, tasks=tasks, linear_methods=linear_in_lambda())
+    if layerwise is not None:  # a method without per-task parts is refused before anything is merged
+        from mergekit_awd.pipeline.config import load_config
+        from mergekit_awd.tools.layerwise import check_layerwise
+
+        check_layerwise(load_config(plan.config)[0], plan.config_path or "the configuration")
     if prepare is not None:
         prepare(plan)
     with tune_workspace(plan.out_dir) as scratch:
@@ -269,7 +277,10 @@ def tune_merge(
             bar.close()
             cache.close()
         result = _result(plan, [scored[i] for i in range(len(plan.points))], refs, run)
-        _finish(plan, result, cuda, quiet)
+        tuned = None
+        if layerwise is not None:
+            tuned, result.layerwise = _layerwise(run, result, layerwise)
+        _finish(plan, result, cuda, quiet, tuned)
     result.seconds = time.perf_counter() - started
     result.files = write_tune_outputs(result, plan.out_dir)
     return result
@@ -288,9 +299,35 @@ def _result(plan: TunePlan, points: List[TunePoint], refs: Dict[str, float], run
                       merge_seconds=run.clock["merge"], evaluation_seconds=run.clock["evaluation"], cache=run.use)
 
 
-def _finish(plan: TunePlan, result: TuneResult, cuda: bool, quiet: bool) -> None:
-    """``CONFIG.tuned.yml`` and, with ``--merge``, the merge of the chosen configuration."""
-    best_config = configured(plan.config, result.chosen)
+def _layerwise(run: _Run, result: TuneResult, request: LayerwiseRequest) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """The layer-wise tuning of the grid's choice without its λ: (tuned configuration, report entry)."""
+    from mergekit_awd.code_version import code_version
+    from mergekit_awd.tools.tune_data import overall_score
+
+    plan = run.plan
+    config = configured(plan.config, {k: v for k, v in result.chosen.items() if k != LAMBDA})
+    model = run.loaded()
+    model.load(plan.base)
+
+    def score(scored_model: Any) -> Tuple[Dict[str, Dict[str, float]], float]:
+        with _timed(run.clock, "evaluation"):
+            tasks = run.scorer(scored_model, None)
+        run.evaluations += 1
+        return tasks, overall_score(tasks, result.references)
+
+    identities = {role: run.identities[role] for role in [*plan.merge_roles, *plan.data_roles]}
+    key = cache_key("layerwise", identities, **run.parts, config=config,
+                    options=asdict(request.options), code=code_version())
+    return tune_layerwise(config, plan.config_path or "the configuration", model.model,
+                          request.tokenizer_loader(plan.base), request.tasks, score, result.chosen_score,
+                          request.options, plan.out_dir, key)
+
+
+def _finish(plan: TunePlan, result: TuneResult, cuda: bool, quiet: bool, tuned: Optional[Dict[str, Any]] = None
+            ) -> None:
+    """``CONFIG.tuned.yml`` and, with ``--merge``, the merge of the chosen configuration (``tuned``: the
+    layer-wise one)."""
+    best_config = tuned if tuned is not None else configured(plan.config, result.chosen)
     if plan.tuned_path is not None:
         write_tuned_config(plan.tuned_path, best_config, result)
         result.tuned_config = plan.tuned_path

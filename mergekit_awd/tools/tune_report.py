@@ -10,9 +10,9 @@ from typing import Any, Dict
 
 import yaml
 
-from mergekit_awd.constants import TUNE_PLOT, TUNE_REPORT, TUNE_TABLE
+from mergekit_awd.constants import TUNE_LAYERWISE_PLOT, TUNE_PLOT, TUNE_REPORT, TUNE_TABLE
 from mergekit_awd.pipeline.staging import atomic_write_text, staged_file
-from mergekit_awd.presentation.tune_summary import score_figure, tune_table
+from mergekit_awd.presentation.tune_summary import layerwise_figure, score_figure, tune_table
 from mergekit_awd.tools.tune_plan import TUNED_MARKER
 from mergekit_awd.tools.tune_result import TuneResult
 
@@ -20,6 +20,11 @@ from mergekit_awd.tools.tune_result import TuneResult
 def write_tuned_config(path: str, config: Dict[str, Any], result: TuneResult) -> None:
     """``CONFIG.tuned.yml``: the configuration at the chosen point, under a header saying so."""
     header = [TUNED_MARKER, f"# chosen: {json.dumps(result.chosen)}; mean score {result.chosen_score:.4f}"]
+    if result.layerwise:
+        entry = result.layerwise
+        header.append(f"# layer-wise ({entry['objective']}): one weight per model and group ({len(entry['groups'])} "
+                      f"groups), validation score {entry['validation_score']:.4f} (the grid's best "
+                      f"{entry['scalar_validation_score']:.4f}); lambda 1, the grid's other choices kept")
     atomic_write_text(path, "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False))
 
 
@@ -28,11 +33,12 @@ def write_tune_outputs(result: TuneResult, out_dir: str) -> Dict[str, str]:
     files = {"report": os.path.join(out_dir, TUNE_REPORT), "table": os.path.join(out_dir, TUNE_TABLE)}
     summary = result.to_json()
     atomic_write_text(files["table"], tune_table(summary))
-    figure = score_figure(summary)
-    if figure is not None:
-        files["plot"] = os.path.join(out_dir, TUNE_PLOT)
-        with staged_file(files["plot"]) as temporary:
-            figure.savefig(temporary, format="png", dpi=110)
+    for name, filename, figure in (("plot", TUNE_PLOT, score_figure(summary)),
+                                   ("layerwise_plot", TUNE_LAYERWISE_PLOT, layerwise_figure(summary))):
+        if figure is not None:
+            files[name] = os.path.join(out_dir, filename)
+            with staged_file(files[name]) as temporary:
+                figure.savefig(temporary, format="png", dpi=110)
     atomic_write_text(files["report"], json.dumps({**summary, "files": files}, indent=2, default=str) + "\n")
     return files
 

@@ -50,6 +50,7 @@ class TuneResult:
     merged: Optional[str] = None
     files: Dict[str, str] = field(default_factory=dict)
     cache: CacheUse = field(default_factory=CacheUse)
+    layerwise: Optional[Dict[str, Any]] = None  # --layerwise: objective, groups, coefficients, scores …
 
     def to_json(self) -> Dict[str, Any]:
         return asdict(self)
