@@ -31,5 +31,7 @@ TUNE_TABLE = "tune.md"
 TUNE_PLOT = "tune_scores.png"
 TUNE_LAYERWISE_PLOT = "tune_layerwise.png"  # --layerwise: the learned coefficients per group and model
 TUNE_LAYERWISE_CHECKPOINT = "layerwise_checkpoint.pt"  # --layerwise: a killed layer-wise tuning resumes from it
+TUNE_METHODS_REPORT = "tune_methods.json"  # --methods: every method's choice and score, the winner
+TUNE_METHODS_TABLE = "tune_methods.md"
 TUNE_SCRATCH = ".tune-scratch"  # the tuning merges; removed when tune ends, and at the next tune's start
 TUNED_SUFFIX = ".tuned.yml"  # CONFIG.tuned.yml beside CONFIG

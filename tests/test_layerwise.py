@@ -304,3 +304,44 @@ def test_tune_layerwise_refuses_a_method_without_per_task_parts_before_merging(t
                 "--quiet"]) == 1
     assert "tsv has none" in capsys.readouterr().err
     assert not (out / "tune_points.jsonl").exists()
+
+
+def test_tune_methods_chooses_the_method_with_lambda_and_writes_the_winner(tmp_path, capsys):
+    import json
+
+    from mergekit_awd.cli import run
+
+    paths = build_family(tmp_path / "family", n_models=2, seed=7)
+    config = tmp_path / "merge.yml"
+    config.write_text(yaml.safe_dump(merge_config("awd", paths, {"alpha": 0.01, "steps": 10}, weights=[1.0, 1.0])))
+    out = tmp_path / "tune"
+    argv = ["tune", str(config), "--data", str(_tune_data(tmp_path)), "--out", str(out), "--quiet",
+            "--methods", "task_arithmetic,ties,awd,tsv", "--grid", "lambda=0.5,1.0"]
+    assert run(argv) == 0
+    report = json.loads((out / "tune_methods.json").read_text())
+    assert set(report["methods"]) == {"task_arithmetic", "ties", "awd", "tsv"}
+    scores = {m: e["score"] for m, e in report["methods"].items()}
+    assert scores[report["winner"]] == max(scores.values())
+    for method in report["methods"]:  # each method tuned in its own folder, one merge on the λ path
+        assert json.loads((out / method / "tune_report.json").read_text())["merges"] == 1
+    tuned = yaml.safe_load((tmp_path / "merge.tuned.yml").read_text())
+    assert tuned["merge_method"] == report["winner"]
+    assert tuned["parameters"]["lambda"] == report["methods"][report["winner"]]["chosen"]["lambda"]
+    if report["winner"] != "awd":
+        assert "alpha" not in tuned["parameters"]  # a parameter the method does not take is dropped
+    assert "<- chosen" in capsys.readouterr().out
+    # unknown method, or a method tune cannot move along λ: refused before any tune
+    assert run(["tune", str(config), "--data", str(_tune_data(tmp_path)), "--out", str(tmp_path / "t2"), "--quiet",
+                "--methods", "task_arithmetic,slerp"]) == 1
+    assert not (tmp_path / "t2").exists()
+
+
+def test_method_configuration_keeps_what_each_method_takes(tmp_path):
+    from mergekit_awd.tools.tune_methods import method_configuration
+
+    paths = build_family(tmp_path / "family", n_models=2, seed=7)
+    config = merge_config("awd", paths, {"alpha": 0.01, "lambda": 0.4}, weights=[1.0, 2.0])
+    ties = method_configuration(config, "ties")
+    assert ties["parameters"] == {"lambda": 0.4}
+    assert [m["parameters"] for m in ties["models"]] == [{"weight": 1.0, "density": 0.5}, {"weight": 2.0, "density": 0.5}]
+    assert method_configuration(config, "awd")["parameters"] == {"alpha": 0.01, "lambda": 0.4}

@@ -62,11 +62,14 @@ def default_out_dir(config_file: str) -> str:
               help="--layerwise: Adam steps (every 10, the held-out quarter of the lines chooses the step).")
 @click.option("--layerwise-lr", default=1e-3, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="--layerwise: Adam's step size on the weights.")
+@click.option("--methods", default=None, metavar="M1,M2,…",
+              help="Choose the method too: tune each (its own λ grid unless --grid; CONFIG's base, models and the "
+                   "parameters each takes) and write the best as CONFIG.tuned.yml; OUT/tune_methods.md compares them.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bar.")
 def tune_command(config_file: str, data_file: str, grids: Tuple[str, ...], references: Tuple[str, ...],
                  out_dir: Optional[str], merge_out: Optional[str], cuda: bool, batch_size: int,
                  max_new_tokens: int, max_tokens: int, layerwise: bool, objective: str, grouping: str,
-                 layerwise_steps: int, layerwise_lr: float, quiet: bool) -> None:
+                 layerwise_steps: int, layerwise_lr: float, methods: Optional[str], quiet: bool) -> None:
     """Score CONFIG_FILE's merge at every point of a parameter grid on your validation data, choose the
     best, write it as CONFIG.tuned.yml beside CONFIG_FILE, and with --merge merge it.
 
@@ -86,8 +89,12 @@ def tune_command(config_file: str, data_file: str, grids: Tuple[str, ...], refer
 
                 options = LayerwiseOptions(objective=objective, grouping=grouping, steps=layerwise_steps,
                                            lr=layerwise_lr, batch_size=batch_size)
+            if methods is not None and (layerwise or merge_out):
+                raise ConfigError("--methods chooses among the methods' scalar λ; give --layerwise or --merge "
+                                  "to a tune of the chosen configuration (CONFIG.tuned.yml)", key="--methods")
             _run(config_file, data_file, grids, _pairs(references, "--reference"), out_dir, merge_out, cuda,
-                 batch_size, max_new_tokens, max_tokens, quiet, options)
+                 batch_size, max_new_tokens, max_tokens, quiet, options,
+                 None if methods is None else [m.strip() for m in methods.split(",") if m.strip()])
         except KeyboardInterrupt as error:
             from mergekit_awd.tools.tune_cache import scored_point_count
 
@@ -129,7 +136,7 @@ def _data_check(data, max_tokens: int, max_new_tokens: int):
 
 def _run(config_file: str, data_file: str, grids: Sequence[str], reference_models: Dict[str, str], out_dir: str,
          merge_out: Optional[str], cuda: bool, batch_size: int, max_new_tokens: int, max_tokens: int,
-         quiet: bool, layerwise: Optional[Any] = None) -> None:
+         quiet: bool, layerwise: Optional[Any] = None, methods: Optional[Sequence[str]] = None) -> None:
     import torch
     from mergekit.options import MergeOptions
 
@@ -161,13 +168,18 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
 
     scoring = {"scorer": "tune_data.score_model", "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                "device": device.type}
+    def run_tune(config, out, grid, merge=None, layerwise_request=None):
+        return tune_merge(config, scorer, load_model, out, grid, reference_models=reference_models,
+                          merge_out=merge, cuda=cuda, quiet=quiet, data_digest=data.digest,
+                          data_path=data_file, tasks=[t.name for t in data.tasks], scoring=scoring,
+                          prepare=_data_check(data, max_tokens, max_new_tokens), layerwise=layerwise_request)
+
     with _transformers_bars(enabled=not quiet):
-        result = tune_merge(config_file, scorer, load_model, out_dir, axes, reference_models=reference_models,
-                            merge_out=merge_out, cuda=cuda, quiet=quiet, data_digest=data.digest,
-                            data_path=data_file, tasks=[t.name for t in data.tasks], scoring=scoring,
-                            prepare=_data_check(data, max_tokens, max_new_tokens),
-                            layerwise=None if layerwise is None else LayerwiseRequest(
-                                layerwise, data.tasks, AutoTokenizer.from_pretrained))
+        if methods is not None:
+            _choose_method(config_file, methods, out_dir, run_tune, axes, data_file, reference_models)
+            return
+        result = run_tune(config_file, out_dir, axes, merge_out, None if layerwise is None else LayerwiseRequest(
+            layerwise, data.tasks, AutoTokenizer.from_pretrained))
     click.echo(f"tune: {len(result.points)} points ({result.merges} merges in {result.merge_seconds:.0f} s, "
                f"{result.evaluations} evaluations in {result.evaluation_seconds:.0f} s) in {result.seconds:.0f} s")
     click.echo(f"cache: {cache_line(result.to_json())}")
@@ -184,3 +196,20 @@ def _run(config_file: str, data_file: str, grids: Sequence[str], reference_model
         click.echo(f"wrote {path}")
     if result.merged:
         click.echo(f"merged into {result.merged}")
+
+
+def _choose_method(config_file: str, methods: Sequence[str], out_dir: str, run_tune, axes, data_file: str,
+                   reference_models: Dict[str, str]) -> None:
+    """``--methods``: every method tuned, the best written as CONFIG.tuned.yml (``tools.tune_methods``)."""
+    from mergekit_awd.tools.tune_methods import tune_methods
+    from mergekit_awd.tools.tune_plan import DATA_ROLE, reference_role
+
+    others = [(DATA_ROLE, data_file), *((reference_role(t), f) for t, f in reference_models.items())]
+    result = tune_methods(config_file, methods, out_dir, run_tune, axes, others)
+    for method, entry in sorted(result.methods.items(), key=lambda item: -item[1]["score"]):
+        chosen = ", ".join(f"{k} = {v}" for k, v in entry["chosen"].items())
+        click.echo(f"{method}: {chosen} (mean score {entry['score']:.4f}, {entry['seconds']:.0f} s)"
+                   + ("  <- chosen" if method == result.winner else ""))
+    click.echo(f"wrote {result.tuned_config}")
+    for path in result.files.values():
+        click.echo(f"wrote {path}")

@@ -75,6 +75,8 @@ class PackageMergeMethod(GroupMergeMethod):
     linear_in_lambda: ClassVar[bool] = True
     # merges task vectors, so ``awd`` can hand it the disentangled ones (``combine: NAME``)
     combinable: ClassVar[bool] = False
+    # tune --methods: the λ grid tried for this method (tune's syntax; None: tune's default grid)
+    lambda_grid: ClassVar[Optional[str]] = None
 
     def __init__(self) -> None:
         self._spec: Optional[MergeMethodSpec] = None
@@ -180,6 +182,7 @@ class MatrixMergeMethod(PackageMergeMethod):
     weight_description = "w_i, per-model weight applied to the task vector"
     inputs_must_be_finite = True  # an SVD or a solve cannot run on NaN/Inf
     combinable = True  # merges any task vectors, the disentangled ones of ``awd`` too
+    lambda_grid = "lambda=0.25:3.0:0.25"  # a merged update of the size of one task vector: λ about 1 and above
 
     def merge_matrices(self, name: str, task_vectors: torch.Tensor, weights: List[float], settings: Any,
                        report: Optional[MergeReport]) -> Any:

@@ -81,7 +81,8 @@ def reference_role(task: str) -> str:
     return f"reference model for task {task}"
 
 
-def _config_dict(config: Union[str, os.PathLike, Dict[str, Any]]) -> Tuple[Dict[str, Any], Optional[str]]:
+def read_configuration(config: Union[str, os.PathLike, Dict[str, Any]]) -> Tuple[Dict[str, Any], Optional[str]]:
+    """(the configuration as a dict, its file or None): a YAML file read strictly, or a dict copied."""
     if isinstance(config, dict):
         return copy.deepcopy(config), None
     path = os.fspath(config)
@@ -163,7 +164,7 @@ def check_writable_folder(folder: str, what: str) -> None:
     os.remove(probe)
 
 
-def _check_tuned_path(path: str, inputs: List[Any]) -> None:
+def check_tuned_path(path: str, inputs: List[Any]) -> None:
     """``CONFIG.tuned.yml``: no input, inside none, absent or tune's own; its folder writable."""
     from mergekit_awd.pipeline.input_paths import check_out_disjoint
 
@@ -195,7 +196,7 @@ def _check_outputs(out_dir: str, merge_out: Optional[str], tuned_path: Optional[
                            command="--merge")
         check_output_target(merge_out, False)
     if tuned_path is not None:
-        _check_tuned_path(tuned_path, [*inputs, InputPath("tune's --out folder", out_dir, out)]
+        check_tuned_path(tuned_path, [*inputs, InputPath("tune's --out folder", out_dir, out)]
                           + ([InputPath("--merge folder", merge_out, resolve(merge_out))] if merge_out else []))
 
 
@@ -216,7 +217,7 @@ def plan_tune(config: Union[str, os.PathLike, Dict[str, Any]], axes: Sequence[Gr
     and model headers only."""
     from mergekit_awd.pipeline.input_paths import InputPath, merge_inputs, resolve
 
-    data, config_path = _config_dict(config)
+    data, config_path = read_configuration(config)
     method, base = data.get("merge_method"), data.get("base_model")
     if not method or not isinstance(base, str) or not base or not os.path.isdir(os.path.expanduser(base)):
         raise ConfigError("tune needs a configuration with merge_method and a base_model (a local model folder)",
