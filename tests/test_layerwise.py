@@ -104,7 +104,8 @@ def _objective_setup(paths):
 @pytest.mark.parametrize("objective", ["likelihood", "entropy"])
 def test_the_objective_gradient_matches_finite_differences(tmp_path, objective):
     """∂ objective / ∂λ_{i,g} by autograd through θ(Λ) equals central differences (float64)."""
-    from mergekit_awd.tools.layerwise_objective import PromptExample, objective_value, parameters_of
+    from mergekit_awd.tools.layerwise_objective import objective_value, parameters_of
+    from mergekit_awd.tools.lm_scoring import PromptExample
     from mergekit_awd.tools.lm_scoring import AnswerExample, ChoiceExample
 
     paths = build_family(tmp_path / "family", n_models=2, seed=3)
@@ -137,7 +138,8 @@ def test_the_objective_gradient_matches_finite_differences(tmp_path, objective):
 
 
 def test_the_likelihood_objective_refuses_unlabelled_lines(tmp_path):
-    from mergekit_awd.tools.layerwise_objective import PromptExample, objective_value, parameters_of
+    from mergekit_awd.tools.layerwise_objective import objective_value, parameters_of
+    from mergekit_awd.tools.lm_scoring import PromptExample
 
     paths = build_family(tmp_path / "family", n_models=2, seed=3)
     model, tokenizer, w, base, parts, groups, index = _objective_setup(paths)
@@ -345,3 +347,26 @@ def test_method_configuration_keeps_what_each_method_takes(tmp_path):
     assert ties["parameters"] == {"lambda": 0.4}
     assert [m["parameters"] for m in ties["models"]] == [{"weight": 1.0, "density": 0.5}, {"weight": 2.0, "density": 0.5}]
     assert method_configuration(config, "awd")["parameters"] == {"alpha": 0.01, "lambda": 0.4}
+
+
+def test_tune_layerwise_entropy_learns_from_unlabelled_lines_too(tmp_path):
+    """``--objective entropy`` trains on the unlabelled lines as well (labels unused); the grid and the
+    validation score use the labelled ones."""
+    import json
+
+    from mergekit_awd.cli import run
+
+    paths = build_family(tmp_path / "family", n_models=2, seed=8)
+    config = tmp_path / "merge.yml"
+    config.write_text(yaml.safe_dump(merge_config("awd", paths, {"steps": 10}, weights=[1.0, 1.0])))
+    data = _tune_data(tmp_path)
+    with open(data, "a", encoding="utf-8") as handle:
+        for i in range(8):
+            handle.write(json.dumps({"prompt": f"w{40 + i} w{41 + i}", "task": "cls",
+                                     **({"choices": [" w50", " w51"]} if i % 2 else {})}) + "\n")
+    out = tmp_path / "tune"
+    assert run(["tune", str(config), "--data", str(data), "--grid", "lambda=0.5,1.0", "--out", str(out), "--quiet",
+                "--layerwise", "--objective", "entropy", "--layerwise-steps", "6", "--layerwise-lr", "0.05"]) == 0
+    entry = json.loads((out / "tune_report.json").read_text())["layerwise"]
+    assert entry["objective"] == "entropy" and entry["train_lines"] + entry["held_out_lines"] == 16 + 8
+    assert set(entry["validation_tasks"]) == {"cls", "gen"}

@@ -87,9 +87,9 @@ BAD_LINES = [
     ("{not json", "not valid JSON"),
     ('["prompt"]', "expected a JSON object"),
     ('{"answer": " w1"}', '"prompt" must be a non-empty string'),
-    ('{"prompt": "w1"}', 'either "answer"'),
+    ('{"prompt": "w1", "label": 0}', '"label" belongs with "choices"'),
     ('{"prompt": "w1", "answer": " w2", "choices": [" a", " b"], "label": 0}', 'either "answer"'),
-    ('{"prompt": "w1", "choices": [" a", " b"]}', 'missing "label"'),
+    ('{"prompt": "w1", "choices": [" a", " a"]}', "are the same text"),
     ('{"prompt": "w1", "choices": [" a", " b"], "label": 2}', '"label" must be an integer from 0 to 1'),
     ('{"prompt": "w1", "choices": [" a", " b"], "label": true}', '"label" must be an integer'),
     ('{"prompt": "w1", "choices": [" a"], "label": 0}', "at least two"),
@@ -106,6 +106,20 @@ def test_bad_jsonl_lines_name_the_file_and_line(tmp_path, line, message):
         read_tuning_data(path)
     assert caught.value.path == str(path) and caught.value.line == 3
     assert f"{path}, line 3:" in str(caught.value)
+
+
+def test_unlabelled_lines_are_kept_apart_and_a_file_needs_labelled_ones(tmp_path):
+    """A prompt alone, or choices without a label: scored by nothing, kept for --layerwise's entropy."""
+    path = _write_lines(tmp_path / "val.jsonl", [
+        {"prompt": "w1", "task": "t"}, {"prompt": "w2", "choices": [" a", " b"], "task": "t"},
+        {"prompt": "w3", "choices": [" a", " b"], "label": 1, "task": "t"}])
+    data = read_tuning_data(path)
+    [task] = data.tasks
+    assert task.kind == "choices" and len(task.examples) == 1 and task.lines == [3]
+    assert [e.choices for e in task.unlabelled] == [(), (" a", " b")] and task.unlabelled_lines == [1, 2]
+    only = _write_lines(tmp_path / "unlabelled.jsonl", [{"prompt": "w1"}, {"prompt": "w2", "choices": [" a", " b"]}])
+    with pytest.raises(EvaluationDataError, match="no labelled line"):
+        read_tuning_data(only)
 
 
 def test_empty_data_file_is_refused(tmp_path):

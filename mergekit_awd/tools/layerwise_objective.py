@@ -7,31 +7,26 @@ constants); ``∂θ/∂λ_{i,g} = D_i^g``.
 * ``likelihood`` (labelled lines): the mean negative log-likelihood of the right answer — for a
   classification line, −log softmax over its choices' summed log-probabilities (nats) at the right
   choice; for a generative line, −Σ_t log P(answer tokens, then EOS | prompt).
-* ``entropy`` (lines whose labels or answers are not used, AdaMerging's objective, arXiv 2310.02575
-  eq. 6): the entropy (nats) of the model's distribution over a line's choices, or, for a line without
-  choices (a prompt, or a generative line), of its next-token distribution after the prompt.
+* ``entropy`` (AdaMerging's objective, arXiv 2310.02575 eq. 6; labels and answers unused, so lines
+  without them, ``PromptExample``, count too): the entropy (nats) of the model's distribution over a
+  line's choices, or, for a line without choices (a prompt, or a generative line), of its next-token
+  distribution after the prompt.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Dict, List, Literal, Mapping, Sequence, Tuple, Union
 
 import torch
 from torch.func import functional_call
 
 from mergekit_awd.errors import EvaluationDataError
-from mergekit_awd.tools.lm_scoring import AnswerExample, ChoiceExample, encode_continuation, encode_prompt
+from mergekit_awd.tools.lm_scoring import (
+    AnswerExample, ChoiceExample, PromptExample, encode_continuation, encode_prompt,
+)
 
 Objective = Literal["likelihood", "entropy"]
 OBJECTIVES: Tuple[str, ...] = ("likelihood", "entropy")
-
-
-@dataclass(frozen=True)
-class PromptExample:
-    """A line with a prompt only (no choices, no answer): usable by the ``entropy`` objective."""
-
-    prompt: str
 
 
 Example = Union[ChoiceExample, AnswerExample, PromptExample]
@@ -69,7 +64,7 @@ def continuation_log_likelihood(model: torch.nn.Module, params: Mapping[str, tor
     return torch.stack(totals)
 
 
-def _choice_log_likelihoods(model, params, tokenizer, examples: Sequence[ChoiceExample], pad_id: int
+def _choice_log_likelihoods(model, params, tokenizer, examples: Sequence[Example], pad_id: int
                             ) -> List[torch.Tensor]:
     """Per example, its choices' log-likelihoods [C]."""
     pairs, sizes = [], []
@@ -92,8 +87,11 @@ def objective_value(model: torch.nn.Module, params: Mapping[str, torch.Tensor], 
                     examples: Sequence[Example], objective: Objective) -> torch.Tensor:
     """The mean objective over ``examples`` (module docstring), a differentiable scalar."""
     pad_id = next(i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None)
-    choices = [e for e in examples if isinstance(e, ChoiceExample)]
-    others = [e for e in examples if not isinstance(e, ChoiceExample)]
+    choices = [e for e in examples if getattr(e, "choices", ())]
+    others = [e for e in examples if not getattr(e, "choices", ())]
+    if objective == "likelihood" and any(isinstance(e, PromptExample) for e in examples):
+        raise EvaluationDataError("the likelihood objective needs labelled lines (choices with a label, or "
+                                  "answers); lines without a label take the entropy objective")
     terms: List[torch.Tensor] = []
     if choices:
         scores = _choice_log_likelihoods(model, params, tokenizer, choices, pad_id)
@@ -104,9 +102,6 @@ def objective_value(model: torch.nn.Module, params: Mapping[str, torch.Tensor], 
         terms += list(_next_token_entropy(model, params, tokenizer, [e.prompt for e in others], pad_id))
     elif others:
         answers = [e for e in others if isinstance(e, AnswerExample)]
-        if len(answers) != len(others):
-            raise EvaluationDataError("the likelihood objective needs labelled lines (choices with a label, or "
-                                      "answers); lines with a prompt only take the entropy objective")
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         pairs = [(encode_prompt(tokenizer, e.prompt), encode_continuation(tokenizer, e.answer) + eos) for e in answers]
         terms += list(-continuation_log_likelihood(model, params, pairs, pad_id))
@@ -124,5 +119,5 @@ def parameters_of(model: torch.nn.Module, state: Dict[str, torch.Tensor]) -> Dic
     return params
 
 
-__all__ = ["Objective", "OBJECTIVES", "PromptExample", "continuation_log_likelihood", "objective_value",
+__all__ = ["Objective", "OBJECTIVES", "continuation_log_likelihood", "objective_value",
            "parameters_of"]

@@ -59,6 +59,16 @@ class AnswerExample:
     answer: str
 
 
+@dataclass(frozen=True)
+class PromptExample:
+    """A line without a label or an answer: a prompt, and the candidate answers if it has them.  It
+    is scored by nothing; layer-wise tuning's ``entropy`` objective uses it (the model's distribution
+    over the choices, or over the next token)."""
+
+    prompt: str
+    choices: Tuple[str, ...] = ()
+
+
 def _pad_left(sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> Tuple[torch.Tensor, ...]:
     """input_ids, attention_mask, position_ids of left-padded sequences."""
     width = max(len(s) for s in sequences)

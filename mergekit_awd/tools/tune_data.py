@@ -7,7 +7,10 @@ Each line is one JSON object:
   answer tokens then EOS);
 * ``{"prompt": ..., "choices": [...], "label": i}``: a classification example, scored by rank
   classification accuracy (the choice with the highest summed log-probability);
-* an optional ``"task"`` groups lines (default ``"default"``); a task holds one kind of example.
+* ``{"prompt": ...}`` or ``{"prompt": ..., "choices": [...]}`` (no label): an unlabelled line, scored by
+  nothing; ``--layerwise --objective entropy`` learns from it (the file needs labelled lines too: they
+  score the grid);
+* an optional ``"task"`` groups lines (default ``"default"``); a task holds one kind of labelled example.
 
 The file must be UTF-8 (a byte-order mark is allowed); a classification line's choices must differ.
 ``check_lengths`` bounds every line in tokens before anything is merged: the prompt with the longest
@@ -31,7 +34,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from mergekit_awd.errors import EvaluationDataError
 from mergekit_awd.tools.lm_scoring import (
-    DEFAULT_BATCH_SIZE, AnswerExample, ChoiceExample, accuracy, answer_log_likelihoods, encode_continuation,
+    DEFAULT_BATCH_SIZE, AnswerExample, ChoiceExample, PromptExample, accuracy, answer_log_likelihoods, encode_continuation,
     encode_prompt, greedy_exact_match, rank_classification,
 )
 
@@ -39,6 +42,7 @@ DEFAULT_TASK = "default"
 KINDS = ("answer", "choices")
 # The longest line (prompt with answer, choice or generated continuation), tokens; --max-tokens.
 DEFAULT_MAX_TOKENS = 2048
+UNLABELLED = "unlabelled"  # the kind of a line without label or answer
 
 
 @dataclass
@@ -46,9 +50,11 @@ class TuningTask:
     """The examples of one task: all generative or all classification."""
 
     name: str
-    kind: str  # "answer" or "choices"
+    kind: str  # "answer" or "choices" (UNLABELLED while the task has unlabelled lines only)
     examples: List[Union[AnswerExample, ChoiceExample]] = field(default_factory=list)
     lines: List[int] = field(default_factory=list)  # each example's line in the file
+    unlabelled: List[PromptExample] = field(default_factory=list)  # lines without label or answer
+    unlabelled_lines: List[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,7 @@ def _text(record: Dict[str, Any], key: str, path: str, line: int) -> str:
     return value
 
 
-def _example(record: Any, path: str, line: int) -> Tuple[str, str, Union[AnswerExample, ChoiceExample]]:
+def _example(record: Any, path: str, line: int) -> Tuple[str, str, Union[AnswerExample, ChoiceExample, PromptExample]]:
     if not isinstance(record, dict):
         raise _fail(path, line, f"expected a JSON object, got {type(record).__name__}")
     unknown = sorted(set(record) - {"prompt", "answer", "choices", "label", "task"})
@@ -86,29 +92,39 @@ def _example(record: Any, path: str, line: int) -> Tuple[str, str, Union[AnswerE
     task = record.get("task", DEFAULT_TASK)
     if not isinstance(task, str) or not task:
         raise _fail(path, line, f'"task" must be a non-empty string, got {json.dumps(task)[:80]}')
-    if ("answer" in record) == ("choices" in record):
+    if "answer" in record and "choices" in record:
         raise _fail(path, line, 'a line needs either "answer" (generative) or "choices" and "label" '
-                                "(classification)")
+                                "(classification), not both")
+    if "answer" not in record and "label" not in record:
+        choices = record.get("choices", [])
+        if "choices" in record:
+            _check_choices(choices, path, line)
+        return task, UNLABELLED, PromptExample(prompt, tuple(choices))
     if "answer" in record:
         if "label" in record:
             raise _fail(path, line, '"label" belongs with "choices", not with "answer"')
         return task, "answer", AnswerExample(prompt, _text(record, "answer", path, line))
+    if "choices" not in record:
+        raise _fail(path, line, '"label" belongs with "choices" (classification)')
     choices = record["choices"]
+    _check_choices(choices, path, line)
+    label = record["label"]
+    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
+        raise _fail(path, line, f'"label" must be an integer from 0 to {len(choices) - 1}, got {json.dumps(label)}')
+    return task, "choices", ChoiceExample(prompt, tuple(choices), label)
+
+
+def _check_choices(choices: Any, path: str, line: int) -> None:
+    """At least two non-empty strings, all different."""
     if (not isinstance(choices, list) or len(choices) < 2
             or not all(isinstance(c, str) and c.strip() for c in choices)):
         raise _fail(path, line, f'"choices" must be a list of at least two non-empty strings, got '
                                 f"{json.dumps(choices)[:80]}")
-    if "label" not in record:
-        raise _fail(path, line, 'missing "label" (the index of the right choice)')
-    label = record["label"]
-    if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < len(choices):
-        raise _fail(path, line, f'"label" must be an integer from 0 to {len(choices) - 1}, got {json.dumps(label)}')
     repeated = [(choices.index(c), i) for i, c in enumerate(choices) if choices.index(c) != i]
     if repeated:
         first, again = repeated[0]
         raise _fail(path, line, f'"choices" {first} and {again} are the same text {json.dumps(choices[first])[:80]}: '
                                 "the model cannot prefer one, so the line would score the same for every model")
-    return task, "choices", ChoiceExample(prompt, tuple(choices), label)
 
 
 def _decoded(raw: bytes, path: str) -> str:
@@ -142,6 +158,12 @@ def read_tuning_data(path: Union[str, os.PathLike]) -> TuningData:
             raise _fail(path, number, f"not valid JSON ({error.msg} at column {error.colno})") from None
         name, kind, example = _example(record, path, number)
         task = tasks.setdefault(name, TuningTask(name, kind))
+        if kind == UNLABELLED:
+            task.unlabelled.append(example)
+            task.unlabelled_lines.append(number)
+            continue
+        if task.kind == UNLABELLED and not task.examples:
+            task.kind = kind
         if task.kind != kind:
             raise _fail(path, number, f"task {name!r} mixes generative and classification lines; give them "
                                       'different "task" names')
@@ -149,6 +171,10 @@ def read_tuning_data(path: Union[str, os.PathLike]) -> TuningData:
         task.lines.append(number)
     if not tasks:
         raise EvaluationDataError(f"{path}: no examples (the file is empty)", path=path, line=0)
+    if not any(task.examples for task in tasks.values()):
+        raise EvaluationDataError(f"{path}: no labelled line (an answer, or choices with a label): tune scores its "
+                                  "grid on them; unlabelled lines only add to --layerwise --objective entropy",
+                                  path=path, line=0)
     return TuningData(path, tuple(tasks.values()), hashlib.sha256(raw).hexdigest()[:16])
 
 
@@ -164,6 +190,8 @@ def _longest_token_bytes(tokenizer: Any) -> Optional[int]:
 def _line_tokens(tokenizer: Any, example: Union[AnswerExample, ChoiceExample], max_new_tokens: int) -> Tuple[int, int]:
     """(tokens the line's longest sequence takes, the answer's tokens or 0)."""
     prompt = len(encode_prompt(tokenizer, example.prompt))
+    if isinstance(example, PromptExample):
+        return prompt + max([len(encode_continuation(tokenizer, c)) for c in example.choices] or [1]), 0
     if isinstance(example, ChoiceExample):
         return prompt + max(len(encode_continuation(tokenizer, c)) for c in example.choices), 0
     answer = len(encode_continuation(tokenizer, example.answer))
@@ -185,8 +213,8 @@ def check_lengths(data: TuningData, tokenizer: Any, max_tokens: int = DEFAULT_MA
     bytes is refused without tokenizing it."""
     longest = _longest_token_bytes(tokenizer)
     for task in data.tasks:
-        for line, example in zip(task.lines, task.examples):
-            texts = [example.prompt, *(example.choices if isinstance(example, ChoiceExample) else [example.answer])]
+        for line, example in zip(task.lines + task.unlabelled_lines, task.examples + task.unlabelled):
+            texts = [example.prompt, *(example.choices if hasattr(example, "choices") else [example.answer])]
             size = sum(len(t.encode("utf-8")) for t in texts)
             if longest is not None and size > max_tokens * longest:
                 raise _fail(data.path, line, f"the line is {size} bytes, more than {max_tokens} tokens can hold "
@@ -206,7 +234,7 @@ def score_model(model: Any, tokenizer: Any, data: TuningData, batch_size: int = 
     tasks the mean answer log-likelihood ``log_likelihood`` (nats per example)."""
     out: Dict[str, Dict[str, float]] = {}
     for task in data.tasks:
-        if tasks is not None and task.name not in tasks:
+        if (tasks is not None and task.name not in tasks) or not task.examples:
             continue
         if task.kind == "choices":
             predictions = rank_classification(model, tokenizer, task.examples, batch_size=batch_size)

@@ -50,13 +50,14 @@ class LayerwiseRequest:
     tokenizer_loader: Callable[[str], Any]
 
 
-def split_lines(tasks: Any, every: int) -> Tuple[List[Example], List[Example]]:
+def split_lines(tasks: Any, every: int, objective: Objective = "likelihood") -> Tuple[List[Example], List[Example]]:
     """(training lines, held-out lines): every ``every``-th line of each task is held out (a task with a
-    single line trains only)."""
+    single line trains only); the labelled lines, and for ``entropy`` the unlabelled ones too."""
     train, held_out = [], []
     for task in tasks:
-        for index, example in enumerate(task.examples):
-            (held_out if len(task.examples) > 1 and index % every == every - 1 else train).append(example)
+        lines = list(task.examples) + (list(task.unlabelled) if objective == "entropy" else [])
+        for index, example in enumerate(lines):
+            (held_out if len(lines) > 1 and index % every == every - 1 else train).append(example)
     return train, held_out
 
 
@@ -81,7 +82,7 @@ def tune_layerwise(config: Mapping[str, Any], label: str, model: Any, tokenizer:
     started = time.perf_counter()
     merge_config, _, _ = load_config(dict(config))
     problem = per_task_parts(merge_config, label, options.grouping)
-    train, held_out = split_lines(tasks, options.held_out_every)
+    train, held_out = split_lines(tasks, options.held_out_every, options.objective)
     device = next(model.parameters()).device
     problem.base = {k: v.to(device) for k, v in problem.base.items()}
     problem.parts = {k: v.to(device) for k, v in problem.parts.items()}
