@@ -370,3 +370,21 @@ def test_tune_layerwise_entropy_learns_from_unlabelled_lines_too(tmp_path):
     entry = json.loads((out / "tune_report.json").read_text())["layerwise"]
     assert entry["objective"] == "entropy" and entry["train_lines"] + entry["held_out_lines"] == 16 + 8
     assert set(entry["validation_tasks"]) == {"cls", "gen"}
+
+
+def test_single_token_choices_read_from_the_prompt_equal_scoring_each_choice(tmp_path):
+    from mergekit_awd.tools.layerwise_objective import _choice_log_likelihoods, continuation_log_likelihood, \
+        parameters_of
+    from mergekit_awd.tools.lm_scoring import ChoiceExample, encode_continuation, encode_prompt
+
+    paths = build_family(tmp_path / "family", n_models=2, seed=3)
+    model, tokenizer, w, base, parts, groups, index = _objective_setup(paths)
+    params = parameters_of(model, merged_state(base, parts, torch.full((2, len(groups)), 0.3, dtype=torch.float64),
+                                               index))
+    examples = [ChoiceExample(f"{w[0]} {w[1]} {w[2]}", (f" {w[3]}", f" {w[4]}", f" {w[5]}"), 0),
+                ChoiceExample(f"{w[6]}", (f" {w[7]}", f" {w[8]}"), 1)]
+    with torch.no_grad():
+        shortcut = _choice_log_likelihoods(model, params, tokenizer, examples, 0)
+        for example, values in zip(examples, shortcut):
+            pairs = [(encode_prompt(tokenizer, example.prompt), encode_continuation(tokenizer, c)) for c in example.choices]
+            torch.testing.assert_close(values, continuation_log_likelihood(model, params, pairs, 0), rtol=1e-6, atol=1e-6)

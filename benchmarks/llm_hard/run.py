@@ -44,6 +44,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in benchmarks/.cache")
     parser.add_argument("--methods", nargs="*", help="only these rows (default: all); the results then hold only them")
     parser.add_argument("--no-k-sweep", action="store_true", help="skip the K = 2, 4 merges")
+    parser.add_argument("--no-learned", action="store_true",
+                        help="skip the learned-coefficient rows (adamerging, awd_adamerging, layerwise_likelihood) "
+                             "and the method chooser")
     return parser.parse_args(argv)
 
 
@@ -67,7 +70,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     individual, pretrained = reference_scores(bench)
     grids = [g for g in hard_grids(registered) if not args.methods or g.name in args.methods]
     runs = run_methods(bench, grids, individual)
-    methods = method_rows(runs, bench.reference_correct("individual"))
+    methods = method_rows(runs, bench.reference_correct("individual"),
+                          None if args.no_learned else learned_and_chosen(bench, folders, base_dir, runs, individual))
     seconds = dict(bench.seconds)
     if not args.keep_merges:
         bench.cleanup()
@@ -79,12 +83,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return results
 
 
-def method_rows(runs: Mapping[str, Any], reference: Mapping[str, Sequence[int]]) -> Dict[str, Any]:
-    """Each row's results entry with its 95 % intervals: normalized score, difference to each reference."""
+def method_rows(runs: Mapping[str, Any], reference: Mapping[str, Sequence[int]],
+                extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Each row's results entry with its 95 % intervals: normalized score, difference to each reference;
+    ``extra``: row -> (entry, per-example results) of rows not run by the grid (the learned ones)."""
     from benchmarks.harness.bootstrap import RESAMPLES, SEED, paired_bootstrap
 
     entries, _ = method_tables(runs)
     correct = {name: run.final.scores["correct"] for name, run in runs.items()}
+    for name, (entry, results) in (extra or {}).items():
+        entries[name], correct[name] = entry, results
     pairs = [(name, ref) for ref in REFERENCES if ref in correct for name in correct if name != ref]
     boot = paired_bootstrap(correct, reference, pairs)
     rows = {}
@@ -97,6 +105,19 @@ def method_rows(runs: Mapping[str, Any], reference: Mapping[str, Sequence[int]])
                 row[f"diff_vs_{ref}_ci95"] = list(boot.differences[(name, ref)])
                 row[f"diff_vs_{ref}_excludes_zero"] = boot.excludes_zero(name, ref)
         rows[name] = {**row, "correct": correct[name]}
+    return rows
+
+
+def learned_and_chosen(bench: Any, folders: Mapping[str, Path], base_dir: Path, runs: Mapping[str, Any],
+                       individual: Mapping[str, Any]) -> Dict[str, Any]:
+    """The rows of ``benchmarks.llm_hard.adamerging``: the layer-wise ones and ``tune_methods``."""
+    from benchmarks.llm_hard.adamerging import chooser_row, learned_rows
+
+    rows = dict(learned_rows(bench, folders, base_dir, individual["test"]))
+    chosen, entry = chooser_row(runs)
+    rows["tune_methods"] = (entry, runs[chosen].final.scores["correct"])
+    scores = ", ".join(f"{name} {100 * entry['normalized_avg']:.1f}" for name, (entry, _) in rows.items())
+    log(f"[learned] test normalized: {scores} (tune_methods chose {chosen})")
     return rows
 
 

@@ -67,8 +67,8 @@ def merged_tensor(base: torch.Tensor, parts: torch.Tensor, coefficients: torch.T
     """θ_base + Σ_i λ_i D_i for one tensor: ``parts`` [K, *shape], ``coefficients`` [K] (the column of
     the tensor's group; differentiable), in float32 (float64 for float64 inputs)."""
     dtype = torch.float64 if base.dtype == torch.float64 else torch.float32
-    weights = coefficients.to(dtype).reshape(-1, *([1] * (parts.ndim - 1)))
-    return base.to(dtype) + (weights * parts.to(dtype)).sum(dim=0)
+    # one contraction over K: no [K, *shape] temporary (the parts are the largest thing in memory)
+    return base.to(dtype) + torch.tensordot(coefficients.to(device=parts.device, dtype=dtype), parts.to(dtype), dims=1)
 
 
 def merged_state(base: Mapping[str, torch.Tensor], parts: Mapping[str, torch.Tensor], coefficients: torch.Tensor,

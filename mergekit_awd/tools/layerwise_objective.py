@@ -44,42 +44,58 @@ def _right_padded(sequences: Sequence[Sequence[int]], pad_id: int, device: torch
 
 
 def _log_probs(model: torch.nn.Module, params: Mapping[str, torch.Tensor], sequences: Sequence[Sequence[int]],
-               pad_id: int) -> torch.Tensor:
-    """log P(next token) [n, width, vocab] of right-padded sequences with the weights ``params``."""
+               pad_id: int, positions: Sequence[Tuple[int, int]]) -> List[torch.Tensor]:
+    """log P(next token) at positions ``[start, stop)`` of each right-padded sequence ([stop − start, vocab]
+    each), with the weights ``params``.  Only those rows go through the log-softmax: the vocabulary-wide
+    values of every other position are never kept for the backward pass (they would dominate memory)."""
     device = next(iter(params.values())).device
     ids, mask = _right_padded(sequences, pad_id, device)
     logits = functional_call(model, dict(params), args=(), kwargs={"input_ids": ids, "attention_mask": mask}).logits
-    return torch.log_softmax(logits.to(torch.float64 if logits.dtype == torch.float64 else torch.float32), dim=-1)
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return [torch.log_softmax(logits[row, start:stop].to(dtype), dim=-1) for row, (start, stop) in enumerate(positions)]
 
 
 def continuation_log_likelihood(model: torch.nn.Module, params: Mapping[str, torch.Tensor],
                                 pairs: Sequence[Tuple[List[int], List[int]]], pad_id: int) -> torch.Tensor:
     """Σ_t log P(cont[t] | prompt, cont[<t]) [n] for (prompt ids, continuation ids), differentiable."""
-    log_probs = _log_probs(model, params, [p + c for p, c in pairs], pad_id)
+    positions = [(len(p) - 1, len(p) - 1 + len(c)) for p, c in pairs]
+    rows = _log_probs(model, params, [p + c for p, c in pairs], pad_id, positions)
     totals = []
-    for row, (prompt, continuation) in enumerate(pairs):
-        start = len(prompt)
+    for log_probs, (_, continuation) in zip(rows, pairs):
         targets = torch.tensor(continuation, dtype=torch.long, device=log_probs.device)
-        totals.append(log_probs[row, start - 1:start - 1 + len(continuation)].gather(1, targets[:, None]).sum())
+        totals.append(log_probs.gather(1, targets[:, None]).sum())
     return torch.stack(totals)
 
 
 def _choice_log_likelihoods(model, params, tokenizer, examples: Sequence[Example], pad_id: int
                             ) -> List[torch.Tensor]:
-    """Per example, its choices' log-likelihoods [C]."""
-    pairs, sizes = [], []
-    for example in examples:
-        prompt = encode_prompt(tokenizer, example.prompt)
-        pairs += [(prompt, encode_continuation(tokenizer, choice)) for choice in example.choices]
-        sizes.append(len(example.choices))
-    return list(torch.split(continuation_log_likelihood(model, params, pairs, pad_id), sizes))
+    """Per example, its choices' log-likelihoods [C].  A line whose every choice is one token needs only
+    its prompt: one sequence, the choices read from the next-token distribution after it (the same values
+    as scoring each prompt + choice, at a fraction of the tokens); the others score prompt + choice."""
+    encoded = [(encode_prompt(tokenizer, e.prompt), [encode_continuation(tokenizer, c) for c in e.choices])
+               for e in examples]
+    single = [i for i, (_, choices) in enumerate(encoded) if all(len(c) == 1 for c in choices)]
+    out: List[torch.Tensor] = [torch.empty(0)] * len(examples)
+    if single:
+        prompts = [encoded[i][0] for i in single]
+        rows = _log_probs(model, params, prompts, pad_id, [(len(p) - 1, len(p)) for p in prompts])
+        for i, row in zip(single, rows):
+            tokens = torch.tensor([c[0] for c in encoded[i][1]], dtype=torch.long, device=row.device)
+            out[i] = row[0, tokens]
+    rest = [i for i in range(len(examples)) if i not in set(single)]
+    if rest:
+        pairs = [(encoded[i][0], choice) for i in rest for choice in encoded[i][1]]
+        values = continuation_log_likelihood(model, params, pairs, pad_id)
+        for i, part in zip(rest, torch.split(values, [len(encoded[i][1]) for i in rest])):
+            out[i] = part
+    return out
 
 
 def _next_token_entropy(model, params, tokenizer, prompts: Sequence[str], pad_id: int) -> torch.Tensor:
     """Entropy (nats) [n] of the next-token distribution after each prompt."""
     encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    log_probs = _log_probs(model, params, encoded, pad_id)
-    last = torch.stack([log_probs[row, len(ids) - 1] for row, ids in enumerate(encoded)])
+    rows = _log_probs(model, params, encoded, pad_id, [(len(ids) - 1, len(ids)) for ids in encoded])
+    last = torch.cat(rows)
     return -(last.exp() * last).sum(dim=-1)
 
 

@@ -1,0 +1,92 @@
+"""The hard track's learned-coefficient rows (issue #29), beside the data-free ones:
+
+* ``adamerging``: task arithmetic's τ_i with one λ per task and block learned by entropy minimisation
+  (AdaMerging) on the validation lines (labels unused);
+* ``awd_adamerging``: the same on AWD's disentangled τ̂_i = τ_i − δ (``awd`` at the track's AWD settings,
+  row scope: AWD AdaMerging, the AWD paper's best row);
+* ``layerwise_likelihood``: τ̂_i again, λ learned on the labelled validation lines (≤ 128 per task);
+* ``tune_methods``: the method chooser — the row with the best validation score among the data-free rows
+  (each with its λ chosen on validation), scored on test: what ``mergekit-awd tune --methods`` picks.
+
+The layer-wise rows use the library of ``mergekit-awd tune --layerwise`` (``tools.layerwise``): Adam from
+0.3, every 4th validation line of each task held out for early stopping; the learned θ(Λ) is scored on test
+rounded to bfloat16 (what ``mergekit-awd merge`` of the written configuration gives in bfloat16, to
+rounding: ``tests/test_layerwise.py``), with every example's correctness kept for the intervals.  Seconds
+and peak memory are recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+import torch
+
+ROWS: Dict[str, Tuple[str, Dict[str, Any], str]] = {   # row -> (method, parameters, objective)
+    "adamerging": ("task_arithmetic", {}, "entropy"),
+    "awd_adamerging": ("awd", {"scope": "row", "alpha": 0.01}, "entropy"),
+    "layerwise_likelihood": ("awd", {"scope": "row", "alpha": 0.01}, "likelihood"),
+}
+STEPS = 100
+LR = 1e-3
+BATCH_SIZE = 16
+
+
+def _configuration(method: str, parameters: Mapping[str, Any], base_dir: Any, folders: Mapping[str, Any],
+                   tasks: Sequence[str]) -> Any:
+    from mergekit_awd.pipeline.config import load_config
+
+    config = {"merge_method": method, "base_model": str(base_dir), "dtype": "float32",
+              "models": [{"model": str(folders[t]), "parameters": {"weight": 1.0}} for t in tasks],
+              "parameters": dict(parameters)}
+    return load_config(config)[0]
+
+
+def learned_row(bench: Any, folders: Mapping[str, Any], base_dir: Any, row: str) -> Dict[str, Any]:
+    """One layer-wise row: learned Λ, test scores and per-example results (cached in the bench's records)."""
+    from mergekit_awd.tools.layerwise import learn_coefficients, per_task_parts
+    from mergekit_awd.tools.tune_layerwise import peak_memory_gib
+
+    method, parameters, objective = ROWS[row]
+
+    def compute() -> Dict[str, Any]:
+        started = time.perf_counter()
+        problem = per_task_parts(_configuration(method, parameters, base_dir, folders, bench.tasks), row)
+        lines = [e for t in bench.tasks for e in bench.examples["validation"][t]]
+        held = [e for i, e in enumerate(lines) if i % 4 == 3]
+        train = [e for i, e in enumerate(lines) if i % 4 != 3]
+        result = learn_coefficients(problem, bench.model, bench.tokenizer, train, held, objective, STEPS, LR,
+                                    BATCH_SIZE)
+        learned = {k: v.to(torch.bfloat16) for k, v in problem.state(result.coefficients).items()}
+        correct = bench.correct_state(learned, "test", bench.tasks)
+        return {"coefficients": result.coefficients.tolist(), "groups": result.groups, "best_step": result.best_step,
+                "held_out_value": result.held_out_value, "initial_held_out_value": result.initial_held_out_value,
+                "tasks": {t: sum(v) / len(v) for t, v in correct.items()}, "correct": correct,
+                "seconds": time.perf_counter() - started, "learning_seconds": result.seconds,
+                "peak_memory_gib": peak_memory_gib(), "train_lines": len(train), "held_out_lines": len(held)}
+
+    return bench._cached(f"layerwise/{row}/{STEPS}/{LR}/{BATCH_SIZE}", compute)
+
+
+def learned_rows(bench: Any, folders: Mapping[str, Any], base_dir: Any, individual_test: Mapping[str, float]
+                 ) -> Dict[str, Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """row -> (results entry, per-example results) of the layer-wise rows."""
+    from benchmarks.harness.scoring import summarise
+
+    out = {}
+    for row, (method, parameters, objective) in ROWS.items():
+        record = learned_row(bench, folders, base_dir, row)
+        entry = {"tasks": record["tasks"], **summarise(record["tasks"], individual_test, bench.tasks),
+                 "params": {"merge_method": method, **parameters, "layerwise": objective, "steps": STEPS, "lr": LR},
+                 "merge_seconds": record["seconds"], "layerwise": {k: v for k, v in record.items() if k != "correct"}}
+        out[row] = (entry, record["correct"])
+    return out
+
+
+def chooser_row(runs: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
+    """(the chosen row, its entry as ``tune_methods``): the best validation score among the data-free rows."""
+    chosen = max(runs, key=lambda name: runs[name].chosen.normalized_avg)
+    return chosen, {**runs[chosen].entry, "chosen_row": chosen}
+
+
+__all__ = ["ROWS", "learned_row", "learned_rows", "chooser_row"]
