@@ -62,6 +62,11 @@ def run_seconds(*stems: str) -> str:
     return "; ".join(parts)
 
 
+def _layerwise_cost() -> str:
+    data = _load("layerwise_cost")
+    return NOT_RECORDED if data is None else duration(data["seconds_total"])
+
+
 def llm_track() -> str:
     data = _load("llm_quality")
     if data is None:
@@ -208,6 +213,9 @@ COMMANDS: Tuple[Command, ...] = (
     Command("benchmarks.llm_hard.run", "hard LLM track (#27): eight tasks, every method, per-example results, "
             "paired bootstrap intervals, K sweep", ("llm_hard.*", "llm_hard_k_sweep.png"), lambda: run_seconds("llm_hard"),
             "yes: fine-tunes, merges and scored points (records.json), keyed by configuration and code version"),
+    Command("benchmarks.speed.bench_layerwise_cost", "layer-wise tuning (tune --layerwise) on SmolLM2-135M, K = 8 "
+            "stand-in fine-tunes, 1024 lines: seconds and peak memory", ("layerwise_cost.*",),
+            lambda: _layerwise_cost(), "stand-in fine-tunes cached in benchmarks/.cache/layerwise_cost"),
     Command("benchmarks.llm_hard.models", "builds the eight strong fine-tunes of the hard LLM track (#27)", (),
             not_recorded, "yes: one folder per fine-tune, a killed one resumes from its checkpoint (every 20 steps)"),
     Command("benchmarks.speed.bench_awd_speed", "`awd` (tensor, model, row, combine ties) time and peak RSS vs "

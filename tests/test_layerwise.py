@@ -247,7 +247,7 @@ def test_a_killed_layerwise_tuning_resumes_to_the_uninterrupted_result(tmp_path,
     monkeypatch.setattr(layerwise, "objective_value", lambda *a, **k: counted.append(1) or real(*a, **k))
     resumed = layerwise.learn_coefficients(problem, model, tokenizer, train, held_out, checkpoint=checkpoint,
                                            **arguments)
-    assert len(counted) == 13  # steps 11-20, evaluations at 15 and 20, the final training value
+    assert len(counted) == 14  # steps 11-20, evaluations at 15 and 20, the final training value (2 batches)
     assert torch.equal(resumed.coefficients, straight.coefficients)
     assert resumed.history == straight.history and resumed.best_step == straight.best_step
 

@@ -84,21 +84,27 @@ def per_task_parts(config: Any, label: str, grouping: Grouping = "layer") -> Lay
     refs = [m.model for m in config.models if m.model != base_ref]
     loaders = [LoaderCache().get(r) for r in (base_ref, *refs)]
     names = sorted(n for n in loaders[0].index.tensor_paths if loaders[0].get_tensor(n).is_floating_point())
-    tensors = {n: [loader.get_tensor(n).to(torch.float32) for loader in loaders] for n in names}
-    selected = {n for n in names if settings is not None and is_disentangled(n, tensors[n][0].ndim, settings.select)}
+
+    def vectors_of(name: str) -> TaskVectors:  # one tensor's inputs at a time: memory is the parts, not K models
+        return TaskVectors(loaders[0].get_tensor(name).to(torch.float32),
+                           [loader.get_tensor(name).to(torch.float32) for loader in loaders[1:]])
+
+    selected = {n for n in names
+                if settings is not None and is_disentangled(n, loaders[0].get_tensor(n).ndim, settings.select)}
     scope = None
     if settings is not None and settings.scope == "model":
-        grams = {n: TaskVectors(tensors[n][0], tensors[n][1:]).gram() for n in sorted(selected)}
+        grams = {n: vectors_of(n).gram() for n in sorted(selected)}
         scope = solve_model_scope(grams, len(refs), settings.solver_settings())
-    parts = {}
+    base, parts = {}, {}
     for name in names:
-        vectors = TaskVectors(tensors[name][0], tensors[name][1:])
+        vectors = vectors_of(name)
         delta = None
         if name in selected:
             delta = solve_delta(vectors, settings) if scope is None else _scope_delta(scope, name)
+        base[name] = vectors.base
         parts[name] = disentangle(vectors, delta) if delta is not None else vectors.stack()
     groups = ordered_groups(names, grouping)
-    return LayerwiseProblem({n: tensors[n][0] for n in names}, parts, [str(r) for r in refs], groups,
+    return LayerwiseProblem(base, parts, [str(r) for r in refs], groups,
                             {n: groups.index(tensor_group(n, grouping)) for n in names})
 
 
@@ -135,9 +141,15 @@ def learn_coefficients(problem: LayerwiseProblem, model: torch.nn.Module, tokeni
     state = _resume(checkpoint, coefficients, optimizer, checkpoint_key)
 
     def value(examples: Sequence[Example], grad: bool) -> torch.Tensor:
+        """The objective's mean over ``examples``; without gradient, in batches of ``batch_size`` (the
+        vocabulary-wide logits of hundreds of lines at once would dominate memory)."""
         with torch.set_grad_enabled(grad):
-            return objective_value(model, parameters_of(model, problem.state(coefficients)), tokenizer, examples,
-                                   objective)
+            params = parameters_of(model, problem.state(coefficients))
+            if grad:
+                return objective_value(model, params, tokenizer, examples, objective)
+            total = sum(float(objective_value(model, params, tokenizer, examples[i:i + batch_size], objective))
+                        * len(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size))
+            return torch.tensor(total / len(examples))
 
     if state["best"] is None:
         with torch.no_grad():
