@@ -9,7 +9,7 @@
   (each with its λ chosen on validation), scored on test: what ``mergekit-awd tune --methods`` picks.
 
 The layer-wise rows use the library of ``mergekit-awd tune --layerwise`` (``tools.layerwise``): Adam from
-0.3, every 4th validation line of each task held out for early stopping; the learned θ(Λ) is scored on test
+0.3, every 4th validation line of each task held out for early stopping (as ``tune --layerwise``); the learned θ(Λ) is scored on test
 rounded to bfloat16 (what ``mergekit-awd merge`` of the written configuration gives in bfloat16, to
 rounding: ``tests/test_layerwise.py``), with every example's correctness kept for the intervals.  Seconds
 and peak memory are recorded.
@@ -32,29 +32,28 @@ LR = 1e-3
 BATCH_SIZE = 16
 
 
-def _configuration(method: str, parameters: Mapping[str, Any], base_dir: Any, folders: Mapping[str, Any],
-                   tasks: Sequence[str]) -> Any:
+def merge_configuration(method: str, parameters: Mapping[str, Any], base_dir: Any, folders: Sequence[Any]) -> Any:
+    """The mergekit configuration merging ``folders`` (weight 1 each) onto ``base_dir`` with ``method``."""
     from mergekit_awd.pipeline.config import load_config
 
     config = {"merge_method": method, "base_model": str(base_dir), "dtype": "float32",
-              "models": [{"model": str(folders[t]), "parameters": {"weight": 1.0}} for t in tasks],
+              "models": [{"model": str(folder), "parameters": {"weight": 1.0}} for folder in folders],
               "parameters": dict(parameters)}
     return load_config(config)[0]
 
 
 def learned_row(bench: Any, folders: Mapping[str, Any], base_dir: Any, row: str) -> Dict[str, Any]:
     """One layer-wise row: learned Λ, test scores and per-example results (cached in the bench's records)."""
-    from mergekit_awd.tools.layerwise import learn_coefficients, per_task_parts
+    from mergekit_awd.tools.layerwise import held_out_split, learn_coefficients, per_task_parts
     from mergekit_awd.tools.tune_layerwise import peak_memory_gib
 
     method, parameters, objective = ROWS[row]
 
     def compute() -> Dict[str, Any]:
         started = time.perf_counter()
-        problem = per_task_parts(_configuration(method, parameters, base_dir, folders, bench.tasks), row)
-        lines = [e for t in bench.tasks for e in bench.examples["validation"][t]]
-        held = [e for i, e in enumerate(lines) if i % 4 == 3]
-        train = [e for i, e in enumerate(lines) if i % 4 != 3]
+        problem = per_task_parts(merge_configuration(method, parameters, base_dir, [folders[t] for t in bench.tasks]),
+                                 row)
+        train, held = held_out_split([bench.examples["validation"][t] for t in bench.tasks], 4)  # as tune does
         result = learn_coefficients(problem, bench.model, bench.tokenizer, train, held, objective, STEPS, LR,
                                     BATCH_SIZE)
         learned = {k: v.to(torch.bfloat16) for k, v in problem.state(result.coefficients).items()}
@@ -89,4 +88,4 @@ def chooser_row(runs: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
     return chosen, {**runs[chosen].entry, "chosen_row": chosen}
 
 
-__all__ = ["ROWS", "learned_row", "learned_rows", "chooser_row"]
+__all__ = ["ROWS", "merge_configuration", "learned_row", "learned_rows", "chooser_row"]

@@ -58,8 +58,8 @@ def measure(k: int, steps: int, method: str, objective: str) -> Dict[str, Any]:
 
     from benchmarks.llm.base_model import ensure_base_model
     from benchmarks.llm_hard.tasks import HARD_TASK_NAMES, hard_task_splits
-    from mergekit_awd.pipeline.config import load_config
-    from mergekit_awd.tools.layerwise import learn_coefficients, per_task_parts
+    from benchmarks.llm_hard.adamerging import ROWS, merge_configuration
+    from mergekit_awd.tools.layerwise import held_out_split, learn_coefficients, per_task_parts
     from mergekit_awd.tools.tune_layerwise import peak_memory_gib
 
     base = ensure_base_model()
@@ -67,14 +67,11 @@ def measure(k: int, steps: int, method: str, objective: str) -> Dict[str, Any]:
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     lines = [e for t in HARD_TASK_NAMES for e in hard_task_splits(t, tokenizer).validation]
     started = time.perf_counter()
-    config = {"merge_method": method, "base_model": str(base), "dtype": "float32",
-              "models": [{"model": str(f), "parameters": {"weight": 1.0}} for f in folders],
-              "parameters": {"scope": "row", "alpha": 0.01} if method == "awd" else {}}
-    problem = per_task_parts(load_config(config)[0], "stand-ins")
+    parameters = ROWS["awd_adamerging"][1] if method == "awd" else {}
+    problem = per_task_parts(merge_configuration(method, parameters, base, folders), "stand-ins")
     parts_seconds = time.perf_counter() - started
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32).eval()
-    train = [e for i, e in enumerate(lines) if i % 4 != 3]
-    held = [e for i, e in enumerate(lines) if i % 4 == 3]
+    train, held = held_out_split([lines], 4)  # every 4th line of the 1,024
     result = learn_coefficients(problem, model, tokenizer, train, held, objective, steps=steps)
     return {"k": k, "steps": steps, "method": method, "objective": objective, "lines": len(lines),
             "train_lines": len(train), "held_out_lines": len(held), "groups": len(problem.groups),

@@ -186,11 +186,10 @@ def disentangle(vectors: TaskVectors, delta: Delta) -> torch.Tensor:
     return disentangled_task_vectors(stack, delta.tensor(stack), delta.included, inplace=True)
 
 
-
 def remove_redundant_vector(task_vectors: torch.Tensor, solver: SolverSettings
                             ) -> Tuple[torch.Tensor, Dict[str, Any]]:
-    """AWD before a matrix method (``tsv`` with ``disentangle``): τ̂_i = τ_i − δ (AWD eq. 11) with one δ for this tensor (``core.awd_delta``,
-    ``scope: tensor``, reduced solver).  Zero task vectors stay zero (AWD's convention).  Returns
+    """AWD before a matrix method (``tsv`` with ``disentangle``): τ̂_i = τ_i − δ (AWD eq. 11) with one δ
+    for this tensor (``scope: tensor``, reduced solver).  Zero task vectors stay zero (AWD's convention).  Returns
     (the [K, *shape] τ̂ stack in the working dtype, the solve's figures)."""
     vectors = TaskVectors.from_stack(task_vectors.to(working_dtype(task_vectors.dtype), copy=True))
     delta = solve_delta(vectors, delta_settings(solver, "tensor"))

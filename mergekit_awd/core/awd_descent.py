@@ -39,6 +39,7 @@ class SolverSettings(Protocol):
     momentum: float
     weight_decay: float
 
+
 LossAndGrad = Callable[[torch.Tensor], Tuple[Loss, torch.Tensor]]
 
 

@@ -10,24 +10,24 @@ task arithmetic, and the disentangled τ̂_i = τ_i − δ for AWD AdaMerging (A
 merged tensors are built from θ_base and the K parts without materialising K models.
 
 Groups (``tensor_group``): ``embed`` (token and position embeddings), ``block.N`` (every tensor of the
-N-th transformer block: ``layers.N.`` / ``h.N.`` / ``layer.N.`` / ``blocks.N.``), ``norm`` (the final
+N-th transformer block, as ``core.selection.block_number`` finds it), ``norm`` (the final
 norm), ``head`` (the output head), ``other`` (anything else); ``grouping: "task"`` puts every tensor in
 one group (one coefficient per task, AdaMerging's task-wise form).  Pure torch.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Dict, List, Literal, Mapping, Sequence, Tuple
 
 import torch
+
+from mergekit_awd.core.selection import block_number
 
 Grouping = Literal["layer", "task"]
 GROUPINGS: Tuple[str, ...] = ("layer", "task")
 # AWD AdaMerging's and AdaMerging's initial coefficient (the AWD paper initialises at 0.3 or 0.4)
 INITIAL_COEFFICIENT = 0.3
 
-_BLOCK = re.compile(r"(?:^|\.)(?:layers|h|layer|blocks)\.(\d+)\.")
 _EMBED = ("embed_tokens", "embed_positions", "wte", "wpe", "word_embeddings", "position_embeddings",
           "token_type_embeddings", "embeddings.")
 _HEAD = ("lm_head", "score.", "classifier.")
@@ -38,9 +38,9 @@ def tensor_group(name: str, grouping: Grouping = "layer") -> str:
     """The group a tensor's coefficient belongs to (module docstring)."""
     if grouping == "task":
         return "all"
-    block = _BLOCK.search(name)
+    block = block_number(name)
     if block is not None:
-        return f"block.{int(block.group(1))}"
+        return f"block.{int(block)}"
     if any(key in name for key in _EMBED):
         return "embed"
     if name.startswith(_HEAD):

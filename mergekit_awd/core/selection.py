@@ -29,6 +29,13 @@ def block_number(name: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
+def block_text(name: str) -> Optional[str]:
+    """The part of a tensor's name that names its block (``".layers.7."``, ``"h.3."`` at the start), or None:
+    a substring of the name of every tensor of that block and of no other block's."""
+    match = _BLOCK_PATTERN.search(name or "")
+    return match.group(0) if match else None
+
+
 def in_transformer_block(name: str) -> bool:
     """True when a tensor name contains a numbered block (``model.layers.7.mlp...``)."""
     return block_number(name) is not None

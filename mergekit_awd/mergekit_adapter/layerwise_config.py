@@ -20,6 +20,7 @@ import torch
 from mergekit.config import ConditionalParameter, evaluate_setting
 
 from mergekit_awd.core.layerwise import Grouping, tensor_group
+from mergekit_awd.core.selection import block_text
 from mergekit_awd.errors import ConfigError
 
 # methods whose output is θ_base + Σ_i w_i D_i with the weights outside D_i (written with λ = 1)
@@ -29,13 +30,7 @@ COEFFICIENT_DIGITS = 9  # significant digits written: float32 coefficients survi
 
 def _filter_text(name: str, group: str) -> str:
     """The filter of a tensor's group: a block's ``.layers.N.`` part of the name, else the name itself."""
-    if group.startswith("block."):
-        number = group.split(".")[1]
-        for key in ("layers", "h", "layer", "blocks"):
-            for text in (f".{key}.{number}.", f"{key}.{number}."):
-                if text in name and (text.startswith(".") or name.startswith(text)):
-                    return text
-    return name
+    return block_text(name) if group.startswith("block.") else name
 
 
 def weight_filters(names: Sequence[str], groups: Sequence[str], values: Sequence[float],

@@ -83,25 +83,27 @@ def per_task_parts(config: Any, label: str, grouping: Grouping = "layer") -> Lay
     base_ref = config.base_model
     refs = [m.model for m in config.models if m.model != base_ref]
     loaders = [LoaderCache().get(r) for r in (base_ref, *refs)]
-    names = sorted(n for n in loaders[0].index.tensor_paths if loaders[0].get_tensor(n).is_floating_point())
+    base = {}  # θ_base is kept (θ(Λ) is built on it): read once
+    for name in sorted(loaders[0].index.tensor_paths):
+        tensor = loaders[0].get_tensor(name)
+        if tensor.is_floating_point():
+            base[name] = tensor.to(torch.float32)
+    names = list(base)
 
-    def vectors_of(name: str) -> TaskVectors:  # one tensor's inputs at a time: memory is the parts, not K models
-        return TaskVectors(loaders[0].get_tensor(name).to(torch.float32),
-                           [loader.get_tensor(name).to(torch.float32) for loader in loaders[1:]])
+    def vectors_of(name: str) -> TaskVectors:  # one tensor's fine-tunes at a time: memory is the parts
+        return TaskVectors(base[name], [loader.get_tensor(name).to(torch.float32) for loader in loaders[1:]])
 
-    selected = {n for n in names
-                if settings is not None and is_disentangled(n, loaders[0].get_tensor(n).ndim, settings.select)}
+    selected = {n for n in names if settings is not None and is_disentangled(n, base[n].ndim, settings.select)}
     scope = None
     if settings is not None and settings.scope == "model":
         grams = {n: vectors_of(n).gram() for n in sorted(selected)}
         scope = solve_model_scope(grams, len(refs), settings.solver_settings())
-    base, parts = {}, {}
+    parts = {}
     for name in names:
         vectors = vectors_of(name)
         delta = None
         if name in selected:
             delta = solve_delta(vectors, settings) if scope is None else _scope_delta(scope, name)
-        base[name] = vectors.base
         parts[name] = disentangle(vectors, delta) if delta is not None else vectors.stack()
     groups = ordered_groups(names, grouping)
     return LayerwiseProblem(base, parts, [str(r) for r in refs], groups,
@@ -111,6 +113,16 @@ def per_task_parts(config: Any, label: str, grouping: Grouping = "layer") -> Lay
 def _scope_delta(scope: ScopeDelta, name: str) -> Optional[Delta]:
     """The model scope's δ for one tensor (none for a tensor left out for a non-finite Gram matrix)."""
     return None if name in scope.non_finite_tensors else Delta(scope.included, coefficients=scope.coefficients)
+
+
+def held_out_split(groups: Sequence[Sequence[Example]], every: int) -> Tuple[List[Example], List[Example]]:
+    """(training lines, held-out lines): every ``every``-th line of each group is held out (a group of a
+    single line trains only)."""
+    train, held_out = [], []
+    for lines in groups:
+        for index, example in enumerate(lines):
+            (held_out if len(lines) > 1 and index % every == every - 1 else train).append(example)
+    return train, held_out
 
 
 @dataclass
@@ -203,4 +215,4 @@ def _save(checkpoint: Optional[Path], coefficients: torch.Tensor, optimizer: tor
     os.replace(partial, checkpoint)
 
 
-__all__ = ["LayerwiseProblem", "check_layerwise", "per_task_parts", "LayerwiseResult", "learn_coefficients"]
+__all__ = ["LayerwiseProblem", "check_layerwise", "per_task_parts", "held_out_split", "LayerwiseResult", "learn_coefficients"]

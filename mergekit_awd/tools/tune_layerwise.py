@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 from mergekit_awd.constants import TUNE_LAYERWISE_CHECKPOINT
 from mergekit_awd.core.layerwise import Grouping
 from mergekit_awd.mergekit_adapter.layerwise_config import layerwise_configuration
+from mergekit_awd.tools.layerwise import held_out_split
 from mergekit_awd.tools.layerwise_objective import Example, Objective
 
 @dataclass(frozen=True)
@@ -53,12 +54,8 @@ class LayerwiseRequest:
 def split_lines(tasks: Any, every: int, objective: Objective = "likelihood") -> Tuple[List[Example], List[Example]]:
     """(training lines, held-out lines): every ``every``-th line of each task is held out (a task with a
     single line trains only); the labelled lines, and for ``entropy`` the unlabelled ones too."""
-    train, held_out = [], []
-    for task in tasks:
-        lines = list(task.examples) + (list(task.unlabelled) if objective == "entropy" else [])
-        for index, example in enumerate(lines):
-            (held_out if len(lines) > 1 and index % every == every - 1 else train).append(example)
-    return train, held_out
+    return held_out_split([list(task.examples) + (list(task.unlabelled) if objective == "entropy" else [])
+                           for task in tasks], every)
 
 
 def peak_memory_gib() -> float:
