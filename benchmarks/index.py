@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from benchmarks.quality.results_files import CANONICAL, is_single_file, legacy_present
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 RESULTS = BENCHMARKS / "results"
@@ -60,6 +62,16 @@ def run_seconds(*stems: str) -> str:
         seconds = (data or {}).get("settings", {}).get("seconds")
         parts.append(f"{stem}: {NOT_RECORDED if seconds is None else duration(seconds)}")
     return "; ".join(parts)
+
+
+def quality_track() -> str:
+    """The MiniLM run's seconds; while quality.json is of layout 1, the per-grid runs' seconds beside it."""
+    data = _load(CANONICAL)
+    if data is not None and is_single_file(data):
+        return duration(data["settings"]["seconds"])
+    legacy = legacy_present(RESULTS)
+    return (f"quality: {NOT_RECORDED}; until one run records every row, the per-grid runs at other code states: "
+            f"{run_seconds(*legacy)}") if legacy else f"quality: {NOT_RECORDED}"
 
 
 def _layerwise_cost() -> str:
@@ -183,19 +195,19 @@ NOTHING = "no"
 QUALITY_PNG = ("accuracy_per_method.png", "accuracy_vs_k.png", "accuracy_vs_lambda.png", "awd_cosines.png")
 
 COMMANDS: Tuple[Command, ...] = (
-    Command("benchmarks.quality.run", "MiniLM track: six fine-tunes merged by every method, λ and configuration "
-            "chosen on validation, test accuracy; AWD diagnostics; accuracy vs number of merged tasks",
-            ("quality.json", "quality.md", *QUALITY_PNG), not_recorded, CACHE_Q, "./run.sh quality"),
-    Command("benchmarks.quality.peers", "MiniLM track, chosen method grids only (peers, AWD combine, ACE, Iso-CTS "
-            "share); `--render` rewrites a page from its JSON",
-            ("quality_peers.*", "quality_combine.*", "quality_ace.*", "quality_iso_fraction.*"),
-            lambda: run_seconds("quality_peers", "quality_combine", "quality_ace", "quality_iso_fraction"), CACHE_Q),
+    Command("benchmarks.quality.run", "MiniLM track: six fine-tunes merged by every method of "
+            "`quality.grids.all_grids` (every row of the track in one file, with the code version), λ and "
+            "configuration chosen on validation, test accuracy; AWD diagnostics; accuracy vs number of merged "
+            "tasks; `--render` rewrites quality.md from its JSON; `--grids …` (development) runs chosen grids into "
+            "benchmarks/.cache/quality_grids.*",
+            ("quality.json", "quality.md", *QUALITY_PNG, *(f"{stem}.*" for stem in legacy_present(RESULTS))),
+            quality_track, CACHE_Q, "./run.sh quality"),
     Command("benchmarks.quality.tune_check", "`mergekit_awd.tune_merge` with the MiniLM scorer against the "
             "benchmark's validation choice", ("quality_tune_check.*",),
             lambda: row_sum("quality_tune_check", "seconds", "the rows' seconds"),
             "references from the MiniLM record cache; tune's folders cleared per method, results written at the end"),
     Command("benchmarks.llm.run", "Causal-LM track: SmolLM2-135M fine-tunes merged by every method (bfloat16), "
-            "test accuracy and perplexity; `--methods … --update` adds rows",
+            "test accuracy and perplexity; `--methods … --update` adds rows at the file's code version only",
             ("llm_quality.json", "llm_quality.md", "llm_accuracy_per_method.png", "llm_accuracy_vs_lambda.png",
              "llm_awd_cosines.png"), llm_track, CACHE_L, "./run.sh llm-quality"),
     Command("benchmarks.llm.tune_check", "`mergekit-awd tune` on the LLM track's validation split against the "

@@ -8,7 +8,8 @@ the same comparison).  Regions:
 * ``demo``: the table ``./run.sh demo`` prints, from docs/demo_results.json (written by
   ``python examples/minilm_demo.py --record``; ``demo_table`` is also what the demo prints).
 * ``which-method``: test normalized accuracy of each method on the MiniLM benchmark (six tasks,
-  benchmarks/results/quality*.json) and the causal-LM track (four tasks, llm_quality.json), its
+  benchmarks/results/quality.json; before its single-file layout also the per-grid quality_*.json, see
+  ``benchmarks.quality.results_files``) and the causal-LM track (four tasks, llm_quality.json), its
   perplexity there, and its merge time against task arithmetic (awd_speed / peer_speed*.json), every
   number linked to the page it comes from, and which differences are within noise.
 
@@ -27,6 +28,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from benchmarks.quality.results_files import CANONICAL, row_files
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
@@ -34,9 +37,6 @@ DEMO_RESULTS = ROOT / "docs" / "demo_results.json"
 
 REGION = re.compile(r"(<!-- generated: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
-# MiniLM results files, first match wins: the main run, then the peers, AWD combinations and ACE runs
-# (the same fine-tunes and splits; rows shared between files agree to 0.3 points).
-MINILM_FILES = ("quality", "quality_peers", "quality_combine", "quality_ace")
 LLM_FILE = "llm_quality"
 NOISE_SE = 2.0  # "within noise": within this many binomial standard errors of the best row's mean
 
@@ -51,8 +51,9 @@ def _link(text: str, stem: str) -> str:
 
 
 def minilm_entry(key: str) -> Optional[Tuple[str, Dict[str, Any]]]:
-    """(file stem, method entry) of a MiniLM method, from the first file that has it."""
-    for stem in MINILM_FILES:
+    """(file stem, method entry) of a MiniLM method: from quality.json alone when it holds every row
+    (layout 2), else from the first of the per-grid files that has it."""
+    for stem in row_files(_results(CANONICAL)):
         entry = _results(stem)["methods"].get(key)
         if entry is not None:
             return stem, entry

@@ -78,7 +78,7 @@ def test_the_written_configuration_merges_into_the_learned_weights(tmp_path, met
 
 def test_only_methods_with_per_task_parts_are_written(tmp_path):
     paths = build_family(tmp_path / "family", n_models=2, seed=0)
-    for method, parameters in (("ties", {"density": 0.5}), ("awd", {"combine": "ties"}), ("tsv", {})):
+    for method, parameters in (("ties", {"density": 0.5}), ("awd", {"combine": "ties"}), ("wudi", {})):
         with pytest.raises(ConfigError, match="layer-wise coefficients are written for"):
             layerwise_configuration(merge_config(method, paths, parameters), torch.ones(2, 1), ["all"], ["x"], "task")
 
@@ -158,12 +158,15 @@ def _configuration(paths, method, parameters):
 
 @pytest.mark.parametrize("method, parameters", [
     ("task_arithmetic", {}), ("awd", {"steps": 20}), ("awd", {"scope": "row", "steps": 20}),
-    ("awd", {"scope": "model", "steps": 20}),
+    ("awd", {"scope": "model", "steps": 20}), ("awd", {"select": "matrices", "steps": 20}), ("tsv", {}),
+    ("tsv", {"select": "matrices", "svd": "lowrank"}), ("tsv", {"disentangle": True, "steps": 20}),
 ])
 def test_the_parts_read_from_the_models_reproduce_the_merge_of_the_written_configuration(tmp_path, method,
                                                                                        parameters):
-    """``per_task_parts`` (mergekit's loaders, AWD's own δ entry) and Λ give exactly what
-    ``mergekit-awd merge`` of the written configuration gives: AWD AdaMerging at every scope."""
+    """``per_task_parts`` (mergekit's loaders, AWD's own δ entry, TSV-M's per-task blocks) and Λ give
+    exactly what ``mergekit-awd merge`` of the written configuration gives: AWD AdaMerging at every
+    scope, the tensors chosen as the merge chooses them (``select: matrices`` leaves the embeddings
+    out by their vocabulary axis), and TSV-M with positive per-layer weights."""
     from mergekit_awd.tools.layerwise import per_task_parts
 
     paths = build_family(tmp_path / "family", n_models=3, seed=4)
@@ -300,11 +303,11 @@ def test_tune_layerwise_refuses_a_method_without_per_task_parts_before_merging(t
 
     paths = build_family(tmp_path / "family", n_models=2, seed=6)
     config = tmp_path / "merge.yml"
-    config.write_text(yaml.safe_dump(merge_config("tsv", paths, {})))
+    config.write_text(yaml.safe_dump(merge_config("iso_c", paths, {})))
     out = tmp_path / "tune"
     assert run(["tune", str(config), "--data", str(_tune_data(tmp_path)), "--out", str(out), "--layerwise",
                 "--quiet"]) == 1
-    assert "tsv has none" in capsys.readouterr().err
+    assert "iso_c has none" in capsys.readouterr().err
     assert not (out / "tune_points.jsonl").exists()
 
 
@@ -388,3 +391,20 @@ def test_single_token_choices_read_from_the_prompt_equal_scoring_each_choice(tmp
         for example, values in zip(examples, shortcut):
             pairs = [(encode_prompt(tokenizer, example.prompt), encode_continuation(tokenizer, c)) for c in example.choices]
             torch.testing.assert_close(values, continuation_log_likelihood(model, params, pairs, 0), rtol=1e-6, atol=1e-6)
+
+
+def test_tsv_weights_stay_positive_in_learning_and_in_the_written_configuration(tmp_path):
+    """TSV-M's parts hold for positive weights only: Adam is projected on the minimum, and a
+    configuration with a smaller weight is refused in one line."""
+    from mergekit_awd.mergekit_adapter.layerwise_config import TSV_MINIMUM_WEIGHT
+    from mergekit_awd.tools.layerwise import learn_coefficients, per_task_parts
+
+    problem, model, tokenizer, train, held_out = _learning_setup(tmp_path)
+    paths = build_family(tmp_path / "family", n_models=2, seed=5)
+    tsv = per_task_parts(_configuration(paths, "tsv", {}), "test")
+    assert (tsv.initial, tsv.minimum) == (1.0, TSV_MINIMUM_WEIGHT)
+    result = learn_coefficients(tsv, model, tokenizer, train, train, "likelihood", steps=12, lr=2.0, batch_size=4,
+                                eval_every=1)  # steps far larger than the coefficients: some hit the bound
+    assert float(result.coefficients.min()) >= TSV_MINIMUM_WEIGHT
+    with pytest.raises(ConfigError, match="at least"):
+        layerwise_configuration(merge_config("tsv", paths, {}), torch.full((2, 1), -0.5), ["all"], ["x"], "task")

@@ -157,3 +157,30 @@ def test_a_cached_fine_tune_of_other_settings_is_trained_again(tmp_path):
     ensure_finetunes(["a"], tmp_path, "done.json", lambda text: 1, build, current)
     ensure_finetunes(["a"], tmp_path, "done.json", lambda text: 1, build, current)
     assert built == ["a"]
+
+
+@pytest.mark.parametrize("peak, start, expected_scored", [
+    (0.5, 0.5, [0.3, 0.5, 0.7]),            # the start is the best: its two neighbours only
+    (0.2, 0.5, [0.2, 0.3, 0.5, 0.7]),       # climbs down to the grid's end
+    (1.0, 0.5, [0.3, 0.5, 0.7, 1.0]),       # climbs up to the grid's end
+    (0.7, 0.2, [0.2, 0.3, 0.5, 0.7, 1.0]),  # from an end: one neighbour, then up until the score falls
+])
+def test_the_hill_climb_finds_the_best_grid_point_of_a_unimodal_curve(peak, start, expected_scored):
+    from benchmarks.harness.selection import climb
+
+    grid = (0.2, 0.3, 0.5, 0.7, 1.0)
+    calls = []
+
+    def score(lam):
+        calls.append(lam)
+        return -abs(lam - peak)
+
+    scored = climb(score, grid, start)
+    assert scored == expected_scored and sorted(calls) == scored  # each λ scored once
+    assert max(scored, key=score) == peak
+
+
+def test_the_hill_climb_keeps_the_lower_lambda_on_ties():
+    from benchmarks.harness.selection import climb
+
+    assert climb(lambda lam: 1.0, (0.5, 1.0, 1.5, 2.0), 1.0) == [0.5, 1.0, 1.5]

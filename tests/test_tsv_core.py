@@ -12,13 +12,12 @@ from mergekit_awd.core.tsv import (
     TSVSettings,
     _stack,
     kept_rank,
-    polar_factor,
     singular_task_interference,
     task_singular_triplets,
     top_singular_triplets,
     tsv_merge_matrices,
-    whiten,
 )
+from mergekit_awd.core.whitening import polar_factor, whiten
 
 EXACT = TSVSettings(svd="exact")
 LOWRANK = TSVSettings(svd="lowrank", oversample=4, power_iters=2)
@@ -254,3 +253,29 @@ def test_bad_inputs_raise_clear_errors():
         TSVSettings(svd="fast")
     with pytest.raises(ValueError, match="k must be"):
         singular_task_interference([torch.ones(3, 3)], k=0)
+
+
+@pytest.mark.parametrize("settings", [EXACT, LOWRANK], ids=["exact", "lowrank"])
+def test_task_parts_sum_to_the_merge_and_scale_with_positive_weights(settings):
+    """Σ_i D_i = TSV-M, and TSV-M of w_i Δ_i = Σ_i w_i D_i for w_i > 0 (layer-wise tuning's parts)."""
+    from mergekit_awd.core.tsv import tsv_task_parts
+
+    g = torch.Generator().manual_seed(3)
+    matrices = torch.randn(4, 24, 18, generator=g, dtype=torch.float64)
+    parts = tsv_task_parts(matrices, settings)
+    assert parts.shape == (4, 24, 18)
+    torch.testing.assert_close(parts.sum(0), tsv_merge_matrices(matrices, None, settings).delta)
+    weights = [0.2, 1.7, 0.05, 3.0]
+    weighted = tsv_merge_matrices(matrices, weights, settings).delta
+    torch.testing.assert_close(torch.tensordot(torch.tensor(weights, dtype=torch.float64), parts, dims=1), weighted,
+                               rtol=1e-8, atol=1e-10)
+
+
+def test_task_parts_of_a_zero_task_are_zero():
+    from mergekit_awd.core.tsv import tsv_task_parts
+
+    matrices = torch.randn(3, 12, 10, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    matrices[1] = 0
+    parts = tsv_task_parts(matrices, EXACT)
+    assert not parts[1].any()
+    torch.testing.assert_close(parts.sum(0), tsv_merge_matrices(matrices, None, EXACT).delta)

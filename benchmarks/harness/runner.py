@@ -111,6 +111,15 @@ def run_settings() -> Dict[str, Any]:
     return {"threads": torch.get_num_threads(), "merge_command": cli_command(), "merge_code": merge_code_version()}
 
 
+def require_unchanged_code(at_start: str) -> None:
+    """Stop before writing a track's results when the package's sources changed during the run (its CLI
+    merges would then come from two code states): ``at_start`` is ``merge_code_version()`` at the start."""
+    now = merge_code_version()
+    if now != at_start:
+        raise SystemExit(f"the package's code changed during the run ({at_start} -> {now}): its rows would mix two "
+                         "code states; nothing written, run it again")
+
+
 def write_json(path: Path, results: Mapping[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 from benchmarks.harness.experiment import Experiment, Sweep
 from benchmarks.harness.grids import MethodGrid
@@ -37,16 +37,43 @@ def grid_points(sweep: Sweep, individual: Mapping[str, float], tasks: Sequence[s
 
 def run_grid(bench: Experiment, grid: MethodGrid, individual_validation: Mapping[str, float],
              log=print) -> List[GridPoint]:
-    """Validation scores of every (configuration, λ) of ``grid``."""
+    """Validation scores of every (configuration, λ) of ``grid`` (of the climbed λ with ``climb_from``)."""
     points: List[GridPoint] = []
     for spec in grid.configurations:
-        sweep = bench.sweep(spec, grid.lambdas, bench.tasks, "validation")
-        new = grid_points(sweep, individual_validation, bench.tasks)
+        if grid.climb_from is None:
+            new = grid_points(bench.sweep(spec, grid.lambdas, bench.tasks, "validation"), individual_validation,
+                              bench.tasks)
+        else:
+            new = climbed_points(bench, spec, grid, individual_validation)
         best = max(new, key=lambda p: p.normalized_avg)
-        log(f"[grid] {grid.name} {spec.label()}: merge {sweep.merge_seconds:.0f} s, best λ "
+        log(f"[grid] {grid.name} {spec.label()}: merge {new[0].merge_seconds:.0f} s, best λ "
             f"{best.spec.parameters['lambda']} -> validation normalized {best.normalized_avg:.4f}")
         points.extend(new)
     return points
+
+
+def climb(score: Callable[[float], float], lambdas: Sequence[float], start: float) -> List[float]:
+    """The λ a hill climb on the sorted grid scores, in grid order: ``start`` and its neighbours; then,
+    while the best of them is an end of the scored run, the next λ beyond it, until the score stops
+    rising or the grid ends.  On a unimodal curve it finds the grid's best point; ties keep the lower λ."""
+    grid = sorted(lambdas)
+    index = grid.index(start)
+    values = {i: score(grid[i]) for i in range(max(index - 1, 0), min(index + 2, len(grid)))}
+    while True:
+        best = max(sorted(values), key=lambda i: values[i])  # the first (lowest λ) of equal scores
+        step = -1 if best == min(values) and best > 0 else 1 if best == max(values) and best < len(grid) - 1 else 0
+        if step == 0 or (best + step) in values:
+            return [grid[i] for i in sorted(values)]
+        values[best + step] = score(grid[best + step])
+
+
+def climbed_points(bench: Experiment, spec: MergeSpec, grid: MethodGrid,
+                   individual_validation: Mapping[str, float]) -> List[GridPoint]:
+    """The grid points ``climb`` scores for one configuration (each λ scored once, cached by the bench)."""
+    def point(lam: float) -> GridPoint:
+        return grid_points(bench.sweep(spec, [lam], bench.tasks, "validation"), individual_validation, bench.tasks)[0]
+
+    return [point(lam) for lam in climb(lambda lam: point(lam).normalized_avg, grid.lambdas, grid.climb_from)]
 
 
 def best_point(points: Sequence[GridPoint]) -> GridPoint:

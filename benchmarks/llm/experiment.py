@@ -9,8 +9,8 @@ The protocol is the harness's ``Experiment`` (``benchmarks.harness.experiment``)
   records how far it is from θ_base + λ·D (bfloat16 rounding, nothing else);
 * scores are cached in ``benchmarks/.cache/llm/merges/records.json``, so an interrupted run resumes.
 
-Every model is scored in float32 with the base's tokenizer and the plain prompt format of
-``benchmarks.llm.tasks``.
+Every model is scored in ``score_dtype`` (float32 here; the hard track computes in bfloat16) with the
+base's tokenizer and the plain prompt format of ``benchmarks.llm.tasks``.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class LLMBenchmark(Experiment):
     """Base folder, fine-tunes, examples per split, a reusable float32 model and the record cache."""
 
     final_dtype = FINAL_DTYPE
+    score_dtype = torch.float32  # the dtype the model computes in (another one is part of the records' key)
 
     def __init__(self, tasks: Sequence[str], task_folders: Mapping[str, Path], base_dir: Path,
                  perplexity_texts: Sequence[str], merges_dir: Path, splits_of: Callable[[str, Any], Any] = task_splits,
@@ -49,7 +50,8 @@ class LLMBenchmark(Experiment):
         """``splits_of(task, tokenizer)``: a task's examples (the quick track's; the hard track's own)."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        super().__init__(tasks, base_dir, task_folders, merges_dir)
+        suffix = "" if self.score_dtype == torch.float32 else f"-score-{str(self.score_dtype).replace('torch.', '')}"
+        super().__init__(tasks, base_dir, task_folders, merges_dir, fingerprint_suffix=suffix)
         self.task_folders = dict(task_folders)
         self.tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
         self.examples: Dict[str, Dict[str, Sequence[Example]]] = {name: {} for name in SPLIT_NAMES}
@@ -58,12 +60,13 @@ class LLMBenchmark(Experiment):
             self.examples["validation"][task] = splits.validation
             self.examples["test"][task] = splits.test
         self.perplexity_texts = list(perplexity_texts)
-        self.model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=self.score_dtype).eval()
 
     # -- scoring ----------------------------------------------------------------------------------
     def _load(self, state: State) -> None:
-        """Put ``state`` (any dtype) into the float32 model; a tied lm_head follows the embeddings."""
-        missing, unexpected = self.model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+        """Put ``state`` (any dtype) into the model (``score_dtype``); a tied lm_head follows the embeddings."""
+        missing, unexpected = self.model.load_state_dict({k: v.to(self.score_dtype) for k, v in state.items()},
+                                                         strict=False)
         if unexpected or [m for m in missing if m != "lm_head.weight"]:
             raise KeyError(f"state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         self.model.tie_weights()

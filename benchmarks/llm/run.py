@@ -6,6 +6,12 @@
    validation scores along the λ grid, the best point merged again through the CLI in bfloat16 and
    scored on test and on general-English perplexity;
 4. writes benchmarks/results/llm_quality.json, llm_quality.md and the llm_*.png plots.
+
+The committed llm_quality.json is one whole run at one code state (``settings.merge_code``).
+``--methods NAME… --update`` adds or replaces rows in it only at that same code state (a grid added under
+benchmarks/, the package unchanged): with any other code version (``merge_code_version``) it refuses
+before the set-up, since its rows would come from other code than the file's; run the whole track.  A run
+during which the package's sources change stops without writing (``require_unchanged_code``).
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from benchmarks.harness.runner import offline_environment
 offline_environment()
 
 from benchmarks.harness.runner import (  # noqa: E402
-    log, method_tables, prepare_run, reference_scores, registered_methods_logged, run_methods, run_settings,
-    write_json,
+    log, method_tables, prepare_run, reference_scores, registered_methods_logged, require_unchanged_code, run_methods,
+    run_settings, write_json,
 )
 
 
@@ -32,7 +38,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="*", help="only these rows of the grid table (default: all)")
     parser.add_argument("--update", action="store_true",
                         help="with --methods: run only those rows and put them into the committed llm_quality.json "
-                             "(the other rows and the run's settings kept; the update recorded in settings.updates)")
+                             "(the other rows and the run's settings kept; the update recorded in settings.updates); "
+                             "refused unless the code version is the file's settings.merge_code")
     args = parser.parse_args(argv)
     if args.update and not args.methods:
         parser.error("--update needs --methods")
@@ -51,6 +58,8 @@ def minilm_cosines() -> Optional[Dict[str, Any]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    if args.update:
+        _require_committed_code()
     started = prepare_run(errors_only=True)
     from benchmarks.text_tasks.setup_data import ensure_data_sources
 
@@ -66,6 +75,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from benchmarks.llm.tasks import TASK_NAMES, perplexity_texts
 
     tasks = list(TASK_NAMES)
+    code = merge_code_version()
     registered = registered_methods_logged()
     base_dir = ensure_base_model()
     bench = LLMBenchmark(tasks, ensure_finetunes(tasks), base_dir, perplexity_texts(), MERGES_DIR)
@@ -77,6 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                         if args.update else None)
     runs = run_methods(bench, [g for g in llm_grids(registered) if not args.methods or g.name in args.methods],
                        individual)
+    require_unchanged_code(code)
     if args.update:
         methods, grids = method_tables(runs)
         results = _update_committed(methods, grids, argv, started, merge_code_version(), perplexity_drift,
@@ -145,6 +156,19 @@ def _full_results(bench: Any, registered: Sequence[str], individual: Dict[str, D
 def _seconds_fields(seconds: Dict[str, float]) -> Dict[str, int]:
     """``LLMBenchmark.seconds`` as result fields: seconds_merging, seconds_scoring."""
     return {f"seconds_{part}": round(value) for part, value in seconds.items()}
+
+
+def _require_committed_code(current: Optional[str] = None) -> None:
+    """``--update`` only at the committed run's code version, so that llm_quality.json stays one code state."""
+    from benchmarks.harness.experiment import merge_code_version
+    from benchmarks.llm.paths import RESULTS_JSON
+
+    committed = json.loads(RESULTS_JSON.read_text())["settings"]["merge_code"]
+    current = current or merge_code_version()
+    if current != committed:
+        raise SystemExit(f"--update: the code version is {current}, llm_quality.json's rows are from {committed}; "
+                         "rows of two code states would share the file: run the whole track instead "
+                         "(python -m benchmarks.llm.run)")
 
 
 PERPLEXITY_DRIFT = 1e-4  # --update: largest relative difference of a reference perplexity from the committed one

@@ -9,7 +9,8 @@
   (each with its λ chosen on validation), scored on test: what ``mergekit-awd tune --methods`` picks.
 
 The layer-wise rows use the library of ``mergekit-awd tune --layerwise`` (``tools.layerwise``): Adam from
-0.3, every 4th validation line of each task held out for early stopping (as ``tune --layerwise``); the learned θ(Λ) is scored on test
+0.3 on a float32 model, every 4th validation line of each task held out for early stopping (as ``tune
+--layerwise``); the learned θ(Λ) is scored on test
 rounded to bfloat16 (what ``mergekit-awd merge`` of the written configuration gives in bfloat16, to
 rounding: ``tests/test_layerwise.py``), with every example's correctness kept for the intervals.  Seconds
 and peak memory are recorded.
@@ -42,6 +43,13 @@ def merge_configuration(method: str, parameters: Mapping[str, Any], base_dir: An
     return load_config(config)[0]
 
 
+def float32_model(base_dir: Any) -> torch.nn.Module:
+    """The base architecture in float32 for the gradient (the bench scores in bfloat16)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32).eval()
+
+
 def learned_row(bench: Any, folders: Mapping[str, Any], base_dir: Any, row: str) -> Dict[str, Any]:
     """One layer-wise row: learned Λ, test scores and per-example results (cached in the bench's records)."""
     from mergekit_awd.tools.layerwise import held_out_split, learn_coefficients, per_task_parts
@@ -54,8 +62,8 @@ def learned_row(bench: Any, folders: Mapping[str, Any], base_dir: Any, row: str)
         problem = per_task_parts(merge_configuration(method, parameters, base_dir, [folders[t] for t in bench.tasks]),
                                  row)
         train, held = held_out_split([bench.examples["validation"][t] for t in bench.tasks], 4)  # as tune does
-        result = learn_coefficients(problem, bench.model, bench.tokenizer, train, held, objective, STEPS, LR,
-                                    BATCH_SIZE)
+        result = learn_coefficients(problem, float32_model(base_dir), bench.tokenizer, train, held, objective, STEPS,
+                                    LR, BATCH_SIZE)
         learned = {k: v.to(torch.bfloat16) for k, v in problem.state(result.coefficients).items()}
         correct = bench.correct_state(learned, "test", bench.tasks)
         return {"coefficients": result.coefficients.tolist(), "groups": result.groups, "best_step": result.best_step,

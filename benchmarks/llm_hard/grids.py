@@ -14,22 +14,25 @@ from typing import Dict, List, Sequence, Tuple
 
 from benchmarks.harness.grids import MethodGrid, specs
 
-SUM_LAMBDAS = (0.2, 0.3, 0.5, 0.7, 1.0)      # task_arithmetic, dare_ties, breadcrumbs_ties, awd
+SUM_LAMBDAS = (0.2, 0.3, 0.5, 0.7, 1.0)      # task_arithmetic, dare_ties, breadcrumbs_ties
+AWD_LAMBDAS = (0.3, 0.5, 0.7, 1.0, 1.3)      # awd: removing δ shrinks Σ τ_i, λ may need to grow
 MEAN_LAMBDAS = (0.5, 0.7, 1.0, 1.5, 2.0)     # ties, della: divided by Σ agreeing weights
-SPECTRUM_LAMBDAS = (0.5, 0.7, 1.0, 1.5, 2.0)  # tsv, wudi, iso_c, iso_cts, ace
+SPECTRUM_LAMBDAS = (0.5, 0.7, 1.0, 1.5, 2.0)  # tsv, wudi
+ISO_LAMBDAS = (1.0, 2.0, 3.0, 4.0, 6.0)      # iso_c, iso_cts: the quick track chose 4.0, its grid's end
+ACE_LAMBDAS = (1.0, 1.5, 2.0, 3.0, 4.0)      # ace: a weighted mean of the updates; K = 4 chose 2.0
 SPARSIFIED: Dict[str, Tuple[Dict[str, float], Tuple[float, ...]]] = {
     "ties": ({"density": 0.5}, MEAN_LAMBDAS),
     "dare_ties": ({"density": 0.5}, SUM_LAMBDAS),
     "della": ({"density": 0.5}, MEAN_LAMBDAS),
     "breadcrumbs_ties": ({"density": 0.9, "gamma": 0.01}, SUM_LAMBDAS),
 }
-MATRIX_METHODS: Dict[str, Dict[str, object]] = {  # row name -> (method, its parameters)
-    "tsv": {"method": "tsv"},
-    "wudi_adam": {"method": "wudi", "solver": "adam"},
-    "wudi_exact": {"method": "wudi", "solver": "exact"},
-    "iso_c": {"method": "iso_c"},
-    "iso_cts": {"method": "iso_cts"},
-    "ace": {"method": "ace"},
+MATRIX_METHODS: Dict[str, Tuple[Dict[str, object], Tuple[float, ...]]] = {  # row -> (method and parameters, λ)
+    "tsv": ({"method": "tsv"}, SPECTRUM_LAMBDAS),
+    "wudi_adam": ({"method": "wudi", "solver": "adam"}, SPECTRUM_LAMBDAS),
+    "wudi_exact": ({"method": "wudi", "solver": "exact"}, SPECTRUM_LAMBDAS),
+    "iso_c": ({"method": "iso_c"}, ISO_LAMBDAS),
+    "iso_cts": ({"method": "iso_cts"}, ISO_LAMBDAS),
+    "ace": ({"method": "ace"}, ACE_LAMBDAS),
 }
 AWD_ALPHA = 0.01
 # the K sweep's methods; "best awd" and "wudi" are the rows of those families with the best validation score
@@ -37,27 +40,29 @@ K_SWEEP_METHODS: Tuple[str, ...] = ("task_arithmetic", "ties", "best_awd", "tsv"
 
 
 def _grid(name: str, method: str, shared: Dict, per_model: Dict, lambdas: Sequence[float]) -> MethodGrid:
-    return MethodGrid(name, specs(method, [shared], [per_model]), tuple(lambdas))
+    """One row, hill-climbed from its grid's middle λ."""
+    return MethodGrid(name, specs(method, [shared], [per_model]), tuple(lambdas), climb_from=lambdas[len(lambdas) // 2])
 
 
 def hard_grids(registered: Sequence[str]) -> List[MethodGrid]:
     """Every row of the hard track (see the module docstring)."""
     grids = [_grid("task_arithmetic", "task_arithmetic", {}, {}, SUM_LAMBDAS)]
     grids += [_grid(name, name, {}, per_model, lambdas) for name, (per_model, lambdas) in SPARSIFIED.items()]
-    grids += [_grid("awd_tensor", "awd", {"scope": "tensor", "alpha": AWD_ALPHA}, {}, SUM_LAMBDAS),
-              _grid("awd_row", "awd", {"scope": "row", "alpha": AWD_ALPHA}, {}, SUM_LAMBDAS)]
+    grids += [_grid("awd_tensor", "awd", {"scope": "tensor", "alpha": AWD_ALPHA}, {}, AWD_LAMBDAS),
+              _grid("awd_row", "awd", {"scope": "row", "alpha": AWD_ALPHA}, {}, AWD_LAMBDAS)]
     grids += [_grid(f"awd_{name}", "awd", {"combine": name, "alpha": AWD_ALPHA}, per_model, lambdas)
               for name, (per_model, lambdas) in SPARSIFIED.items()]
-    for row, spec in MATRIX_METHODS.items():
+    for row, (spec, lambdas) in MATRIX_METHODS.items():
         parameters = {k: v for k, v in spec.items() if k != "method"}
         method = str(spec["method"])
         if method not in registered:
             continue
-        grids.append(_grid(row, method, parameters, {}, SPECTRUM_LAMBDAS))
+        grids.append(_grid(row, method, parameters, {}, lambdas))
         if row != "wudi_adam":  # AWD in front: wudi with its exact solver only (the same minimiser, faster)
             combine = {"combine": method, "alpha": AWD_ALPHA, **({"combine_solver": "exact"} if method == "wudi" else {})}
-            grids.append(_grid(f"awd_{method}", "awd", combine, {}, SPECTRUM_LAMBDAS))
+            grids.append(_grid(f"awd_{method}", "awd", combine, {}, lambdas))
     return grids
 
 
-__all__ = ["hard_grids", "K_SWEEP_METHODS", "SUM_LAMBDAS", "MEAN_LAMBDAS", "SPECTRUM_LAMBDAS"]
+__all__ = ["hard_grids", "K_SWEEP_METHODS", "SUM_LAMBDAS", "AWD_LAMBDAS", "MEAN_LAMBDAS", "SPECTRUM_LAMBDAS", "ISO_LAMBDAS",
+           "ACE_LAMBDAS"]

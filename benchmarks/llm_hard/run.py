@@ -28,9 +28,10 @@ offline_environment()
 
 from benchmarks.common import CACHE, RESULTS  # noqa: E402
 from benchmarks.harness.runner import (  # noqa: E402
-    log, method_tables, prepare_run, reference_scores, registered_methods_logged, run_methods, run_settings,
-    write_json,
+    log, method_tables, prepare_run, reference_scores, registered_methods_logged, require_unchanged_code, run_methods,
+    run_settings, write_json,
 )
+from benchmarks.harness.experiment import merge_code_version  # noqa: E402
 
 MERGES_DIR = CACHE / "llm_hard" / "merges"
 RESULTS_JSON = RESULTS / "llm_hard.json"
@@ -53,6 +54,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     started = prepare_run(errors_only=True)
+    code = merge_code_version()
     from benchmarks.text_tasks.setup_data import ensure_data_sources
 
     if not args.no_setup:
@@ -78,6 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     del bench
     k_sweep = {} if args.no_k_sweep else run_k_sweep(runs, folders, base_dir, seconds, args.keep_merges)
     results = hard_results(base_dir, folders, individual, pretrained, runs, methods, k_sweep, seconds, started)
+    require_unchanged_code(code)
     write(results)
     log(f"[done] {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
     return results

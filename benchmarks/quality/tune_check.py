@@ -2,7 +2,8 @@
 benchmark, with the benchmark's own scorer (BERT encoder + each task's head, accuracy), not the
 causal-LM one of ``mergekit-awd tune``.
 
-For each method row of a results file (default ``quality_combine.json``: the configuration the
+For each method row of a results file (default: quality.json once it holds every row of the track,
+before that ``quality_combine.json``, see ``benchmarks.quality.results_files``; the configuration the
 benchmark chose on validation, λ aside), ``tune_merge`` runs the benchmark's λ grid with the
 validation split as its scorer and the individual fine-tunes' validation accuracies as references
 (so its score is the benchmark's validation normalized accuracy), and the check compares: tune's λ
@@ -78,16 +79,21 @@ def markdown_lines(args: argparse.Namespace, rows: Dict[str, Any]) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="quality_combine", help="results file stem (benchmarks/results)")
+    parser.add_argument("--results", help="results file stem in benchmarks/results (default: quality when it holds "
+                                           "every row of the track, else quality_combine)")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     args = parser.parse_args(argv)
+    if args.results is None:
+        from benchmarks.quality.results_files import CANONICAL, is_single_file, load
+
+        args.results = CANONICAL if is_single_file(load(CANONICAL)) else "quality_combine"
     from benchmarks.harness.runner import prepare_run
 
     prepare_run()
     from benchmarks.common import save_results
     from benchmarks.quality.experiment import six_task_benchmark
     from benchmarks.quality.paths import RESULTS_DIR
-    from benchmarks.quality.peers import VALIDATION_PER_TASK
+    from benchmarks.quality.run import VALIDATION_PER_TASK
     from benchmarks.text_tasks.setup_data import ensure_data_sources
 
     results = json.loads((RESULTS_DIR / f"{args.results}.json").read_text())

@@ -9,7 +9,7 @@ For one weight matrix with task vectors τ_i [m, n], r = min(m, n):
   k_c = r − ⌊(r − ⌊f r⌋) / K⌉ · K (f = ``common_space_fraction``, so the task-specific remainder
   divides by K, rounded as the reference rounds); each task adds its top (r − k_c) / K directions of
   τ_i − U_c U_cᵀ τ_i (its part outside the common subspace); the r left and right bases are
-  orthogonalised by their polar factors (``core.tsv.polar_factor``, TSV's whitening) and every
+  orthogonalised by their polar factors (``core.whitening.polar_factor``, TSV's whitening) and every
   direction gets the mean of the r collected singular values.
 
 Non-matrix (and unselected) tensors get the mean task vector.  The output is θ_base + λ · merged.
@@ -36,7 +36,7 @@ import torch
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, validate_settings
 from mergekit_awd.core.task_vectors import stable_svd, weighted_task_matrices, working_dtype
-from mergekit_awd.core.tsv import polar_factor
+from mergekit_awd.core.whitening import polar_factor
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Task Singular Vectors: TSV-Merge, TSV-Compress and Singular Task Interference.
+"""Task Singular Vectors: TSV-Merge (and its per-task parts), TSV-Compress and Singular Task Interference.
 
 Gargiulo, Crisostomi, Bucarelli, Scardapane, Silvestri, Rodolà, "Task Singular Vectors: Reducing
 Task Interference in Model Merging", arXiv 2412.00081 (CVPR 2025).  Notation follows the paper:
@@ -86,6 +86,7 @@ from mergekit_awd.core.awd import SolverSettings
 from mergekit_awd.core.selection import DEFAULT_SELECT, Select
 from mergekit_awd.core.settings import setting, subset, validate_settings
 from mergekit_awd.core.task_vectors import stable_svd, working_dtype
+from mergekit_awd.core.whitening import gram_matrices, numerical_rank_cut, whiten
 from mergekit_awd.errors import InvalidSettingError, TensorError
 
 SVD = Literal["exact", "lowrank"]
@@ -226,14 +227,6 @@ def _as_matrix_list(task_matrices: TaskMatrices, what: str = "task matrices") ->
     return matrices
 
 
-def _numerical_rank_cut(s: torch.Tensor, rows: int, cols: int) -> int:
-    """Number of singular values above σ_max · max(m, n) · ε (s sorted descending)."""
-    if s.numel() == 0:
-        return 0
-    tol = float(s[0]) * max(rows, cols) * torch.finfo(s.dtype).eps
-    return int((s > tol).sum()) if float(s[0]) > 0 else 0
-
-
 def _orthonormal_columns(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(x, mode="reduced").Q
 
@@ -284,57 +277,11 @@ def top_singular_triplets(matrix: torch.Tensor, k: int, settings: TSVSettings = 
         u, s, vh = u[:, :k], s[:k], vh[:k]
     else:
         u, s, vh = randomized_triplets(work, k, settings.oversample, settings.power_iters, settings.seed)
-    keep = _numerical_rank_cut(s, rows, cols)
+    keep = numerical_rank_cut(s, rows, cols)
     return SingularTriplets(u[:, :keep], s[:keep], vh[:keep], frobenius_sq)
 
 
-def polar_factor(x: torch.Tensor) -> torch.Tensor:
-    """Nearest matrix with orthonormal columns (rows if x is wide): P Qᵀ from x = P D Qᵀ.
-
-    The orthogonal Procrustes solution argmin_{XᵀX = I} ‖X − x‖_F used by TSV-M.  When x is
-    numerically rank-deficient (d ≤ max(m, n) · ε · d_max) the factor is not unique; the
-    columns of P and Q with zero d are left out, giving the partial isometry on x's range
-    (the canonical choice, and what the Gram route of ``whiten`` gives).
-    """
-    p, d, qh = stable_svd(x)
-    keep = _numerical_rank_cut(d, *x.shape)
-    if keep < d.shape[0]:
-        p, qh = p[:, :keep], qh[:keep]
-    return p @ qh
-
-
-def _inverse_sqrt_psd(gram: torch.Tensor) -> torch.Tensor:
-    """G^{-1/2} of a symmetric PSD matrix on its numerical range (pseudo-inverse square root)."""
-    values, vectors = torch.linalg.eigh(gram)
-    top = float(values.max()) if values.numel() else 0.0
-    tol = max(top, 0.0) * gram.shape[0] * torch.finfo(gram.dtype).eps
-    safe = values.clamp_min(torch.finfo(values.dtype).tiny)
-    scale = torch.where(values > tol, safe.rsqrt(), torch.zeros_like(values))
-    return (vectors * scale) @ vectors.T
-
-
-def _grams(u: torch.Tensor, vh: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """UᵀU and VᵀV = Vh Vhᵀ in float64."""
-    u64, vh64 = u.double(), vh.double()
-    return u64.T @ u64, vh64 @ vh64.T
-
-
-def whiten(u: torch.Tensor, vh: torch.Tensor, method: str = "exact",
-           grams: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """TSV-M whitening: (U⊥, V⊥ᵀ) for stacked U [m, c] and Vh = Vᵀ [c, n].
-
-    "exact":   U⊥ = P Qᵀ from the SVD U = P D Qᵀ (the paper), V⊥ likewise.
-    "lowrank": U⊥ = U (UᵀU)^{-1/2}, V⊥ᵀ = (VᵀV)^{-1/2} Vᵀ with float64 c × c Gram matrices
-               (the concatenations are often square and ill-conditioned, K·k = r); equal to P Qᵀ
-               when U has full column rank, and the pseudo-inverse root on its range otherwise.
-    """
-    if method == "exact":
-        return polar_factor(u), polar_factor(vh.T).T
-    gram_u, gram_v = grams if grams is not None else _grams(u, vh)
-    return u @ _inverse_sqrt_psd(gram_u).to(u.dtype), _inverse_sqrt_psd(gram_v).to(vh.dtype) @ vh
-
-
-def interference_from_grams(gram_u: torch.Tensor, s: torch.Tensor, gram_v: torch.Tensor,
+def interference_fromgram_matrices(gram_u: torch.Tensor, s: torch.Tensor, gram_v: torch.Tensor,
                             blocks: Optional[Sequence[int]] = None) -> float:
     """‖(UᵀU − I) diag(S) (VᵀV − I)‖₁ (entry-wise) from UᵀU and VᵀV; weight units.
 
@@ -402,8 +349,20 @@ def singular_task_interference(task_matrices: Sequence[torch.Tensor], k: Optiona
         return 0.0
     active = [t for t in triplets if t.rank]
     u, s, vh = _stack(active)
-    gram_u, gram_v = _grams(u, vh)
-    return interference_from_grams(gram_u, s.double(), gram_v, [t.rank for t in active])
+    gram_u, gram_v = gram_matrices(u, vh)
+    return interference_fromgram_matrices(gram_u, s.double(), gram_v, [t.rank for t in active])
+
+
+def _whitened(matrices: List[torch.Tensor], settings: TSVSettings):
+    """(triplets per task, k, U⊥, S, V⊥ᵀ of the non-zero triplets; None when there are none)."""
+    triplets, k = task_singular_triplets(matrices, None, settings)
+    active = [t for t in triplets if t.rank]
+    if not active:
+        return triplets, k, None
+    u, s, vh = _stack(active)
+    gram_u, gram_v = gram_matrices(u, vh)
+    u_perp, vh_perp = whiten(u, vh, settings.svd, grams=(gram_u, gram_v))
+    return triplets, k, (u_perp, s, vh_perp, gram_u, gram_v)
 
 
 def tsv_merge_matrices(task_matrices: TaskMatrices, weights: Optional[Sequence[float]] = None,
@@ -418,21 +377,39 @@ def tsv_merge_matrices(task_matrices: TaskMatrices, weights: Optional[Sequence[f
     matrices = _weighted(_as_matrix_list(task_matrices), weights)
     rows, cols = matrices[0].shape
     dtype = working_dtype(matrices[0].dtype)
-    device = matrices[0].device
-    triplets, k = task_singular_triplets(matrices, None, settings)
-    active = [t for t in triplets if t.rank]
+    triplets, k, whitened = _whitened(matrices, settings)
     tasks = sum(not _is_zero(m) for m in matrices)
     energy = [t.energy_kept for t in triplets]
-    if not active:
-        return TSVMergeResult(torch.zeros((rows, cols), dtype=dtype, device=device), k, min(rows, cols),
+    if whitened is None:
+        return TSVMergeResult(torch.zeros((rows, cols), dtype=dtype, device=matrices[0].device), k, min(rows, cols),
                               tasks, [0] * len(triplets), 0.0, energy, 0.0)
-    u, s, vh = _stack(active)
-    gram_u, gram_v = _grams(u, vh)
-    sti = interference_from_grams(gram_u, s.double(), gram_v, [t.rank for t in active])
-    u_perp, vh_perp = whiten(u, vh, settings.svd, grams=(gram_u, gram_v))
+    u_perp, s, vh_perp, gram_u, gram_v = whitened
+    sti = interference_fromgram_matrices(gram_u, s.double(), gram_v, [t.rank for t in triplets if t.rank])
     delta = (u_perp * s) @ vh_perp
     return TSVMergeResult(delta.to(dtype), k, min(rows, cols), tasks, [t.rank for t in triplets],
                           sti, energy, float(s.double().sum()))
+
+
+def tsv_task_parts(task_matrices: TaskMatrices, settings: TSVSettings = TSVSettings()) -> torch.Tensor:
+    """Each task's part of TSV-M, D_i = U⊥[:, B_i] Σ_i V⊥[:, B_i]ᵀ (B_i: task i's kept columns), [K, m, n].
+
+    Σ_i D_i = Δ_M, and TSV-M of the weighted w_i Δ_i is Σ_i w_i D_i for every w_i > 0: scaling a
+    matrix scales its singular values only, the whitening depends on U and V alone, and k counts the
+    non-zero matrices (a weight 0 would change it).  Layer-wise tuning learns the w_i on these parts.
+    """
+    matrices = _as_matrix_list(task_matrices)
+    dtype = working_dtype(matrices[0].dtype)
+    triplets, _, whitened = _whitened(matrices, settings)
+    parts = torch.zeros((len(matrices), *matrices[0].shape), dtype=dtype, device=matrices[0].device)
+    if whitened is None:
+        return parts
+    u_perp, s, vh_perp = whitened[:3]
+    start = 0
+    for index, t in enumerate(triplets):
+        block = slice(start, start + t.rank)
+        parts[index] = ((u_perp[:, block] * s[block]) @ vh_perp[block]).to(dtype)
+        start += t.rank
+    return parts
 
 
 def tsv_work(rows: int, cols: int, tasks: int, settings: TSVSettings) -> Dict[str, float]:

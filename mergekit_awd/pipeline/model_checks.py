@@ -79,7 +79,7 @@ def _check_architecture(label: str, role: str, folder: str, names: List[str], mo
         )
 
 
-def _vocabulary_axes(folder: str, override: Optional[str]) -> Optional[Dict[str, int]]:
+def vocabulary_axes(folder: str, override: Optional[str]) -> Optional[Dict[str, int]]:
     """tensor name → vocabulary axis from mergekit's architecture definition of the model in
     ``folder`` (the tensors its tokenizer step re-maps); None when mergekit has no definition."""
     try:
@@ -234,7 +234,7 @@ class _VocabularyAxes:
 
     def axis(self, name: str, shape: Tuple[int, ...], other: Tuple[int, ...], folder: str) -> Optional[int]:
         if not self._known:
-            self._axes, self._known = _vocabulary_axes(self.base_dir, self.override), True
+            self._axes, self._known = vocabulary_axes(self.base_dir, self.override), True
         if self._axes is not None:
             return self._axes.get(name)
         sizes = (_vocab_size(self.configs[self.base_dir]), _vocab_size(self.configs[folder]))
@@ -264,4 +264,4 @@ def _check_shapes(label: str, base: Any, base_shapes: Optional[Dict[str, Tuple[i
         )
 
 
-__all__ = ["check_models", "local_model_dir", "local_lora_dir"]
+__all__ = ["check_models", "local_model_dir", "local_lora_dir", "vocabulary_axes"]

@@ -108,7 +108,7 @@ def layerwise_figure(result: TuneJson) -> Optional[Any]:
         ax.plot(positions, row, marker="o", linewidth=1.5, label=model)
     from mergekit_awd.core.layerwise import INITIAL_COEFFICIENT
 
-    ax.axhline(INITIAL_COEFFICIENT, color="grey", linewidth=1, linestyle=":")
+    ax.axhline(entry.get("initial", INITIAL_COEFFICIENT), color="grey", linewidth=1, linestyle=":")
     ax.set_xticks(positions)
     ax.set_xticklabels([g.replace("block.", "") for g in entry["groups"]], fontsize=7, rotation=90)
     ax.set_xlabel("group (embeddings, blocks, final norm, head)")

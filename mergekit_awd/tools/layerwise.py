@@ -4,10 +4,15 @@ Adam on the coefficients Λ of θ(Λ) = θ_base + Σ_i Σ_g λ_{i,g} D_i^g (``co
 ``per_task_parts`` reads the base and the fine-tunes tensor by tensor with mergekit's loaders and forms
 D_i once: τ_i for ``task_arithmetic``; for ``awd`` (``combine: task_arithmetic``, any scope and solver)
 τ_i − δ where AWD disentangles (δ from ``core.awd_delta``, the merge's own entry) and τ_i elsewhere —
-AWD AdaMerging.  Other methods have no such per-task parts and are refused with one line.
+AWD AdaMerging; for ``tsv`` task i's block of TSV-M on its task matrices (``core.tsv.tsv_task_parts``,
+after AWD's δ with ``disentangle``) and τ_i / K on the averaged tensors.  The tensors a method treats
+are chosen as its merge chooses them (``select`` and the vocabulary axis of mergekit's architecture
+definition).  Other methods have no such per-task parts and are refused with one line (TIES: the
+elected signs and the normalisation depend on the weights; DARE/DELLA: random masks).
 
 ``learn_coefficients`` minimises the objective (``tools.layerwise_objective``) on the training lines
-with Adam from Λ⁰ = 0.3 (the AWD paper's initialisation), evaluates it on the held-out lines every
+with Adam from Λ⁰ (``LAYERWISE_FORMS``: 0.3, the AWD paper's initialisation; tsv 1, its α), projected
+on the method's least coefficient (tsv: positive weights), evaluates it on the held-out lines every
 ``eval_every`` steps and keeps the Λ with the best held-out value (early stopping); with a checkpoint
 file, a killed run resumes where it stopped.
 """
@@ -19,19 +24,21 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from mergekit_awd.constants import MODEL_CONFIG
 from mergekit_awd.core.awd import AWDParameters
 from mergekit_awd.core.awd_delta import (
-    Delta, ScopeDelta, TaskVectors, disentangle, solve_delta, solve_model_scope,
+    Delta, ScopeDelta, TaskVectors, disentangle, remove_redundant_vector, solve_delta, solve_model_scope,
 )
-from mergekit_awd.core.layerwise import Grouping, initial_coefficients, merged_state, ordered_groups, tensor_group
-from mergekit_awd.core.selection import is_disentangled
+from mergekit_awd.core.layerwise import INITIAL_COEFFICIENT, Grouping, initial_coefficients, merged_state, ordered_groups, tensor_group
+from mergekit_awd.core.selection import is_disentangled, is_task_matrix
 from mergekit_awd.core.settings import from_parameters
+from mergekit_awd.core.tsv import TSVParameters, tsv_task_parts
 from mergekit_awd.errors import ConfigError, EvaluationDataError
-from mergekit_awd.mergekit_adapter.layerwise_config import LAYERWISE_METHODS
+from mergekit_awd.mergekit_adapter.layerwise_config import LAYERWISE_FORMS, LAYERWISE_METHODS
 from mergekit_awd.tools.layerwise_objective import Example, Objective, objective_value, parameters_of
 
 
@@ -45,13 +52,15 @@ class LayerwiseProblem:
     models: List[str]
     groups: List[str]
     group_index: Dict[str, int] = field(default_factory=dict)
+    initial: float = INITIAL_COEFFICIENT  # Λ⁰
+    minimum: Optional[float] = None  # the least coefficient the parts hold for (None: any)
 
     def state(self, coefficients: torch.Tensor) -> Dict[str, torch.Tensor]:
         return merged_state(self.base, self.parts, coefficients, self.group_index)
 
 
-def _awd_settings(config: Any, label: str) -> Optional[AWDParameters]:
-    """awd's settings from the shared parameters (None for task_arithmetic); refuses what has no
+def _method_settings(config: Any, label: str) -> Any:
+    """The method's settings from the shared parameters (None for task_arithmetic); refuses what has no
     per-task parts or cannot be read as one value."""
     if config.merge_method not in LAYERWISE_METHODS:
         raise ConfigError(f"{label}: layer-wise tuning needs a method whose merge is θ_base + Σ_i D_i with per-task "
@@ -61,6 +70,8 @@ def _awd_settings(config: Any, label: str) -> Optional[AWDParameters]:
     parameters = dict(config.parameters or {})
     if any(isinstance(v, (list, dict)) for v in parameters.values()):
         raise ConfigError(f"{label}: layer-wise tuning needs plain parameter values (no filters or gradients)")
+    if config.merge_method == "tsv":
+        return from_parameters(TSVParameters, parameters)
     if config.merge_method != "awd":
         return None
     settings = from_parameters(AWDParameters, parameters)
@@ -72,14 +83,14 @@ def _awd_settings(config: Any, label: str) -> Optional[AWDParameters]:
 
 def check_layerwise(config: Any, label: str) -> None:
     """Refuse, before anything is loaded, a configuration without per-task parts (one line)."""
-    _awd_settings(config, label)
+    _method_settings(config, label)
 
 
 def per_task_parts(config: Any, label: str, grouping: Grouping = "layer") -> LayerwiseProblem:
     """θ_base and D_i of every floating tensor of the configuration (module docstring)."""
     from mergekit.io.tasks import LoaderCache
 
-    settings = _awd_settings(config, label)
+    settings = _method_settings(config, label)
     base_ref = config.base_model
     refs = [m.model for m in config.models if m.model != base_ref]
     loaders = [LoaderCache().get(r) for r in (base_ref, *refs)]
@@ -93,21 +104,58 @@ def per_task_parts(config: Any, label: str, grouping: Grouping = "layer") -> Lay
     def vectors_of(name: str) -> TaskVectors:  # one tensor's fine-tunes at a time: memory is the parts
         return TaskVectors(base[name], [loader.get_tensor(name).to(torch.float32) for loader in loaders[1:]])
 
-    selected = {n for n in names if settings is not None and is_disentangled(n, base[n].ndim, settings.select)}
+    axis = _vocabulary_axis(base_ref)
+    selects, parts_of = _PARTS.get(config.merge_method, _PARTS["awd"])
+    selected = {n for n in names
+                if settings is not None and selects(n, base[n].ndim, settings.select, axis(n, base[n]))}
     scope = None
-    if settings is not None and settings.scope == "model":
+    if config.merge_method == "awd" and settings.scope == "model":
         grams = {n: vectors_of(n).gram() for n in sorted(selected)}
         scope = solve_model_scope(grams, len(refs), settings.solver_settings())
-    parts = {}
-    for name in names:
-        vectors = vectors_of(name)
-        delta = None
-        if name in selected:
-            delta = solve_delta(vectors, settings) if scope is None else _scope_delta(scope, name)
-        parts[name] = disentangle(vectors, delta) if delta is not None else vectors.stack()
+    parts = {name: parts_of(vectors_of(name), settings if name in selected else None, scope, name) for name in names}
     groups = ordered_groups(names, grouping)
+    form = LAYERWISE_FORMS[config.merge_method]
     return LayerwiseProblem(base, parts, [str(r) for r in refs], groups,
-                            {n: groups.index(tensor_group(n, grouping)) for n in names})
+                            {n: groups.index(tensor_group(n, grouping)) for n in names}, form.initial, form.minimum)
+
+
+def _vocabulary_axis(base_ref: Any) -> Callable[[str, torch.Tensor], Optional[int]]:
+    """tensor name, base tensor → its vocabulary axis, as the merge sees it (mergekit's architecture
+    definition; without one, a first axis of the base's ``vocab_size``)."""
+    from mergekit_awd.pipeline.model_checks import vocabulary_axes
+
+    folder = str(base_ref.model.path)
+    axes = vocabulary_axes(folder, base_ref.override_architecture)
+    if axes is not None:
+        return lambda name, tensor: axes.get(name)
+    config_file = Path(folder) / MODEL_CONFIG
+    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    size = config.get("vocab_size")
+    return lambda name, tensor: 0 if tensor.ndim and tensor.shape[0] == size else None
+
+
+def _awd_parts(vectors: TaskVectors, settings: Optional[AWDParameters], scope: Optional[ScopeDelta],
+               name: str) -> torch.Tensor:
+    """τ_i, or τ_i − δ where AWD disentangles (``settings`` given: the tensor is selected)."""
+    if settings is None:
+        return vectors.stack()
+    delta = solve_delta(vectors, settings) if scope is None else _scope_delta(scope, name)
+    return disentangle(vectors, delta) if delta is not None else vectors.stack()
+
+
+def _tsv_parts(vectors: TaskVectors, settings: Optional[TSVParameters], scope: Any, name: str) -> torch.Tensor:
+    """Task i's block of TSV-M (after AWD's δ with ``disentangle``) on a task matrix; τ_i / K elsewhere
+    (the adapter averages the other tensors: (1/K) Σ_i w_i τ_i)."""
+    stack = vectors.stack()
+    if settings is None:
+        return stack / stack.shape[0]
+    if settings.disentangle:
+        stack, _ = remove_redundant_vector(stack, settings.solver_settings())
+    return tsv_task_parts(stack, settings.tsv_settings()).to(torch.float32)
+
+
+# method -> (which tensors its per-tensor rule applies to, the parts of a tensor); task_arithmetic: τ_i
+_PARTS = {"awd": (is_disentangled, _awd_parts), "tsv": (is_task_matrix, _tsv_parts)}
 
 
 def _scope_delta(scope: ScopeDelta, name: str) -> Optional[Delta]:
@@ -148,7 +196,8 @@ def learn_coefficients(problem: LayerwiseProblem, model: torch.nn.Module, tokeni
     ``checkpoint_key``: what the run depends on (a checkpoint of another key is not resumed)."""
     if not train or not held_out:
         raise EvaluationDataError("layer-wise tuning needs training lines and held-out lines")
-    coefficients = initial_coefficients(len(problem.models), len(problem.groups)).requires_grad_(True)
+    coefficients = initial_coefficients(len(problem.models), len(problem.groups), problem.initial)
+    coefficients.requires_grad_(True)
     optimizer = torch.optim.Adam([coefficients], lr=lr)
     state = _resume(checkpoint, coefficients, optimizer, checkpoint_key)
 
@@ -176,6 +225,9 @@ def learn_coefficients(problem: LayerwiseProblem, model: torch.nn.Module, tokeni
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if problem.minimum is not None:  # projected: the parts hold only above the minimum
+            with torch.no_grad():
+                coefficients.clamp_(min=problem.minimum)
         if step % eval_every == 0 or step == steps:
             held = float(value(held_out, False))
             state["history"].append((step, float(loss.detach()), held))

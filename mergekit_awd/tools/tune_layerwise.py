@@ -29,7 +29,7 @@ from mergekit_awd.tools.layerwise_objective import Example, Objective
 @dataclass(frozen=True)
 class LayerwiseOptions:
     """Settings of the layer-wise tuning (documented defaults: AdaMerging's Adam at lr 1e-3 on Λ from
-    0.3; 100 steps of 16 lines; a quarter of each task's lines held out; the held-out value every 10 steps)."""
+    0.3 (tsv: 1); 100 steps of 16 lines; a quarter of each task's lines held out; the held-out value every 10 steps)."""
 
     objective: Objective = "likelihood"
     grouping: Grouping = "layer"
@@ -95,6 +95,7 @@ def tune_layerwise(config: Mapping[str, Any], label: str, model: Any, tokenizer:
     entry = {
         "objective": options.objective, "groups": result.groups, "steps": result.steps,
         "best_step": result.best_step, "coefficients": result.coefficients.tolist(), "models": problem.models,
+        "initial": problem.initial,
         "validation_score": overall, "validation_tasks": scores, "held_out_score": result.held_out_value,
         "initial_held_out_score": result.initial_held_out_value, "train_objective": result.train_value,
         "scalar_validation_score": scalar_score, "train_lines": len(train), "held_out_lines": len(held_out),

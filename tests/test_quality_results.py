@@ -1,0 +1,140 @@
+"""One results file per track (issue #27): the MiniLM run computes every grid into quality.json (layout 2),
+the README generator reads that file alone once it has that layout (the per-grid files before it), its page
+renders every row, and the LLM track's ``--update`` refuses rows of another code version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+from benchmarks import readme_tables
+from benchmarks.quality import results_files
+from benchmarks.quality.results_files import LAYOUT, LEGACY_STEMS
+
+# the grids of the per-grid runs (the removed benchmarks.quality.peers' PEER_GRIDS, COMBINE_GRIDS,
+# TUNED_GRIDS, ACE_GRIDS) and the earlier quality.run's: every one is a row of the single run
+EARLIER_GRIDS = {
+    "task_arithmetic", "ties", "dare_ties", "della", "breadcrumbs_ties", "awd_tensor", "awd_model", "tsv",
+    "tsv_disentangled", "wudi_adam", "wudi_exact", "iso_c", "iso_cts", "iso_cts_fraction", "ace", "ace_uncentred",
+    "ace_mean_covariance", "ace_eps", "awd_ace", "awd_row", "awd_ties", "awd_dare_ties", "awd_della",
+    "awd_breadcrumbs_ties", "awd_row_tsv", "awd_iso_cts",
+}
+REGISTERED = ["task_arithmetic", "ties", "dare_ties", "della", "breadcrumbs_ties", "awd", "tsv", "wudi", "iso_c",
+              "iso_cts", "ace"]
+
+
+def _row(normalized: float) -> Dict[str, Any]:
+    return {"tasks": {"a": 0.7, "b": 0.8}, "avg": 0.75, "normalized_avg": normalized,
+            "validation_normalized_avg": normalized, "merge_seconds": 1.0,
+            "params": {"merge_method": "iso_cts", "lambda": 3.0, "select": "matrices"}}
+
+
+def _minilm(layout: int, methods: Dict[str, Any]) -> Dict[str, Any]:
+    return {**({"layout": layout} if layout > 1 else {}), "individual": {"a": 0.8, "b": 0.9},
+            "splits": {"a": {"test": {"size": 100}}, "b": {"test": {"size": 100}}}, "methods": methods,
+            "settings": {"merge_code": "code-x", "seconds": 10, "threads": 2}}
+
+
+def _fake_results(monkeypatch: pytest.MonkeyPatch, files: Dict[str, Dict[str, Any]]) -> None:
+    """``readme_tables`` reads ``files`` for these stems and the committed files for the others."""
+    real = readme_tables._results
+    monkeypatch.setattr(readme_tables, "_results", lambda stem: files[stem] if stem in files else real(stem))
+
+
+def test_layout_2_rows_come_from_quality_json_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unread(stem: str) -> Dict[str, Any]:
+        raise AssertionError(f"{stem}.json read although quality.json holds every row")
+
+    files = {"quality": _minilm(LAYOUT, {"iso_cts": _row(0.9), "ties": _row(0.8)}),
+             **{stem: {"methods": {"ace": _row(0.5)}} for stem in LEGACY_STEMS}}
+    real = readme_tables._results
+    monkeypatch.setattr(readme_tables, "_results", lambda stem: (
+        files["quality"] if stem == "quality" else unread(stem) if stem in LEGACY_STEMS else real(stem)))
+    assert readme_tables.minilm_entry("iso_cts") == ("quality", files["quality"]["methods"]["iso_cts"])
+    assert readme_tables.minilm_entry("ace") is None  # only in a per-grid file: not read at layout 2
+    table = readme_tables.which_method()
+    assert "**[90.0](benchmarks/results/quality.md)**" in table and "[80.0](benchmarks/results/quality.md)" in table
+    assert not any(f"{stem}.md" in table for stem in LEGACY_STEMS)
+    assert "MiniLM λ 3.0, select matrices" in table
+
+
+def test_layout_1_rows_come_from_the_first_file_that_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_results(monkeypatch, {"quality": _minilm(1, {"ties": _row(0.8)}),
+                                "quality_peers": {"methods": {"iso_cts": _row(0.9), "ties": _row(0.1)}},
+                                "quality_combine": {"methods": {}}, "quality_ace": {"methods": {"ace": _row(0.5)}}})
+    assert readme_tables.minilm_entry("ties")[0] == "quality"
+    assert readme_tables.minilm_entry("iso_cts")[0] == "quality_peers"
+    assert readme_tables.minilm_entry("ace")[0] == "quality_ace"
+
+
+def test_layout_field() -> None:
+    assert not results_files.is_single_file({"methods": {}})
+    assert results_files.is_single_file({"layout": LAYOUT})
+    assert results_files.row_files({"layout": LAYOUT}) == ("quality",)
+    assert results_files.row_files({})[0] == "quality"
+
+
+def test_the_single_run_has_every_earlier_grid_once() -> None:
+    from benchmarks.quality.grids import all_grids
+
+    names = [g.name for g in all_grids(REGISTERED)]
+    assert len(names) == len(set(names))
+    committed = set()
+    for stem in ("quality", *results_files.legacy_present()):
+        committed |= set(results_files.load(stem)["methods"])
+    assert EARLIER_GRIDS | committed <= set(names)
+
+
+def test_grids_option_selects_in_run_order_and_rejects_unknown_names() -> None:
+    from benchmarks.quality.grids import all_grids
+    from benchmarks.quality.run import select_grids
+
+    grids = all_grids(REGISTERED)
+    assert select_grids(grids, None) == grids
+    assert [g.name for g in select_grids(grids, ["iso_cts", "ties"])] == ["ties", "iso_cts"]
+    with pytest.raises(SystemExit, match="unknown nope"):
+        select_grids(grids, ["ties", "nope"])
+
+
+def _committed_as_single_file() -> Dict[str, Any]:
+    """quality.json as layout 2: the committed one, with the per-grid files' rows added while it is of layout 1."""
+    results = results_files.load("quality")
+    if not results_files.is_single_file(results):
+        for stem in results_files.legacy_present():
+            legacy = results_files.load(stem)
+            for key in ("methods", "validation_grid"):
+                for name, value in legacy[key].items():
+                    results[key].setdefault(name, value)
+        results["layout"] = LAYOUT
+        results["settings"] = {**results["settings"], "command": "python -m benchmarks.quality.run", "seconds": 1}
+    return results
+
+
+def test_quality_page_renders_every_row_of_a_single_file(tmp_path: Path) -> None:
+    from benchmarks.quality.report import grids_markdown, write_markdown
+
+    results = _committed_as_single_file()
+    write_markdown(results, tmp_path / "quality.md")
+    page = (tmp_path / "quality.md").read_text()
+    assert "every row of the track, from this one run" in page and results["settings"]["merge_code"] in page
+    assert all(f"| {name} |" in page for name in results["methods"])
+    if {"awd_iso_cts", "iso_cts"} <= set(results["methods"]):
+        assert "| awd_iso_cts − iso_cts |" in page
+    subset = {**results, "methods": {k: results["methods"][k] for k in ("task_arithmetic", "awd_tensor")}}
+    lines = grids_markdown({k: subset[k] for k in ("individual", "methods", "validation_grid", "settings")})
+    assert "the grids named in its command only" in "\n".join(lines)
+
+
+def test_llm_update_refuses_another_code_version(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import benchmarks.llm.paths as llm_paths
+    from benchmarks.llm.run import _require_committed_code
+
+    path = tmp_path / "llm_quality.json"
+    path.write_text(json.dumps({"settings": {"merge_code": "code-a"}}))
+    monkeypatch.setattr(llm_paths, "RESULTS_JSON", path)
+    _require_committed_code("code-a")
+    with pytest.raises(SystemExit, match="code version is code-b, llm_quality.json's rows are from code-a"):
+        _require_committed_code("code-b")
