@@ -228,6 +228,9 @@ COMMANDS: Tuple[Command, ...] = (
     Command("benchmarks.speed.bench_layerwise_cost", "layer-wise tuning (tune --layerwise) on SmolLM2-135M, K = 8 "
             "stand-in fine-tunes, 1024 lines: seconds and peak memory", ("layerwise_cost.*",),
             lambda: _layerwise_cost(), "stand-in fine-tunes cached in benchmarks/.cache/layerwise_cost"),
+    Command("benchmarks.llm_hard.bench_score_dtype", "the hard track's scorer in float32 vs bfloat16: ms per line, "
+            "accuracies", ("score_dtype.*",), lambda: run_seconds("score_dtype"),
+            "no (uses the hard track's cached base and fine-tunes)"),
     Command("benchmarks.llm_hard.models", "builds the eight strong fine-tunes of the hard LLM track (#27)", (),
             not_recorded, "yes: one folder per fine-tune, a killed one resumes from its checkpoint (every 20 steps)"),
     Command("benchmarks.speed.bench_awd_speed", "`awd` (tensor, model, row, combine ties) time and peak RSS vs "

@@ -11,6 +11,7 @@ import click
 
 from mergekit_awd.core.layerwise import GROUPINGS
 from mergekit_awd.errors import ConfigError
+from mergekit_awd.mergekit_adapter.layerwise_config import LAYERWISE_METHODS
 from mergekit_awd.tools.layerwise_objective import OBJECTIVES
 from mergekit_awd.tools.tune_data import DEFAULT_MAX_TOKENS
 from mergekit_awd.tools.tune_grid import DEFAULT_GRID, MAX_POINTS
@@ -53,7 +54,7 @@ def default_out_dir(config_file: str) -> str:
                    "model's context. Longer lines are refused before anything is merged.")
 @click.option("--layerwise", is_flag=True, default=False,
               help="After the grid, learn one weight per model and per layer (AdaMerging; with awd: AWD AdaMerging) "
-                   "on the data and write it as CONFIG.tuned.yml (task_arithmetic and awd only).")
+                   f"on the data and write it as CONFIG.tuned.yml ({', '.join(LAYERWISE_METHODS)} only).")
 @click.option("--objective", type=click.Choice(OBJECTIVES), default="likelihood", show_default=True,
               help="--layerwise: likelihood of the right answers, or entropy of the model's choices (labels unused).")
 @click.option("--grouping", type=click.Choice(GROUPINGS), default="layer", show_default=True,
