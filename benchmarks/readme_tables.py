@@ -12,6 +12,10 @@ the same comparison).  Regions:
   ``benchmarks.quality.results_files``) and the causal-LM track (four tasks, llm_quality.json), its
   perplexity there, and its merge time against task arithmetic (awd_speed / peer_speed*.json), every
   number linked to the page it comes from, and which differences are within noise.
+* ``hard-track``: the hard causal-LM track (eight tasks, benchmarks/results/llm_hard.json, written by
+  ``python -m benchmarks.llm_hard.run``): each row's test normalized score and its differences to ties
+  and task_arithmetic with their paired-bootstrap 95 % intervals, the run's cost and its K sweep; one
+  line saying it has not been run while that file is absent.
 
 Reads JSON only (no torch, no mergekit): the test of the README imports it.
 """
@@ -38,12 +42,18 @@ DEMO_RESULTS = ROOT / "docs" / "demo_results.json"
 REGION = re.compile(r"(<!-- generated: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
 LLM_FILE = "llm_quality"
+HARD_FILE = "llm_hard"
 NOISE_SE = 2.0  # "within noise": within this many binomial standard errors of the best row's mean
 
 
 @lru_cache(maxsize=None)
 def _results(stem: str) -> Dict[str, Any]:
     return json.loads((RESULTS / f"{stem}.json").read_text())
+
+
+def _hard_results() -> Optional[Dict[str, Any]]:
+    """llm_hard.json, or None while the hard track has not been run (the tests replace this loader)."""
+    return _results(HARD_FILE) if (RESULTS / f"{HARD_FILE}.json").exists() else None
 
 
 def _link(text: str, stem: str) -> str:
@@ -184,10 +194,92 @@ def _noise_sentence(track: str, scores: Mapping[str, Tuple[float, float, float]]
     near = [f"{label} ({value:.1f})" for label, (value, _, _) in sorted(scores.items(), key=lambda item: -item[1][0])
             if best - value <= NOISE_SE * se]
     n = "/".join(str(v) for v in sorted(set(sizes.values())))
+    bootstrap = ("bootstrap intervals: the hard track below" if _hard_results() is not None
+                 else "no bootstrap interval has been run yet")
     return (f"**Noise, {track}**: {n} test examples per task, so up to ±{per_task:.1f} points per task and "
             f"±{se:.1f} on the best row's normalized mean (one binomial standard error: an estimate of test-sample "
-            f"noise, not a measured interval; no bootstrap interval has been run yet). Within {NOISE_SE:g} standard "
+            f"noise, not a measured interval; {bootstrap}). Within {NOISE_SE:g} standard "
             f"errors of the best, not separable by this evidence: {', '.join(near)}.")
+
+
+STRUCTURE = ("scope", "combine", "solver", "combine_solver", "disentangle")  # the YAML that names a hard-track row
+HARD_REFERENCES = ("ties", "task_arithmetic")
+
+
+def _interval(values: Sequence[float]) -> str:
+    return f"[{100 * values[0]:.1f}, {100 * values[1]:.1f}]"
+
+
+def _hard_label(name: str, entry: Mapping[str, Any]) -> str:
+    """The row and its YAML in short: ``awd_row``: ``awd``, ``scope: row``; a learned row's objective;
+    the method ``tune_methods`` chose."""
+    if "chosen_row" in entry:
+        return f"`{name}` → `{entry['chosen_row']}`"
+    params = entry["params"]
+    method = str(params.get("merge_method", name))
+    yaml = [f"`{key}: {str(params[key]).lower() if isinstance(params[key], bool) else params[key]}`"
+            for key in STRUCTURE if key in params]
+    if "layerwise" in params:
+        yaml.append(f"tune `--layerwise --objective {params['layerwise']}`")
+    if method == name and not yaml:
+        return f"`{name}`"
+    return f"`{name}`: " + ", ".join([f"`{method}`", *yaml])
+
+
+def _hard_difference(entry: Mapping[str, Any], ref: str) -> str:
+    """The difference to ``ref`` in points with its 95 % interval, bold when the interval excludes 0."""
+    if f"diff_vs_{ref}" not in entry:
+        return "—"
+    text = f"{100 * entry[f'diff_vs_{ref}']:+.1f} {_interval(entry[f'diff_vs_{ref}_ci95'])}"
+    return f"**{text}**" if entry[f"diff_vs_{ref}_excludes_zero"] else text
+
+
+def _hard_chosen(entry: Mapping[str, Any]) -> str:
+    """``_chosen`` of the row's parameters; for a layer-wise row, that its λ were learned."""
+    params = entry["params"]
+    learned = f"λ per task and block learned ({params['steps']} steps)" if "layerwise" in params else ""
+    return ", ".join(part for part in (_chosen(params), learned) if part) or "—"
+
+
+def _k_sweep_summary(sweep: Mapping[str, Mapping[str, Any]]) -> str:
+    """One clause: each sweep method's normalized % at every K (``ties 90.1/85.0/80.2``), or that none ran."""
+    if not sweep:
+        return "No K sweep in this run"
+    ks = sorted(sweep, key=int)
+    parts = []
+    for method, entry in sweep[ks[-1]].items():
+        label = method if entry["row"] == method else f"{method} (`{entry['row']}`)"
+        values = [sweep[k].get(method, {}).get("normalized_avg") for k in ks]
+        parts.append(f"{label} " + "/".join("—" if v is None else f"{100 * v:.1f}" for v in values))
+    return f"K sweep, normalized % at K = {'/'.join(ks)}: " + "; ".join(parts)
+
+
+def hard_track() -> str:
+    """The hard track's table (rows by test normalized score) and one line on the run, or one line
+    saying it has not been run."""
+    results = _hard_results()
+    if results is None:
+        return ("The hard track (`python -m benchmarks.llm_hard.run`, `./run.sh llm-hard`) has not been run at "
+                "this code state yet: no numbers.\n")
+    header = ["merge (row: YAML)", "test normalized % [95 % CI]", "vs ties, points [95 % CI]",
+              "vs task_arithmetic, points [95 % CI]", "chosen on validation"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    rows = sorted(results["methods"].items(), key=lambda item: (-item[1]["normalized_avg"], item[0]))
+    for name, entry in rows:
+        score = _link(f"{100 * entry['normalized_avg']:.1f}", HARD_FILE)
+        cells = [_hard_label(name, entry), f"{score} {_interval(entry['normalized_ci95'])}",
+                 *(_hard_difference(entry, ref) for ref in HARD_REFERENCES), _hard_chosen(entry)]
+        lines.append("| " + " | ".join(cells) + " |")
+    settings, tasks = results["settings"], results["tasks"]
+    sizes = "/".join(str(n) for n in sorted({task["test"] for task in tasks.values()}))
+    seconds = settings["seconds"]
+    base = results["pretrained"].get("normalized_avg")
+    lines += ["", f"**Bold**: the difference's 95 % interval excludes 0. Run: {seconds:,} s ({seconds / 3600:.1f} h; "
+              f"merging {settings.get('seconds_merging', '?')} s, scoring {settings.get('seconds_scoring', '?')} s), "
+              f"code `{settings['code']}`; {len(tasks)} tasks, {sizes} test lines per task"
+              + (f"; base {100 * base:.1f} %" if base is not None else "")
+              + f". {_k_sweep_summary(results.get('k_sweep') or {})}."]
+    return "\n".join(lines) + "\n"
 
 
 def demo_table(data: Mapping[str, Any]) -> str:
@@ -224,7 +316,7 @@ def demo() -> str:
             f"torch threads, {seconds['total']:.0f} s with {first}; code `{data['code']}`.{edge}\n")
 
 
-GENERATORS: Dict[str, Callable[[], str]] = {"demo": demo, "which-method": which_method}
+GENERATORS: Dict[str, Callable[[], str]] = {"demo": demo, "which-method": which_method, "hard-track": hard_track}
 
 
 def render(text: str) -> str:
