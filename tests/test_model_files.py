@@ -700,16 +700,16 @@ def test_vocabulary_fallback_without_definition(tiny_family, vocab_300, wide, mo
     """Without a mergekit definition, tensors whose first axis is each model's vocab_size."""
     from mergekit_awd.pipeline import model_checks
 
-    monkeypatch.setattr(model_checks, "_vocabulary_axes", lambda *_: None)
+    monkeypatch.setattr(model_checks, "vocabulary_axes", lambda *_: None)
     _check(_vocab_config(tiny_family, vocab_300, tokenizer_source="union"))
     with pytest.raises(ConfigError):
         _check(_vocab_config(tiny_family, wide, tokenizer_source="union"))
 
 
 def test_vocabulary_axes_from_mergekit_definition(tiny_family):
-    from mergekit_awd.pipeline.model_checks import _vocabulary_axes
+    from mergekit_awd.pipeline.model_checks import vocabulary_axes
 
-    axes = _vocabulary_axes(str(tiny_family[0]), None)
+    axes = vocabulary_axes(str(tiny_family[0]), None)
     assert axes is not None
     assert axes.get("model.embed_tokens.weight") == 0 and axes.get("lm_head.weight") == 0
     assert "model.layers.0.mlp.up_proj.weight" not in axes
