@@ -44,7 +44,7 @@ class Killed(Exception):
     pass
 
 
-def _train(tmp_path, kill_at=None, checkpoint=True, learning_rate=0.05):
+def _train(tmp_path, kill_at=None, checkpoint=True, learning_rate=0.05, inputs=None):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     data = torch.randn(32, 4)
@@ -60,7 +60,8 @@ def _train(tmp_path, kill_at=None, checkpoint=True, learning_rate=0.05):
     settings = SimpleNamespace(steps=10, batch_size=4, learning_rate=learning_rate, weight_decay=0.01, seed=3,
                                log_every=5)
     path = tmp_path / "state.pt" if checkpoint else None
-    seconds, losses = train_steps(model, 32, settings, batch_loss, "toy", checkpoint=path, checkpoint_every=3)
+    seconds, losses = train_steps(model, 32, settings, batch_loss, "toy", checkpoint=path, checkpoint_every=3,
+                                  inputs=inputs)
     return model, losses, len(calls)
 
 
@@ -139,24 +140,47 @@ def test_a_checkpoint_of_other_settings_is_not_resumed(tmp_path):
     assert steps_run == 10 and torch.equal(other.weight, fresh.weight)
 
 
-def test_a_cached_fine_tune_of_other_settings_is_trained_again(tmp_path):
+def test_a_checkpoint_of_other_inputs_is_not_resumed(tmp_path, capsys):
+    """The checkpoint is keyed by the inputs fingerprint too: same settings, another base → starts over."""
+    inputs = {"settings": {}, "base_sha256": "a" * 64, "data_sha256": "d" * 64, "train_examples": 32}
+    with pytest.raises(Killed):
+        _train(tmp_path, kill_at=8, inputs=inputs)
+    other, _, steps_run = _train(tmp_path, inputs={**inputs, "base_sha256": "b" * 64})
+    fresh, _, _ = _train(tmp_path / "fresh", checkpoint=False)
+    assert steps_run == 10 and torch.equal(other.weight, fresh.weight)
+    assert "the checkpoint was written with another base model (its weight files changed); starting over" in \
+        capsys.readouterr().out
+    with pytest.raises(Killed):
+        _train(tmp_path, kill_at=8, inputs=inputs)
+    assert _train(tmp_path, inputs=inputs)[2] == 4  # the same inputs resume
+
+
+def test_a_checkpoint_from_before_inputs_were_recorded_is_resumed_once(tmp_path, capsys):
+    with pytest.raises(Killed):
+        _train(tmp_path, kill_at=8)
+    _, _, steps_run = _train(tmp_path, inputs={"base_sha256": "a" * 64})
+    assert steps_run == 4 and "written before its inputs were recorded; resumed as is" in capsys.readouterr().out
+
+
+def test_a_cached_fine_tune_of_other_settings_is_trained_again(tmp_path, capsys):
     import json
 
     from benchmarks.harness.finetune import ensure_finetunes
 
     built = []
+    inputs = {"settings": {"lr": 2}, "base_sha256": "a", "data_sha256": "d", "train_examples": 1}
 
-    def build(task, folder):
+    def build(task, folder, inputs):
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "done.json").write_text(json.dumps({"seconds": 1, "settings": {"lr": 2}}))
+        (folder / "done.json").write_text(json.dumps({"seconds": 1, "settings": {"lr": 2}, "inputs": inputs}))
         built.append(task)
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "done.json").write_text(json.dumps({"seconds": 1, "settings": {"lr": 1}}))
-    current = lambda text: json.loads(text)["settings"] == {"lr": 2}  # noqa: E731
-    ensure_finetunes(["a"], tmp_path, "done.json", lambda text: 1, build, current)
-    ensure_finetunes(["a"], tmp_path, "done.json", lambda text: 1, build, current)
+    ensure_finetunes(["a"], tmp_path, "done.json", build, lambda task: inputs)
+    ensure_finetunes(["a"], tmp_path, "done.json", build, lambda task: inputs)
     assert built == ["a"]
+    assert "a: the cached fine-tune was trained with other settings: training again" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("peak, start, expected_scored", [

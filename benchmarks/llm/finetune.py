@@ -5,6 +5,11 @@ cross-entropy on the answer tokens and the EOS token only (prompt tokens masked 
 batches drawn from seeded permutations of the train split.  The folder is written with
 ``save_pretrained`` in float32 (tied embeddings: one ``embed_tokens``), with the base's tokenizer,
 like a fine-tune published on the Hub.
+
+The folder's ``DONE_MARKER`` (written atomically, last) records the seconds, the settings, the last
+losses and ``inputs``: the fingerprint of the settings, the base's weight files and the training examples
+(``benchmarks.harness.finetune_inputs``; ``training_rows`` are the examples as fingerprinted), which
+``benchmarks.llm.models.ensure_finetunes`` compares before it answers from the cache.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from benchmarks.harness.finetune import train_steps
+from benchmarks.harness.finetune_inputs import write_marker
 from benchmarks.llm.tasks import Example, training_text
 from mergekit_awd.tools.lm_scoring import encode_continuation, encode_prompt
 
@@ -54,6 +60,11 @@ def training_batch(tokenizer, examples: Sequence[Example]) -> Tuple[torch.Tensor
     return ids, mask, labels
 
 
+def training_rows(examples: Sequence[Example]) -> List[List[str]]:
+    """[prompt, answer] of each example, in order: what a fine-tune learns (its inputs fingerprint)."""
+    return [list(training_text(example)) for example in examples]
+
+
 def is_cached(folder: Path) -> bool:
     return (folder / DONE_MARKER).exists()
 
@@ -61,12 +72,12 @@ def is_cached(folder: Path) -> bool:
 def finetune_task(
     base_dir: Path, task: str, train: Sequence[Example], out_folder: Path,
     settings: FinetuneSettings = FinetuneSettings(), checkpoint_every: int = 0,
+    inputs: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, object]:
-    """Train and save; returns the record written to ``DONE_MARKER`` (seconds, settings, last losses).
-    ``checkpoint_every``: steps between checkpoints (``OUT_FOLDER.checkpoint.pt`` beside the folder,
-    removed when the fine-tune is saved), from which a killed fine-tune resumes; 0: none."""
-    import json
-
+    """Train and save; returns the record written to ``DONE_MARKER`` (seconds, settings, last losses,
+    ``inputs``: the fingerprint, when given).  ``checkpoint_every``: steps between checkpoints
+    (``OUT_FOLDER.checkpoint.pt`` beside the folder, keyed by settings and ``inputs``, removed when the
+    fine-tune is saved), from which a killed fine-tune resumes; 0: none."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch.manual_seed(settings.seed)
@@ -79,7 +90,7 @@ def finetune_task(
 
     checkpoint = out_folder.with_name(out_folder.name + ".checkpoint.pt") if checkpoint_every else None
     seconds, losses = train_steps(model, len(train), settings, batch_loss, task, loss_window=settings.log_every,
-                                  checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                                  checkpoint=checkpoint, checkpoint_every=checkpoint_every, inputs=inputs)
     shutil.rmtree(out_folder, ignore_errors=True)
     out_folder.mkdir(parents=True)
     model.save_pretrained(str(out_folder))
@@ -88,8 +99,9 @@ def finetune_task(
         "task": task, "seconds": round(seconds, 1), "seconds_per_step": round(seconds / settings.steps, 2),
         "train_examples": len(train), "settings": asdict(settings),
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+        **({} if inputs is None else {"inputs": inputs}),
     }
-    (out_folder / DONE_MARKER).write_text(json.dumps(record, indent=1) + "\n")
+    write_marker(out_folder / DONE_MARKER, record)
     if checkpoint is not None:
         checkpoint.unlink(missing_ok=True)
     return record

@@ -1,18 +1,22 @@
 """Build (or reuse) the cached base folder and fine-tunes of the LLM track.
 
     python -m benchmarks.llm.models      (the base and the four fine-tunes, built when missing)
+
+A cached fine-tune answers only for the inputs it was trained from: its marker's ``inputs`` (settings,
+sha256 of the base's weight files, sha256 of the training examples; ``benchmarks.harness.finetune_inputs``)
+must equal the current ones, else it is trained again with one line saying why.  A marker made before
+inputs were recorded is trusted once and stamped with the current ones (delete the folder to rebuild it).
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence
 
 from benchmarks.harness.finetune import ensure_finetunes as ensure_cached
+from benchmarks.harness.finetune_inputs import inputs_fingerprint, weights_digest
 from benchmarks.llm.base_model import ensure_base_model
-from benchmarks.llm.finetune import DONE_MARKER, FinetuneSettings, finetune_task
+from benchmarks.llm.finetune import DONE_MARKER, FinetuneSettings, finetune_task, training_rows
 from benchmarks.llm.paths import FINETUNE_DIR
 from benchmarks.llm.tasks import TASK_NAMES, task_splits
 
@@ -21,27 +25,36 @@ def ensure_finetunes(tasks: Sequence[str] = TASK_NAMES, root: Path = FINETUNE_DI
                      settings: FinetuneSettings = FinetuneSettings(), splits_of: Callable[[str, Any], Any] = task_splits,
                      checkpoint_every: int = 0, on_done: Optional[Callable[[str, Path, Path], None]] = None,
                      ) -> Dict[str, Path]:
-    """task -> fine-tuned model folder; trains the missing ones, one after the other.  ``splits_of(task,
-    tokenizer)``: the task's splits (the quick track's by default; the hard track passes its own);
-    ``checkpoint_every``: see ``finetune_task``; ``on_done(task, base, folder)`` after each new one."""
+    """task -> fine-tuned model folder; trains the missing ones and those of other inputs, one after the
+    other.  ``splits_of(task, tokenizer)``: the task's splits (the quick track's by default; the hard track
+    passes its own); ``checkpoint_every``: see ``finetune_task``; ``on_done(task, base, folder)`` after
+    each new one."""
     from transformers import AutoTokenizer
 
     base = ensure_base_model()
     tokenizer = AutoTokenizer.from_pretrained(str(base))
+    base_sha256 = weights_digest(base)
+    splits: Dict[str, Any] = {}
 
-    def build(task: str, folder: Path) -> None:
-        splits = splits_of(task, tokenizer)
+    def train_of(task: str) -> Any:
+        if task not in splits:
+            splits[task] = splits_of(task, tokenizer).train
+        return splits[task]
+
+    def build(task: str, folder: Path, inputs: Dict[str, Any]) -> None:
+        train = train_of(task)
         print(f"[finetune] {task}: {settings.steps} steps of {settings.batch_size} at lr {settings.learning_rate} "
-              f"from {len(splits.train)} training examples", flush=True)
-        record = finetune_task(base, task, splits.train, folder, settings, checkpoint_every=checkpoint_every)
+              f"from {len(train)} training examples", flush=True)
+        record = finetune_task(base, task, train, folder, settings, checkpoint_every=checkpoint_every,
+                               inputs=inputs)
         print(f"[finetune] {task}: done in {record['seconds']} s", flush=True)
         if on_done is not None:
             on_done(task, base, folder)
 
-    def current(marker: str) -> bool:  # a cached fine-tune of other settings is not this one
-        return json.loads(marker).get("settings") == asdict(settings)
+    def inputs_of(task: str) -> Dict[str, Any]:
+        return inputs_fingerprint(settings, base_sha256, training_rows(train_of(task)))
 
-    return ensure_cached(tasks, root, DONE_MARKER, lambda text: json.loads(text)["seconds"], build, current)
+    return ensure_cached(tasks, root, DONE_MARKER, build, inputs_of)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ Recipe (``HARD_FINETUNE``): the quick track's (``benchmarks.llm.finetune``: full
 loss on the answer and EOS tokens, float32) with more steps and a larger learning rate, so that the task
 vectors are what users merge: each one's bfloat16 round trip keeps it to ≤ 10 % relative error and
 ‖τ‖/‖θ‖ is reported (``task_vector_stats``).  A checkpoint every ``CHECKPOINT_EVERY`` steps lets a
-killed build continue where it stopped; a finished folder is cached until deleted.
+killed build continue where it stopped; a finished folder is cached while its inputs (settings, base weights,
+training examples: ``benchmarks.llm.models``) are unchanged, and trained again when one changed.  Folders
+made before inputs were recorded are trusted once and stamped (delete a folder to rebuild it).
 """
 
 from __future__ import annotations
