@@ -408,3 +408,16 @@ def test_tsv_weights_stay_positive_in_learning_and_in_the_written_configuration(
     assert float(result.coefficients.min()) >= TSV_MINIMUM_WEIGHT
     with pytest.raises(ConfigError, match="at least"):
         layerwise_configuration(merge_config("tsv", paths, {}), torch.full((2, 1), -0.5), ["all"], ["x"], "task")
+
+
+def test_learning_shows_its_steps_with_an_eta_unless_quiet(tmp_path, capsys):
+    from mergekit_awd.tools.layerwise import learn_coefficients
+
+    problem, model, tokenizer, train, held_out = _learning_setup(tmp_path)
+    learn_coefficients(problem, model, tokenizer, train, held_out, "likelihood", steps=4, lr=0.05, batch_size=4,
+                       eval_every=2, progress=True)
+    err = capsys.readouterr().err
+    assert "tune --layerwise" in err and "4/4" in err
+    learn_coefficients(problem, model, tokenizer, train, held_out, "likelihood", steps=4, lr=0.05, batch_size=4,
+                       eval_every=2)
+    assert "tune --layerwise" not in capsys.readouterr().err

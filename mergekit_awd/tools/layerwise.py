@@ -39,6 +39,7 @@ from mergekit_awd.core.settings import from_parameters
 from mergekit_awd.core.tsv import TSVParameters, tsv_task_parts
 from mergekit_awd.errors import ConfigError, EvaluationDataError
 from mergekit_awd.mergekit_adapter.layerwise_config import LAYERWISE_FORMS, LAYERWISE_METHODS
+from mergekit_awd.progress import progress_bar
 from mergekit_awd.tools.layerwise_objective import Example, Objective, objective_value, parameters_of
 
 
@@ -191,9 +192,11 @@ class LayerwiseResult:
 def learn_coefficients(problem: LayerwiseProblem, model: torch.nn.Module, tokenizer: Any, train: Sequence[Example],
                        held_out: Sequence[Example], objective: Objective, steps: int = 100, lr: float = 1e-3,
                        batch_size: int = 16, eval_every: int = 10, seed: int = 0,
-                       checkpoint: Optional[Path] = None, checkpoint_key: str = "") -> LayerwiseResult:
-    """Adam on Λ from 0.3 (module docstring); ``lr`` in coefficient units (AdaMerging: 1e-3);
-    ``checkpoint_key``: what the run depends on (a checkpoint of another key is not resumed)."""
+                       checkpoint: Optional[Path] = None, checkpoint_key: str = "", progress: bool = False,
+                       ) -> LayerwiseResult:
+    """Adam on Λ from Λ⁰ (module docstring); ``lr`` in coefficient units (AdaMerging: 1e-3);
+    ``checkpoint_key``: what the run depends on (a checkpoint of another key is not resumed);
+    ``progress``: a bar of the steps with their ETA on stderr."""
     if not train or not held_out:
         raise EvaluationDataError("layer-wise tuning needs training lines and held-out lines")
     coefficients = initial_coefficients(len(problem.models), len(problem.groups), problem.initial)
@@ -217,6 +220,8 @@ def learn_coefficients(problem: LayerwiseProblem, model: torch.nn.Module, tokeni
             initial = float(value(held_out, False))
         state.update(best=coefficients.detach().clone(), best_value=initial, initial=initial, best_step=0)
     started = time.perf_counter() - state["seconds"]
+    bar = progress_bar(total=steps, desc="tune --layerwise", unit="steps", enabled=progress)
+    bar.update(state["step"])
     for step in range(state["step"] + 1, steps + 1):
         # each step's batch is a function of (seed, step), so a resumed run draws the same ones
         picked = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
@@ -235,6 +240,9 @@ def learn_coefficients(problem: LayerwiseProblem, model: torch.nn.Module, tokeni
                 state.update(best=coefficients.detach().clone(), best_value=held, best_step=step)
             state.update(step=step, seconds=time.perf_counter() - started)
             _save(checkpoint, coefficients, optimizer, state, checkpoint_key)
+            bar.set_postfix(held_out=f"{held:.4f}", refresh=False)
+        bar.update(1)
+    bar.close()
     train_value = float(value(train, False))
     return LayerwiseResult(state["best"], list(problem.groups), steps, state["best_step"], train_value,
                            state["best_value"], state["initial"], state["history"], time.perf_counter() - started)

@@ -279,7 +279,7 @@ def tune_merge(
         result = _result(plan, [scored[i] for i in range(len(plan.points))], refs, run)
         tuned = None
         if layerwise is not None:
-            tuned, result.layerwise = _layerwise(run, result, layerwise)
+            tuned, result.layerwise = _layerwise(run, result, layerwise, quiet)
         _finish(plan, result, cuda, quiet, tuned)
     result.seconds = time.perf_counter() - started
     result.files = write_tune_outputs(result, plan.out_dir)
@@ -299,7 +299,8 @@ def _result(plan: TunePlan, points: List[TunePoint], refs: Dict[str, float], run
                       merge_seconds=run.clock["merge"], evaluation_seconds=run.clock["evaluation"], cache=run.use)
 
 
-def _layerwise(run: _Run, result: TuneResult, request: LayerwiseRequest) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+def _layerwise(run: _Run, result: TuneResult, request: LayerwiseRequest, quiet: bool
+               ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """The layer-wise tuning of the grid's choice without its λ: (tuned configuration, report entry)."""
     from mergekit_awd.code_version import code_version
     from mergekit_awd.tools.tune_data import overall_score
@@ -320,7 +321,7 @@ def _layerwise(run: _Run, result: TuneResult, request: LayerwiseRequest) -> Tupl
                     options=asdict(request.options), code=code_version())
     return tune_layerwise(config, plan.config_path or "the configuration", model.model,
                           request.tokenizer_loader(plan.base), request.tasks, score, result.chosen_score,
-                          request.options, plan.out_dir, key)
+                          request.options, plan.out_dir, key, quiet)
 
 
 def _finish(plan: TunePlan, result: TuneResult, cuda: bool, quiet: bool, tuned: Optional[Dict[str, Any]] = None

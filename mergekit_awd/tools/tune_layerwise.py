@@ -66,11 +66,12 @@ def peak_memory_gib() -> float:
 
 def tune_layerwise(config: Mapping[str, Any], label: str, model: Any, tokenizer: Any, tasks: Any,
                    score: Callable[[Any], Tuple[Dict[str, Dict[str, float]], float]], scalar_score: float,
-                   options: LayerwiseOptions, out_dir: str, key: str) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+                   options: LayerwiseOptions, out_dir: str, key: str, quiet: bool = False,
+                   ) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """(the tuned configuration, the report's ``layerwise`` entry) for ``config`` (the scalar choice
     without λ); ``score(model)``: per-task scores and the overall score of the model as it is; ``key``:
     the content of every input, the configuration, the options and the code (a checkpoint of another
-    key is not resumed)."""
+    key is not resumed); ``quiet``: no progress bar."""
     import torch
 
     from mergekit_awd.pipeline.config import load_config
@@ -85,7 +86,8 @@ def tune_layerwise(config: Mapping[str, Any], label: str, model: Any, tokenizer:
     problem.parts = {k: v.to(device) for k, v in problem.parts.items()}
     result = learn_coefficients(problem, model, tokenizer, train, held_out, options.objective, options.steps,
                                 options.lr, options.batch_size, options.eval_every, options.seed,
-                                checkpoint=Path(os.path.join(out_dir, TUNE_LAYERWISE_CHECKPOINT)), checkpoint_key=key)
+                                checkpoint=Path(os.path.join(out_dir, TUNE_LAYERWISE_CHECKPOINT)), checkpoint_key=key,
+                                progress=not quiet)
     with torch.no_grad():
         model.load_state_dict({k: v.to(model.dtype) for k, v in problem.state(result.coefficients).items()},
                               strict=False)
