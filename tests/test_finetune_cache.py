@@ -6,14 +6,13 @@ Training is replaced by an instant stand-in except in one end-to-end test on a t
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Dict, List
 
 import pytest
 
-from benchmarks.harness.finetune_inputs import read_marker, write_marker
+from benchmarks.harness.finetune_inputs import read_marker, settings_dict, write_marker
 from benchmarks.llm.finetune import DONE_MARKER, FinetuneSettings
 from mergekit_awd.tools.lm_scoring import AnswerExample
 
@@ -44,7 +43,7 @@ def llm(tmp_path, monkeypatch):
 
     def finetune_task(base_dir, task, train, folder, settings, checkpoint_every=0, inputs=None):
         folder.mkdir(parents=True, exist_ok=True)
-        record = {"task": task, "seconds": 1.0, "settings": asdict(settings), "inputs": inputs}
+        record = {"task": task, "seconds": 1.0, "settings": settings_dict(settings), "inputs": inputs}
         write_marker(folder / DONE_MARKER, record)
         built.append(task)
         return record
@@ -68,7 +67,7 @@ def test_unchanged_inputs_answer_from_the_cache(llm, capsys):
     assert llm.run() == []
     assert "t: cached (1.0 s)" in capsys.readouterr().out
     inputs = read_marker(llm.root / "t" / DONE_MARKER)["inputs"]
-    assert inputs["settings"] == asdict(SETTINGS) and inputs["train_examples"] == 4
+    assert inputs["settings"] == settings_dict(SETTINGS) and inputs["train_examples"] == 4
     assert len(inputs["base_sha256"]) == len(inputs["data_sha256"]) == 64
 
 
@@ -100,7 +99,7 @@ def test_other_settings_train_again(llm, capsys):
 def test_a_legacy_marker_is_trusted_once_then_a_changed_base_trains_again(llm, capsys):
     folder = llm.root / "t"
     folder.mkdir(parents=True)
-    legacy = {"task": "t", "seconds": 189.0, "settings": asdict(SETTINGS), "final_loss": 0.05}
+    legacy = {"task": "t", "seconds": 189.0, "settings": settings_dict(SETTINGS), "final_loss": 0.05}
     (folder / DONE_MARKER).write_text(json.dumps(legacy, indent=1) + "\n")
     assert llm.run() == []
     out = capsys.readouterr().out
@@ -117,7 +116,7 @@ def test_a_legacy_marker_is_trusted_once_then_a_changed_base_trains_again(llm, c
 def test_a_legacy_marker_of_other_settings_trains_again(llm):
     folder = llm.root / "t"
     folder.mkdir(parents=True)
-    write_marker(folder / DONE_MARKER, {"seconds": 1, "settings": {**asdict(SETTINGS), "steps": 99}})
+    write_marker(folder / DONE_MARKER, {"seconds": 1, "settings": {**settings_dict(SETTINGS), "steps": 99}})
     assert llm.run() == ["t"]
 
 
@@ -183,9 +182,33 @@ def test_a_real_fine_tune_records_its_inputs_and_is_cached(tmp_path, monkeypatch
     splits_of = lambda task, tok: SimpleNamespace(train=train)  # noqa: E731
     folders = models.ensure_finetunes(["t"], tmp_path / "ft", SETTINGS, splits_of=splits_of, checkpoint_every=1)
     record = read_marker(folders["t"] / DONE_MARKER)
-    assert record["inputs"]["train_examples"] == 4 and record["settings"] == asdict(SETTINGS)
+    assert record["inputs"]["train_examples"] == 4 and record["settings"] == settings_dict(SETTINGS)
     weights = (folders["t"] / "model.safetensors").read_bytes()
     monkeypatch.setattr(models, "finetune_task", lambda *a, **k: pytest.fail("trained again"))
     models.ensure_finetunes(["t"], tmp_path / "ft", SETTINGS, splits_of=splits_of)
     assert (folders["t"] / "model.safetensors").read_bytes() == weights
     assert not (tmp_path / "ft" / "t.checkpoint.pt").exists()
+
+
+def test_the_schedule_warms_up_and_decays_linearly():
+    from benchmarks.harness.finetune import lr_factor
+    from benchmarks.llm.finetune import FinetuneSettings
+
+    constant = FinetuneSettings(steps=10)
+    assert [lr_factor(constant, s) for s in range(10)] == [1.0] * 10
+    scheduled = FinetuneSettings(steps=10, warmup_steps=4, decay="linear")
+    factors = [lr_factor(scheduled, s) for s in range(10)]
+    assert factors[:4] == pytest.approx([0.25 * 1.0, 0.5 * 0.9, 0.75 * 0.8, 1.0 * 0.7])
+    assert factors[-1] == pytest.approx(0.1) and all(a >= b for a, b in zip(factors[3:], factors[4:]))
+
+
+def test_settings_added_later_leave_the_recorded_settings_unchanged_at_their_defaults():
+    """A cache made before ``warmup_steps``/``decay`` existed still answers for the default schedule, and a
+    fine-tune with a schedule is another fine-tune."""
+    from benchmarks.harness.finetune_inputs import settings_dict
+    from benchmarks.llm.finetune import FinetuneSettings
+
+    before = {"steps": 400, "batch_size": 8, "learning_rate": 5e-4, "weight_decay": 0.0, "seed": 0, "log_every": 10}
+    assert settings_dict(FinetuneSettings(steps=400, learning_rate=5e-4)) == before
+    assert settings_dict(FinetuneSettings(steps=400, learning_rate=5e-4, warmup_steps=40, decay="linear")) == {
+        **before, "warmup_steps": 40, "decay": "linear"}

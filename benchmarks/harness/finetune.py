@@ -38,7 +38,8 @@ def train_steps(model: torch.nn.Module, n_examples: int, settings: Any,
                 batch_loss: Callable[[torch.Tensor], torch.Tensor], task: str, loss_window: int = 1,
                 checkpoint: Optional[Path] = None, checkpoint_every: int = 0,
                 inputs: Optional[Mapping[str, Any]] = None) -> Tuple[float, List[float]]:
-    """AdamW (``settings``: steps, batch_size, learning_rate, weight_decay, seed, log_every) over
+    """AdamW (``settings``: steps, batch_size, learning_rate, weight_decay, seed, log_every, and optionally
+    the schedule's warmup_steps and decay: ``lr_factor``) over
     ``batch_order``; ``batch_loss(indices)`` is the loss of one batch.  Every ``log_every`` steps prints
     the mean loss of the last ``loss_window`` steps.  Returns (seconds, the loss of every step).
 
@@ -58,6 +59,8 @@ def train_steps(model: torch.nn.Module, n_examples: int, settings: Any,
         loss = batch_loss(order[step])
         optimizer.zero_grad()
         loss.backward()
+        for group in optimizer.param_groups:
+            group["lr"] = settings.learning_rate * lr_factor(settings, step)
         optimizer.step()
         losses.append(float(loss.detach()))
         done = step + 1
@@ -73,6 +76,16 @@ def train_steps(model: torch.nn.Module, n_examples: int, settings: Any,
     seconds = seconds_before + time.perf_counter() - start
     model.eval()
     return seconds, losses
+
+
+def lr_factor(settings: Any, step: int) -> float:
+    """The schedule at 0-based ``step``: a linear warm-up over ``warmup_steps`` (absent: none) times, with
+    ``decay: linear``, a linear decay to 0 at the last step (absent or ``constant``: 1)."""
+    warmup = getattr(settings, "warmup_steps", 0)
+    factor = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if getattr(settings, "decay", "constant") == "linear":
+        factor *= (settings.steps - step) / settings.steps
+    return factor
 
 
 def _checkpoint_key(settings: Any, inputs: Optional[Mapping[str, Any]]) -> Dict[str, str]:

@@ -32,9 +32,12 @@ _FIELD_WORDS = (("settings", "other settings"), ("base_sha256", "another base mo
 
 
 def settings_dict(settings: Any) -> Dict[str, Any]:
-    """The training settings as a plain dict (a dataclass's fields, else the object's attributes)."""
+    """The training settings as a plain dict (a dataclass's fields, else the object's attributes).  A field
+    added after caches were made (``metadata={"added_later": True}``) is left out while it has its default,
+    which is the old behaviour: the caches made before it still answer."""
     if hasattr(settings, "__dataclass_fields__"):
-        return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+        return {name: getattr(settings, name) for name, spec in settings.__dataclass_fields__.items()
+                if not (spec.metadata.get("added_later") and getattr(settings, name) == spec.default)}
     return dict(vars(settings))
 
 

@@ -1,6 +1,7 @@
 """Full fine-tuning of SmolLM2-135M-Instruct on one task (all weights, fixed seed), cached.
 
-Recipe (``FinetuneSettings``): AdamW (lr 3e-5, weight decay 0.0, no schedule), batch 8, causal-LM
+Recipe (``FinetuneSettings``): AdamW (lr 3e-5, weight decay 0.0, no schedule unless ``warmup_steps`` /
+``decay: linear``), batch 8, causal-LM
 cross-entropy on the answer tokens and the EOS token only (prompt tokens masked with -100), float32,
 batches drawn from seeded permutations of the train split.  The folder is written with
 ``save_pretrained`` in float32 (tied embeddings: one ``embed_tokens``), with the base's tokenizer,
@@ -15,14 +16,14 @@ losses and ``inputs``: the fingerprint of the settings, the base's weight files 
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from benchmarks.harness.finetune import train_steps
-from benchmarks.harness.finetune_inputs import write_marker
+from benchmarks.harness.finetune_inputs import settings_dict, write_marker
 from benchmarks.llm.tasks import Example, training_text
 from mergekit_awd.tools.lm_scoring import encode_continuation, encode_prompt
 
@@ -38,6 +39,9 @@ class FinetuneSettings:
     weight_decay: float = 0.0
     seed: int = 0
     log_every: int = 10
+    # added later (left out of the recorded settings at their defaults, so older caches still answer):
+    warmup_steps: int = field(default=0, metadata={"added_later": True})   # linear warm-up from 0 to the lr
+    decay: str = field(default="constant", metadata={"added_later": True})  # "linear": to 0 at the last step
 
 
 def training_batch(tokenizer, examples: Sequence[Example]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,7 +101,7 @@ def finetune_task(
     tokenizer.save_pretrained(str(out_folder))
     record = {
         "task": task, "seconds": round(seconds, 1), "seconds_per_step": round(seconds / settings.steps, 2),
-        "train_examples": len(train), "settings": asdict(settings),
+        "train_examples": len(train), "settings": settings_dict(settings),
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
         **({} if inputs is None else {"inputs": inputs}),
     }

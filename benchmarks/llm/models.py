@@ -11,7 +11,7 @@ inputs were recorded is trusted once and stamped with the current ones (delete t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 from benchmarks.harness.finetune import ensure_finetunes as ensure_cached
 from benchmarks.harness.finetune_inputs import inputs_fingerprint, weights_digest
@@ -24,11 +24,11 @@ from benchmarks.llm.tasks import TASK_NAMES, task_splits
 def ensure_finetunes(tasks: Sequence[str] = TASK_NAMES, root: Path = FINETUNE_DIR,
                      settings: FinetuneSettings = FinetuneSettings(), splits_of: Callable[[str, Any], Any] = task_splits,
                      checkpoint_every: int = 0, on_done: Optional[Callable[[str, Path, Path], None]] = None,
-                     ) -> Dict[str, Path]:
+                     per_task: Optional[Mapping[str, FinetuneSettings]] = None) -> Dict[str, Path]:
     """task -> fine-tuned model folder; trains the missing ones and those of other inputs, one after the
     other.  ``splits_of(task, tokenizer)``: the task's splits (the quick track's by default; the hard track
     passes its own); ``checkpoint_every``: see ``finetune_task``; ``on_done(task, base, folder)`` after
-    each new one."""
+    each new one; ``per_task``: a task's own settings instead of ``settings``."""
     from transformers import AutoTokenizer
 
     base = ensure_base_model()
@@ -41,18 +41,20 @@ def ensure_finetunes(tasks: Sequence[str] = TASK_NAMES, root: Path = FINETUNE_DI
             splits[task] = splits_of(task, tokenizer).train
         return splits[task]
 
+    def settings_of(task: str) -> FinetuneSettings:
+        return (per_task or {}).get(task, settings)
+
     def build(task: str, folder: Path, inputs: Dict[str, Any]) -> None:
-        train = train_of(task)
-        print(f"[finetune] {task}: {settings.steps} steps of {settings.batch_size} at lr {settings.learning_rate} "
+        train, own = train_of(task), settings_of(task)
+        print(f"[finetune] {task}: {own.steps} steps of {own.batch_size} at lr {own.learning_rate} "
               f"from {len(train)} training examples", flush=True)
-        record = finetune_task(base, task, train, folder, settings, checkpoint_every=checkpoint_every,
-                               inputs=inputs)
+        record = finetune_task(base, task, train, folder, own, checkpoint_every=checkpoint_every, inputs=inputs)
         print(f"[finetune] {task}: done in {record['seconds']} s", flush=True)
         if on_done is not None:
             on_done(task, base, folder)
 
     def inputs_of(task: str) -> Dict[str, Any]:
-        return inputs_fingerprint(settings, base_sha256, training_rows(train_of(task)))
+        return inputs_fingerprint(settings_of(task), base_sha256, training_rows(train_of(task)))
 
     return ensure_cached(tasks, root, DONE_MARKER, build, inputs_of)
 
