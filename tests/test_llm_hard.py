@@ -208,3 +208,17 @@ def test_the_hill_climb_keeps_the_lower_lambda_on_ties():
     from benchmarks.harness.selection import climb
 
     assert climb(lambda lam: 1.0, (0.5, 1.0, 1.5, 2.0), 1.0) == [0.5, 1.0, 1.5]
+
+
+def test_a_resumed_run_sums_the_seconds_of_its_invocations():
+    """Each process records its seconds beside its records; a run killed and resumed sums them, and
+    another run's (other fine-tunes, other code: another fingerprint) are not counted."""
+    from benchmarks.harness.experiment import INVOCATION_PREFIX, recorded_seconds
+
+    records = {f"{INVOCATION_PREFIX}1-1/fpA": {"seconds": 100.0, "seconds_merging": 40.0, "seconds_scoring": 50.0},
+               f"{INVOCATION_PREFIX}2-2/fpA": {"seconds": 30.0, "seconds_merging": 10.0, "seconds_scoring": 15.0},
+               f"{INVOCATION_PREFIX}2-2/fpK2": {"seconds": 5.0, "seconds_merging": 2.0, "seconds_scoring": 2.0},
+               f"{INVOCATION_PREFIX}0-0/fpOld": {"seconds": 999.0, "seconds_merging": 9.0, "seconds_scoring": 9.0},
+               "sweep/x/0.5/validation/fpA": {"t": 0.5}}
+    assert recorded_seconds(records, ["fpA", "fpK2"]) == {"seconds": 135.0, "seconds_merging": 52.0,
+                                                         "seconds_scoring": 67.0}

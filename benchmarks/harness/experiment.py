@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -38,6 +39,22 @@ def fingerprint(paths: Sequence[Path]) -> str:
     """Identity of the model files a score depends on (path, size and modification time)."""
     parts = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in paths]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+INVOCATION_PREFIX = "invocation/"
+INVOCATION = f"{os.getpid()}-{time.time_ns()}"  # this process: a resumed run is several invocations
+
+
+def recorded_seconds(records: Mapping[str, Any], fingerprints: Sequence[str]) -> Dict[str, float]:
+    """The seconds (``seconds``: from each bench's creation to its last record; ``seconds_merging``,
+    ``seconds_scoring``) of every invocation that recorded work for ``fingerprints``, summed: what a run
+    resumed over several processes cost (a killed process's last unrecorded step excluded)."""
+    total: Dict[str, float] = {}
+    for key, entry in records.items():
+        if key.startswith(INVOCATION_PREFIX) and key.rsplit("/", 1)[-1] in fingerprints:
+            for part, value in entry.items():
+                total[part] = total.get(part, 0.0) + value
+    return total
 
 
 def merge_code_version() -> str:
@@ -90,6 +107,7 @@ class Experiment:
         self._base_state = load_state(base_dir)
         # wall seconds this run spent in CLI merges and in scoring (the run's cost breakdown)
         self.seconds: Dict[str, float] = {"merging": 0.0, "scoring": 0.0}
+        self._created = time.perf_counter()
 
     # -- what a track supplies ----------------------------------------------------------------------
     def score_state(self, state: State, split: str, tasks: Sequence[str]) -> Scores:
@@ -205,6 +223,10 @@ class Experiment:
             shutil.rmtree(model_dir, ignore_errors=True)
 
     def _save(self) -> None:
+        """Write the records, with this process's seconds so far (``recorded_seconds`` sums them over the
+        invocations of a resumed run)."""
+        self.records[f"{INVOCATION_PREFIX}{INVOCATION}/{self.fingerprint}"] = {
+            "seconds": time.perf_counter() - self._created, **{f"seconds_{k}": v for k, v in self.seconds.items()}}
         self.records_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.records_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.records))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from benchmarks.harness.runner import offline_environment
 
@@ -74,12 +74,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     runs = run_methods(bench, grids, individual)
     methods = method_rows(runs, bench.reference_correct("individual"),
                           None if args.no_learned else learned_and_chosen(bench, folders, base_dir, runs, individual))
-    seconds = dict(bench.seconds)
+    seconds, fingerprints = dict(bench.seconds), [bench.fingerprint]
     if not args.keep_merges:
         bench.cleanup()
     del bench
-    k_sweep = {} if args.no_k_sweep else run_k_sweep(runs, folders, base_dir, seconds, args.keep_merges)
-    results = hard_results(base_dir, folders, individual, pretrained, runs, methods, k_sweep, seconds, started)
+    k_sweep = {} if args.no_k_sweep else run_k_sweep(runs, folders, base_dir, seconds, args.keep_merges, fingerprints)
+    seconds["invocation"] = time.perf_counter() - started
+    results = hard_results(base_dir, folders, individual, pretrained, runs, methods, k_sweep,
+                           all_invocations(seconds, fingerprints))
     require_unchanged_code(code)
     write(results)
     log(f"[done] {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
@@ -136,8 +138,25 @@ def k_sweep_rows(runs: Mapping[str, Any]) -> Dict[str, str]:
     return {m: chosen.get(m, m) for m in K_SWEEP_METHODS if chosen.get(m, m) in runs}
 
 
+def all_invocations(seconds: Mapping[str, float], fingerprints: Sequence[str]) -> Dict[str, Any]:
+    """settings' seconds: merging, scoring and the benches' lifetimes summed over every process that
+    recorded work for this run (a run resumed after a kill is several), and this process's own."""
+    import json
+
+    from benchmarks.harness.experiment import INVOCATION_PREFIX, recorded_seconds
+
+    records = json.loads((MERGES_DIR / "records.json").read_text())
+    total = recorded_seconds(records, fingerprints)
+    invocations = {k.split("/")[1] for k in records if k.startswith(INVOCATION_PREFIX)
+                   and k.rsplit("/", 1)[-1] in fingerprints}
+    return {"seconds": round(total.get("seconds", 0.0)), "seconds_merging": round(total.get("seconds_merging", 0.0)),
+            "seconds_scoring": round(total.get("seconds_scoring", 0.0)), "invocations": len(invocations),
+            "seconds_this_invocation": round(seconds["invocation"]),
+            **{f"seconds_this_invocation_{k}": round(v) for k, v in seconds.items() if k != "invocation"}}
+
+
 def run_k_sweep(runs: Mapping[str, Any], folders: Mapping[str, Path], base_dir: Path, seconds: Dict[str, float],
-                keep_merges: bool) -> Dict[str, Dict[str, Any]]:
+                keep_merges: bool, fingerprints: List[str]) -> Dict[str, Dict[str, Any]]:
     """Normalized test score of the sweep's rows on each K's fixed task subset (λ chosen on that
     subset's validation split; K = 8 is the main table)."""
     from benchmarks.harness.runner import run_method
@@ -152,6 +171,7 @@ def run_k_sweep(runs: Mapping[str, Any], folders: Mapping[str, Path], base_dir: 
             sweep[str(k)] = {m: _k_entry(subset, runs[row].entry, row) for m, row in rows.items()}
             continue
         bench = HardLLMBenchmark(subset, {t: folders[t] for t in subset}, base_dir, MERGES_DIR)
+        fingerprints.append(bench.fingerprint)
         individual, _ = reference_scores(bench)
         sweep[str(k)] = {m: _k_entry(subset, run_method(bench, runs[row].grid, individual, brief=True).entry, row)
                          for m, row in rows.items()}
@@ -169,7 +189,7 @@ def _k_entry(subset: Sequence[str], entry: Mapping[str, Any], row: str) -> Dict[
 
 def hard_results(base_dir: Path, folders: Mapping[str, Path], individual: Mapping[str, Any],
                  pretrained: Mapping[str, Any], runs: Mapping[str, Any], methods: Mapping[str, Any],
-                 k_sweep: Mapping[str, Any], seconds: Mapping[str, float], started: float) -> Dict[str, Any]:
+                 k_sweep: Mapping[str, Any], seconds: Mapping[str, Any]) -> Dict[str, Any]:
     """llm_hard.json (layout: issue #27)."""
     import json
 
@@ -191,9 +211,7 @@ def hard_results(base_dir: Path, folders: Mapping[str, Path], individual: Mappin
         "individual": individual["test"], "individual_validation": individual["validation"],
         "pretrained": reference_entry(pretrained["test"], individual["test"], HARD_TASK_NAMES),
         "methods": dict(methods), "validation_grid": grids, "k_sweep": dict(k_sweep),
-        "settings": {"seconds": round(time.perf_counter() - started),
-                     **{f"seconds_{part}": round(value) for part, value in seconds.items()},
-                     "code": run_settings()["merge_code"], **run_settings(),
+        "settings": {**seconds, "code": run_settings()["merge_code"], **run_settings(),
                      "final_merge_dtype": "bfloat16", "grid_merge_dtype": "float32"},
     }
 
