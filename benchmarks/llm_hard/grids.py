@@ -22,7 +22,8 @@ from benchmarks.harness.grids import MethodGrid, specs
 # normalized validation: the summing grids reach down to 0.05 and every grid is wide (the climb scores few)
 SUM_LAMBDAS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.5)     # task_arithmetic, dare_ties, breadcrumbs_ties
 AWD_LAMBDAS = (0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0)  # awd: removing δ shrinks Σ τ_i, λ may need to grow
-MEAN_LAMBDAS = (0.3, 0.5, 0.7, 1.0, 1.5)           # ties, della: divided by Σ agreeing weights
+MEAN_LAMBDAS = (0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5)  # ties, della: divided by Σ agreeing weights (della chose
+#                                                     0.3, the lowest of 0.3 … 1.5, in the first run)
 SPECTRUM_LAMBDAS = (0.2, 0.3, 0.5, 0.7, 1.0, 1.5)  # tsv, wudi
 ISO_LAMBDAS = (0.5, 1.0, 2.0, 3.0, 4.0, 6.0)       # iso_c, iso_cts: the quick track chose 4.0, its grid's end
 ACE_LAMBDAS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0)       # ace: a weighted mean of the updates; K = 4 chose 2.0
