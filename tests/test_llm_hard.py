@@ -222,3 +222,14 @@ def test_a_resumed_run_sums_the_seconds_of_its_invocations():
                "sweep/x/0.5/validation/fpA": {"t": 0.5}}
     assert recorded_seconds(records, ["fpA", "fpK2"]) == {"seconds": 135.0, "seconds_merging": 52.0,
                                                          "seconds_scoring": 67.0}
+
+
+def test_a_lambda_at_the_grids_end_is_marked():
+    from benchmarks.llm_hard.report import chosen_lambda
+
+    results = {"methods": {"a": {"params": {"lambda": 0.05}}, "b": {"params": {"lambda": 0.2}},
+                           "c": {"params": {}, "layerwise": {}}},
+               "validation_grid": {"a": {"lambdas": [0.05, 0.1, 0.2, 0.3]}, "b": {"lambdas": [0.05, 0.1, 0.2, 0.3]}}}
+    assert chosen_lambda(results, "a") == "0.05 (grid edge)"
+    assert chosen_lambda(results, "b") == "0.2"
+    assert chosen_lambda(results, "c") == "learned"

@@ -26,18 +26,27 @@ def _difference(row: Mapping[str, Any], ref: str) -> str:
     return f"**{text}**" if row[f"diff_vs_{ref}_excludes_zero"] else text
 
 
+def chosen_lambda(results: Mapping[str, Any], name: str) -> str:
+    """The row's validation-chosen λ, marked "(grid edge)" when it is the grid's smallest or largest."""
+    lam = results["methods"][name].get("params", {}).get("lambda")
+    grid = (results.get("validation_grid") or {}).get(name, {}).get("lambdas") or []
+    if lam is None:
+        return "learned" if "layerwise" in results["methods"][name] else "—"
+    return f"{lam:g}" + (" (grid edge)" if grid and lam in (min(grid), max(grid)) else "")
+
+
 def method_table(results: Mapping[str, Any]) -> List[str]:
     tasks = list(results["tasks"])
-    lines = ["| method | normalized % (95 % CI) | vs task_arithmetic | vs ties | " + " | ".join(tasks) + " |",
-             "| --- | --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |"]
+    lines = ["| method | normalized % (95 % CI) | vs task_arithmetic | vs ties | λ | " + " | ".join(tasks) + " |",
+             "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |"]
     rows = sorted(results["methods"].items(), key=lambda item: -item[1]["normalized_avg"])
     for name, row in rows:
         lines.append(f"| {name} | {_pct(row['normalized_avg'])} {_interval(row.get('normalized_ci95'))} | "
                      f"{_difference(row, 'task_arithmetic')} | {_difference(row, 'ties')} | "
-                     + " | ".join(_pct(row["tasks"][t]) for t in tasks) + " |")
+                     f"{chosen_lambda(results, name)} | " + " | ".join(_pct(row["tasks"][t]) for t in tasks) + " |")
     for label, entry in (("fine-tunes (each on its task)", {"tasks": results["individual"]}),
                          ("base", results["pretrained"])):
-        lines.append(f"| {label} | {_pct(entry.get('normalized_avg'))} | | | "
+        lines.append(f"| {label} | {_pct(entry.get('normalized_avg'))} | | | | "
                      + " | ".join(_pct(entry["tasks"][t]) for t in tasks) + " |")
     return lines
 
@@ -72,8 +81,8 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
     settings = results["settings"]
     lines = ["# Hard LLM track: SmolLM2-135M-Instruct, eight tasks (`python -m benchmarks.llm_hard.run`)", "",
              f"Generated from `llm_hard.json`; code {settings['code']}; {settings['seconds']} s "
-             f"(merging {settings.get('seconds_merging')} s, scoring {settings.get('seconds_scoring')} s) on "
-             f"{settings['threads']} threads.  λ (and the methods' own parameters) chosen on validation, "
+             f"(merging {settings.get('seconds_merging')} s, scoring {settings.get('seconds_scoring')} s; summed "
+             f"over {settings.get('invocations', 1)} process(es) of a resumed run) on {settings['threads']} threads.  λ (and the methods' own parameters) chosen on validation, "
              "scored on test, final merges in bfloat16.", "", CAVEAT, "", "## Methods (test)", "",
              *method_table(results), "", "## Tasks and fine-tunes", "", *task_table(results), "",
              "## K sweep (normalized %, test)", "", *k_sweep_table(results), ""]
