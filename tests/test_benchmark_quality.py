@@ -287,9 +287,14 @@ def test_experiment_sweeps_once_records_under_stable_keys_and_resumes(tmp_path):
     final_key = config_key(bench.merge_configuration(spec.with_lambda(0.5), ["a", "b"]))
     assert final.lambda_rescale_max_abs_diff < 1e-6
     assert final.scores["test"]["a"] == pytest.approx(sweep.scores[0.5]["a"], rel=1e-6)
-    assert sorted(k.removesuffix("/" + bench.fingerprint) for k in bench.records) == sorted([
+    from benchmarks.harness.experiment import INVOCATION, INVOCATION_PREFIX
+
+    assert sorted(k.removesuffix("/" + bench.fingerprint) for k in bench.records
+                  if not k.startswith(INVOCATION_PREFIX)) == sorted([
         f"merge/{key}", f"sweep/{key}/0.5/validation", f"sweep/{key}/1.0/validation",
         f"final/{final_key}/test/True"])
+    mine = bench.records[f"{INVOCATION_PREFIX}{INVOCATION}/{bench.fingerprint}"]  # this process's seconds
+    assert mine["seconds_merging"] == bench.seconds["merging"] and mine["seconds"] > 0
     again = WeightScorer(["a", "b"], folders["base"], {"a": folders["a"], "b": folders["b"]}, merges, "-v7")
     assert again.sweep(spec, (0.5, 1.0), ["a", "b"]).scores == sweep.scores
     assert again.final(spec.with_lambda(0.5), ["a", "b"], ("test",), True).scores == final.scores
