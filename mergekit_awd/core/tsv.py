@@ -281,7 +281,7 @@ def top_singular_triplets(matrix: torch.Tensor, k: int, settings: TSVSettings = 
     return SingularTriplets(u[:, :keep], s[:keep], vh[:keep], frobenius_sq)
 
 
-def interference_fromgram_matrices(gram_u: torch.Tensor, s: torch.Tensor, gram_v: torch.Tensor,
+def interference_from_grams(gram_u: torch.Tensor, s: torch.Tensor, gram_v: torch.Tensor,
                             blocks: Optional[Sequence[int]] = None) -> float:
     """‖(UᵀU − I) diag(S) (VᵀV − I)‖₁ (entry-wise) from UᵀU and VᵀV; weight units.
 
@@ -350,7 +350,7 @@ def singular_task_interference(task_matrices: Sequence[torch.Tensor], k: Optiona
     active = [t for t in triplets if t.rank]
     u, s, vh = _stack(active)
     gram_u, gram_v = gram_matrices(u, vh)
-    return interference_fromgram_matrices(gram_u, s.double(), gram_v, [t.rank for t in active])
+    return interference_from_grams(gram_u, s.double(), gram_v, [t.rank for t in active])
 
 
 def _whitened(matrices: List[torch.Tensor], settings: TSVSettings):
@@ -384,7 +384,7 @@ def tsv_merge_matrices(task_matrices: TaskMatrices, weights: Optional[Sequence[f
         return TSVMergeResult(torch.zeros((rows, cols), dtype=dtype, device=matrices[0].device), k, min(rows, cols),
                               tasks, [0] * len(triplets), 0.0, energy, 0.0)
     u_perp, s, vh_perp, gram_u, gram_v = whitened
-    sti = interference_fromgram_matrices(gram_u, s.double(), gram_v, [t.rank for t in triplets if t.rank])
+    sti = interference_from_grams(gram_u, s.double(), gram_v, [t.rank for t in triplets if t.rank])
     delta = (u_perp * s) @ vh_perp
     return TSVMergeResult(delta.to(dtype), k, min(rows, cols), tasks, [t.rank for t in triplets],
                           sti, energy, float(s.double().sum()))

@@ -5,9 +5,9 @@ per-model ``weight`` that differs by tensor (D_i = τ_i), what ``awd`` with ``co
 computes (D_i = τ_i − δ: δ does not depend on the weights), both with ``lambda: 1`` and ``normalize:
 false``, and what ``tsv`` computes with ``lambda: 1`` and positive weights (D_i = task i's block of
 TSV-M, ``core.tsv.tsv_task_parts``, on its matrices; τ_i / K on the averaged tensors).  ``LAYERWISE_FORMS``
-holds, per method, the parameters written, Λ⁰ and the least coefficient.  mergekit gives a parameter per tensor through filters: a list of ``{filter,
-value}`` whose first entry whose filter is a substring of the tensor's name applies
-(``mergekit.config.evaluate_setting``).  ``weight_filters`` writes one entry per group (a block's
+holds, per method, the parameters written, Λ⁰ and the least coefficient.  mergekit gives a parameter
+per tensor through filters: a list of ``{filter, value}`` whose first entry whose filter is a substring
+of the tensor's name applies (``mergekit.config.evaluate_setting``).  ``weight_filters`` writes one entry per group (a block's
 ``.layers.N.``; each tensor name of the other groups) and checks, with mergekit's own rule, that every
 tensor gets its group's coefficient; so ``mergekit-awd merge`` of the written configuration gives the
 learned weights (float32: to rounding), with no part of this package needed to reproduce them.
@@ -25,7 +25,6 @@ from mergekit.config import ConditionalParameter, evaluate_setting
 from mergekit_awd.core.layerwise import INITIAL_COEFFICIENT, Grouping, tensor_group
 from mergekit_awd.core.selection import block_text
 from mergekit_awd.errors import ConfigError
-
 
 
 @dataclass(frozen=True)
@@ -109,4 +108,5 @@ def layerwise_configuration(config: Mapping[str, Any], coefficients: torch.Tenso
     return out
 
 
-__all__ = ["LayerwiseForm", "LAYERWISE_FORMS", "LAYERWISE_METHODS", "TSV_MINIMUM_WEIGHT", "weight_filters", "layerwise_configuration"]
+__all__ = ["LayerwiseForm", "LAYERWISE_FORMS", "LAYERWISE_METHODS", "TSV_MINIMUM_WEIGHT", "weight_filters",
+           "layerwise_configuration"]

@@ -4,7 +4,7 @@ one mergekit architecture shared with the base, the base's tensor shapes (metada
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from mergekit.config import MergeConfiguration
 
@@ -100,6 +100,23 @@ def vocabulary_axes(folder: str, override: Optional[str]) -> Optional[Dict[str, 
         return axes
     except Exception:  # noqa: BLE001 - no definition to go by: the caller falls back to vocab_size
         return None
+
+
+def vocabulary_axis_rule(folder: str, override: Optional[str]) -> Callable[[str, Tuple[int, ...]], Optional[int]]:
+    """tensor name, shape → its vocabulary axis in the model of ``folder``: mergekit's architecture
+    definition (``vocabulary_axes``), else a first axis of the model's ``vocab_size`` (``_VocabularyAxes``'s
+    rule for a family of one vocabulary)."""
+    from mergekit_awd.errors import ModelFileError
+    from mergekit_awd.pipeline import model_files
+
+    axes = vocabulary_axes(folder, override)
+    if axes is not None:
+        return lambda name, shape: axes.get(name)
+    try:
+        size = _vocab_size(model_files.read_config_json(folder))
+    except ModelFileError:
+        size = None
+    return lambda name, shape: 0 if size is not None and shape[:1] == (size,) else None
 
 
 def _vocab_size(model_config: Dict[str, Any]) -> Optional[int]:
@@ -264,4 +281,4 @@ def _check_shapes(label: str, base: Any, base_shapes: Optional[Dict[str, Tuple[i
         )
 
 
-__all__ = ["check_models", "local_model_dir", "local_lora_dir", "vocabulary_axes"]
+__all__ = ["check_models", "local_model_dir", "local_lora_dir", "vocabulary_axes", "vocabulary_axis_rule"]

@@ -24,21 +24,23 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from mergekit_awd.constants import MODEL_CONFIG
 from mergekit_awd.core.awd import AWDParameters
 from mergekit_awd.core.awd_delta import (
     Delta, ScopeDelta, TaskVectors, disentangle, remove_redundant_vector, solve_delta, solve_model_scope,
 )
-from mergekit_awd.core.layerwise import INITIAL_COEFFICIENT, Grouping, initial_coefficients, merged_state, ordered_groups, tensor_group
+from mergekit_awd.core.layerwise import (
+    INITIAL_COEFFICIENT, Grouping, initial_coefficients, merged_state, ordered_groups, tensor_group,
+)
 from mergekit_awd.core.selection import is_disentangled, is_task_matrix
 from mergekit_awd.core.settings import from_parameters
 from mergekit_awd.core.tsv import TSVParameters, tsv_task_parts
 from mergekit_awd.errors import ConfigError, EvaluationDataError
 from mergekit_awd.mergekit_adapter.layerwise_config import LAYERWISE_FORMS, LAYERWISE_METHODS
+from mergekit_awd.pipeline.model_checks import vocabulary_axis_rule
 from mergekit_awd.progress import progress_bar
 from mergekit_awd.tools.layerwise_objective import Example, Objective, objective_value, parameters_of
 
@@ -105,10 +107,10 @@ def per_task_parts(config: Any, label: str, grouping: Grouping = "layer") -> Lay
     def vectors_of(name: str) -> TaskVectors:  # one tensor's fine-tunes at a time: memory is the parts
         return TaskVectors(base[name], [loader.get_tensor(name).to(torch.float32) for loader in loaders[1:]])
 
-    axis = _vocabulary_axis(base_ref)
-    selects, parts_of = _PARTS.get(config.merge_method, _PARTS["awd"])
+    axis = vocabulary_axis_rule(str(base_ref.model.path), base_ref.override_architecture)
+    selects, parts_of = _PARTS[config.merge_method]
     selected = {n for n in names
-                if settings is not None and selects(n, base[n].ndim, settings.select, axis(n, base[n]))}
+                if settings is not None and selects(n, base[n].ndim, settings.select, axis(n, tuple(base[n].shape)))}
     scope = None
     if config.merge_method == "awd" and settings.scope == "model":
         grams = {n: vectors_of(n).gram() for n in sorted(selected)}
@@ -118,21 +120,6 @@ def per_task_parts(config: Any, label: str, grouping: Grouping = "layer") -> Lay
     form = LAYERWISE_FORMS[config.merge_method]
     return LayerwiseProblem(base, parts, [str(r) for r in refs], groups,
                             {n: groups.index(tensor_group(n, grouping)) for n in names}, form.initial, form.minimum)
-
-
-def _vocabulary_axis(base_ref: Any) -> Callable[[str, torch.Tensor], Optional[int]]:
-    """tensor name, base tensor → its vocabulary axis, as the merge sees it (mergekit's architecture
-    definition; without one, a first axis of the base's ``vocab_size``)."""
-    from mergekit_awd.pipeline.model_checks import vocabulary_axes
-
-    folder = str(base_ref.model.path)
-    axes = vocabulary_axes(folder, base_ref.override_architecture)
-    if axes is not None:
-        return lambda name, tensor: axes.get(name)
-    config_file = Path(folder) / MODEL_CONFIG
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
-    size = config.get("vocab_size")
-    return lambda name, tensor: 0 if tensor.ndim and tensor.shape[0] == size else None
 
 
 def _awd_parts(vectors: TaskVectors, settings: Optional[AWDParameters], scope: Optional[ScopeDelta],
@@ -155,8 +142,10 @@ def _tsv_parts(vectors: TaskVectors, settings: Optional[TSVParameters], scope: A
     return tsv_task_parts(stack, settings.tsv_settings()).to(torch.float32)
 
 
-# method -> (which tensors its per-tensor rule applies to, the parts of a tensor); task_arithmetic: τ_i
-_PARTS = {"awd": (is_disentangled, _awd_parts), "tsv": (is_task_matrix, _tsv_parts)}
+# method -> (which tensors its per-tensor rule applies to, the parts of a tensor); task_arithmetic has no
+# settings, so no tensor is selected and every part is τ_i
+_PARTS = {"task_arithmetic": (is_disentangled, _awd_parts), "awd": (is_disentangled, _awd_parts),
+          "tsv": (is_task_matrix, _tsv_parts)}
 
 
 def _scope_delta(scope: ScopeDelta, name: str) -> Optional[Delta]:
@@ -275,4 +264,5 @@ def _save(checkpoint: Optional[Path], coefficients: torch.Tensor, optimizer: tor
     os.replace(partial, checkpoint)
 
 
-__all__ = ["LayerwiseProblem", "check_layerwise", "per_task_parts", "held_out_split", "LayerwiseResult", "learn_coefficients"]
+__all__ = ["LayerwiseProblem", "check_layerwise", "per_task_parts", "held_out_split", "LayerwiseResult",
+           "learn_coefficients"]
