@@ -221,7 +221,7 @@ def test_a_resumed_run_sums_the_seconds_of_its_invocations():
                f"{INVOCATION_PREFIX}0-0/fpOld": {"seconds": 999.0, "seconds_merging": 9.0, "seconds_scoring": 9.0},
                "sweep/x/0.5/validation/fpA": {"t": 0.5}}
     assert recorded_seconds(records, ["fpA", "fpK2"]) == {"seconds": 135.0, "seconds_merging": 52.0,
-                                                         "seconds_scoring": 67.0}
+                                                         "seconds_scoring": 67.0, "invocations": 2}
 
 
 def test_a_lambda_at_the_grids_end_is_marked():

@@ -48,13 +48,16 @@ INVOCATION = f"{os.getpid()}-{time.time_ns()}"  # this process: a resumed run is
 def recorded_seconds(records: Mapping[str, Any], fingerprints: Sequence[str]) -> Dict[str, float]:
     """The seconds (``seconds``: from each bench's creation to its last record; ``seconds_merging``,
     ``seconds_scoring``) of every invocation that recorded work for ``fingerprints``, summed: what a run
-    resumed over several processes cost (a killed process's last unrecorded step excluded)."""
+    resumed over several processes cost (a killed process's last unrecorded step excluded); ``invocations``:
+    how many processes that was."""
     total: Dict[str, float] = {}
+    processes = set()
     for key, entry in records.items():
         if key.startswith(INVOCATION_PREFIX) and key.rsplit("/", 1)[-1] in fingerprints:
+            processes.add(key.split("/")[1])
             for part, value in entry.items():
                 total[part] = total.get(part, 0.0) + value
-    return total
+    return {**total, "invocations": len(processes)} if processes else total
 
 
 def merge_code_version() -> str:

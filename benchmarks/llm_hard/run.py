@@ -143,14 +143,11 @@ def all_invocations(seconds: Mapping[str, float], fingerprints: Sequence[str]) -
     recorded work for this run (a run resumed after a kill is several), and this process's own."""
     import json
 
-    from benchmarks.harness.experiment import INVOCATION_PREFIX, recorded_seconds
+    from benchmarks.harness.experiment import recorded_seconds
 
-    records = json.loads((MERGES_DIR / "records.json").read_text())
-    total = recorded_seconds(records, fingerprints)
-    invocations = {k.split("/")[1] for k in records if k.startswith(INVOCATION_PREFIX)
-                   and k.rsplit("/", 1)[-1] in fingerprints}
+    total = recorded_seconds(json.loads((MERGES_DIR / "records.json").read_text()), fingerprints)
     return {"seconds": round(total.get("seconds", 0.0)), "seconds_merging": round(total.get("seconds_merging", 0.0)),
-            "seconds_scoring": round(total.get("seconds_scoring", 0.0)), "invocations": len(invocations),
+            "seconds_scoring": round(total.get("seconds_scoring", 0.0)), "invocations": total.get("invocations", 0),
             "seconds_this_invocation": round(seconds["invocation"]),
             **{f"seconds_this_invocation_{k}": round(v) for k, v in seconds.items() if k != "invocation"}}
 
