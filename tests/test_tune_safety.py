@@ -300,7 +300,10 @@ PHASES = {"merging": ("alpha=0.01:0.3:0.01", "lambda=0.5"), "scoring": ("alpha=0
 def _spawn(config, data, out, phase="merging"):
     """A tune in its own process with a long grid."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
-    code = ("import sys; from mergekit_awd.cli import run; sys.exit(run(sys.argv[1:]))")
+    # SIGINT's default handler restored: a shell starting this suite in the background hands its children
+    # SIGINT ignored, and Python then never raises KeyboardInterrupt
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from mergekit_awd.cli import run; sys.exit(run(sys.argv[1:]))")
     return subprocess.Popen([sys.executable, "-c", code, "tune", str(config), "--data", str(data), "--grid",
                              PHASES[phase][0], "--grid", PHASES[phase][1], "--out", str(out), "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

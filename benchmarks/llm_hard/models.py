@@ -28,8 +28,10 @@ from benchmarks.llm_hard.tasks import HARD_TASK_NAMES, hard_task_splits
 HARD_FINETUNE_DIR = CACHE / "llm_hard" / "finetunes"
 HARD_FINETUNE = FinetuneSettings(steps=400, batch_size=8, learning_rate=5e-4, weight_decay=0.0, seed=0, log_every=10)
 # arithmetic at the constant lr 5e-4 reached 9.75 % test exact match (base 0.5 %: below the +10 points the
-# issue asks; its loss stayed near 0.7): a warm-up and a linear decay at the same peak lr for it alone
-HARD_FINETUNE_PER_TASK = {"arithmetic": replace(HARD_FINETUNE, warmup_steps=40, decay="linear")}
+# issue asks; its loss stayed near 0.7).  A 40-step warm-up and a linear decay at the same peak lr reached
+# 98.25 %, but its task vector was small (‖τ‖/‖θ‖ 0.0139, bf16 round trip 15.3 %, over the 10 % target):
+# arithmetic alone uses the warm-up and decay at twice the peak lr.
+HARD_FINETUNE_PER_TASK = {"arithmetic": replace(HARD_FINETUNE, learning_rate=1e-3, warmup_steps=40, decay="linear")}
 CHECKPOINT_EVERY = 20
 
 
