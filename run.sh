@@ -6,9 +6,9 @@
 #   ./run.sh demo-tiny  the same set-up, then a merge of tiny synthetic LLaMA-shaped models (seconds)
 #   ./run.sh test    same set-up, then the whole test suite
 #   ./run.sh quality the same set-up, then the whole merge-quality benchmark: data sources, six
-#                    fine-tunes (cached in benchmarks/.cache), merges, plots (docs/results.md)
+#                    fine-tunes (cached in ~/.cache/mergekit-awd/benchmarks), merges, plots (docs/results.md)
 #   ./run.sh llm-quality the same set-up, then the causal-LM quick track: SmolLM2-135M-Instruct from its
-#                    GGUF wheel, four full fine-tunes (cached in benchmarks/.cache/llm), bfloat16 merges
+#                    GGUF wheel, four full fine-tunes (cached in ~/.cache/mergekit-awd/benchmarks/llm), bfloat16 merges
 #                    (docs/results.md)
 #   ./run.sh llm-hard the same set-up, then the hard causal-LM track (issue #27): eight strong fine-tunes
 #                    (cached, resumable), every method, per-example results and intervals, K sweep

@@ -1,4 +1,5 @@
-"""What every benchmark shares: where it writes its results and keeps its cache, and how it writes
+"""What every benchmark shares: where it writes its results and keeps its cache (``CACHE``:
+``~/.cache/mergekit-awd/benchmarks``, or ``$MERGEKIT_AWD_BENCH_CACHE``), and how it writes
 a results pair (``RESULTS/name.json`` and ``RESULTS/name.md``).
 
 Run every benchmark from the repository root as a module (``python -m benchmarks.<package>.<name>``;
@@ -8,12 +9,16 @@ benchmarks/INDEX.md lists them).  Only the standard library is imported here.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"   # committed results
-CACHE = ROOT / "benchmarks" / ".cache"      # built models and merge outputs (outside git)
+# built models, fine-tunes, merge outputs and scored points: outside the work tree, so that a fresh checkout
+# of the repository on the same machine finds the hours of fine-tuning it holds (MERGEKIT_AWD_BENCH_CACHE moves it)
+CACHE_ENV = "MERGEKIT_AWD_BENCH_CACHE"
+CACHE = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mergekit-awd" / "benchmarks").expanduser()
 
 
 def save_results(name: str, results: Mapping[str, Any], lines: Sequence[str]) -> None:

@@ -186,11 +186,11 @@ class Command:
         return text + (f" (`{self.alias}`)" if self.alias else "")
 
 
-CACHE_Q = ("yes: fine-tunes in benchmarks/.cache/finetunes, merges and scores in .cache/merges/records.json "
+CACHE_Q = ("yes: fine-tunes in ~/.cache/mergekit-awd/benchmarks/finetunes, merges and scores in .cache/merges/records.json "
            "(keyed by configuration, λ, split, fine-tunes and `merge_code_version`): an interrupted run resumes")
-CACHE_L = ("yes: base and fine-tunes in benchmarks/.cache/llm, merges and scores in .cache/llm/merges/records.json "
+CACHE_L = ("yes: base and fine-tunes in ~/.cache/mergekit-awd/benchmarks/llm, merges and scores in .cache/llm/merges/records.json "
            "(keyed as the MiniLM track's): an interrupted run resumes")
-INPUTS_134M = "inputs built once (benchmarks/.cache/llama134m_bf16); every measurement runs again"
+INPUTS_134M = "inputs built once (~/.cache/mergekit-awd/benchmarks/llama134m_bf16); every measurement runs again"
 NOTHING = "no"
 QUALITY_PNG = ("accuracy_per_method.png", "accuracy_vs_k.png", "accuracy_vs_lambda.png", "awd_cosines.png")
 
@@ -199,7 +199,7 @@ COMMANDS: Tuple[Command, ...] = (
             "`quality.grids.all_grids` (every row of the track in one file, with the code version), λ and "
             "configuration chosen on validation, test accuracy; AWD diagnostics; accuracy vs number of merged "
             "tasks; `--render` rewrites quality.md from its JSON; `--grids …` (development) runs chosen grids into "
-            "benchmarks/.cache/quality_grids.*",
+            "~/.cache/mergekit-awd/benchmarks/quality_grids.*",
             ("quality.json", "quality.md", *QUALITY_PNG, *(f"{stem}.*" for stem in legacy_present(RESULTS))),
             quality_track, CACHE_Q, "./run.sh quality"),
     Command("benchmarks.quality.tune_check", "`mergekit_awd.tune_merge` with the MiniLM scorer against the "
@@ -219,7 +219,7 @@ COMMANDS: Tuple[Command, ...] = (
     Command("benchmarks.llm.transcript", "`mergekit-awd` on the SmolLM2 family as a user runs it (unedited output)",
             ("docs/smollm2_transcript.md",), transcript, "needs the track's cached base and fine-tunes"),
     Command("benchmarks.llm.base_model", "builds the dequantised SmolLM2-135M-Instruct base folder", (),
-            not_recorded, "yes: benchmarks/.cache/llm/base, built once"),
+            not_recorded, "yes: ~/.cache/mergekit-awd/benchmarks/llm/base, built once"),
     Command("benchmarks.llm.models", "builds the base and the four fine-tunes of the LLM track", (),
             llm_finetunes, "yes: one folder per fine-tune, resumes at the first unfinished one"),
     Command("benchmarks.llm_hard.run", "hard LLM track (#27): eight tasks, every method, per-example results, "
@@ -227,7 +227,7 @@ COMMANDS: Tuple[Command, ...] = (
             "yes: fine-tunes, merges and scored points (records.json), keyed by configuration and code version"),
     Command("benchmarks.speed.bench_layerwise_cost", "layer-wise tuning (tune --layerwise) on SmolLM2-135M, K = 8 "
             "stand-in fine-tunes, 1024 lines: seconds and peak memory", ("layerwise_cost.*",),
-            lambda: _layerwise_cost(), "stand-in fine-tunes cached in benchmarks/.cache/layerwise_cost"),
+            lambda: _layerwise_cost(), "stand-in fine-tunes cached in ~/.cache/mergekit-awd/benchmarks/layerwise_cost"),
     Command("benchmarks.llm_hard.bench_score_dtype", "the hard track's scorer in float32 vs bfloat16: ms per line, "
             "accuracies", ("score_dtype.*",), lambda: run_seconds("score_dtype"),
             "no (uses the hard track's cached base and fine-tunes)"),
@@ -249,7 +249,7 @@ COMMANDS: Tuple[Command, ...] = (
     Command("benchmarks.speed.bench_memory_1b", "peak RSS of `awd`/`tsv` vs task_arithmetic on a 1.03B LLaMA, "
             "K = 4", ("memory_1b.*",),
             timed_parts(lambda d: sum(r["seconds"] for r in d["runs"].values()), "merges timed", "memory_1b"),
-            "inputs built once (benchmarks/.cache, ~10 GB); every merge runs again"),
+            "inputs built once (~/.cache/mergekit-awd/benchmarks, ~10 GB); every merge runs again"),
     Command("benchmarks.speed.bench_peer_speed", "merge time of the data-free peers (iso_c, iso_cts, wudi, ace) vs "
             "task_arithmetic; `--device cuda` on a GPU", ("peer_speed.*", "peer_speed_adam.*", "peer_speed_ace.*"),
             timed_parts(_peer_speed, "merges timed", "peer_speed", "peer_speed_adam", "peer_speed_ace"),
@@ -257,7 +257,7 @@ COMMANDS: Tuple[Command, ...] = (
     Command("benchmarks.speed.bench_tsv_speed", "`tsv` exact vs lowrank: time ratio to task_arithmetic and the "
             "error of lowrank", ("tsv_speed.*", "tsv_speed_threads2.*"),
             timed_parts(_tsv_speed, "merges timed", "tsv_speed", "tsv_speed_threads2"),
-            "inputs built once (benchmarks/.cache/tsv_speed_family*); every merge runs again"),
+            "inputs built once (~/.cache/mergekit-awd/benchmarks/tsv_speed_family*); every merge runs again"),
     Command("benchmarks.speed.bench_tune_identity", "what `tune`'s content digests of its inputs cost",
             ("tune_identity.*",),
             timed_parts(lambda d: _numbers(d["seconds"].values()), "rounds timed", "tune_identity"),

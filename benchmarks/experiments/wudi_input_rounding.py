@@ -3,7 +3,7 @@ inputs are rounded to bfloat16.
 
 The LLM track's ``wudi_exact`` row has a θ(λ) check of about 3 (its bfloat16 CLI merge against
 θ_base + λ·D from the float32 merge; every other method ≤ 0.07).  This measures, on the track's own
-base and four fine-tunes (benchmarks/.cache/llm, built when missing), for every 2-D block matrix:
+base and four fine-tunes (~/.cache/mergekit-awd/benchmarks/llm, built when missing), for every 2-D block matrix:
 
 * the task vectors as a float32 merge sees them, τ_i = θ_i − θ_base, and as a ``dtype: bfloat16`` merge
   sees them, bf16(θ_i) − bf16(θ_base): their relative difference ‖Δτ‖_F / ‖τ‖_F;

@@ -10,7 +10,7 @@ task: a fine-tune stops generating at EOS, as merges do), and prints per task
 * the seconds of each and their ratio,
 * that the accuracies are equal and the largest difference of a choice score (nats; float rounding).
 
-Needs the base and the fine-tunes of ``./run.sh llm-quality`` (benchmarks/.cache/llm; built when
+Needs the base and the fine-tunes of ``./run.sh llm-quality`` (~/.cache/mergekit-awd/benchmarks/llm; built when
 missing).  Writes benchmarks/results/llm_scoring_speed.{json,md}.
 """
 

@@ -7,7 +7,7 @@ The protocol is the harness's ``Experiment`` (``benchmarks.harness.experiment``)
 * the validation-chosen point is merged again through the CLI **in bfloat16, as users run it**, and
   that model is scored on test and on the general-English perplexity sample; ``lambda_rescale_max_abs_diff``
   records how far it is from θ_base + λ·D (bfloat16 rounding, nothing else);
-* scores are cached in ``benchmarks/.cache/llm/merges/records.json``, so an interrupted run resumes.
+* scores are cached in ``~/.cache/mergekit-awd/benchmarks/llm/merges/records.json``, so an interrupted run resumes.
 
 Every model is scored in ``score_dtype`` (float32 here; the hard track computes in bfloat16) with the
 base's tokenizer and the plain prompt format of ``benchmarks.llm.tasks``.

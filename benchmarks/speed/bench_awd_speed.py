@@ -1,6 +1,6 @@
 """Speed and memory of `awd` against mergekit's `task_arithmetic`, measured in one run.
 
-    python -m benchmarks.speed.bench_awd_speed [--rounds 2] [--threads 2] [--cache benchmarks/.cache]
+    python -m benchmarks.speed.bench_awd_speed [--rounds 2] [--threads 2] [--cache ~/.cache/mergekit-awd/benchmarks]
 
 Builds (once, cached outside git) a ~134M-parameter LLaMA-shaped base and 3 fine-tunes in
 bfloat16, then runs each merge as its own `mergekit-awd` process, alternating methods over

@@ -4,7 +4,7 @@
     python -m benchmarks.speed.bench_digest_cost --small      (tiny model: checks that the script works)
 
 Uses the speed benchmark's model (``benchmarks.speed.measure.build_inputs``: a ~134M-parameter
-LLaMA-shaped base and 3 fine-tunes in bfloat16, cached in benchmarks/.cache) and its merge configuration
+LLaMA-shaped base and 3 fine-tunes in bfloat16, cached in ~/.cache/mergekit-awd/benchmarks) and its merge configuration
 (``benchmarks.speed.measure.write_merge_config``).  Each round runs one merge end to end in this process
 through ``mergekit_awd.pipeline.runner.run_merge`` (which writes the marker, digests included), then times
 ``write_completion_marker`` alone on the finished output (the digest of every file) and

@@ -4,7 +4,7 @@
 
 The cost does not depend on what the fine-tunes learned, only on their shapes and the lines, so the K
 models are stand-ins: the base with seeded Gaussian noise (std 1e-3) on every 2-D block weight, written
-once to ``benchmarks/.cache/layerwise_cost/``.  The lines are the hard track's validation examples (128
+once to ``~/.cache/mergekit-awd/benchmarks/layerwise_cost/``.  The lines are the hard track's validation examples (128
 per task, the eight tasks; ``--objective entropy``: labels unused).  One run of ``tools.layerwise``
 (``per_task_parts`` then ``learn_coefficients`` with ``mergekit-awd tune --layerwise``'s defaults: Adam
 lr 1e-3, batches of 16 lines, every 4th line held out, evaluated every 10 steps) in a fresh process:

@@ -1,6 +1,6 @@
 """Peak memory of `awd` (and `tsv`) against mergekit's `task_arithmetic` on a ~1B-parameter model.
 
-    python -m benchmarks.speed.bench_memory_1b [--cache benchmarks/.cache] [--layers 20] [--models 4]
+    python -m benchmarks.speed.bench_memory_1b [--cache ~/.cache/mergekit-awd/benchmarks] [--layers 20] [--models 4]
 
 Builds (once, cached outside git) a LLaMA-shaped base of ~1.03B parameters (hidden 2048, MLP 5632,
 20 layers, 16 heads / 4 KV heads, vocabulary 32,000, untied head) and 4 fine-tunes in bfloat16,

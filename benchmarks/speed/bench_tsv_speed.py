@@ -1,6 +1,6 @@
 """Speed and accuracy of `tsv` (TSV-M) exact vs lowrank against mergekit's `task_arithmetic`, one run.
 
-    python -m benchmarks.speed.bench_tsv_speed [--cache benchmarks/.cache] [--cuda] [--families gaussian,decaying]
+    python -m benchmarks.speed.bench_tsv_speed [--cache ~/.cache/mergekit-awd/benchmarks] [--cuda] [--families gaussian,decaying]
 
 Builds (once, cached outside git) a ~134M-parameter LLaMA-shaped base and 3 fine-tunes in float32
 with ``build_family(..., shape=BENCH_150M)`` (i.i.d. Gaussian task vectors: a flat singular

@@ -10,7 +10,7 @@ track's five folders (SmolLM2-135M-Instruct base and four fine-tunes, float32 sa
 * ``stat``: the size + mtime_ns + inode of the same files (the shortcut the issue offered);
 * ``load``: loading the base with ``AutoModelForCausalLM.from_pretrained`` (what every tune does once).
 
-The fine-tunes are the track's own when cached (``benchmarks/.cache/llm/finetunes``); otherwise
+The fine-tunes are the track's own when cached (``~/.cache/mergekit-awd/benchmarks/llm/finetunes``); otherwise
 stand-ins of the same size and format (the base with a small perturbation, saved the same way) are
 written to the cache and the results say so: the digest reads bytes, whatever they hold.  The files
 were just read or written, so they are in the page cache: this is the cost of hashing, not of a cold
