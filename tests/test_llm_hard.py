@@ -233,3 +233,15 @@ def test_a_lambda_at_the_grids_end_is_marked():
     assert chosen_lambda(results, "a") == "0.05 (grid edge)"
     assert chosen_lambda(results, "b") == "0.2"
     assert chosen_lambda(results, "c") == "learned"
+
+
+def test_a_target_with_a_margin_needs_the_interval_above_zero():
+    from benchmarks.llm_hard.targets import _comparison
+
+    methods = {"a": {"normalized_avg": 0.80, "diff_vs_ties": 0.04, "diff_vs_ties_ci95": [-0.01, 0.09],
+                     "diffs": {"b": {"diff": 0.04, "ci95": [0.01, 0.07]}}},
+               "b": {"normalized_avg": 0.76}, "ties": {"normalized_avg": 0.76}}
+    assert not _comparison(methods, "a", "ties", 0.03, "")["met"]       # +4 but the interval reaches below 0
+    assert _comparison(methods, "a", "b", 0.03, "")["met"]              # +4, interval above 0
+    assert not _comparison(methods, "a", "b", 0.05, "")["met"]          # below the margin
+    assert _comparison(methods, "a", "ties", 0.0, "")["met"]            # no margin: the point estimate decides

@@ -92,6 +92,14 @@ def test_the_whole_run_writes_the_issue_layout_and_resumes_without_merging(tiny_
             assert (f"diff_vs_{reference}_ci95" in row) == (name != reference), (name, reference)
     assert rows["tune_methods"]["chosen_row"] in ("task_arithmetic", "ties", "awd_row")
     assert rows["awd_adamerging"]["layerwise"]["groups"] and rows["adamerging"]["params"]["layerwise"] == "entropy"
+    assert set(rows["awd_adamerging"]["diffs"]) == {"adamerging", "awd_row"}
+    chosen = rows["tune_methods"]["chosen_row"]  # a reference's difference is the row's diff_vs_{reference}
+    assert set(rows["layerwise_likelihood"].get("diffs", {})) == ({chosen} - {"task_arithmetic", "ties"})
+    assert results["targets"][-2]["b"] == chosen and results["targets"][-2]["a"] == "layerwise_likelihood"
+    targets = {t["target"]: t for t in results["targets"]}
+    assert targets["headroom: task_arithmetic ≤ 90% normalized"]["measured"] == rows["task_arithmetic"]["normalized_avg"]
+    assert targets["awd_adamerging ≥ adamerging (the AWD paper's claim)"]["interval"] == \
+        rows["awd_adamerging"]["diffs"]["adamerging"]["ci95"]
     assert set(results["k_sweep"]) == {"2", "3"}
     assert set(results["k_sweep"]["2"]) == {"task_arithmetic", "ties", "best_awd"}
     assert results["k_sweep"]["2"]["best_awd"]["row"] == "awd_row" and len(results["k_sweep"]["2"]["ties"]["tasks"]) == 2
@@ -100,7 +108,7 @@ def test_the_whole_run_writes_the_issue_layout_and_resumes_without_merging(tiny_
     # the tiny models score in well under a second: the scoring seconds may round to 0
     assert settings["seconds"] >= settings["seconds_merging"] > 0 and settings["seconds_scoring"] >= 0, settings
     page = tiny_track.with_suffix(".md").read_text()
-    assert "awd_adamerging" in page and "tune_methods" in page
+    assert "awd_adamerging" in page and "tune_methods" in page and "## Targets" in page
     assert tiny_track.with_name("llm_hard_k_sweep.png").stat().st_size > 0
 
     def no_merge(*args, **kwargs):

@@ -92,7 +92,9 @@ def learned_rows(bench: Any, folders: Mapping[str, Any], base_dir: Any, individu
 
 def chooser_row(runs: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
     """(the chosen row, its entry as ``tune_methods``): the best validation score among the data-free rows."""
-    chosen = max(runs, key=lambda name: runs[name].chosen.normalized_avg)
+    from benchmarks.llm_hard.targets import best_by_validation
+
+    chosen = best_by_validation(runs)
     return chosen, {**runs[chosen].entry, "chosen_row": chosen}
 
 

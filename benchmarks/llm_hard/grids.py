@@ -65,11 +65,24 @@ def hard_grids(registered: Sequence[str]) -> List[MethodGrid]:
         if method not in registered:
             continue
         grids.append(_grid(row, method, parameters, {}, lambdas))
-        if row != "wudi_adam":  # AWD in front: wudi with its exact solver only (the same minimiser, faster)
+        if _awd_in_front(row):
             combine = {"combine": method, "alpha": AWD_ALPHA, **({"combine_solver": "exact"} if method == "wudi" else {})}
             grids.append(_grid(f"awd_{method}", "awd", combine, {}, lambdas))
     return grids
 
 
-__all__ = ["hard_grids", "K_SWEEP_METHODS", "SUM_LAMBDAS", "AWD_LAMBDAS", "MEAN_LAMBDAS", "SPECTRUM_LAMBDAS", "ISO_LAMBDAS",
+def _awd_in_front(row: str) -> bool:
+    """Whether the row also runs with AWD in front: wudi with its exact solver only (the same minimiser, faster)."""
+    return row != "wudi_adam"
+
+
+def combine_pairs(registered: Sequence[str]) -> List[Tuple[str, str]]:
+    """(AWD in front of X, X) for every X the track runs both ways: the rows whose difference tells whether
+    AWD helps X (issue #27: AWD + X ≥ X)."""
+    pairs = [(f"awd_{name}", name) for name in SPARSIFIED]
+    return pairs + [(f"awd_{spec['method']}", row) for row, (spec, _) in MATRIX_METHODS.items()
+                    if spec["method"] in registered and _awd_in_front(row)]
+
+
+__all__ = ["hard_grids", "combine_pairs", "K_SWEEP_METHODS", "SUM_LAMBDAS", "AWD_LAMBDAS", "MEAN_LAMBDAS", "SPECTRUM_LAMBDAS", "ISO_LAMBDAS",
            "ACE_LAMBDAS"]

@@ -77,6 +77,27 @@ def k_sweep_table(results: Mapping[str, Any]) -> List[str]:
     return lines
 
 
+def _measured(target: Mapping[str, Any]) -> str:
+    value, unit = target["measured"], target.get("unit")
+    if value is None:
+        return "—"
+    if unit == "seconds":
+        return f"{value:.0f} s ({value / 3600:.2f} h)"
+    if unit == "points":
+        return f"{100 * value:+.1f} points" + (f" {_interval(target['interval'])}" if target.get("interval") else "")
+    return f"{100 * value:.1f} %"
+
+
+def targets_table(results: Mapping[str, Any]) -> List[str]:
+    """The issues' targets as measured (``targets.all_targets``), met or missed."""
+    targets = results.get("targets") or []
+    if not targets:
+        return ["(no targets in this results file)"]
+    lines = ["| target | measured (95 % CI) | met |", "| --- | --- | --- |"]
+    lines += [f"| {t['target']} | {_measured(t)} | {'yes' if t['met'] else '**no**'} |" for t in targets]
+    return lines
+
+
 def write_markdown(results: Mapping[str, Any], path: Path) -> None:
     settings = results["settings"]
     lines = ["# Hard LLM track: SmolLM2-135M-Instruct, eight tasks (`python -m benchmarks.llm_hard.run`)", "",
@@ -84,7 +105,8 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
              f"(merging {settings.get('seconds_merging')} s, scoring {settings.get('seconds_scoring')} s; summed "
              f"over {settings.get('invocations', 1)} process(es) of a resumed run) on {settings['threads']} threads.  λ (and the methods' own parameters) chosen on validation, "
              "scored on test, final merges in bfloat16.", "", CAVEAT, "", "## Methods (test)", "",
-             *method_table(results), "", "## Tasks and fine-tunes", "", *task_table(results), "",
+             *method_table(results), "", "## Targets (issues #27 and #29)", "", *targets_table(results), "",
+             "## Tasks and fine-tunes", "", *task_table(results), "",
              "## K sweep (normalized %, test)", "", *k_sweep_table(results), ""]
     path.write_text("\n".join(lines))
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.harness.runner import offline_environment
 
@@ -61,7 +61,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         ensure_data_sources()
     from benchmarks.llm.base_model import ensure_base_model
     from benchmarks.llm_hard.experiment import HardLLMBenchmark
-    from benchmarks.llm_hard.grids import hard_grids
+    from benchmarks.llm_hard.grids import combine_pairs, hard_grids
+    from benchmarks.llm_hard.targets import all_targets, comparison_pairs
     from benchmarks.llm_hard.models import ensure_hard_finetunes
     from benchmarks.llm_hard.tasks import HARD_TASK_NAMES
 
@@ -72,8 +73,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     individual, pretrained = reference_scores(bench)
     grids = [g for g in hard_grids(registered) if not args.methods or g.name in args.methods]
     runs = run_methods(bench, grids, individual)
-    methods = method_rows(runs, bench.reference_correct("individual"),
-                          None if args.no_learned else learned_and_chosen(bench, folders, base_dir, runs, individual))
+    learned = None if args.no_learned else learned_and_chosen(bench, folders, base_dir, runs, individual)
+    compared = comparison_pairs(runs, combine_pairs(registered), list(learned or {}))
+    methods = method_rows(runs, bench.reference_correct("individual"), learned, compared)
     seconds, fingerprints = dict(bench.seconds), [bench.fingerprint]
     if not args.keep_merges:
         bench.cleanup()
@@ -82,6 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     seconds["invocation"] = time.perf_counter() - started
     results = hard_results(base_dir, folders, individual, pretrained, runs, methods, k_sweep,
                            all_invocations(seconds, fingerprints))
+    results["targets"] = all_targets(results, compared)
     require_unchanged_code(code)
     write(results)
     log(f"[done] {RESULTS_JSON} ({time.perf_counter() - started:.0f} s)")
@@ -89,9 +92,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 
 
 def method_rows(runs: Mapping[str, Any], reference: Mapping[str, Sequence[int]],
-                extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+                extra: Optional[Mapping[str, Any]] = None, compared: Sequence[Tuple[str, str]] = ()
+                ) -> Dict[str, Any]:
     """Each row's results entry with its 95 % intervals: normalized score, difference to each reference;
-    ``extra``: row -> (entry, per-example results) of rows not run by the grid (the learned ones)."""
+    ``extra``: row -> (entry, per-example results) of rows not run by the grid (the learned ones);
+    ``compared``: further (a, b) whose difference goes into a's ``diffs[b]`` (``targets.comparison_pairs``)."""
     from benchmarks.harness.bootstrap import RESAMPLES, SEED, paired_bootstrap
 
     entries, _ = method_tables(runs)
@@ -99,7 +104,8 @@ def method_rows(runs: Mapping[str, Any], reference: Mapping[str, Sequence[int]],
     for name, (entry, results) in (extra or {}).items():
         entries[name], correct[name] = entry, results
     pairs = [(name, ref) for ref in REFERENCES if ref in correct for name in correct if name != ref]
-    boot = paired_bootstrap(correct, reference, pairs)
+    further = [(a, b) for a, b in compared if a in correct and b in correct and b not in REFERENCES]
+    boot = paired_bootstrap(correct, reference, pairs + further)
     rows = {}
     for name, entry in entries.items():
         row = {**entry, "normalized_ci95": list(boot.normalized[name]),
@@ -109,7 +115,10 @@ def method_rows(runs: Mapping[str, Any], reference: Mapping[str, Sequence[int]],
                 row[f"diff_vs_{ref}"] = entry["normalized_avg"] - entries[ref]["normalized_avg"]
                 row[f"diff_vs_{ref}_ci95"] = list(boot.differences[(name, ref)])
                 row[f"diff_vs_{ref}_excludes_zero"] = boot.excludes_zero(name, ref)
-        rows[name] = {**row, "correct": correct[name]}
+        diffs = {b: {"diff": entry["normalized_avg"] - entries[b]["normalized_avg"],
+                     "ci95": list(boot.differences[(a, b)]), "excludes_zero": boot.excludes_zero(a, b)}
+                 for a, b in further if a == name}
+        rows[name] = {**row, **({"diffs": diffs} if diffs else {}), "correct": correct[name]}
     return rows
 
 
@@ -129,12 +138,9 @@ def learned_and_chosen(bench: Any, folders: Mapping[str, Path], base_dir: Path, 
 def k_sweep_rows(runs: Mapping[str, Any]) -> Dict[str, str]:
     """The K sweep's method -> the row it runs: the best AWD and the best WUDI row chosen on validation."""
     from benchmarks.llm_hard.grids import K_SWEEP_METHODS
+    from benchmarks.llm_hard.targets import best_by_validation
 
-    def best(prefix: str) -> Optional[str]:
-        family = [name for name in runs if name.startswith(prefix)]
-        return max(family, key=lambda name: runs[name].chosen.normalized_avg) if family else None
-
-    chosen = {"best_awd": best("awd_"), "best_wudi": best("wudi_")}
+    chosen = {"best_awd": best_by_validation(runs, "awd_"), "best_wudi": best_by_validation(runs, "wudi_")}
     return {m: chosen.get(m, m) for m in K_SWEEP_METHODS if chosen.get(m, m) in runs}
 
 
