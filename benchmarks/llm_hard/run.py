@@ -32,10 +32,10 @@ from benchmarks.harness.runner import (  # noqa: E402
     run_settings, write_json,
 )
 from benchmarks.harness.experiment import merge_code_version  # noqa: E402
+from benchmarks.llm_hard.targets import REFERENCES, all_targets, comparison_pairs  # noqa: E402
 
 MERGES_DIR = CACHE / "llm_hard" / "merges"
 RESULTS_JSON = RESULTS / "llm_hard.json"
-REFERENCES = ("task_arithmetic", "ties")
 K_VALUES = (2, 4, 8)
 
 
@@ -62,7 +62,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from benchmarks.llm.base_model import ensure_base_model
     from benchmarks.llm_hard.experiment import HardLLMBenchmark
     from benchmarks.llm_hard.grids import combine_pairs, hard_grids
-    from benchmarks.llm_hard.targets import all_targets, comparison_pairs
     from benchmarks.llm_hard.models import ensure_hard_finetunes
     from benchmarks.llm_hard.tasks import HARD_TASK_NAMES
 

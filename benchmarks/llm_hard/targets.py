@@ -22,6 +22,7 @@ FINETUNE_GAIN = 0.10         # each fine-tune ≥ base + 10 points on its task
 FINETUNE_SECONDS = 2.5 * 3600
 RUN_SECONDS = 2 * 3600
 LEARNED_ROWS = ("adamerging", "awd_adamerging", "layerwise_likelihood", "tune_methods")
+REFERENCES = ("task_arithmetic", "ties")  # every row's difference to these is in its diff_vs_{reference}
 
 
 def package_method_names() -> Tuple[str, ...]:
@@ -49,18 +50,17 @@ def comparison_pairs(runs: Mapping[str, Any], combine_pairs: Sequence[Tuple[str,
 
 
 def _difference(methods: Mapping[str, Any], a: str, b: str) -> Dict[str, Any]:
+    """N_a − N_b and its interval: a's ``diff_vs_{b}`` for a reference, else ``diffs[b]`` (``run.method_rows``)."""
     row = methods[a]
-    if b in ("task_arithmetic", "ties"):
+    if b in REFERENCES:
         return {"diff": row[f"diff_vs_{b}"], "interval": row[f"diff_vs_{b}_ci95"]}
-    found = row.get("diffs", {}).get(b)
-    return {"diff": found["diff"], "interval": found["ci95"]} if found else {
-        "diff": row["normalized_avg"] - methods[b]["normalized_avg"], "interval": None}
+    return {"diff": row["diffs"][b]["diff"], "interval": row["diffs"][b]["ci95"]}
 
 
 def _comparison(methods: Mapping[str, Any], a: str, b: str, margin: float, text: str) -> Dict[str, Any]:
     """``a`` ≥ ``b`` + ``margin``; with a margin, the interval must also lie above 0."""
     found = _difference(methods, a, b)
-    met = found["diff"] >= margin and (margin == 0 or (found["interval"] is not None and found["interval"][0] > 0))
+    met = found["diff"] >= margin and (margin == 0 or found["interval"][0] > 0)
     return {"target": text, "a": a, "b": b, "measured": found["diff"], "unit": "points", "interval": found["interval"],
             "met": met}
 
@@ -126,4 +126,4 @@ def all_targets(results: Mapping[str, Any], pairs: Sequence[Tuple[str, str]]) ->
     return finetune_targets(results) + method_targets(results, pairs) + learned_targets(results, pairs) + run
 
 
-__all__ = ["comparison_pairs", "all_targets", "best_by_validation", "package_method_names", "LEARNED_ROWS"]
+__all__ = ["REFERENCES", "comparison_pairs", "all_targets", "best_by_validation", "package_method_names", "LEARNED_ROWS"]
