@@ -82,7 +82,7 @@ def test_the_whole_run_writes_the_issue_layout_and_resumes_without_merging(tiny_
     assert set(results["individual"]) == set(TASKS) and set(results["pretrained"]["tasks"]) == set(TASKS)
     rows = results["methods"]
     assert {"task_arithmetic", "ties", "awd_row", "adamerging", "awd_adamerging", "layerwise_likelihood",
-            "tune_methods"} <= set(rows)
+            "layerwise_tsv", "tune_methods"} <= set(rows)
     for name, row in rows.items():
         assert {"tasks", "normalized_avg", "normalized_ci95", "params", "merge_seconds", "correct"} <= set(row), name
         low, high = row["normalized_ci95"]
@@ -95,7 +95,12 @@ def test_the_whole_run_writes_the_issue_layout_and_resumes_without_merging(tiny_
     assert set(rows["awd_adamerging"]["diffs"]) == {"adamerging", "awd_row"}
     chosen = rows["tune_methods"]["chosen_row"]  # a reference's difference is the row's diff_vs_{reference}
     assert set(rows["layerwise_likelihood"].get("diffs", {})) == ({chosen} - {"task_arithmetic", "ties"})
-    assert results["targets"][-2]["b"] == chosen and results["targets"][-2]["a"] == "layerwise_likelihood"
+    likelihood = [t for t in results["targets"] if t.get("a") == "layerwise_likelihood"]
+    assert len(likelihood) == 1 and likelihood[0]["b"] == chosen
+    # no tsv grid row here: layerwise_tsv is compared with the best data-free row alone
+    assert rows["layerwise_tsv"]["params"]["merge_method"] == "tsv"
+    assert set(rows["layerwise_tsv"].get("diffs", {})) == ({chosen} - {"task_arithmetic", "ties"})
+    assert [t["b"] for t in results["targets"] if t.get("a") == "layerwise_tsv"] == [chosen]
     targets = {t["target"]: t for t in results["targets"]}
     assert targets["headroom: task_arithmetic ≤ 90% normalized"]["measured"] == rows["task_arithmetic"]["normalized_avg"]
     assert targets["awd_adamerging ≥ adamerging (the AWD paper's claim)"]["interval"] == \

@@ -5,6 +5,8 @@
 * ``awd_adamerging``: the same on AWD's disentangled τ̂_i = τ_i − δ (``awd`` at the track's AWD settings,
   row scope: AWD AdaMerging, the AWD paper's best row);
 * ``layerwise_likelihood``: τ̂_i again, λ learned on the labelled validation lines (≤ 128 per task);
+* ``layerwise_tsv``: TSV-M's per-task low-rank parts, λ learned on the labelled lines from Λ⁰ = 1 (the
+  ``tsv`` merge at λ 1): whether the labelled objective adds to a strong data-free merge;
 * ``tune_methods``: the method chooser — the row with the best validation score among the data-free rows
   (each with its λ chosen on validation), scored on test: what ``mergekit-awd tune --methods`` picks.
 
@@ -27,6 +29,7 @@ ROWS: Dict[str, Tuple[str, Dict[str, Any], str]] = {   # row -> (method, paramet
     "adamerging": ("task_arithmetic", {}, "entropy"),
     "awd_adamerging": ("awd", {"scope": "row", "alpha": 0.01}, "entropy"),
     "layerwise_likelihood": ("awd", {"scope": "row", "alpha": 0.01}, "likelihood"),
+    "layerwise_tsv": ("tsv", {}, "likelihood"),  # TSV-M's per-task parts, from Λ⁰ = 1 (tsv at λ 1)
 }
 STEPS = 100
 LR = 1e-3

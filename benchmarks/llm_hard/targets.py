@@ -21,7 +21,7 @@ ROUND_TRIP = 0.10            # each task vector's bf16 round trip ≤ 10 %
 FINETUNE_GAIN = 0.10         # each fine-tune ≥ base + 10 points on its task
 FINETUNE_SECONDS = 2.5 * 3600
 RUN_SECONDS = 2 * 3600
-LEARNED_ROWS = ("adamerging", "awd_adamerging", "layerwise_likelihood", "tune_methods")
+LEARNED_ROWS = ("adamerging", "awd_adamerging", "layerwise_likelihood", "layerwise_tsv", "tune_methods")
 REFERENCES = ("task_arithmetic", "ties")  # every row's difference to these is in its diff_vs_{reference}
 
 
@@ -46,6 +46,8 @@ def comparison_pairs(runs: Mapping[str, Any], combine_pairs: Sequence[Tuple[str,
     best = best_by_validation(runs)
     if "layerwise_likelihood" in learned and best:
         pairs.append(("layerwise_likelihood", best))
+    if "layerwise_tsv" in learned:
+        pairs += [("layerwise_tsv", b) for b in dict.fromkeys(("tsv", best)) if b in runs]
     return pairs
 
 
@@ -114,6 +116,11 @@ def learned_targets(results: Mapping[str, Any], pairs: Sequence[Tuple[str, str]]
         elif a == "layerwise_likelihood":
             out.append(_comparison(methods, a, b, LEAD_OVER_DATA_FREE, "layerwise_likelihood ≥ the best data-free row "
                                    f"chosen on validation ({b}) + 3, interval above 0"))
+        elif a == "layerwise_tsv" and b == "tsv":
+            out.append(_comparison(methods, a, b, 0.0, "layerwise_tsv ≥ tsv (its start: the learned weights add)"))
+        elif a == "layerwise_tsv":
+            out.append(_comparison(methods, a, b, LEAD_OVER_DATA_FREE, "layerwise_tsv ≥ the best data-free row "
+                                   f"chosen on validation ({b}) + 3, interval above 0 (beside the issue's row)"))
     return out
 
 
