@@ -46,8 +46,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--methods", nargs="*", help="only these rows (default: all); the results then hold only them")
     parser.add_argument("--no-k-sweep", action="store_true", help="skip the K = 2, 4 merges")
     parser.add_argument("--no-learned", action="store_true",
-                        help="skip the learned-coefficient rows (adamerging, awd_adamerging, layerwise_likelihood, layerwise_tsv) "
-                             "and the method chooser")
+                        help="skip the learned-coefficient rows (adamerging, awd_adamerging, layerwise_likelihood, "
+                             "layerwise_tsv) and the method chooser")
     return parser.parse_args(argv)
 
 
