@@ -124,3 +124,17 @@ def test_the_whole_run_writes_the_issue_layout_and_resumes_without_merging(tiny_
     assert {name: row["normalized_avg"] for name, row in again["methods"].items()} == \
         {name: row["normalized_avg"] for name, row in rows.items()}
     assert again["settings"]["seconds_this_invocation_merging"] == 0
+
+
+def test_a_learned_rows_record_key_changes_with_its_definition(monkeypatch):
+    """A learned row's cached record is keyed by what defines it: a changed objective or parameter is learned again."""
+    from benchmarks.llm_hard import adamerging
+
+    before = adamerging.record_key("layerwise_tsv")
+    monkeypatch.setitem(adamerging.ROWS, "layerwise_tsv", ("tsv", {}, "entropy"))
+    assert adamerging.record_key("layerwise_tsv") != before
+    changed = adamerging.record_key("layerwise_tsv")
+    monkeypatch.setitem(adamerging.ROWS, "layerwise_tsv", ("tsv", {"lambda": 0.5}, "entropy"))
+    assert adamerging.record_key("layerwise_tsv") != changed
+    monkeypatch.setattr(adamerging, "STEPS", 7)
+    assert "/7/" in adamerging.record_key("layerwise_tsv")

@@ -11,15 +11,16 @@
   (each with its λ chosen on validation), scored on test: what ``mergekit-awd tune --methods`` picks.
 
 The layer-wise rows use the library of ``mergekit-awd tune --layerwise`` (``tools.layerwise``): Adam from
-0.3 on a float32 model, every 4th validation line of each task held out for early stopping (as ``tune
---layerwise``); the learned θ(Λ) is scored on test
-rounded to bfloat16 (what ``mergekit-awd merge`` of the written configuration gives in bfloat16, to
-rounding: ``tests/test_layerwise.py``), with every example's correctness kept for the intervals.  Seconds
+Λ⁰ (0.3; tsv 1: ``LAYERWISE_FORMS``) on a float32 model, every 4th validation line of each task held out
+for early stopping (as ``tune --layerwise``); the learned θ(Λ) is scored on test rounded to bfloat16
+(what ``mergekit-awd merge`` of the written configuration gives in bfloat16, to rounding:
+``tests/test_layerwise.py``), with every example's correctness kept for the intervals.  Seconds
 and peak memory are recorded.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
@@ -75,7 +76,14 @@ def learned_row(bench: Any, folders: Mapping[str, Any], base_dir: Any, row: str)
                 "seconds": time.perf_counter() - started, "learning_seconds": result.seconds,
                 "peak_memory_gib": peak_memory_gib(), "train_lines": len(train), "held_out_lines": len(held)}
 
-    return bench._cached(f"layerwise/{row}/{STEPS}/{LR}/{BATCH_SIZE}", compute)
+    return bench._cached(record_key(row), compute)
+
+
+def record_key(row: str) -> str:
+    """The records' key of a learned row: its name and everything that defines it (method, parameters,
+    objective, steps, lr, batch), so that a changed definition is learned again, never read from the cache."""
+    method, parameters, objective = ROWS[row]
+    return f"layerwise/{row}/{method}/{json.dumps(parameters, sort_keys=True)}/{objective}/{STEPS}/{LR}/{BATCH_SIZE}"
 
 
 def learned_rows(bench: Any, folders: Mapping[str, Any], base_dir: Any, individual_test: Mapping[str, float]
@@ -101,4 +109,4 @@ def chooser_row(runs: Mapping[str, Any]) -> Tuple[str, Dict[str, Any]]:
     return chosen, {**runs[chosen].entry, "chosen_row": chosen}
 
 
-__all__ = ["ROWS", "merge_configuration", "learned_row", "learned_rows", "chooser_row"]
+__all__ = ["ROWS", "merge_configuration", "learned_row", "learned_rows", "record_key", "chooser_row"]
