@@ -1,9 +1,9 @@
-"""README tables generated from committed results: ``python -m benchmarks.readme_tables [--check]``.
+"""README and docs tables generated from committed results: ``python -m benchmarks.readme_tables [--check]``.
 
-Every table in README.md that shows a measured number sits between ``<!-- generated: NAME -->`` and
-``<!-- end generated -->``; this script rewrites those regions from the results files and nothing
-else (``--check``: exit 1 when README.md differs from what it would write; tests/test_readme.py runs
-the same comparison).  Regions:
+Every table in README.md and docs/results.md that shows a measured number sits between
+``<!-- generated: NAME -->`` and ``<!-- end generated -->``; this script rewrites those regions from the
+results files and nothing else (``--check``: exit 1 when a page differs from what it would write;
+tests/test_readme.py runs the same comparison).  Regions (``PAGES``: which page holds which):
 
 * ``demo``: the table ``./run.sh demo`` prints, from docs/demo_results.json (written by
   ``python examples/minilm_demo.py --record``; ``demo_table`` is also what the demo prints).
@@ -16,6 +16,9 @@ the same comparison).  Regions:
   ``python -m benchmarks.llm_hard.run``): each row's test normalized score and its differences to ties
   and task_arithmetic with their paired-bootstrap 95 % intervals, the run's cost and its K sweep; one
   line saying it has not been run while that file is absent.
+* ``minilm-track``, ``llm-quick-track`` (docs/results.md): every row of the MiniLM and the causal-LM quick
+  track with its paired-bootstrap interval and differences to ties and task_arithmetic (— where the file
+  predates per-example results), and the run that wrote it.
 
 Reads JSON only (no torch, no mergekit): the test of the README imports it.
 """
@@ -32,12 +35,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from benchmarks.harness.report import difference_text, difference_to, interval_text
 from benchmarks.quality.results_files import CANONICAL, row_files
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 DEMO_RESULTS = ROOT / "docs" / "demo_results.json"
+DOCS_RESULTS = ROOT / "docs" / "results.md"
 
 REGION = re.compile(r"(<!-- generated: (?P<name>[a-z0-9-]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
 
@@ -155,19 +160,22 @@ def which_method() -> str:
     cells: List[List[str]] = []
     minilm_scores: Dict[str, Tuple[float, float, float]] = {}
     llm_scores: Dict[str, Tuple[float, float, float]] = {}
+    shown: Dict[str, Dict[str, Mapping[str, Any]]] = {"MiniLM": {}, "SmolLM2": {}}
     for row in ROWS:
         found = minilm_entry(row.minilm) if row.minilm else None
         if found:
             stem, entry = found
+            shown["MiniLM"][row.short] = entry
             minilm_scores[row.short] = _noise(entry, minilm_individual, _minilm_test_sizes())
-            minilm = _link(f"{100 * entry['normalized_avg']:.1f}", stem)
+            minilm = _score_cell(entry, stem)
             chosen = [f"MiniLM {_chosen(entry['params'])}"]
         else:
             minilm, chosen = "not run", []
         entry = llm["methods"].get(row.llm) if row.llm else None
         if entry:
+            shown["SmolLM2"][row.short] = entry
             llm_scores[row.short] = _noise(entry, llm["individual"], _llm_test_sizes())
-            lm = _link(f"{100 * entry['normalized_avg']:.1f}", LLM_FILE)
+            lm = _score_cell(entry, LLM_FILE)
             ppl = f"{entry['perplexity']:.2f}"
             chosen.append(f"SmolLM2 {_chosen(entry['params'])}")
         else:
@@ -183,9 +191,43 @@ def which_method() -> str:
               "chosen on validation", "note"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     lines += ["| " + " | ".join(line) + " |" for line in cells]
-    lines += ["", _noise_sentence("MiniLM", minilm_scores, _minilm_test_sizes()), "",
-              _noise_sentence("SmolLM2", llm_scores, _llm_test_sizes())]
+    minilm_file = _results(CANONICAL)
+    lines += ["", _interval_sentence("MiniLM", shown["MiniLM"], minilm_file["methods"], _minilm_test_sizes())
+              or _noise_sentence("MiniLM", minilm_scores, _minilm_test_sizes()), "",
+              _interval_sentence("SmolLM2", shown["SmolLM2"], llm["methods"], _llm_test_sizes())
+              or _noise_sentence("SmolLM2", llm_scores, _llm_test_sizes())]
     return "\n".join(lines) + "\n"
+
+
+def _score_cell(entry: Mapping[str, Any], stem: str) -> str:
+    """The row's test normalized score, linked to its page, with its 95 % interval where it has one."""
+    cell = _link(f"{100 * entry['normalized_avg']:.1f}", stem)
+    return f"{cell} {interval_text(entry['normalized_ci95'])}" if "normalized_ci95" in entry else cell
+
+
+def _interval_sentence(track: str, shown: Mapping[str, Mapping[str, Any]], rows: Mapping[str, Mapping[str, Any]],
+                       sizes: Mapping[str, int]) -> Optional[str]:
+    """Which shown rows the track's paired bootstrap cannot separate from its best row on test (the
+    difference's 95 % interval contains 0); None while a shown row has no interval (then the binomial
+    estimate of ``_noise_sentence`` stands in)."""
+    if not shown or not all("normalized_ci95" in entry for entry in shown.values()):
+        return None
+    best = max(rows, key=lambda name: rows[name]["normalized_avg"])
+    best_entry = rows[best]
+    inside = []
+    for label, entry in sorted(shown.items(), key=lambda item: -item[1]["normalized_avg"]):
+        if entry is best_entry:
+            continue
+        difference = difference_to(entry, best)
+        if difference is not None and not difference["excludes_zero"]:
+            inside.append(f"{label} ({100 * entry['normalized_avg']:.1f}, {100 * difference['diff']:+.1f} "
+                          f"{interval_text(difference['ci95'])})")
+    n = "/".join(str(v) for v in sorted(set(sizes.values())))
+    return (f"**Noise, {track}**: paired bootstrap 95 % intervals (10,000 seeded resamples of the {n} test examples "
+            f"per task, the same resample for every row). The track's best row on test is `{best}` "
+            f"({100 * best_entry['normalized_avg']:.1f} {interval_text(best_entry['normalized_ci95'])}); not "
+            f"separable from it by this evidence (the difference's interval contains 0): "
+            f"{', '.join(inside) or 'none of the rows above'}.")
 
 
 def _noise_sentence(track: str, scores: Mapping[str, Tuple[float, float, float]], sizes: Mapping[str, int]) -> str:
@@ -206,10 +248,6 @@ STRUCTURE = ("scope", "combine", "solver", "combine_solver", "disentangle")  # t
 HARD_REFERENCES = ("ties", "task_arithmetic")
 
 
-def _interval(values: Sequence[float]) -> str:
-    return f"[{100 * values[0]:.1f}, {100 * values[1]:.1f}]"
-
-
 def _hard_label(name: str, entry: Mapping[str, Any]) -> str:
     """The row and its YAML in short: ``awd_row``: ``awd``, ``scope: row``; a learned row's objective;
     the method ``tune_methods`` chose."""
@@ -224,14 +262,6 @@ def _hard_label(name: str, entry: Mapping[str, Any]) -> str:
     if method == name and not yaml:
         return f"`{name}`"
     return f"`{name}`: " + ", ".join([f"`{method}`", *yaml])
-
-
-def _hard_difference(entry: Mapping[str, Any], ref: str) -> str:
-    """The difference to ``ref`` in points with its 95 % interval, bold when the interval excludes 0."""
-    if f"diff_vs_{ref}" not in entry:
-        return "—"
-    text = f"{100 * entry[f'diff_vs_{ref}']:+.1f} {_interval(entry[f'diff_vs_{ref}_ci95'])}"
-    return f"**{text}**" if entry[f"diff_vs_{ref}_excludes_zero"] else text
 
 
 def _hard_chosen(entry: Mapping[str, Any]) -> str:
@@ -267,8 +297,8 @@ def hard_track() -> str:
     rows = sorted(results["methods"].items(), key=lambda item: (-item[1]["normalized_avg"], item[0]))
     for name, entry in rows:
         score = _link(f"{100 * entry['normalized_avg']:.1f}", HARD_FILE)
-        cells = [_hard_label(name, entry), f"{score} {_interval(entry['normalized_ci95'])}",
-                 *(_hard_difference(entry, ref) for ref in HARD_REFERENCES), _hard_chosen(entry)]
+        cells = [_hard_label(name, entry), f"{score} {interval_text(entry['normalized_ci95'])}",
+                 *(difference_text(entry, ref) for ref in HARD_REFERENCES), _hard_chosen(entry)]
         lines.append("| " + " | ".join(cells) + " |")
     settings, tasks = results["settings"], results["tasks"]
     sizes = "/".join(str(n) for n in sorted({task["test"] for task in tasks.values()}))
@@ -279,6 +309,61 @@ def hard_track() -> str:
               f"code `{settings['code']}`; {len(tasks)} tasks, {sizes} test lines per task"
               + (f"; base {100 * base:.1f} %" if base is not None else "")
               + f". {_k_sweep_summary(results.get('k_sweep') or {})}."]
+    return "\n".join(lines) + "\n"
+
+
+def _track_table(rows: Sequence[Tuple[str, Mapping[str, Any]]], with_perplexity: bool) -> List[str]:
+    """A quick track's rows in the file's order: test normalized % with its interval, the differences to
+    ties and task_arithmetic, perplexity (causal LM), what validation chose (the docs page's table)."""
+    header = ["method (row)", "test normalized % [95 % CI]", "vs ties [95 % CI]", "vs task_arithmetic [95 % CI]",
+              *(["perplexity"] if with_perplexity else []), "chosen on validation"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for name, entry in rows:
+        ci = entry.get("normalized_ci95")
+        cells = [f"`{name}`", f"{100 * entry['normalized_avg']:.1f}" + (f" {interval_text(ci)}" if ci else ""),
+                 *(difference_text(entry, ref) for ref in HARD_REFERENCES),
+                 *([f"{entry['perplexity']:.2f}"] if with_perplexity else []), _chosen(entry["params"]) or "—"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _run_line(results: Mapping[str, Any], command: str, stem: str) -> str:
+    """Which run wrote the track's file, and how to read its intervals (or that it has none)."""
+    settings = results["settings"]
+    seconds = settings.get("seconds")
+    timing = f"{seconds:,} s ({seconds / 3600:.1f} h) with the fine-tunes cached" if seconds else "time not recorded"
+    intervals = ("**Bold**: the difference's 95 % interval excludes 0 (paired bootstrap, 10,000 seeded resamples)."
+                 if any("normalized_ci95" in e for e in results["methods"].values())
+                 else "No intervals: this file predates per-example results (its next run adds them).")
+    return (f"From [{stem}.md](../benchmarks/results/{stem}.md), written by `{settings.get('command', command)}` "
+            f"({timing}; code `{settings['merge_code']}`). {intervals}")
+
+
+def minilm_track() -> str:
+    """docs/results.md: every row of the MiniLM track (quality.json; at layout 1 the per-grid files too,
+    a row from the first file that has it)."""
+    canonical = _results(CANONICAL)
+    rows: Dict[str, Mapping[str, Any]] = {}
+    for stem in row_files(canonical):
+        for name, entry in _results(stem)["methods"].items():
+            rows.setdefault(name, entry)
+    lines = _track_table(list(rows.items()), with_perplexity=False)
+    lines += ["", _run_line(canonical, "python -m benchmarks.quality.run", CANONICAL)]
+    if row_files(canonical) != (CANONICAL,):
+        lines[-1] += (" quality.json is of the earlier layout: its run holds the first rows only, the others come "
+                      f"from per-grid runs at other code states ({', '.join(row_files(canonical)[1:])}).")
+    return "\n".join(lines) + "\n"
+
+
+def llm_quick_track() -> str:
+    """docs/results.md: every row of the causal-LM quick track (llm_quality.json)."""
+    results = _results(LLM_FILE)
+    lines = _track_table(list(results["methods"].items()), with_perplexity=True)
+    lines += ["", _run_line(results, "python -m benchmarks.llm.run", LLM_FILE)
+              + f" Base perplexity {results['pretrained']['perplexity']:.2f}."]
+    if results["settings"].get("updates"):
+        lines[-1] += " Rows added later by `--update`: " + "; ".join(
+            f"{', '.join(u['methods'])} (code `{u['merge_code']}`)" for u in results["settings"]["updates"]) + "."
     return "\n".join(lines) + "\n"
 
 
@@ -316,7 +401,12 @@ def demo() -> str:
             f"torch threads, {seconds['total']:.0f} s with {first}; code `{data['code']}`.{edge}\n")
 
 
-GENERATORS: Dict[str, Callable[[], str]] = {"demo": demo, "which-method": which_method, "hard-track": hard_track}
+GENERATORS: Dict[str, Callable[[], str]] = {"demo": demo, "which-method": which_method, "hard-track": hard_track,
+                                            "minilm-track": minilm_track, "llm-quick-track": llm_quick_track}
+PAGES: Dict[Path, Tuple[str, ...]] = {  # each page and the regions it holds
+    README: ("demo", "which-method", "hard-track"),
+    DOCS_RESULTS: ("minilm-track", "llm-quick-track"),
+}
 
 
 def render(text: str) -> str:
@@ -336,20 +426,23 @@ def region_names(text: str) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is not what would be written")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page is not what would be written")
     args = parser.parse_args(argv)
-    text = README.read_text()
-    new = render(text)
-    if args.check:
-        if new != text:
-            print("README.md: generated regions are stale; run python -m benchmarks.readme_tables", file=sys.stderr)
-            return 1
-        return 0
-    if new != text:
-        README.write_text(new)
-        print(f"rewrote {', '.join(region_names(text))} in README.md")
-    else:
-        print("README.md already up to date")
+    stale = []
+    for page in PAGES:
+        text = page.read_text()
+        new = render(text)
+        name = page.relative_to(ROOT)
+        if new == text:
+            print(f"{name} already up to date")
+        elif args.check:
+            stale.append(str(name))
+        else:
+            page.write_text(new)
+            print(f"rewrote {', '.join(region_names(text))} in {name}")
+    if stale:
+        print(f"{', '.join(stale)}: generated regions are stale; run python -m benchmarks.readme_tables", file=sys.stderr)
+        return 1
     return 0
 
 

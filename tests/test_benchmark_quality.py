@@ -24,7 +24,7 @@ from transformers import BertConfig, BertForSequenceClassification, BertTokenize
 from benchmarks.quality.encoder_io import (  # noqa: E402
     attach_head, head_task, load_encoder, load_head, save_encoder, save_head,
 )
-from benchmarks.quality.evaluate import accuracy, accuracy_per_task, encode_split, predict  # noqa: E402
+from benchmarks.quality.evaluate import accuracy, accuracy_per_task, correct_per_task, encode_split, predict  # noqa: E402
 from benchmarks.harness.experiment import Experiment  # noqa: E402
 from benchmarks.harness.lambda_path import LambdaPath, load_state, max_abs_difference  # noqa: E402
 from benchmarks.harness.merging import MergeSpec, merge_config, run_cli_merge  # noqa: E402
@@ -202,6 +202,7 @@ def test_each_task_is_scored_with_its_own_head(tokenizer, tmp_path):
     encoder = load_encoder(tmp_path / "shared")
     encoded = {t: encode_split(tokenizer, s) for t, s in splits.items()}
     scores = accuracy_per_task(encoder, heads, encoded, ["two_way", "five_way"])
+    per_example = correct_per_task(encoder, heads, encoded, ["two_way", "five_way"])
 
     for task, n_labels in (("two_way", 2), ("five_way", 5)):
         reference = tiny_classifier(num_labels=n_labels, seed=99)
@@ -209,6 +210,8 @@ def test_each_task_is_scored_with_its_own_head(tokenizer, tmp_path):
         reference.classifier.load_state_dict({k.removeprefix("classifier."): v for k, v in heads[task].items()})
         preds = direct_predictions(reference, tokenizer, splits[task])
         assert scores[task] == pytest.approx(sum(p == y for p, y in zip(preds, splits[task].labels)) / 30)
+        # per example, in the split's order (the batches are sorted by length): what intervals are drawn from
+        assert per_example[task] == [int(p == y) for p, y in zip(preds, splits[task].labels)]
     # the five-class head predicts more than two classes: the heads were not swapped or shared
     five = predict(attach_head(encoder, heads["five_way"]), encoded["five_way"])
     assert len(set(five.tolist())) > 2
@@ -247,16 +250,17 @@ def test_cli_merge_of_bert_encoders_is_linear_in_lambda(tmp_path):
 
 
 class WeightScorer(Experiment):
-    """A track whose score of a model is one number of its weights (counted, so a cached score shows)."""
+    """A track whose "per-example result" of a model is one number of its weights, its accuracy the same
+    number (counted, so a cached score shows)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.calls = 0
 
-    def score_state(self, state, split, tasks):
+    def correct_state(self, state, split, tasks):
         self.calls += 1
         value = float(state["encoder.layer.0.attention.self.query.weight"].double().sum())
-        return {t: value for t in tasks}
+        return {t: [value] for t in tasks}
 
 
 def test_experiment_sweeps_once_records_under_stable_keys_and_resumes(tmp_path):
@@ -287,6 +291,7 @@ def test_experiment_sweeps_once_records_under_stable_keys_and_resumes(tmp_path):
     final_key = config_key(bench.merge_configuration(spec.with_lambda(0.5), ["a", "b"]))
     assert final.lambda_rescale_max_abs_diff < 1e-6
     assert final.scores["test"]["a"] == pytest.approx(sweep.scores[0.5]["a"], rel=1e-6)
+    assert final.scores["correct"] == {t: [final.scores["test"][t]] for t in ("a", "b")}  # kept for intervals
     from benchmarks.harness.experiment import INVOCATION, INVOCATION_PREFIX
 
     assert sorted(k.removesuffix("/" + bench.fingerprint) for k in bench.records
@@ -299,6 +304,13 @@ def test_experiment_sweeps_once_records_under_stable_keys_and_resumes(tmp_path):
     assert again.sweep(spec, (0.5, 1.0), ["a", "b"]).scores == sweep.scores
     assert again.final(spec.with_lambda(0.5), ["a", "b"], ("test",), True).scores == final.scores
     assert again.calls == 0 and again.seconds["merging"] == 0
+    # a final record made before per-example results were kept is computed again, not read
+    del again.records[f"final/{final_key}/test/True/{again.fingerprint}"]["scores"]["correct"]
+    assert again.final(spec.with_lambda(0.5), ["a", "b"], ("test",), True).scores == final.scores
+    assert again.calls == 1
+    # the references' per-example test results: each fine-tune on its own task, the base on every task
+    assert set(again.reference_correct("individual")) == {"a", "b"}
+    assert again.individual_scores("test") == {t: v[0] for t, v in again.reference_correct("individual").items()}
 
 
 def test_llm_update_refuses_fine_tunes_that_do_not_score_as_committed(tmp_path, monkeypatch):

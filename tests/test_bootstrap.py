@@ -53,3 +53,27 @@ def test_the_same_seed_gives_the_same_intervals_and_normalization_divides_by_the
     assert first.normalized["m"][0] < point < first.normalized["m"][1]
     with pytest.raises(ValueError, match="results where the reference has"):
         paired_bootstrap({"m": {"t0": np.ones(5), "t1": np.ones(100), "t2": np.ones(100)}}, tasks, resamples=10)
+
+
+def test_rows_with_intervals_compare_with_the_references_and_the_best_row():
+    """A track's rows: each against task_arithmetic and ties (``diff_vs_*``) and, ``against_best``, against
+    the best row on test (``diffs[best]``); ``difference_to`` reads either; per-example results stay in the row."""
+    from benchmarks.harness.intervals import best_row, rows_with_intervals
+    from benchmarks.harness.report import difference_text, difference_to
+
+    n = 400
+    reference = {"t": [1] * n}
+    correct = {"task_arithmetic": {"t": [1] * 200 + [0] * 200}, "ties": {"t": [1] * 300 + [0] * 100},
+               "best": {"t": [1] * 302 + [0] * 98}, "far": {"t": [1] * 100 + [0] * 300}}
+    entries = {name: {"normalized_avg": sum(v["t"]) / n} for name, v in correct.items()}
+    rows = rows_with_intervals(entries, correct, reference, against_best=True)
+    assert best_row(entries) == "best" and rows["best"]["correct"] == correct["best"]
+    assert rows["best"]["diff_vs_task_arithmetic"] == pytest.approx(0.255) and rows["best"]["diff_vs_task_arithmetic_excludes_zero"]
+    assert "diff_vs_ties" not in rows["ties"] and "diffs" not in rows["best"]
+    assert not difference_to(rows["ties"], "best")["excludes_zero"]  # 2 examples apart: inside the noise
+    assert difference_to(rows["far"], "best")["excludes_zero"] and difference_to(rows["far"], "best")["diff"] == pytest.approx(-0.505)
+    assert difference_to(rows["best"], "ties") == {"diff": pytest.approx(0.005), "ci95": rows["best"]["diff_vs_ties_ci95"],
+                                                  "excludes_zero": False}
+    assert difference_text(rows["far"], "ties").startswith("**-50.0 [")  # bold: its interval excludes 0
+    low, high = rows["ties"]["normalized_ci95"]
+    assert low < 0.75 < high

@@ -133,8 +133,39 @@ def test_llm_update_refuses_another_code_version(tmp_path: Path, monkeypatch: py
     from benchmarks.llm.run import _require_committed_code
 
     path = tmp_path / "llm_quality.json"
-    path.write_text(json.dumps({"settings": {"merge_code": "code-a"}}))
+    path.write_text(json.dumps({"settings": {"merge_code": "code-a"}, "methods": {"ties": {"correct": {"t": [1, 0]}}}}))
     monkeypatch.setattr(llm_paths, "RESULTS_JSON", path)
     _require_committed_code("code-a")
     with pytest.raises(SystemExit, match="code version is code-b, llm_quality.json's rows are from code-a"):
         _require_committed_code("code-b")
+    # a committed row without per-example results: its intervals could not be drawn again with the new rows
+    path.write_text(json.dumps({"settings": {"merge_code": "code-a"}, "methods": {"ties": {"normalized_avg": 0.9}}}))
+    with pytest.raises(SystemExit, match="rows ties have no per-example results"):
+        _require_committed_code("code-a")
+
+
+def test_rows_with_intervals_are_shown_with_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a track's rows carry paired-bootstrap intervals (every track keeps per-example results), the
+    which-method table shows them and says which rows its best row cannot be told apart from; the docs
+    page's track table shows each row's interval and its differences to ties and task_arithmetic."""
+    from benchmarks.harness.intervals import rows_with_intervals
+
+    n = 100
+    reference = {"a": [1] * n, "b": [1] * n}
+    correct = {"iso_cts": {"a": [1] * 90 + [0] * 10, "b": [1] * 90 + [0] * 10},
+               "tsv": {"a": [1] * 89 + [0] * 11, "b": [1] * 89 + [0] * 11},   # one example apart: noise
+               "ties": {"a": [1] * 60 + [0] * 40, "b": [1] * 60 + [0] * 40},
+               "task_arithmetic": {"a": [1] * 50 + [0] * 50, "b": [1] * 50 + [0] * 50}}
+    entries = {name: {**_row(sum(v["a"]) / n), "tasks": {t: sum(x) / n for t, x in v.items()}}
+               for name, v in correct.items()}
+    methods = rows_with_intervals(entries, correct, reference, against_best=True)
+    files = {"quality": {**_minilm(LAYOUT, methods), "individual": {"a": 1.0, "b": 1.0}}}
+    _fake_results(monkeypatch, files)
+    table = readme_tables.which_method()
+    low, high = methods["iso_cts"]["normalized_ci95"]
+    assert f"**[90.0](benchmarks/results/quality.md) [{100 * low:.1f}, {100 * high:.1f}]**" in table
+    sentence = next(line for line in table.splitlines() if line.startswith("**Noise, MiniLM**"))
+    assert "paired bootstrap" in sentence and "best row on test is `iso_cts`" in sentence
+    assert "tsv (89.0, -1.0 [" in sentence and "ties (" not in sentence  # ties is 30 points behind: separable
+    docs = readme_tables.minilm_track()
+    assert "| `ties` | 60.0 [" in docs and "| **+10.0 [" in docs and "excludes 0 (paired bootstrap" in docs

@@ -9,6 +9,7 @@
 * ``scoring``, ``results``: normalized accuracy and the rows of a results file;
 * ``runner``: a run's set-up, the references' scores, one row per method, the run's settings;
 * ``finetune``: the seeded batch order, the AdamW loop and the cache of finished fine-tunes;
-* ``report``, ``plots``: markdown tables and PNG plots both tracks' pages use;
-* ``bootstrap``: paired bootstrap intervals of normalized scores.
+* ``report``, ``plots``: markdown tables (intervals included) and PNG plots the tracks' pages use;
+* ``bootstrap``: paired bootstrap intervals of normalized scores; ``intervals``: a track's rows with them
+  (every track keeps each test example's correctness, ``Experiment.correct_state``).
 """

@@ -11,9 +11,13 @@ The protocol every track follows:
   merge configuration, λ, the split and a fingerprint of the model files and of the package's code
   (``merge_code_version``), so an interrupted run resumes and a code change starts afresh.
 
-A track subclasses ``Experiment`` with its scorer: ``score_state`` (a state dict on a split's tasks),
-and ``score_folder`` where loading a saved folder is not loading its tensors, plus
-``final_extra_scores`` / ``entry_extras`` / ``log_details`` for what it records beyond accuracy.
+A track subclasses ``Experiment`` with its scorer: ``correct_state`` (every example of a split's tasks
+right or wrong, 0/1 in the split's order, for a state dict), and ``correct_folder`` where loading a
+saved folder is not loading its tensors, plus ``final_extra_scores`` / ``entry_extras`` / ``log_details``
+for what it records beyond accuracy.  Accuracies are the means of those lists.  On the test split the
+per-example results are kept: a final merge's record holds ``scores["correct"][task]``, and
+``reference_correct`` those of the fine-tunes and the base, so that every track can draw paired
+bootstrap intervals (``benchmarks.harness.intervals``).
 """
 
 from __future__ import annotations
@@ -26,13 +30,19 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from benchmarks.harness.lambda_path import LambdaPath, State, load_state, max_abs_difference
 from benchmarks.harness.merging import MergeRun, MergeSpec, config_key, merge_config, run_cli_merge
 
 SPLIT_NAMES = ("validation", "test")
 Scores = Dict[str, float]
+Correct = Dict[str, List[int]]  # task -> 0/1 per example, in the split's order
+
+
+def accuracies(correct: Mapping[str, Sequence[int]]) -> Scores:
+    """Accuracy per task: the mean of its 0/1 results."""
+    return {task: sum(values) / len(values) for task, values in correct.items()}
 
 
 def fingerprint(paths: Sequence[Path]) -> str:
@@ -111,19 +121,21 @@ class Experiment:
         # wall seconds this run spent in CLI merges and in scoring (the run's cost breakdown)
         self.seconds: Dict[str, float] = {"merging": 0.0, "scoring": 0.0}
         self._created = time.perf_counter()
+        self._pending_correct: Dict[int, Correct] = {}  # id(state) -> its test results, until its final record
 
     # -- what a track supplies ----------------------------------------------------------------------
-    def score_state(self, state: State, split: str, tasks: Sequence[str]) -> Scores:
-        """Accuracy per task of the model with weights ``state`` on ``split``."""
+    def correct_state(self, state: State, split: str, tasks: Sequence[str]) -> Correct:
+        """Per task, 1 where the model with weights ``state`` answers an example of ``split`` right, else 0."""
         raise NotImplementedError
 
-    def score_folder(self, folder: Path, split: str, tasks: Sequence[str]) -> Scores:
-        """Accuracy per task of the saved model in ``folder`` (the fine-tunes, the base)."""
-        return self.score_state(load_state(folder), split, tasks)
+    def correct_folder(self, folder: Path, split: str, tasks: Sequence[str]) -> Correct:
+        """``correct_state`` of the saved model in ``folder`` (the fine-tunes, the base)."""
+        return self.correct_state(load_state(folder), split, tasks)
 
     def final_extra_scores(self, state: State) -> Dict[str, Any]:
-        """Scores of a final merge beyond the splits' (stored with them in the record)."""
-        return {}
+        """Scores of a final merge beyond the splits' (stored with them in the record): its per-example
+        test results, ``correct``; a track adds its own (``super()`` first)."""
+        return {"correct": self._pending_correct.pop(id(state), {})}
 
     def entry_extras(self, final: FinalMerge) -> Dict[str, Any]:
         """Fields a method's results row adds to ``results.method_entry``."""
@@ -132,6 +144,17 @@ class Experiment:
     def log_details(self, entry: Mapping[str, Any]) -> str:
         """Text for a method's ``[test]`` log line, after its average."""
         return ""
+
+    # -- accuracies -------------------------------------------------------------------------------
+    def score_state(self, state: State, split: str, tasks: Sequence[str]) -> Scores:
+        """Accuracy per task; on test the per-example results wait for ``final_extra_scores`` of the same state."""
+        correct = self.correct_state(state, split, tasks)
+        if split == "test":
+            self._pending_correct[id(state)] = correct
+        return accuracies(correct)
+
+    def score_folder(self, folder: Path, split: str, tasks: Sequence[str]) -> Scores:
+        return accuracies(self.correct_folder(folder, split, tasks))
 
     # -- scores of the references -------------------------------------------------------------------
     @contextmanager
@@ -149,14 +172,28 @@ class Experiment:
             self._save()
         return self.records[full_key]
 
+    def reference_correct(self, which: str) -> Correct:
+        """Per-example test results of each fine-tune on its own task (``individual``) or of the base
+        (``pretrained``), cached."""
+        def compute() -> Dict[str, Any]:
+            if which == "pretrained":
+                return self.correct_folder(self.base_dir, "test", self.tasks)
+            return {t: self.correct_folder(self.model_dirs[t], "test", [t])[t] for t in self.tasks}
+
+        return self._cached(f"{which}/test/correct", compute)
+
     def individual_scores(self, split: str) -> Scores:
-        """Each fine-tune on its own task."""
+        """Each fine-tune on its own task (on test: the means of ``reference_correct``)."""
+        if split == "test":
+            return accuracies(self.reference_correct("individual"))
         return self._cached(f"individual/{split}", lambda: {
             t: self.score_folder(self.model_dirs[t], split, [t])[t] for t in self.tasks
         })
 
     def pretrained_scores(self, split: str) -> Scores:
-        """The base on every task."""
+        """The base on every task (on test: the means of ``reference_correct``)."""
+        if split == "test":
+            return accuracies(self.reference_correct("pretrained"))
         return self._cached(f"pretrained/{split}", lambda: self.score_folder(self.base_dir, split, self.tasks))
 
     # -- merges -----------------------------------------------------------------------------------
@@ -216,7 +253,11 @@ class Experiment:
             shutil.rmtree(run.out_dir, ignore_errors=True)
             return {"seconds": run.seconds, "scores": scores, "report": run.report, "check": check}
 
-        record = self._cached(f"final/{key}/{'+'.join(splits)}/{check_lambda_path}", compute)
+        record_key = f"final/{key}/{'+'.join(splits)}/{check_lambda_path}"
+        stale = self.records.get(f"{record_key}/{self.fingerprint}")
+        if stale is not None and "test" in splits and "correct" not in stale["scores"]:
+            del self.records[f"{record_key}/{self.fingerprint}"]  # recorded before per-example results were kept
+        record = self._cached(record_key, compute)
         return FinalMerge(spec=spec, seconds=record["seconds"], scores=record["scores"], report=record["report"],
                           lambda_rescale_max_abs_diff=record["check"])
 

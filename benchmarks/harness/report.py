@@ -1,19 +1,63 @@
-"""Markdown pieces both tracks' pages use: percentages, tables, a configuration's parameters, the
-validation-grid table (every figure read from the results mapping)."""
+"""Markdown pieces every track's page uses: percentages, tables, a configuration's parameters, the
+paired-bootstrap intervals of a row (``benchmarks.harness.intervals``), the validation-grid table (every
+figure read from the results mapping)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+INTERVALS_CAVEAT = (
+    "Intervals: paired bootstrap, 10,000 seeded resamples of each task's test examples (the same resample "
+    "for every method and the fine-tunes), 95 % percentile intervals of the normalized score (mean over "
+    "tasks of merged / fine-tune accuracy) and of differences. **bold**: the difference's interval "
+    "excludes 0; otherwise it is inside the noise.")
+
+
+def intervals_note(results: Mapping[str, Any]) -> str:
+    """What the rows' intervals are, or that the file has none (written before per-example results)."""
+    if any("normalized_ci95" in entry for entry in results["methods"].values()):
+        return INTERVALS_CAVEAT
+    return "(no intervals: this file predates per-example results)"
 
 
 def pct(value: float) -> str:
     return f"{100 * value:.1f}"
 
 
+def interval_text(values: Optional[Sequence[float]]) -> str:
+    """``[low, high]`` in points, or — where the row has no interval."""
+    return "—" if not values else f"[{100 * values[0]:.1f}, {100 * values[1]:.1f}]"
+
+
+def difference_text(row: Mapping[str, Any], ref: str) -> str:
+    """The row's difference to ``ref`` in points with its interval, bold when the interval excludes 0."""
+    if f"diff_vs_{ref}" not in row:
+        return "—"
+    text = f"{100 * row[f'diff_vs_{ref}']:+.1f} {interval_text(row[f'diff_vs_{ref}_ci95'])}"
+    return f"**{text}**" if row[f"diff_vs_{ref}_excludes_zero"] else text
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
+
+
+def difference_to(row: Mapping[str, Any], other: str) -> Optional[Mapping[str, Any]]:
+    """The row's paired difference to ``other`` (``diff``, ``ci95``, ``excludes_zero``): from
+    ``diff_vs_{other}`` for a reference row, from ``diffs[other]`` else; None where none was drawn."""
+    if f"diff_vs_{other}_ci95" in row:
+        return {"diff": row[f"diff_vs_{other}"], "ci95": row[f"diff_vs_{other}_ci95"],
+                "excludes_zero": row[f"diff_vs_{other}_excludes_zero"]}
+    return (row.get("diffs") or {}).get(other)
+
+
+def difference_note(row: Mapping[str, Any], ref: str) -> str:
+    """`` (95 % CI [low, high], outside/inside the noise)`` for a target's difference, empty without one."""
+    if f"diff_vs_{ref}_ci95" not in row:
+        return ""
+    where = "outside" if row[f"diff_vs_{ref}_excludes_zero"] else "inside"
+    return f" (95 % CI {interval_text(row[f'diff_vs_{ref}_ci95'])}, {where} the noise)"
 
 
 def params_text(params: Mapping[str, Any]) -> str:

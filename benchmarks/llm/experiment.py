@@ -16,11 +16,11 @@ base's tokenizer and the plain prompt format of ``benchmarks.llm.tasks``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Sequence
 
 import torch
 
-from benchmarks.harness.experiment import SPLIT_NAMES, Experiment, FinalMerge, Scores
+from benchmarks.harness.experiment import SPLIT_NAMES, Correct, Experiment, FinalMerge
 from benchmarks.harness.lambda_path import State, load_state
 from benchmarks.llm.tasks import Example, is_generative, task_splits
 from mergekit_awd.tools import lm_scoring
@@ -31,11 +31,17 @@ FINAL_DTYPE = "bfloat16"
 GREEDY_BATCH_SIZE = 64  # a 64-example split decoded in one batch: each decoding step runs once, not per 16
 
 
-def score_examples(model, tokenizer, examples: Sequence[Example]) -> float:
-    """Accuracy: rank classification for choice examples, greedy exact match for answer examples."""
+def correct_examples(model, tokenizer, examples: Sequence[Example],
+                     max_new_tokens: int = lm_scoring.DEFAULT_MAX_NEW_TOKENS) -> List[int]:
+    """1 where the model answers an example right, else 0 (the split's order): rank classification for
+    choice examples, greedy decoding up to ``max_new_tokens`` and exact match of the stripped text for
+    answer examples (the means are ``lm_scoring.accuracy`` / ``greedy_exact_match``)."""
     if is_generative(examples):
-        return lm_scoring.greedy_exact_match(model, tokenizer, examples, batch_size=GREEDY_BATCH_SIZE)
-    return lm_scoring.accuracy(lm_scoring.rank_classification(model, tokenizer, examples), examples)
+        outputs = lm_scoring.greedy_continuations(model, tokenizer, [e.prompt for e in examples],
+                                                  max_new_tokens=max_new_tokens, batch_size=GREEDY_BATCH_SIZE)
+        return [int(o.strip() == e.answer.strip()) for o, e in zip(outputs, examples)]
+    predictions = lm_scoring.rank_classification(model, tokenizer, examples)
+    return [int(p == e.label) for p, e in zip(predictions, examples)]
 
 
 class LLMBenchmark(Experiment):
@@ -71,11 +77,16 @@ class LLMBenchmark(Experiment):
             raise KeyError(f"state does not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
         self.model.tie_weights()
 
-    def score_state(self, state: State, split: str, tasks: Sequence[str]) -> Scores:
+    def max_new_tokens(self, task: str) -> int:
+        """How far a generative task's answer is decoded."""
+        return lm_scoring.DEFAULT_MAX_NEW_TOKENS
+
+    def correct_state(self, state: State, split: str, tasks: Sequence[str]) -> Correct:
         with self.timed("scoring"):
             self._load(state)
             with torch.inference_mode():
-                return {t: score_examples(self.model, self.tokenizer, self.examples[split][t]) for t in tasks}
+                return {t: correct_examples(self.model, self.tokenizer, self.examples[split][t], self.max_new_tokens(t))
+                        for t in tasks}
 
     def perplexity_of_state(self, state: State) -> float:
         with self.timed("scoring"):
@@ -84,14 +95,21 @@ class LLMBenchmark(Experiment):
                 return lm_scoring.perplexity(self.model, self.tokenizer, self.perplexity_texts, max_length=128)
 
     def final_extra_scores(self, state: State) -> Dict[str, Any]:
-        """A final merge's perplexity on the general-English sample: ``scores["perplexity"]["value"]``."""
-        return {"perplexity": {"value": self.perplexity_of_state(state)}}
+        """Its per-example test results and, with perplexity texts, its perplexity on the general-English
+        sample: ``scores["perplexity"]["value"]``."""
+        extra = super().final_extra_scores(state)
+        if self.perplexity_texts:
+            extra["perplexity"] = {"value": self.perplexity_of_state(state)}
+        return extra
 
     def entry_extras(self, final: FinalMerge) -> Dict[str, Any]:
-        return {"perplexity": final.scores["perplexity"]["value"], "merge_dtype": FINAL_DTYPE}
+        extra: Dict[str, Any] = {"merge_dtype": self.final_dtype}
+        if "perplexity" in final.scores:
+            extra["perplexity"] = final.scores["perplexity"]["value"]
+        return extra
 
     def log_details(self, entry: Mapping[str, Any]) -> str:
-        return f", perplexity {entry['perplexity']:.2f}"
+        return f", perplexity {entry['perplexity']:.2f}" if "perplexity" in entry else ""
 
     def individual_perplexity(self) -> Dict[str, float]:
         return self._cached("individual/perplexity", lambda: {

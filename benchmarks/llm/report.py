@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Mapping, Sequence
 
-from benchmarks.harness.report import grid_table, params_text, pct, table
+from benchmarks.harness.report import (
+    difference_note, difference_text, grid_table, interval_text, intervals_note, params_text, pct, table,
+)
 
 COMMAND = "./run.sh llm-quality   (python -m benchmarks.llm.run)"
 PLOT_FILES = ("llm_accuracy_per_method.png", "llm_accuracy_vs_lambda.png", "llm_awd_cosines.png")
@@ -43,17 +45,20 @@ def _ours(results: Mapping[str, Any]) -> List[str]:
 
 
 def main_table(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
-    header = ["method", *[SHORT.get(t, t) for t in tasks], "avg", "normalized", "val. normalized",
+    header = ["method", *[SHORT.get(t, t) for t in tasks], "avg", "normalized (95 % CI)", "vs task_arithmetic",
+              "vs ties", "val. normalized",
               "perplexity", "merge s", "chosen on validation"]
     individual = results["individual"]
     rows = [["individual fine-tunes", *[pct(individual[t]) for t in tasks],
-             pct(sum(individual.values()) / len(tasks)), "100.0", "", "", "", ""]]
+             pct(sum(individual.values()) / len(tasks)), "100.0", "", "", "", "", "", ""]]
     pre = results["pretrained"]
     rows.append(["base (SmolLM2-135M-Instruct)", *[pct(pre["tasks"][t]) for t in tasks], pct(pre["avg"]),
-                 pct(pre["normalized_avg"]), "", f"{pre['perplexity']:.2f}", "", ""])
+                 pct(pre["normalized_avg"]), "", "", "", f"{pre['perplexity']:.2f}", "", ""])
     for name, entry in results["methods"].items():
         rows.append([name, *[pct(entry["tasks"][t]) for t in tasks], pct(entry["avg"]),
-                     f"**{pct(entry['normalized_avg'])}**", pct(entry["validation_normalized_avg"]),
+                     f"**{pct(entry['normalized_avg'])}** {interval_text(entry.get('normalized_ci95'))}",
+                     difference_text(entry, "task_arithmetic"), difference_text(entry, "ties"),
+                     pct(entry["validation_normalized_avg"]),
                      f"{entry['perplexity']:.2f}", f"{entry['merge_seconds']:.1f}", params_text(entry["params"])])
     return table(header, rows)
 
@@ -100,14 +105,14 @@ def targets(results: Mapping[str, Any]) -> List[str]:
     if ours and "ties" in methods:
         best = max(ours, key=lambda n: methods[n]["normalized_avg"])
         margin = 100 * (methods[best]["normalized_avg"] - methods["ties"]["normalized_avg"])
-        lines.append(f"- best method of the package ({best}) vs `ties`: {margin:+.1f} normalized points "
-                     f"(target ≥ +3.0: {'met' if margin >= 3.0 else 'missed'})")
+        lines.append(f"- best method of the package on test ({best}) vs `ties`: {margin:+.1f} normalized points"
+                     f"{difference_note(methods[best], 'ties')} (target ≥ +3.0: {'met' if margin >= 3.0 else 'missed'})")
     awds = [n for n in ("awd_tensor", "awd_model", "awd_row") if n in methods]
     if awds and "task_arithmetic" in methods:
         best = max(awds, key=lambda n: methods[n]["normalized_avg"])
         margin = 100 * (methods[best]["normalized_avg"] - methods["task_arithmetic"]["normalized_avg"])
-        lines.append(f"- best `awd` ({best}) vs `task_arithmetic`: {margin:+.1f} normalized points "
-                     f"(target ≥ 0: {'met' if margin >= 0 else 'missed'})")
+        lines.append(f"- best `awd` on test ({best}) vs `task_arithmetic`: {margin:+.1f} normalized points"
+                     f"{difference_note(methods[best], 'task_arithmetic')} (target ≥ 0: {'met' if margin >= 0 else 'missed'})")
     if "task_arithmetic" in methods:
         ta = methods["task_arithmetic"]["perplexity"]
         worse = [n for n in ours if methods[n]["perplexity"] > ta]
@@ -142,6 +147,8 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "## Test accuracy (%)",
         "",
         *main_table(results, tasks),
+        "",
+        intervals_note(results),
         "",
         "## Targets",
         "",

@@ -4,8 +4,10 @@
 2. fine-tunes SmolLM2-135M-Instruct on each task (all weights; cached in ~/.cache/mergekit-awd/benchmarks/llm);
 3. for every method of ``benchmarks.llm.grids``: one float32 CLI merge per configuration at λ = 1,
    validation scores along the λ grid, the best point merged again through the CLI in bfloat16 and
-   scored on test and on general-English perplexity;
-4. writes benchmarks/results/llm_quality.json, llm_quality.md and the llm_*.png plots.
+   scored on test (every example's correctness kept) and on general-English perplexity;
+4. paired bootstrap intervals (10,000 seeded resamples, ``benchmarks.harness.intervals``) of each row's
+   normalized test score and of its difference to task_arithmetic and to ties;
+5. writes benchmarks/results/llm_quality.json, llm_quality.md and the llm_*.png plots.
 
 The committed llm_quality.json is one whole run at one code state (``settings.merge_code``).
 ``--methods NAME… --update`` adds or replaces rows in it only at that same code state (a grid added under
@@ -89,9 +91,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                        individual)
     require_unchanged_code(code)
     if args.update:
-        methods, grids = method_tables(runs)
+        _, grids = method_tables(runs)
+        methods = {name: {**run.entry, "correct": run.final.scores["correct"]} for name, run in runs.items()}
         results = _update_committed(methods, grids, argv, started, merge_code_version(), perplexity_drift,
-                                    bench.seconds)
+                                    bench.seconds, bench.reference_correct("individual"))
     else:
         results = _full_results(bench, registered, individual, pretrained, (base_ppl, individual_ppl), runs, started)
         _write(results)
@@ -123,7 +126,10 @@ def _full_results(bench: Any, registered: Sequence[str], individual: Dict[str, D
 
     tasks, folders = bench.tasks, bench.task_folders
     base_ppl, individual_ppl = perplexities
-    methods, grids = method_tables(runs)
+    from benchmarks.harness.intervals import run_rows_with_intervals
+
+    _, grids = method_tables(runs)
+    methods = run_rows_with_intervals(runs, bench.reference_correct("individual"), against_best=True)
     awd_report = runs["awd_model"].final.report if "awd_model" in runs else None
     finetune_records = {t: json.loads((folders[t] / DONE_MARKER).read_text()) for t in tasks}
     splits = {t: {"validation": len(bench.examples["validation"][t]), "test": len(bench.examples["test"][t]),
@@ -133,6 +139,7 @@ def _full_results(bench: Any, registered: Sequence[str], individual: Dict[str, D
         "pretrained": {**reference_entry(pretrained["test"], individual["test"], tasks), "perplexity": base_ppl},
         "methods": methods,
         "individual_validation": individual["validation"],
+        "individual_correct": bench.reference_correct("individual"),
         "pretrained_validation": pretrained["validation"],
         "individual_perplexity": individual_ppl,
         "finetunes": finetune_records,
@@ -159,16 +166,22 @@ def _seconds_fields(seconds: Dict[str, float]) -> Dict[str, int]:
 
 
 def _require_committed_code(current: Optional[str] = None) -> None:
-    """``--update`` only at the committed run's code version, so that llm_quality.json stays one code state."""
+    """``--update`` only at the committed run's code version, so that llm_quality.json stays one code state,
+    and only onto rows with per-example results (every row's intervals are drawn again)."""
     from benchmarks.harness.experiment import merge_code_version
     from benchmarks.llm.paths import RESULTS_JSON
 
-    committed = json.loads(RESULTS_JSON.read_text())["settings"]["merge_code"]
+    results = json.loads(RESULTS_JSON.read_text())
+    committed = results["settings"]["merge_code"]
     current = current or merge_code_version()
     if current != committed:
         raise SystemExit(f"--update: the code version is {current}, llm_quality.json's rows are from {committed}; "
                          "rows of two code states would share the file: run the whole track instead "
                          "(python -m benchmarks.llm.run)")
+    without = sorted(name for name, row in results["methods"].items() if "correct" not in row)
+    if without:
+        raise SystemExit(f"--update: llm_quality.json's rows {', '.join(without)} have no per-example results, so "
+                         "the intervals cannot be drawn again: run the whole track instead (python -m benchmarks.llm.run)")
 
 
 PERPLEXITY_DRIFT = 1e-4  # --update: largest relative difference of a reference perplexity from the committed one
@@ -205,14 +218,21 @@ def _require_committed_references(individual: Dict[str, Dict[str, float]], pretr
 
 
 def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Optional[Sequence[str]], started: float,
-                      merge_code: str, perplexity_drift: Optional[float], seconds: Dict[str, float]) -> Dict[str, Any]:
-    """Put freshly run rows into the committed results (``--update``) and write the page and plots again."""
+                      merge_code: str, perplexity_drift: Optional[float], seconds: Dict[str, float],
+                      reference: Mapping[str, Sequence[int]]) -> Dict[str, Any]:
+    """Put freshly run rows into the committed results (``--update``), draw every row's intervals again
+    (the committed rows' per-example results with the new ones) and write the page and plots again."""
     import sys
 
+    from benchmarks.harness.intervals import rows_with_intervals
     from benchmarks.llm.paths import RESULTS_JSON
 
     results = json.loads(RESULTS_JSON.read_text())
     results["methods"].update(methods)
+    rows = results["methods"]
+    results["methods"] = rows_with_intervals(rows, {name: row["correct"] for name, row in rows.items()}, reference,
+                                             against_best=True)
+    results["individual_correct"] = dict(reference)
     results["validation_grid"].update(grids)
     arguments = list(argv) if argv is not None else sys.argv[1:]
     results["settings"].setdefault("updates", []).append({

@@ -5,25 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
 
-CAVEAT = ("Intervals: paired bootstrap, 10,000 seeded resamples of each task's test examples (the same resample "
-          "for every method and the fine-tunes), 95 % percentile intervals of the normalized score (mean over "
-          "tasks of merged / fine-tune accuracy) and of differences. **bold**: the difference's interval "
-          "excludes 0; otherwise it is inside the noise.")
-
+from benchmarks.harness.report import INTERVALS_CAVEAT, difference_text, interval_text
 
 def _pct(value: Optional[float]) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
-
-
-def _interval(values: Optional[Sequence[float]]) -> str:
-    return "—" if not values else f"[{100 * values[0]:.1f}, {100 * values[1]:.1f}]"
-
-
-def _difference(row: Mapping[str, Any], ref: str) -> str:
-    if f"diff_vs_{ref}" not in row:
-        return "—"
-    text = f"{100 * row[f'diff_vs_{ref}']:+.1f} {_interval(row[f'diff_vs_{ref}_ci95'])}"
-    return f"**{text}**" if row[f"diff_vs_{ref}_excludes_zero"] else text
 
 
 def chosen_lambda(results: Mapping[str, Any], name: str) -> str:
@@ -41,8 +26,8 @@ def method_table(results: Mapping[str, Any]) -> List[str]:
              "| --- | --- | --- | --- | --- | " + " | ".join("---" for _ in tasks) + " |"]
     rows = sorted(results["methods"].items(), key=lambda item: -item[1]["normalized_avg"])
     for name, row in rows:
-        lines.append(f"| {name} | {_pct(row['normalized_avg'])} {_interval(row.get('normalized_ci95'))} | "
-                     f"{_difference(row, 'task_arithmetic')} | {_difference(row, 'ties')} | "
+        lines.append(f"| {name} | {_pct(row['normalized_avg'])} {interval_text(row.get('normalized_ci95'))} | "
+                     f"{difference_text(row, 'task_arithmetic')} | {difference_text(row, 'ties')} | "
                      f"{chosen_lambda(results, name)} | " + " | ".join(_pct(row["tasks"][t]) for t in tasks) + " |")
     for label, entry in (("fine-tunes (each on its task)", {"tasks": results["individual"]}),
                          ("base", results["pretrained"])):
@@ -84,7 +69,7 @@ def _measured(target: Mapping[str, Any]) -> str:
     if unit == "seconds":
         return f"{value:.0f} s ({value / 3600:.2f} h)"
     if unit == "points":
-        return f"{100 * value:+.1f} points" + (f" {_interval(target['interval'])}" if target.get("interval") else "")
+        return f"{100 * value:+.1f} points" + (f" {interval_text(target['interval'])}" if target.get("interval") else "")
     return f"{100 * value:.1f} %"
 
 
@@ -104,7 +89,7 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
              f"Generated from `llm_hard.json`; code {settings['code']}; {settings['seconds']} s "
              f"(merging {settings.get('seconds_merging')} s, scoring {settings.get('seconds_scoring')} s; summed "
              f"over {settings.get('invocations', 1)} process(es) of a resumed run) on {settings['threads']} threads.  λ (and the methods' own parameters) chosen on validation, "
-             "scored on test, final merges in bfloat16.", "", CAVEAT, "", "## Methods (test)", "",
+             "scored on test, final merges in bfloat16.", "", INTERVALS_CAVEAT, "", "## Methods (test)", "",
              *method_table(results), "", "## Targets (issues #27 and #29)", "", *targets_table(results), "",
              "## Tasks and fine-tunes", "", *task_table(results), "",
              "## K sweep (normalized %, test)", "", *k_sweep_table(results), ""]

@@ -93,32 +93,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
 def method_rows(runs: Mapping[str, Any], reference: Mapping[str, Sequence[int]],
                 extra: Optional[Mapping[str, Any]] = None, compared: Sequence[Tuple[str, str]] = ()
                 ) -> Dict[str, Any]:
-    """Each row's results entry with its 95 % intervals: normalized score, difference to each reference;
-    ``extra``: row -> (entry, per-example results) of rows not run by the grid (the learned ones);
-    ``compared``: further (a, b) whose difference goes into a's ``diffs[b]`` (``targets.comparison_pairs``)."""
-    from benchmarks.harness.bootstrap import RESAMPLES, SEED, paired_bootstrap
+    """Each row's results entry with its 95 % intervals (``benchmarks.harness.intervals``): normalized
+    score, difference to each reference; ``extra``: row -> (entry, per-example results) of rows not run
+    by the grid (the learned ones); ``compared``: further (a, b) whose difference goes into a's
+    ``diffs[b]`` (``targets.comparison_pairs``)."""
+    from benchmarks.harness.intervals import run_rows_with_intervals
 
-    entries, _ = method_tables(runs)
-    correct = {name: run.final.scores["correct"] for name, run in runs.items()}
-    for name, (entry, results) in (extra or {}).items():
-        entries[name], correct[name] = entry, results
-    pairs = [(name, ref) for ref in REFERENCES if ref in correct for name in correct if name != ref]
-    further = [(a, b) for a, b in compared if a in correct and b in correct and b not in REFERENCES]
-    boot = paired_bootstrap(correct, reference, pairs + further)
-    rows = {}
-    for name, entry in entries.items():
-        row = {**entry, "normalized_ci95": list(boot.normalized[name]),
-               "bootstrap": {"resamples": RESAMPLES, "seed": SEED, "dropped": boot.dropped}}
-        for ref in REFERENCES:
-            if (name, ref) in boot.differences:
-                row[f"diff_vs_{ref}"] = entry["normalized_avg"] - entries[ref]["normalized_avg"]
-                row[f"diff_vs_{ref}_ci95"] = list(boot.differences[(name, ref)])
-                row[f"diff_vs_{ref}_excludes_zero"] = boot.excludes_zero(name, ref)
-        diffs = {b: {"diff": entry["normalized_avg"] - entries[b]["normalized_avg"],
-                     "ci95": list(boot.differences[(a, b)]), "excludes_zero": boot.excludes_zero(a, b)}
-                 for a, b in further if a == name}
-        rows[name] = {**row, **({"diffs": diffs} if diffs else {}), "correct": correct[name]}
-    return rows
+    return run_rows_with_intervals(runs, reference, extra or {}, REFERENCES, compared)
 
 
 def learned_and_chosen(bench: Any, folders: Mapping[str, Path], base_dir: Path, runs: Mapping[str, Any],

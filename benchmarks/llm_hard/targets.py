@@ -7,12 +7,14 @@ best package row on test is also reported; being the maximum over many rows on t
 is optimistic, which the target's text says.
 
 ``comparison_pairs`` lists the (a, b) differences beyond the two references that these targets need, so
-that ``run.method_rows`` bootstraps them with the rest.
+that ``run.method_rows`` (``benchmarks.harness.intervals``) bootstraps them with the rest.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from benchmarks.harness.intervals import REFERENCES  # every row's difference to these is in its diff_vs_{reference}
 
 HEADROOM = 0.90              # task_arithmetic ≤ 90 % normalized at K = 8
 LEAD_OVER_TIES = 0.03        # the package's best ≥ ties + 3 normalized
@@ -22,7 +24,6 @@ FINETUNE_GAIN = 0.10         # each fine-tune ≥ base + 10 points on its task
 FINETUNE_SECONDS = 2.5 * 3600
 RUN_SECONDS = 2 * 3600
 LEARNED_ROWS = ("adamerging", "awd_adamerging", "layerwise_likelihood", "layerwise_tsv", "tune_methods")
-REFERENCES = ("task_arithmetic", "ties")  # every row's difference to these is in its diff_vs_{reference}
 
 
 def package_method_names() -> Tuple[str, ...]:

@@ -23,10 +23,12 @@ EVAL_BATCH_SIZE = 64
 
 @dataclass(frozen=True)
 class EncodedSplit:
-    """A split tokenised once: batches of model inputs (length-sorted) and the labels in batch order."""
+    """A split tokenised once: batches of model inputs (length-sorted), the labels in batch order and,
+    per batch position, the example's index in the split (``order``)."""
 
     batches: List[Dict[str, torch.Tensor]]
     labels: torch.Tensor
+    order: List[int]
 
 
 def encode_split(
@@ -40,7 +42,7 @@ def encode_split(
         chunk = [ids[i] for i in order[start:start + batch_size]]
         batches.append(tokenizer.pad({"input_ids": chunk}, return_tensors="pt"))
     labels = torch.tensor([split.labels[i] for i in order], dtype=torch.long)
-    return EncodedSplit(batches=batches, labels=labels)
+    return EncodedSplit(batches=batches, labels=labels, order=order)
 
 
 @torch.no_grad()
@@ -54,6 +56,23 @@ def accuracy(model: HeadedEncoder, encoded: EncodedSplit) -> float:
     """Fraction of examples whose argmax logit equals the label."""
     correct = int((predict(model, encoded) == encoded.labels).sum())
     return correct / len(encoded.labels)
+
+
+def correct(model: HeadedEncoder, encoded: EncodedSplit) -> List[int]:
+    """1 where the argmax logit equals the label, else 0, in the split's order (not the batches')."""
+    hits = (predict(model, encoded) == encoded.labels).tolist()
+    result = [0] * len(hits)
+    for position, index in enumerate(encoded.order):
+        result[index] = int(hits[position])
+    return result
+
+
+def correct_per_task(
+    encoder: BertModel, heads: Dict[str, Dict[str, torch.Tensor]], encoded: Dict[str, EncodedSplit],
+    tasks: Sequence[str],
+) -> Dict[str, List[int]]:
+    """One shared encoder, each task's examples scored with its own head: 0/1 per example."""
+    return {task: correct(attach_head(encoder, heads[task]), encoded[task]) for task in tasks}
 
 
 def accuracy_per_task(

@@ -11,10 +11,10 @@ from typing import Dict, Mapping, Optional, Sequence
 import torch
 from transformers import AutoTokenizer, BertModel
 
-from benchmarks.harness.experiment import SPLIT_NAMES, Experiment, Scores
+from benchmarks.harness.experiment import SPLIT_NAMES, Correct, Experiment, Scores, accuracies
 from benchmarks.harness.lambda_path import State
 from benchmarks.quality.encoder_io import encoder_with_state, load_encoder, load_head
-from benchmarks.quality.evaluate import EncodedSplit, accuracy_per_task, encode_split
+from benchmarks.quality.evaluate import EncodedSplit, correct_per_task, encode_split
 from benchmarks.quality.models import encoder_folder, ensure_finetunes, ensure_pretrained_encoder, head_folder
 from benchmarks.quality.paths import MERGES_DIR
 from benchmarks.text_tasks.data import task_splits
@@ -49,14 +49,18 @@ class Benchmark(Experiment):
 
     def score(self, encoder: BertModel, split: str, tasks: Sequence[str]) -> Scores:
         """Each task's head on ``encoder``: accuracy on ``split``."""
+        return accuracies(self.correct(encoder, split, tasks))
+
+    def correct(self, encoder: BertModel, split: str, tasks: Sequence[str]) -> Correct:
+        """Each task's head on ``encoder``: 0/1 per example of ``split``."""
         with torch.inference_mode():
-            return accuracy_per_task(encoder, self.heads, self.encoded[split], tasks)
+            return correct_per_task(encoder, self.heads, self.encoded[split], tasks)
 
-    def score_state(self, state: State, split: str, tasks: Sequence[str]) -> Scores:
-        return self.score(encoder_with_state(self.pretrained_dir, state), split, tasks)
+    def correct_state(self, state: State, split: str, tasks: Sequence[str]) -> Correct:
+        return self.correct(encoder_with_state(self.pretrained_dir, state), split, tasks)
 
-    def score_folder(self, folder: Path, split: str, tasks: Sequence[str]) -> Scores:
-        return self.score(load_encoder(folder), split, tasks)
+    def correct_folder(self, folder: Path, split: str, tasks: Sequence[str]) -> Correct:
+        return self.correct(load_encoder(folder), split, tasks)
 
 
 def six_task_benchmark(validation_per_task: Optional[int]) -> Benchmark:

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, List, Mapping, Sequence
 
-from benchmarks.harness.report import grid_table, params_text, pct, table
+from benchmarks.harness.report import (
+    difference_note, difference_text, grid_table, interval_text, intervals_note, params_text, pct, table,
+)
 
 SHORT = {"rt_sentiment": "rt_sent", "rt_subjectivity": "rt_subj", "convention_party": "conv_party",
          "fortune_topic": "fort_topic", "fortune_language": "fort_lang", "wordnet_supersense": "wn_super"}
@@ -14,17 +16,20 @@ COMMAND = "python -m benchmarks.quality.run"
 
 
 def main_table(results: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
-    header = ["method", *[SHORT.get(t, t) for t in tasks], "avg", "normalized", "val. normalized",
+    header = ["method", *[SHORT.get(t, t) for t in tasks], "avg", "normalized (95 % CI)", "vs task_arithmetic",
+              "vs ties", "val. normalized",
               "merge s", "chosen on validation"]
     individual = results["individual"]
     rows = [["individual fine-tunes", *[pct(individual[t]) for t in tasks],
-             pct(sum(individual.values()) / len(tasks)), "100.0", "", "", ""]]
+             pct(sum(individual.values()) / len(tasks)), "100.0", "", "", "", "", ""]]
     pre = results["pretrained"]
     rows.append(["pretrained encoder", *[pct(pre["tasks"][t]) for t in tasks], pct(pre["avg"]),
-                 pct(pre["normalized_avg"]), "", "", ""])
+                 pct(pre["normalized_avg"]), "", "", "", "", ""])
     for name, entry in results["methods"].items():
         rows.append([name, *[pct(entry["tasks"][t]) for t in tasks], pct(entry["avg"]),
-                     f"**{pct(entry['normalized_avg'])}**", pct(entry["validation_normalized_avg"]),
+                     f"**{pct(entry['normalized_avg'])}** {interval_text(entry.get('normalized_ci95'))}",
+                     difference_text(entry, "task_arithmetic"), difference_text(entry, "ties"),
+                     pct(entry["validation_normalized_avg"]),
                      f"{entry['merge_seconds']:.1f}", params_text(entry["params"])])
     return table(header, rows)
 
@@ -108,7 +113,8 @@ def targets(results: Mapping[str, Any]) -> List[str]:
     best = methods[best_name]["normalized_avg"]
     return [
         f"- AWD ({awd_name}, the AWD scope chosen on validation) − TIES, test normalized accuracy: "
-        f"**{margin:+.1f} points** (target ≥ +2.0): **{'met' if margin >= 2.0 else 'not met'}**.",
+        f"**{margin:+.1f} points**{difference_note(methods[awd_name], 'ties')} (target ≥ +2.0): "
+        f"**{'met' if margin >= 2.0 else 'not met'}**.",
         f"- Best method on test: {best_name}, normalized **{pct(best)}%** (target ≥ 90%): "
         f"**{'met' if best >= 0.9 else 'not met'}**.",
     ]
@@ -148,6 +154,8 @@ def _results_section(results: Mapping[str, Any], tasks: Sequence[str]) -> List[s
         "## Test results (400 examples per task)",
         "",
         *main_table(results, tasks),
+        "",
+        intervals_note(results),
         "",
         "`merge s`: wall time of the `mergekit-awd` subprocess at the chosen settings (Python start-up, "
         "loading seven models, merging, writing; on a shared 2-core machine, so noisy).",

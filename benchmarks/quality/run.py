@@ -7,7 +7,10 @@
    configuration at λ = 1, validation scores along the λ grid, the best (configuration, λ) merged again
    through the CLI and scored on test;
 4. AWD diagnostics (one knob at a time), accuracy vs number of merged tasks;
-5. writes benchmarks/results/quality.json (``"layout": 2``: every row of the track from this one run, with
+5. paired bootstrap intervals (10,000 seeded resamples, ``benchmarks.harness.intervals``) of each row's
+   normalized test score and of its difference to task_arithmetic and to ties, from every test example's
+   correctness (kept in the row);
+6. writes benchmarks/results/quality.json (``"layout": 2``: every row of the track from this one run, with
    the code version ``settings.merge_code`` and the run's ``settings.seconds``), quality.md and the plots.
 
 Resumable: merges and scores are kept in ~/.cache/mergekit-awd/benchmarks/merges/records.json, keyed by configuration,
@@ -142,9 +145,12 @@ def full_results(bench: Any, args: argparse.Namespace, registered: Sequence[str]
     from benchmarks.quality.diagnostics import task_vector_norms
     from benchmarks.quality.results_files import LAYOUT
 
+    from benchmarks.harness.intervals import run_rows_with_intervals
+
     individual, pretrained = references
     tasks = bench.tasks
-    methods, grids = method_tables(runs)
+    _, grids = method_tables(runs)
+    methods = run_rows_with_intervals(runs, bench.reference_correct("individual"), against_best=True)
     awd_name = max(("awd_tensor", "awd_model"), key=lambda n: runs[n].chosen.normalized_avg)
     investigation = awd_investigation(bench, runs[awd_name].chosen.spec, individual)
     subsets = subset_rows(bench, runs, awd_name, individual["test"], args.subsets_per_k)
@@ -154,6 +160,7 @@ def full_results(bench: Any, args: argparse.Namespace, registered: Sequence[str]
         "methods": methods,
         "pretrained": reference_entry(pretrained["test"], individual["test"], tasks),
         "individual_validation": individual["validation"],
+        "individual_correct": bench.reference_correct("individual"),
         "splits": split_summaries(bench),
         "validation_grid": grids,
         "awd_for_subsets": awd_name,

@@ -1,0 +1,70 @@
+"""A track's method rows with their paired-bootstrap 95 % intervals (``benchmarks.harness.bootstrap``).
+
+Each row's normalized test score N_m gets ``normalized_ci95``; for each reference row r (task
+arithmetic and TIES: the baselines every track compares with) the row gets ``diff_vs_{r}`` = N_m − N_r,
+its interval ``diff_vs_{r}_ci95`` and ``diff_vs_{r}_excludes_zero`` (the interval does not contain 0:
+the difference is outside the test sample's noise).  Further pairs (a, b) go into a's ``diffs[b]``; the
+quick tracks compare every row with their best row on test that way (``against_best``).
+Every row keeps its per-example results (``correct``) so that the intervals can be drawn again.
+All values are fractions (the normalized scores' units).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Mapping, Sequence, Tuple
+
+from benchmarks.harness.bootstrap import RESAMPLES, SEED, paired_bootstrap
+
+REFERENCES = ("task_arithmetic", "ties")  # the baselines each row's difference is drawn against
+
+
+def best_row(entries: Mapping[str, Mapping[str, Any]]) -> str:
+    """The row with the highest test normalized score (the first of equal ones)."""
+    return max(entries, key=lambda name: entries[name]["normalized_avg"])
+
+
+def rows_with_intervals(entries: Mapping[str, Mapping[str, Any]], correct: Mapping[str, Mapping[str, Sequence[int]]],
+                        reference: Mapping[str, Sequence[int]], references: Sequence[str] = REFERENCES,
+                        compared: Sequence[Tuple[str, str]] = (), against_best: bool = False
+                        ) -> Dict[str, Dict[str, Any]]:
+    """``entries``: row -> its results entry (``normalized_avg``); ``correct``: row -> task -> 0/1 per
+    test example; ``reference``: the fine-tunes' own results on the same examples (the normalizer);
+    ``compared``: further (a, b) whose difference goes into a's ``diffs[b]``; ``against_best``: every row
+    against the best row on test as well (which rows the test sample cannot separate from it)."""
+    if against_best:
+        best = best_row(entries)
+        compared = [*compared, *((name, best) for name in entries if name != best)]
+    present = [ref for ref in references if ref in correct]
+    pairs = [(name, ref) for ref in present for name in correct if name != ref]
+    further = [(a, b) for a, b in compared if a in correct and b in correct and b not in present]
+    boot = paired_bootstrap(correct, reference, pairs + further)
+    rows = {}
+    for name, entry in entries.items():
+        row = {**entry, "normalized_ci95": list(boot.normalized[name]),
+               "bootstrap": {"resamples": RESAMPLES, "seed": SEED, "dropped": boot.dropped}}
+        for ref in present:
+            if (name, ref) in boot.differences:
+                row[f"diff_vs_{ref}"] = entry["normalized_avg"] - entries[ref]["normalized_avg"]
+                row[f"diff_vs_{ref}_ci95"] = list(boot.differences[(name, ref)])
+                row[f"diff_vs_{ref}_excludes_zero"] = boot.excludes_zero(name, ref)
+        diffs = {b: {"diff": entry["normalized_avg"] - entries[b]["normalized_avg"],
+                     "ci95": list(boot.differences[(a, b)]), "excludes_zero": boot.excludes_zero(a, b)}
+                 for a, b in further if a == name}
+        rows[name] = {**row, **({"diffs": diffs} if diffs else {}), "correct": correct[name]}
+    return rows
+
+
+def run_rows_with_intervals(runs: Mapping[str, Any], reference: Mapping[str, Sequence[int]],
+                            extra: Mapping[str, Tuple[Mapping[str, Any], Mapping[str, Sequence[int]]]] = (),
+                            references: Sequence[str] = REFERENCES, compared: Sequence[Tuple[str, str]] = (),
+                            against_best: bool = False) -> Dict[str, Dict[str, Any]]:
+    """``rows_with_intervals`` of a run's ``runner.MethodRun`` rows (their final merges' ``correct``);
+    ``extra``: row -> (entry, per-example results) of rows not run by a grid (the hard track's learned ones)."""
+    entries = {name: run.entry for name, run in runs.items()}
+    correct = {name: run.final.scores["correct"] for name, run in runs.items()}
+    for name, (entry, results) in dict(extra).items():
+        entries[name], correct[name] = entry, results
+    return rows_with_intervals(entries, correct, reference, references, compared, against_best)
+
+
+__all__ = ["REFERENCES", "best_row", "rows_with_intervals", "run_rows_with_intervals"]
