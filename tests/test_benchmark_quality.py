@@ -337,3 +337,25 @@ def test_llm_update_refuses_fine_tunes_that_do_not_score_as_committed(tmp_path, 
     with pytest.raises(SystemExit, match="perplexity fine-tune a"):
         _require_committed_references(individual, pretrained, 60.0, {"a": 61.1, "b": 62.0})
     assert _require_committed_references(individual, pretrained, 60.0006, {"a": 61.0, "b": 62.0}) == pytest.approx(1e-5)
+
+
+def test_one_encoder_reused_across_states_scores_as_a_fresh_load(tokenizer, tmp_path):
+    """The MiniLM scorer loads the template encoder once and sets each grid point's weights into it
+    (``with_state``): the per-example results equal those of each model loaded on its own."""
+    from benchmarks.harness.lambda_path import load_state
+    from benchmarks.quality.encoder_io import with_state
+
+    split = random_split(30, 3, seed=4)
+    encoded = {"toy": encode_split(tokenizer, split)}
+    donor = tiny_classifier(num_labels=3, seed=6)
+    with torch.no_grad():
+        donor.classifier.weight.copy_(5 * torch.randn(donor.classifier.weight.shape))
+    save_head(donor, tmp_path / "head", "toy", ["a", "b", "c"])
+    heads = {"toy": load_head(tmp_path / "head")}
+    for seed in (1, 2):
+        save_encoder(tiny_classifier(num_labels=3, seed=seed), tmp_path / f"e{seed}")
+    reused = load_encoder(tmp_path / "e1")
+    fresh = {seed: correct_per_task(load_encoder(tmp_path / f"e{seed}"), heads, encoded, ["toy"]) for seed in (1, 2)}
+    assert fresh[1] != fresh[2]  # the two encoders answer differently, so a weight left over would show
+    for seed in (2, 1):  # each state set into the encoder that held the other one
+        assert correct_per_task(with_state(reused, load_state(tmp_path / f"e{seed}")), heads, encoded, ["toy"]) == fresh[seed]

@@ -46,11 +46,10 @@ def load_encoder(folder: PathLike) -> BertModel:
     return BertModel.from_pretrained(str(folder), add_pooling_layer=True).eval()
 
 
-def encoder_with_state(template_folder: PathLike, state: Dict[str, torch.Tensor]) -> BertModel:
-    """A BertModel with the config of ``template_folder`` and exactly the weights in ``state``."""
-    encoder = load_encoder(template_folder)
-    result = encoder.load_state_dict(state, strict=True)
-    del result
+def with_state(encoder: BertModel, state: Dict[str, torch.Tensor]) -> BertModel:
+    """``encoder`` holding exactly the weights in ``state`` (every key, strict), in eval mode: one
+    encoder reused for every grid point instead of reading the template folder each time."""
+    encoder.load_state_dict(state, strict=True)
     return encoder.eval()
 
 

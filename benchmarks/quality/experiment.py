@@ -13,7 +13,7 @@ from transformers import AutoTokenizer, BertModel
 
 from benchmarks.harness.experiment import SPLIT_NAMES, Correct, Experiment, Scores, accuracies
 from benchmarks.harness.lambda_path import State
-from benchmarks.quality.encoder_io import encoder_with_state, load_encoder, load_head
+from benchmarks.quality.encoder_io import load_encoder, load_head, with_state
 from benchmarks.quality.evaluate import EncodedSplit, correct_per_task, encode_split
 from benchmarks.quality.models import encoder_folder, ensure_finetunes, ensure_pretrained_encoder, head_folder
 from benchmarks.quality.paths import MERGES_DIR
@@ -34,6 +34,7 @@ class Benchmark(Experiment):
         super().__init__(tasks, pretrained_dir, {t: encoder_folder(self.task_folders[t]) for t in tasks}, merges_dir,
                          fingerprint_suffix=f"-v{validation_per_task}")
         self.pretrained_dir = pretrained_dir
+        self._encoder: Optional[BertModel] = None  # the pretrained encoder's architecture, weights set per state
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path))
         self.heads = {t: load_head(head_folder(self.task_folders[t])) for t in self.tasks}
         self.encoded: Dict[str, Dict[str, EncodedSplit]] = {name: {} for name in SPLIT_NAMES}
@@ -57,7 +58,9 @@ class Benchmark(Experiment):
             return correct_per_task(encoder, self.heads, self.encoded[split], tasks)
 
     def correct_state(self, state: State, split: str, tasks: Sequence[str]) -> Correct:
-        return self.correct(encoder_with_state(self.pretrained_dir, state), split, tasks)
+        if self._encoder is None:
+            self._encoder = load_encoder(self.pretrained_dir)
+        return self.correct(with_state(self._encoder, state), split, tasks)
 
     def correct_folder(self, folder: Path, split: str, tasks: Sequence[str]) -> Correct:
         return self.correct(load_encoder(folder), split, tasks)
