@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.harness.intervals import REFERENCES  # every row's difference to these is in its diff_vs_{reference}
+from benchmarks.harness.report import difference_to
 
 HEADROOM = 0.90              # task_arithmetic ≤ 90 % normalized at K = 8
 LEAD_OVER_TIES = 0.03        # the package's best ≥ ties + 3 normalized
@@ -53,11 +54,12 @@ def comparison_pairs(runs: Mapping[str, Any], combine_pairs: Sequence[Tuple[str,
 
 
 def _difference(methods: Mapping[str, Any], a: str, b: str) -> Dict[str, Any]:
-    """N_a − N_b and its interval: a's ``diff_vs_{b}`` for a reference, else ``diffs[b]`` (``run.method_rows``)."""
-    row = methods[a]
-    if b in REFERENCES:
-        return {"diff": row[f"diff_vs_{b}"], "interval": row[f"diff_vs_{b}_ci95"]}
-    return {"diff": row["diffs"][b]["diff"], "interval": row["diffs"][b]["ci95"]}
+    """N_a − N_b and its interval (``benchmarks.harness.report.difference_to``: a's ``diff_vs_{b}`` for a
+    reference, else ``diffs[b]``)."""
+    found = difference_to(methods[a], b)
+    if found is None:
+        raise KeyError(f"no paired difference {a} − {b} was drawn")
+    return {"diff": found["diff"], "interval": found["ci95"]}
 
 
 def _comparison(methods: Mapping[str, Any], a: str, b: str, margin: float, text: str) -> Dict[str, Any]:
