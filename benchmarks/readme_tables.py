@@ -186,7 +186,8 @@ def which_method() -> str:
         for line, row in zip(cells, ROWS):
             if row.short in scores and scores[row.short][0] == best:
                 line[column] = f"**{line[column]}**"
-    header = ["merge (YAML)", "MiniLM, 6 tasks: test normalized %", "SmolLM2, 4 tasks: test normalized %",
+    header = ["merge (YAML)", f"MiniLM, 6 tasks: test normalized %{_ci_label(shown['MiniLM'])}",
+              f"SmolLM2, 4 tasks: test normalized %{_ci_label(shown['SmolLM2'])}",
               f"SmolLM2 perplexity (base {llm['pretrained']['perplexity']:.2f})", "merge time × task_arithmetic",
               "chosen on validation", "note"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -197,6 +198,10 @@ def which_method() -> str:
               _interval_sentence("SmolLM2", shown["SmolLM2"], llm["methods"], _llm_test_sizes())
               or _noise_sentence("SmolLM2", llm_scores, _llm_test_sizes())]
     return "\n".join(lines) + "\n"
+
+
+def _ci_label(shown: Mapping[str, Mapping[str, Any]]) -> str:
+    return " [95 % CI]" if any("normalized_ci95" in entry for entry in shown.values()) else ""
 
 
 def _score_cell(entry: Mapping[str, Any], stem: str) -> str:
@@ -219,12 +224,15 @@ def _interval_sentence(track: str, shown: Mapping[str, Mapping[str, Any]], rows:
         if entry is best_entry:
             continue
         difference = difference_to(entry, best)
-        if difference is not None and not difference["excludes_zero"]:
+        if difference is None:  # no paired difference to this best row was drawn: say nothing beyond the intervals
+            return None
+        if not difference["excludes_zero"]:
             inside.append(f"{label} ({100 * entry['normalized_avg']:.1f}, {100 * difference['diff']:+.1f} "
                           f"{interval_text(difference['ci95'])})")
     n = "/".join(str(v) for v in sorted(set(sizes.values())))
-    return (f"**Noise, {track}**: paired bootstrap 95 % intervals (10,000 seeded resamples of the {n} test examples "
-            f"per task, the same resample for every row). The track's best row on test is `{best}` "
+    resamples = best_entry["bootstrap"]["resamples"]
+    return (f"**Noise, {track}**: paired bootstrap 95 % intervals ({resamples:,} seeded resamples of the {n} test "
+            f"examples per task, the same resample for every row). The track's best row on test is `{best}` "
             f"({100 * best_entry['normalized_avg']:.1f} {interval_text(best_entry['normalized_ci95'])}); not "
             f"separable from it by this evidence (the difference's interval contains 0): "
             f"{', '.join(inside) or 'none of the rows above'}.")
@@ -331,10 +339,11 @@ def _run_line(results: Mapping[str, Any], command: str, stem: str) -> str:
     """Which run wrote the track's file, and how to read its intervals (or that it has none)."""
     settings = results["settings"]
     seconds = settings.get("seconds")
-    timing = f"{seconds:,} s ({seconds / 3600:.1f} h) with the fine-tunes cached" if seconds else "time not recorded"
-    intervals = ("**Bold**: the difference's 95 % interval excludes 0 (paired bootstrap, 10,000 seeded resamples)."
-                 if any("normalized_ci95" in e for e in results["methods"].values())
-                 else "No intervals: this file predates per-example results (its next run adds them).")
+    timing = f"{seconds:,} s ({seconds / 3600:.1f} h)" if seconds else "time not recorded"
+    drawn = [e["bootstrap"]["resamples"] for e in results["methods"].values() if "bootstrap" in e]
+    intervals = (f"**Bold**: the difference's 95 % interval excludes 0 (paired bootstrap, {drawn[0]:,} seeded "
+                 "resamples)." if drawn else "No intervals: this file predates per-example results (its next run "
+                 "adds them).")
     return (f"From [{stem}.md](../benchmarks/results/{stem}.md), written by `{settings.get('command', command)}` "
             f"({timing}; code `{settings['merge_code']}`). {intervals}")
 
@@ -414,7 +423,7 @@ def render(text: str) -> str:
     def replace(match: "re.Match[str]") -> str:
         name = match.group("name")
         if name not in GENERATORS:
-            raise KeyError(f"README region {name!r} has no generator (known: {', '.join(GENERATORS)})")
+            raise KeyError(f"generated region {name!r} has no generator (known: {', '.join(GENERATORS)})")
         return match.group(1) + GENERATORS[name]() + match.group(4)
 
     return REGION.sub(replace, text)

@@ -337,6 +337,11 @@ def test_llm_update_refuses_fine_tunes_that_do_not_score_as_committed(tmp_path, 
     with pytest.raises(SystemExit, match="perplexity fine-tune a"):
         _require_committed_references(individual, pretrained, 60.0, {"a": 61.1, "b": 62.0})
     assert _require_committed_references(individual, pretrained, 60.0006, {"a": 61.0, "b": 62.0}) == pytest.approx(1e-5)
+    # the same accuracy from other examples: the committed rows' intervals would be normalized by other results
+    path.write_text(json.dumps({**committed, "individual_correct": {"a": [1, 0], "b": [1, 1]}}))
+    _require_committed_references(individual, pretrained, 60.0, {"a": 61.0, "b": 62.0}, {"a": [1, 0], "b": [1, 1]})
+    with pytest.raises(SystemExit, match="individual test a: other examples right"):
+        _require_committed_references(individual, pretrained, 60.0, {"a": 61.0, "b": 62.0}, {"a": [0, 1], "b": [1, 1]})
 
 
 def test_one_encoder_reused_across_states_scores_as_a_fresh_load(tokenizer, tmp_path):

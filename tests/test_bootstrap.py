@@ -77,3 +77,21 @@ def test_rows_with_intervals_compare_with_the_references_and_the_best_row():
     assert difference_text(rows["far"], "ties").startswith("**-50.0 [")  # bold: its interval excludes 0
     low, high = rows["ties"]["normalized_ci95"]
     assert low < 0.75 < high
+
+
+def test_rows_drawn_again_carry_no_comparison_from_the_earlier_drawing():
+    """``--update`` draws every row's intervals again: when another row became the best, no row keeps a
+    difference to the old best one."""
+    from benchmarks.harness.intervals import rows_with_intervals
+
+    n = 200
+    reference = {"t": [1] * n}
+    correct = {"a": {"t": [1] * 150 + [0] * 50}, "b": {"t": [1] * 100 + [0] * 100}, "ties": {"t": [1] * 90 + [0] * 110}}
+    entries = {name: {"normalized_avg": sum(v["t"]) / n} for name, v in correct.items()}
+    first = rows_with_intervals(entries, correct, reference, against_best=True)
+    assert set(first["b"]["diffs"]) == {"a"}
+    correct["a"] = {"t": [1] * 50 + [0] * 150}  # a re-run row, now behind b
+    first["a"] = {**first["a"], "normalized_avg": 0.25}
+    again = rows_with_intervals(first, correct, reference, against_best=True)
+    assert "diffs" not in again["b"] and set(again["a"]["diffs"]) == {"b"}
+    assert again["a"]["diff_vs_ties"] == pytest.approx(0.25 - 0.45)

@@ -42,6 +42,9 @@ Correct = Dict[str, List[int]]  # task -> 0/1 per example, in the split's order
 
 def accuracies(correct: Mapping[str, Sequence[int]]) -> Scores:
     """Accuracy per task: the mean of its 0/1 results."""
+    empty = [task for task, values in correct.items() if not values]
+    if empty:
+        raise ValueError(f"no examples scored for {', '.join(empty)}")
     return {task: sum(values) / len(values) for task, values in correct.items()}
 
 
@@ -154,6 +157,7 @@ class Experiment:
         return accuracies(correct)
 
     def score_folder(self, folder: Path, split: str, tasks: Sequence[str]) -> Scores:
+        """Accuracy per task of the saved model in ``folder``."""
         return accuracies(self.correct_folder(folder, split, tasks))
 
     # -- scores of the references -------------------------------------------------------------------
@@ -247,6 +251,10 @@ class Experiment:
             state = load_state(run.out_dir)
             scores: Dict[str, Any] = {split: self.score_state(state, split, tasks) for split in splits}
             scores.update(self.final_extra_scores(state))
+            self._pending_correct.clear()  # only this state's results were waiting (none is left for another id)
+            if "test" in splits and not scores.get("correct"):
+                raise RuntimeError(f"{type(self).__name__}.final_extra_scores kept no per-example test results "
+                                   "(it must extend super().final_extra_scores)")
             check = None
             if check_lambda_path:
                 check = max_abs_difference(state, self._lambda_path(spec, tasks).at(float(spec.parameters["lambda"])))

@@ -11,16 +11,25 @@ All values are fractions (the normalized scores' units).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.harness.bootstrap import RESAMPLES, SEED, paired_bootstrap
 
 REFERENCES = ("task_arithmetic", "ties")  # the baselines each row's difference is drawn against
 
 
+INTERVAL_FIELDS = ("normalized_ci95", "bootstrap", "diffs")  # and every diff_vs_*: what a drawing writes
+
+
 def best_row(entries: Mapping[str, Mapping[str, Any]]) -> str:
     """The row with the highest test normalized score (the first of equal ones)."""
     return max(entries, key=lambda name: entries[name]["normalized_avg"])
+
+
+def without_intervals(entry: Mapping[str, Any]) -> Dict[str, Any]:
+    """The row without what an earlier drawing wrote (redrawn rows carry no stale comparison)."""
+    return {key: value for key, value in entry.items()
+            if key not in INTERVAL_FIELDS and not key.startswith("diff_vs_")}
 
 
 def rows_with_intervals(entries: Mapping[str, Mapping[str, Any]], correct: Mapping[str, Mapping[str, Sequence[int]]],
@@ -31,6 +40,8 @@ def rows_with_intervals(entries: Mapping[str, Mapping[str, Any]], correct: Mappi
     test example; ``reference``: the fine-tunes' own results on the same examples (the normalizer);
     ``compared``: further (a, b) whose difference goes into a's ``diffs[b]``; ``against_best``: every row
     against the best row on test as well (which rows the test sample cannot separate from it)."""
+    if not entries:
+        return {}
     if against_best:
         best = best_row(entries)
         compared = [*compared, *((name, best) for name in entries if name != best)]
@@ -40,7 +51,7 @@ def rows_with_intervals(entries: Mapping[str, Mapping[str, Any]], correct: Mappi
     boot = paired_bootstrap(correct, reference, pairs + further)
     rows = {}
     for name, entry in entries.items():
-        row = {**entry, "normalized_ci95": list(boot.normalized[name]),
+        row = {**without_intervals(entry), "normalized_ci95": list(boot.normalized[name]),
                "bootstrap": {"resamples": RESAMPLES, "seed": SEED, "dropped": boot.dropped}}
         for ref in present:
             if (name, ref) in boot.differences:
@@ -55,16 +66,16 @@ def rows_with_intervals(entries: Mapping[str, Mapping[str, Any]], correct: Mappi
 
 
 def run_rows_with_intervals(runs: Mapping[str, Any], reference: Mapping[str, Sequence[int]],
-                            extra: Mapping[str, Tuple[Mapping[str, Any], Mapping[str, Sequence[int]]]] = (),
+                            extra: Optional[Mapping[str, Tuple[Mapping[str, Any], Mapping[str, Sequence[int]]]]] = None,
                             references: Sequence[str] = REFERENCES, compared: Sequence[Tuple[str, str]] = (),
                             against_best: bool = False) -> Dict[str, Dict[str, Any]]:
     """``rows_with_intervals`` of a run's ``runner.MethodRun`` rows (their final merges' ``correct``);
     ``extra``: row -> (entry, per-example results) of rows not run by a grid (the hard track's learned ones)."""
     entries = {name: run.entry for name, run in runs.items()}
     correct = {name: run.final.scores["correct"] for name, run in runs.items()}
-    for name, (entry, results) in dict(extra).items():
+    for name, (entry, results) in (extra or {}).items():
         entries[name], correct[name] = entry, results
     return rows_with_intervals(entries, correct, reference, references, compared, against_best)
 
 
-__all__ = ["REFERENCES", "best_row", "rows_with_intervals", "run_rows_with_intervals"]
+__all__ = ["REFERENCES", "best_row", "rows_with_intervals", "run_rows_with_intervals", "without_intervals"]

@@ -47,9 +47,13 @@ def difference_to(row: Mapping[str, Any], other: str) -> Optional[Mapping[str, A
     """The row's paired difference to ``other`` (``diff``, ``ci95``, ``excludes_zero``): from
     ``diff_vs_{other}`` for a reference row, from ``diffs[other]`` else; None where none was drawn."""
     if f"diff_vs_{other}_ci95" in row:
-        return {"diff": row[f"diff_vs_{other}"], "ci95": row[f"diff_vs_{other}_ci95"],
-                "excludes_zero": row[f"diff_vs_{other}_excludes_zero"]}
-    return (row.get("diffs") or {}).get(other)
+        found = {"diff": row[f"diff_vs_{other}"], "ci95": row[f"diff_vs_{other}_ci95"]}
+    else:
+        found = (row.get("diffs") or {}).get(other)
+        if found is None:
+            return None
+    low, high = found["ci95"]
+    return {"diff": found["diff"], "ci95": found["ci95"], "excludes_zero": low > 0 or high < 0}
 
 
 def difference_note(row: Mapping[str, Any], ref: str) -> str:

@@ -11,8 +11,9 @@
 
 The committed llm_quality.json is one whole run at one code state (``settings.merge_code``).
 ``--methods NAME… --update`` adds or replaces rows in it only at that same code state (a grid added under
-benchmarks/, the package unchanged): with any other code version (``merge_code_version``) it refuses
-before the set-up, since its rows would come from other code than the file's; run the whole track.  A run
+benchmarks/, the package unchanged) and only onto rows with per-example results (every row's intervals are
+drawn again with the new rows): with any other code version (``merge_code_version``), or a committed row
+without per-example results, it refuses before the set-up; run the whole track.  A run
 during which the package's sources change stops without writing (``require_unchanged_code``).
 """
 
@@ -41,7 +42,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--update", action="store_true",
                         help="with --methods: run only those rows and put them into the committed llm_quality.json "
                              "(the other rows and the run's settings kept; the update recorded in settings.updates); "
-                             "refused unless the code version is the file's settings.merge_code")
+                             "refused unless the code version is the file's settings.merge_code and every "
+                             "committed row has per-example results")
     args = parser.parse_args(argv)
     if args.update and not args.methods:
         parser.error("--update needs --methods")
@@ -85,7 +87,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     base_ppl = bench.pretrained_perplexity()
     individual_ppl = bench.individual_perplexity()
     log(f"[eval] perplexity: base {base_ppl:.2f}, fine-tunes {individual_ppl}")
-    perplexity_drift = (_require_committed_references(individual, pretrained, base_ppl, individual_ppl)
+    perplexity_drift = (_require_committed_references(individual, pretrained, base_ppl, individual_ppl,
+                                                      bench.reference_correct("individual"))
                         if args.update else None)
     runs = run_methods(bench, [g for g in llm_grids(registered) if not args.methods or g.name in args.methods],
                        individual)
@@ -188,10 +191,12 @@ PERPLEXITY_DRIFT = 1e-4  # --update: largest relative difference of a reference 
 
 
 def _require_committed_references(individual: Dict[str, Dict[str, float]], pretrained: Dict[str, Dict[str, float]],
-                                  base_ppl: float, individual_ppl: Dict[str, float]) -> float:
+                                  base_ppl: float, individual_ppl: Dict[str, float],
+                                  individual_correct: Optional[Mapping[str, Sequence[int]]] = None) -> float:
     """``--update`` compares new rows with the committed ones, so the fine-tunes and the base must
     score as in the committed run (rebuilt fine-tunes that differ would make the rows incomparable):
-    every individual and base accuracy equal, perplexities equal to ``PERPLEXITY_DRIFT`` (relative;
+    every individual and base accuracy equal, the fine-tunes right on the same test examples (the rows'
+    intervals are normalized by them), perplexities equal to ``PERPLEXITY_DRIFT`` (relative;
     the fine-tunes rebuilt from their seeds, with every accuracy equal, gave perplexities up to 2.5e-5
     apart from the committed ones: float32 rounding of the long log-probability sums).  Returns the
     largest relative perplexity difference."""
@@ -204,6 +209,10 @@ def _require_committed_references(individual: Dict[str, Dict[str, float]], pretr
              ("base test", pretrained["test"], committed["pretrained"]["tasks"])]
     problems = [f"{what} {task}: {new[task]} (committed {old.get(task)})" for what, new, old in pairs
                 for task in new if old.get(task) is None or abs(new[task] - old[task]) > 1e-12]
+    committed_correct = committed.get("individual_correct") or {}
+    problems += [f"individual test {task}: other examples right than in the committed run (same accuracy)"
+                 for task, values in (individual_correct or {}).items()
+                 if task in committed_correct and list(values) != list(committed_correct[task])]
     perplexities = [("base", base_ppl, committed["pretrained"]["perplexity"]),
                     *((f"fine-tune {t}", v, committed["individual_perplexity"].get(t)) for t, v in individual_ppl.items())]
     problems += [f"perplexity {what}: {new:.6f} (committed {old})" for what, new, old in perplexities

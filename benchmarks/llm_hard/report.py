@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Optional
 
 from benchmarks.harness.report import INTERVALS_CAVEAT, difference_text, interval_text
+
 
 def _pct(value: Optional[float]) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
