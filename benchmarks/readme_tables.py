@@ -244,8 +244,7 @@ def _noise_sentence(track: str, scores: Mapping[str, Tuple[float, float, float]]
     near = [f"{label} ({value:.1f})" for label, (value, _, _) in sorted(scores.items(), key=lambda item: -item[1][0])
             if best - value <= NOISE_SE * se]
     n = "/".join(str(v) for v in sorted(set(sizes.values())))
-    bootstrap = ("no bootstrap interval on this track yet; the hard track below has them" if _hard_results() is not None
-                 else "no bootstrap interval has been run yet")
+    bootstrap = "its results file predates per-example results, so no bootstrap interval yet; its next run adds them"
     return (f"**Noise, {track}**: {n} test examples per task, so up to ±{per_task:.1f} points per task and "
             f"±{se:.1f} on the best row's normalized mean (one binomial standard error: an estimate of test-sample "
             f"noise, not a measured interval; {bootstrap}). Within {NOISE_SE:g} standard "
