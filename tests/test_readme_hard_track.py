@@ -117,10 +117,8 @@ def test_the_full_track_fits_the_readme_budget(monkeypatch: pytest.MonkeyPatch) 
     assert readme.count("\n") - current.count("\n") + text.count("\n") <= 350
 
 
-def test_the_noise_sentence_points_at_the_bootstrap_once_the_hard_track_exists(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    scores = {"x": (90.0, 1.0, 2.0)}
-    monkeypatch.setattr(readme_tables, "_hard_results", lambda: None)
-    assert "no bootstrap interval has been run yet" in readme_tables._noise_sentence("T", scores, {"a": 400})
-    monkeypatch.setattr(readme_tables, "_hard_results", lambda: SYNTHETIC)
-    assert "the hard track below has them" in readme_tables._noise_sentence("T", scores, {"a": 400})
+def test_the_binomial_noise_sentence_says_why_it_is_no_interval() -> None:
+    """A track whose results file has no per-example results gets the binomial estimate, saying so (the
+    bootstrap sentence for files with intervals: tests/test_quality_results.py)."""
+    sentence = readme_tables._noise_sentence("T", {"x": (90.0, 1.0, 2.0)}, {"a": 400})
+    assert "predates per-example results" in sentence and "not a measured interval" in sentence
