@@ -31,10 +31,11 @@ def interval_text(values: Optional[Sequence[float]]) -> str:
 
 def difference_text(row: Mapping[str, Any], ref: str) -> str:
     """The row's difference to ``ref`` in points with its interval, bold when the interval excludes 0."""
-    if f"diff_vs_{ref}" not in row:
+    found = difference_to(row, ref)
+    if found is None:
         return "—"
-    text = f"{100 * row[f'diff_vs_{ref}']:+.1f} {interval_text(row[f'diff_vs_{ref}_ci95'])}"
-    return f"**{text}**" if row[f"diff_vs_{ref}_excludes_zero"] else text
+    text = f"{100 * found['diff']:+.1f} {interval_text(found['ci95'])}"
+    return f"**{text}**" if found["excludes_zero"] else text
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
@@ -58,10 +59,11 @@ def difference_to(row: Mapping[str, Any], other: str) -> Optional[Mapping[str, A
 
 def difference_note(row: Mapping[str, Any], ref: str) -> str:
     """`` (95 % CI [low, high], outside/inside the noise)`` for a target's difference, empty without one."""
-    if f"diff_vs_{ref}_ci95" not in row:
+    found = difference_to(row, ref)
+    if found is None:
         return ""
-    where = "outside" if row[f"diff_vs_{ref}_excludes_zero"] else "inside"
-    return f" (95 % CI {interval_text(row[f'diff_vs_{ref}_ci95'])}, {where} the noise)"
+    where = "outside" if found["excludes_zero"] else "inside"
+    return f" (95 % CI {interval_text(found['ci95'])}, {where} the noise)"
 
 
 def params_text(params: Mapping[str, Any]) -> str:
