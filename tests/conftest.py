@@ -57,3 +57,23 @@ def load_state(path: Path) -> dict:
     for file in sorted(Path(path).glob("*.safetensors")):
         state.update(load_file(str(file)))
     return state
+
+
+@pytest.fixture
+def in_process_cli(monkeypatch):
+    """The benchmark harness's merges run ``mergekit_awd.cli.run`` in this process instead of a fresh
+    ``mergekit-awd`` subprocess (whose start-up, mostly importing transformers and peft, costs seconds
+    per merge); the subprocess path itself stays covered by the tests that do not use this fixture."""
+    import contextlib
+    import io
+
+    import benchmarks.harness.merging as merging
+    from mergekit_awd.cli import run
+
+    def invoke(arguments):
+        captured = io.StringIO()
+        with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+            status = run(list(arguments))
+        return status, captured.getvalue()
+
+    monkeypatch.setattr(merging, "invoke_cli", invoke)

@@ -263,7 +263,7 @@ class WeightScorer(Experiment):
         return {t: [value] for t in tasks}
 
 
-def test_experiment_sweeps_once_records_under_stable_keys_and_resumes(tmp_path):
+def test_experiment_sweeps_once_records_under_stable_keys_and_resumes(tmp_path, in_process_cli):
     """The harness's protocol on tiny BERT encoders: one CLI merge at λ = 1 for a whole λ sweep, the
     record keys both tracks' caches hold (``KIND/CONFIG_KEY/…/FINGERPRINT``), the final CLI merge equal
     to θ_base + λ·D, and a second instance (an interrupted run started again) scoring nothing."""

@@ -69,7 +69,7 @@ def tiny_track(tmp_path, monkeypatch):
     return tmp_path / "results" / "llm_hard.json"
 
 
-def test_the_whole_run_writes_the_issue_layout_and_resumes_without_merging(tiny_track, monkeypatch):
+def test_the_whole_run_writes_the_issue_layout_and_resumes_without_merging(tiny_track, monkeypatch, in_process_cli):
     import benchmarks.harness.experiment as harness_experiment
     from benchmarks.llm_hard.run import main
 

@@ -97,6 +97,16 @@ def report_file(out_dir: Path, method: str) -> Optional[Path]:
     return out_dir / ours.report_filename if ours is not None else None
 
 
+def invoke_cli(arguments: Sequence[str]) -> "tuple[int, str]":
+    """(exit status, stdout + stderr) of ``mergekit-awd ARGUMENTS`` in a subprocess, offline.
+
+    The one place a merge leaves this process: the tests replace it with an in-process call of
+    ``mergekit_awd.cli.run`` (the same command, without the interpreter's start-up)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run([*cli_command(), *arguments], env=env, capture_output=True, text=True)
+    return result.returncode, f"{result.stdout}\n{result.stderr}"
+
+
 def run_cli_merge(config: Mapping[str, Any], work_dir: Path) -> MergeRun:
     """Write ``work_dir/config.yml``, merge into ``work_dir/model``; raise with the CLI's output on failure."""
     out_dir = work_dir / "model"
@@ -104,17 +114,11 @@ def run_cli_merge(config: Mapping[str, Any], work_dir: Path) -> MergeRun:
     work_dir.mkdir(parents=True, exist_ok=True)
     config_path = work_dir / "config.yml"
     config_path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     start = time.perf_counter()
-    result = subprocess.run(
-        [*cli_command(), str(config_path), str(out_dir), *CLI_FLAGS],
-        env=env, capture_output=True, text=True,
-    )
+    returncode, output = invoke_cli([str(config_path), str(out_dir), *CLI_FLAGS])
     seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise RuntimeError(
-            f"mergekit-awd failed ({result.returncode}) on {config_path}:\n{result.stdout}\n{result.stderr}"
-        )
+    if returncode != 0:
+        raise RuntimeError(f"mergekit-awd failed ({returncode}) on {config_path}:\n{output}")
     report_path = report_file(out_dir, config["merge_method"])
     report = json.loads(report_path.read_text()) if report_path is not None and report_path.exists() else None
     return MergeRun(out_dir=out_dir, seconds=seconds, report=report)
