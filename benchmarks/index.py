@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from benchmarks.quality.results_files import CANONICAL, is_single_file, legacy_present
+from benchmarks.quality.results_files import CANONICAL
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -65,13 +65,9 @@ def run_seconds(*stems: str) -> str:
 
 
 def quality_track() -> str:
-    """The MiniLM run's seconds; while quality.json is of layout 1, the per-grid runs' seconds beside it."""
-    data = _load(CANONICAL)
-    if data is not None and is_single_file(data):
-        return duration(data["settings"]["seconds"])
-    legacy = legacy_present(RESULTS)
-    return (f"quality: {NOT_RECORDED}; until one run records every row, the per-grid runs at other code states: "
-            f"{run_seconds(*legacy)}") if legacy else f"quality: {NOT_RECORDED}"
+    """The MiniLM run's seconds (every row of the track, one run)."""
+    seconds = (_load(CANONICAL) or {}).get("settings", {}).get("seconds")
+    return NOT_RECORDED if seconds is None else duration(seconds)
 
 
 def _layerwise_cost() -> str:
@@ -200,7 +196,7 @@ COMMANDS: Tuple[Command, ...] = (
             "configuration chosen on validation, test accuracy; AWD diagnostics; accuracy vs number of merged "
             "tasks; `--render` rewrites quality.md from its JSON; `--grids …` (development) runs chosen grids into "
             "~/.cache/mergekit-awd/benchmarks/quality_grids.*",
-            ("quality.json", "quality.md", *QUALITY_PNG, *(f"{stem}.*" for stem in legacy_present(RESULTS))),
+            ("quality.json", "quality.md", *QUALITY_PNG),
             quality_track, CACHE_Q, "./run.sh quality"),
     Command("benchmarks.quality.tune_check", "`mergekit_awd.tune_merge` with the MiniLM scorer against the "
             "benchmark's validation choice", ("quality_tune_check.*",),

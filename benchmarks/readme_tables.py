@@ -8,8 +8,7 @@ tests/test_readme.py runs the same comparison).  Regions (``PAGES``: which page 
 * ``demo``: the table ``./run.sh demo`` prints, from docs/demo_results.json (written by
   ``python examples/minilm_demo.py --record``; ``demo_table`` is also what the demo prints).
 * ``which-method``: test normalized accuracy of each method on the MiniLM benchmark (six tasks,
-  benchmarks/results/quality.json; before its single-file layout also the per-grid quality_*.json, see
-  ``benchmarks.quality.results_files``) and the causal-LM track (four tasks, llm_quality.json), its
+  benchmarks/results/quality.json, every row of the track from one run) and the causal-LM track (four tasks, llm_quality.json), its
   perplexity there, and its merge time against task arithmetic (awd_speed / peer_speed*.json), every
   number linked to the page it comes from, and which differences are within noise.
 * ``hard-track``: the hard causal-LM track (eight tasks, benchmarks/results/llm_hard.json, written by
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.harness.report import difference_text, difference_to, interval_text
-from benchmarks.quality.results_files import CANONICAL, row_files
+from benchmarks.quality.results_files import CANONICAL
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -66,13 +65,9 @@ def _link(text: str, stem: str) -> str:
 
 
 def minilm_entry(key: str) -> Optional[Tuple[str, Dict[str, Any]]]:
-    """(file stem, method entry) of a MiniLM method: from quality.json alone when it holds every row
-    (layout 2), else from the first of the per-grid files that has it."""
-    for stem in row_files(_results(CANONICAL)):
-        entry = _results(stem)["methods"].get(key)
-        if entry is not None:
-            return stem, entry
-    return None
+    """(file stem, method entry) of a MiniLM method, from quality.json (every row of the track), or None."""
+    entry = _results(CANONICAL)["methods"].get(key)
+    return None if entry is None else (CANONICAL, entry)
 
 
 def _noise(entry: Mapping[str, Any], individual: Mapping[str, float], n_test: Mapping[str, int]) -> Tuple[float, float, float]:
@@ -348,18 +343,10 @@ def _run_line(results: Mapping[str, Any], command: str, stem: str) -> str:
 
 
 def minilm_track() -> str:
-    """docs/results.md: every row of the MiniLM track (quality.json; at layout 1 the per-grid files too,
-    a row from the first file that has it)."""
-    canonical = _results(CANONICAL)
-    rows: Dict[str, Mapping[str, Any]] = {}
-    for stem in row_files(canonical):
-        for name, entry in _results(stem)["methods"].items():
-            rows.setdefault(name, entry)
-    lines = _track_table(list(rows.items()), with_perplexity=False)
-    lines += ["", _run_line(canonical, "python -m benchmarks.quality.run", CANONICAL)]
-    if row_files(canonical) != (CANONICAL,):
-        lines[-1] += (" quality.json is of the earlier layout: its run holds the first rows only, the others come "
-                      f"from per-grid runs at other code states ({', '.join(row_files(canonical)[1:])}).")
+    """docs/results.md: every row of the MiniLM track (quality.json, one run)."""
+    results = _results(CANONICAL)
+    lines = _track_table(list(results["methods"].items()), with_perplexity=False)
+    lines += ["", _run_line(results, "python -m benchmarks.quality.run", CANONICAL)]
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,6 @@
 """One results file per track (issue #27): the MiniLM run computes every grid into quality.json (layout 2),
-the README generator reads that file alone once it has that layout (the per-grid files before it), its page
-renders every row, and the LLM track's ``--update`` refuses rows of another code version."""
+the README generator reads that file alone, its page renders every row, and the LLM track's ``--update``
+refuses rows of another code version."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from benchmarks import readme_tables
 from benchmarks.quality import results_files
-from benchmarks.quality.results_files import LAYOUT, LEGACY_STEMS
+from benchmarks.quality.results_files import LAYOUT
 
 # the grids of the per-grid runs (the removed benchmarks.quality.peers' PEER_GRIDS, COMBINE_GRIDS,
 # TUNED_GRIDS, ACE_GRIDS) and the earlier quality.run's: every one is a row of the single run
@@ -44,37 +44,22 @@ def _fake_results(monkeypatch: pytest.MonkeyPatch, files: Dict[str, Dict[str, An
     monkeypatch.setattr(readme_tables, "_results", lambda stem: files[stem] if stem in files else real(stem))
 
 
-def test_layout_2_rows_come_from_quality_json_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    def unread(stem: str) -> Dict[str, Any]:
-        raise AssertionError(f"{stem}.json read although quality.json holds every row")
-
-    files = {"quality": _minilm(LAYOUT, {"iso_cts": _row(0.9), "ties": _row(0.8)}),
-             **{stem: {"methods": {"ace": _row(0.5)}} for stem in LEGACY_STEMS}}
-    real = readme_tables._results
-    monkeypatch.setattr(readme_tables, "_results", lambda stem: (
-        files["quality"] if stem == "quality" else unread(stem) if stem in LEGACY_STEMS else real(stem)))
+def test_rows_come_from_quality_json_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    files = {"quality": _minilm(LAYOUT, {"iso_cts": _row(0.9), "ties": _row(0.8)})}
+    _fake_results(monkeypatch, files)
     assert readme_tables.minilm_entry("iso_cts") == ("quality", files["quality"]["methods"]["iso_cts"])
-    assert readme_tables.minilm_entry("ace") is None  # only in a per-grid file: not read at layout 2
+    assert readme_tables.minilm_entry("ace") is None
     table = readme_tables.which_method()
     assert "**[90.0](benchmarks/results/quality.md)**" in table and "[80.0](benchmarks/results/quality.md)" in table
-    assert not any(f"{stem}.md" in table for stem in LEGACY_STEMS)
+    assert "quality_" not in table  # no per-grid file is linked
     assert "MiniLM λ 3.0, select matrices" in table
 
 
-def test_layout_1_rows_come_from_the_first_file_that_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    _fake_results(monkeypatch, {"quality": _minilm(1, {"ties": _row(0.8)}),
-                                "quality_peers": {"methods": {"iso_cts": _row(0.9), "ties": _row(0.1)}},
-                                "quality_combine": {"methods": {}}, "quality_ace": {"methods": {"ace": _row(0.5)}}})
-    assert readme_tables.minilm_entry("ties")[0] == "quality"
-    assert readme_tables.minilm_entry("iso_cts")[0] == "quality_peers"
-    assert readme_tables.minilm_entry("ace")[0] == "quality_ace"
-
-
-def test_layout_field() -> None:
+def test_the_committed_file_holds_every_row_of_the_track() -> None:
+    results = results_files.load()
+    assert results_files.is_single_file(results) and results["settings"]["seconds"] > 0
     assert not results_files.is_single_file({"methods": {}})
-    assert results_files.is_single_file({"layout": LAYOUT})
-    assert results_files.row_files({"layout": LAYOUT}) == ("quality",)
-    assert results_files.row_files({})[0] == "quality"
+    assert not list(results_files.RESULTS.glob("quality_peers.*"))  # the per-grid files were retired
 
 
 def test_the_single_run_has_every_earlier_grid_once() -> None:
@@ -82,10 +67,7 @@ def test_the_single_run_has_every_earlier_grid_once() -> None:
 
     names = [g.name for g in all_grids(REGISTERED)]
     assert len(names) == len(set(names))
-    committed = set()
-    for stem in ("quality", *results_files.legacy_present()):
-        committed |= set(results_files.load(stem)["methods"])
-    assert EARLIER_GRIDS | committed <= set(names)
+    assert EARLIER_GRIDS | set(results_files.load()["methods"]) == set(names)
 
 
 def test_grids_option_selects_in_run_order_and_rejects_unknown_names() -> None:
@@ -99,24 +81,10 @@ def test_grids_option_selects_in_run_order_and_rejects_unknown_names() -> None:
         select_grids(grids, ["ties", "nope"])
 
 
-def _committed_as_single_file() -> Dict[str, Any]:
-    """quality.json as layout 2: the committed one, with the per-grid files' rows added while it is of layout 1."""
-    results = results_files.load("quality")
-    if not results_files.is_single_file(results):
-        for stem in results_files.legacy_present():
-            legacy = results_files.load(stem)
-            for key in ("methods", "validation_grid"):
-                for name, value in legacy[key].items():
-                    results[key].setdefault(name, value)
-        results["layout"] = LAYOUT
-        results["settings"] = {**results["settings"], "command": "python -m benchmarks.quality.run", "seconds": 1}
-    return results
-
-
 def test_quality_page_renders_every_row_of_a_single_file(tmp_path: Path) -> None:
     from benchmarks.quality.report import grids_markdown, write_markdown
 
-    results = _committed_as_single_file()
+    results = results_files.load()
     write_markdown(results, tmp_path / "quality.md")
     page = (tmp_path / "quality.md").read_text()
     assert "every row of the track, from this one run" in page and results["settings"]["merge_code"] in page

@@ -122,15 +122,11 @@ def targets(results: Mapping[str, Any]) -> List[str]:
 
 def provenance(results: Mapping[str, Any], holds: str = "") -> str:
     """The run that wrote the file: its command, seconds, threads and code version, and what it holds
-    (``holds``, else what quality.json's layout says)."""
-    from benchmarks.quality.results_files import LEGACY_STEMS, is_single_file
-
+    (``holds``, else every row of the track)."""
     settings = results["settings"]
     seconds = settings.get("seconds")
     timing = "time not recorded in the JSON" if seconds is None else f"{seconds} s"
-    holds = holds or ("every row of the track, from this one run" if is_single_file(results) else
-                      "this run's rows only; the other rows are in the per-grid runs at other code states "
-                      f"({', '.join(f'{stem}.md' for stem in LEGACY_STEMS)})")
+    holds = holds or "every row of the track, from this one run"
     return (f"Produced by `{settings.get('command', COMMAND)}` ({timing}, {settings['threads']} torch threads, code "
             f"`{settings['merge_code']}`): {holds}. All numbers below are read from the JSON written by the same run.")
 

@@ -2,9 +2,8 @@
 benchmark, with the benchmark's own scorer (BERT encoder + each task's head, accuracy), not the
 causal-LM one of ``mergekit-awd tune``.
 
-For each method row of a results file (default: quality.json once it holds every row of the track,
-before that ``quality_combine.json``, see ``benchmarks.quality.results_files``; the configuration the
-benchmark chose on validation, λ aside), ``tune_merge`` runs the benchmark's λ grid with the
+For each method row of a results file (default: quality.json, every row of the track; the configuration
+the benchmark chose on validation, λ aside), ``tune_merge`` runs the benchmark's λ grid with the
 validation split as its scorer and the individual fine-tunes' validation accuracies as references
 (so its score is the benchmark's validation normalized accuracy), and the check compares: tune's λ
 with the benchmark's, tune's score with the benchmark's, and tune's cost (merges, evaluations, s).
@@ -79,14 +78,9 @@ def markdown_lines(args: argparse.Namespace, rows: Dict[str, Any]) -> List[str]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", help="results file stem in benchmarks/results (default: quality when it holds "
-                                           "every row of the track, else quality_combine)")
+    parser.add_argument("--results", default="quality", help="results file stem in benchmarks/results")
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     args = parser.parse_args(argv)
-    if args.results is None:
-        from benchmarks.quality.results_files import CANONICAL, is_single_file, load
-
-        args.results = CANONICAL if is_single_file(load(CANONICAL)) else "quality_combine"
     from benchmarks.harness.runner import prepare_run
 
     prepare_run()
