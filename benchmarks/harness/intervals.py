@@ -3,19 +3,28 @@
 Each row's normalized test score N_m gets ``normalized_ci95``; for each reference row r (task
 arithmetic and TIES: the baselines every track compares with) the row gets ``diff_vs_{r}`` = N_m − N_r,
 its interval ``diff_vs_{r}_ci95`` and ``diff_vs_{r}_excludes_zero`` (the interval does not contain 0:
-the difference is outside the test sample's noise).  Further pairs (a, b) go into a's ``diffs[b]``; the
-quick tracks compare every row with their best row on test that way (``against_best``).
+the difference is outside the test sample's noise).  Further pairs (a, b) go into a's ``diffs[b]``: the
+quick tracks compare every row with their best row on test that way (``against_best``), and AWD in front of
+a method with the method alone (``COMBINE_PAIRS``, ``combine_comparisons``).
 Every row keeps its per-example results (``correct``) so that the intervals can be drawn again.
 All values are fractions (the normalized scores' units).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from benchmarks.harness.bootstrap import RESAMPLES, SEED, paired_bootstrap
 
 REFERENCES = ("task_arithmetic", "ties")  # the baselines each row's difference is drawn against
+
+# (X alone, AWD in front of X): the rows of the quick tracks (MiniLM, causal-LM) that tell whether removing
+# AWD's δ helps X; a track draws the pairs whose two rows it has
+COMBINE_PAIRS: Tuple[Tuple[str, str], ...] = (
+    ("task_arithmetic", "awd_tensor"), ("task_arithmetic", "awd_row"), ("ties", "awd_ties"),
+    ("dare_ties", "awd_dare_ties"), ("della", "awd_della"), ("breadcrumbs_ties", "awd_breadcrumbs_ties"),
+    ("tsv", "tsv_disentangled"), ("tsv", "awd_row_tsv"), ("iso_cts", "awd_iso_cts"), ("ace", "awd_ace"),
+)
 
 
 INTERVAL_FIELDS = ("normalized_ci95", "bootstrap", "diffs")  # and every diff_vs_*: what a drawing writes
@@ -24,6 +33,12 @@ INTERVAL_FIELDS = ("normalized_ci95", "bootstrap", "diffs")  # and every diff_vs
 def best_row(entries: Mapping[str, Mapping[str, Any]]) -> str:
     """The row with the highest test normalized score (the first of equal ones)."""
     return max(entries, key=lambda name: entries[name]["normalized_avg"])
+
+
+def combine_comparisons(names: Iterable[str]) -> List[Tuple[str, str]]:
+    """(AWD in front of X, X) for the ``COMBINE_PAIRS`` whose two rows are among ``names``."""
+    present = set(names)
+    return [(front, plain) for plain, front in COMBINE_PAIRS if plain in present and front in present]
 
 
 def without_intervals(entry: Mapping[str, Any]) -> Dict[str, Any]:
@@ -78,4 +93,22 @@ def run_rows_with_intervals(runs: Mapping[str, Any], reference: Mapping[str, Seq
     return rows_with_intervals(entries, correct, reference, references, compared, against_best)
 
 
-__all__ = ["REFERENCES", "best_row", "rows_with_intervals", "run_rows_with_intervals", "without_intervals"]
+def redrawn(results: Mapping[str, Any]) -> Dict[str, Any]:
+    """A quick track's results with every row's intervals drawn again from the per-example results it keeps
+    (rows' ``correct``, the fine-tunes' ``individual_correct``), against the best row and with the
+    ``COMBINE_PAIRS`` it has. The resampling is seeded, so an unchanged definition redraws the same
+    intervals; a comparison added since is drawn without merging or scoring anything."""
+    methods = results["methods"]
+    missing = sorted(name for name, row in methods.items() if "correct" not in row)
+    if missing or "individual_correct" not in results:
+        raise SystemExit("the results file lacks per-example results (rows " + (", ".join(missing) or "none") +
+                         ", individual_correct " + ("present" if "individual_correct" in results else "missing") +
+                         "): run the track again")
+    entries = {name: {k: v for k, v in row.items() if k != "correct"} for name, row in methods.items()}
+    rows = rows_with_intervals(entries, {name: row["correct"] for name, row in methods.items()},
+                               results["individual_correct"], compared=combine_comparisons(methods), against_best=True)
+    return {**results, "methods": rows}
+
+
+__all__ = ["COMBINE_PAIRS", "REFERENCES", "best_row", "combine_comparisons", "redrawn", "rows_with_intervals",
+           "run_rows_with_intervals", "without_intervals"]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from benchmarks.harness.intervals import COMBINE_PAIRS
+
 INTERVALS_CAVEAT = (
     "Intervals: paired bootstrap, 10,000 seeded resamples of each task's test examples (the same resample "
     "for every method and the fine-tunes), 95 % percentile intervals of the normalized score (mean over "
@@ -64,6 +66,22 @@ def difference_note(row: Mapping[str, Any], ref: str) -> str:
         return ""
     where = "outside" if found["excludes_zero"] else "inside"
     return f" (95 % CI {interval_text(found['ci95'])}, {where} the noise)"
+
+
+def combine_pair_table(methods: Mapping[str, Any], tasks: Sequence[str] = (),
+                       short: Optional[Mapping[str, str]] = None) -> List[str]:
+    """AWD in front of X minus X alone (``COMBINE_PAIRS`` the track has): normalized points with the paired
+    interval (bold when it excludes 0), then accuracy points per task in ``tasks``; no lines without a pair."""
+    rows = []
+    for plain, front in COMBINE_PAIRS:
+        if plain in methods and front in methods:
+            a, b = methods[plain], methods[front]
+            found = difference_to(b, plain)
+            overall = difference_text(b, plain) if found else f"{100 * (b['normalized_avg'] - a['normalized_avg']):+.1f}"
+            rows.append([f"{front} − {plain}", overall,
+                         *[f"{100 * (b['tasks'][t] - a['tasks'][t]):+.1f}" for t in tasks]])
+    header = ["AWD in front − alone", "normalized [95 % CI]", *[(short or {}).get(t, t) for t in tasks]]
+    return table(header, rows) if rows else []
 
 
 def params_text(params: Mapping[str, Any]) -> str:

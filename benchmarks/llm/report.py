@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Sequence
 
 from benchmarks.harness.report import (
-    difference_note, difference_text, grid_table, interval_text, intervals_note, params_text, pct, table,
+    combine_pair_table, difference_note, difference_text, grid_table, interval_text, intervals_note, params_text, pct, table,
 )
 
 COMMAND = "./run.sh llm-quality   (python -m benchmarks.llm.run)"
@@ -126,6 +126,13 @@ def targets(results: Mapping[str, Any]) -> List[str]:
     return lines
 
 
+def _combine_section(methods: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
+    """AWD in front of X minus X alone, with the paired intervals (no lines without such a pair)."""
+    rows = combine_pair_table(methods, tasks)
+    return ["## AWD in front of X, minus X alone (test; normalized points with the paired 95 % interval, "
+            "accuracy points per task)", "", *rows, ""] if rows else []
+
+
 def write_markdown(results: Mapping[str, Any], path: Path) -> None:
     tasks = list(results["individual"])
     settings = results["settings"]
@@ -154,6 +161,7 @@ def write_markdown(results: Mapping[str, Any], path: Path) -> None:
         "",
         *targets(results),
         "",
+        *_combine_section(results["methods"], tasks),
         "## Fine-tunes",
         "",
         *finetune_table(results, tasks),

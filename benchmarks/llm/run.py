@@ -6,7 +6,8 @@
    validation scores along the λ grid, the best point merged again through the CLI in bfloat16 and
    scored on test (every example's correctness kept) and on general-English perplexity;
 4. paired bootstrap intervals (10,000 seeded resamples, ``benchmarks.harness.intervals``) of each row's
-   normalized test score and of its difference to task_arithmetic and to ties;
+   normalized test score and of its difference to task_arithmetic, to ties, to the best row and (AWD in
+   front of X) to X alone;
 5. writes benchmarks/results/llm_quality.json, llm_quality.md and the llm_*.png plots.
 
 The committed llm_quality.json is one whole run at one code state (``settings.merge_code``).
@@ -15,6 +16,8 @@ benchmarks/, the package unchanged) and only onto rows with per-example results 
 drawn again with the new rows): with any other code version (``merge_code_version``), or a committed row
 without per-example results, it refuses before the set-up; run the whole track.  A run
 during which the package's sources change stops without writing (``require_unchanged_code``).
+``--render``: the intervals drawn again from the committed file's per-example results (seeded: the same
+intervals, plus any comparison added since), the JSON, page and plots written again; nothing merged.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "(the other rows and the run's settings kept; the update recorded in settings.updates); "
                              "refused unless the code version is the file's settings.merge_code and every "
                              "committed row has per-example results")
+    parser.add_argument("--render", action="store_true",
+                        help="only draw the intervals again from the committed llm_quality.json's per-example results "
+                             "and write it, llm_quality.md and the plots again (no set-up, no merges)")
     args = parser.parse_args(argv)
     if args.update and not args.methods:
         parser.error("--update needs --methods")
@@ -62,6 +68,8 @@ def minilm_cosines() -> Optional[Dict[str, Any]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    if args.render:
+        return _render_committed()
     if args.update:
         _require_committed_code()
     started = prepare_run(errors_only=True)
@@ -108,6 +116,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     return results
 
 
+def _render_committed() -> Dict[str, Any]:
+    """``--render``: the committed results with their intervals drawn again, written with the page and plots."""
+    from benchmarks.harness.intervals import redrawn
+    from benchmarks.llm.paths import RESULTS_JSON
+
+    results = redrawn(json.loads(RESULTS_JSON.read_text()))
+    _write(results)
+    return results
+
+
 def _write(results: Dict[str, Any]) -> None:
     """llm_quality.json, llm_quality.md and the plots."""
     from benchmarks.llm.paths import RESULTS_JSON, RESULTS_MD
@@ -129,10 +147,11 @@ def _full_results(bench: Any, registered: Sequence[str], individual: Dict[str, D
 
     tasks, folders = bench.tasks, bench.task_folders
     base_ppl, individual_ppl = perplexities
-    from benchmarks.harness.intervals import run_rows_with_intervals
+    from benchmarks.harness.intervals import combine_comparisons, run_rows_with_intervals
 
     _, grids = method_tables(runs)
-    methods = run_rows_with_intervals(runs, bench.reference_correct("individual"), against_best=True)
+    methods = run_rows_with_intervals(runs, bench.reference_correct("individual"),
+                                      compared=combine_comparisons(runs), against_best=True)
     awd_report = runs["awd_model"].final.report if "awd_model" in runs else None
     finetune_records = {t: json.loads((folders[t] / DONE_MARKER).read_text()) for t in tasks}
     splits = {t: {"validation": len(bench.examples["validation"][t]), "test": len(bench.examples["test"][t]),
@@ -233,15 +252,13 @@ def _update_committed(methods: Dict[str, Any], grids: Dict[str, Any], argv: Opti
     (the committed rows' per-example results with the new ones) and write the page and plots again."""
     import sys
 
-    from benchmarks.harness.intervals import rows_with_intervals
+    from benchmarks.harness.intervals import redrawn
     from benchmarks.llm.paths import RESULTS_JSON
 
     results = json.loads(RESULTS_JSON.read_text())
     results["methods"].update(methods)
-    rows = results["methods"]
-    results["methods"] = rows_with_intervals(rows, {name: row["correct"] for name, row in rows.items()}, reference,
-                                             against_best=True)
     results["individual_correct"] = dict(reference)
+    results = redrawn(results)
     results["validation_grid"].update(grids)
     arguments = list(argv) if argv is not None else sys.argv[1:]
     results["settings"].setdefault("updates", []).append({

@@ -5,17 +5,12 @@ results mapping."""
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence
 
-from benchmarks.harness.report import table
+from benchmarks.harness.intervals import COMBINE_PAIRS
+from benchmarks.harness.report import combine_pair_table, difference_note, table
 from benchmarks.quality.report import SHORT
 
-# (X alone, AWD in front of X): the rows a run may hold
-COMBINE_PAIRS: Tuple[Tuple[str, str], ...] = (
-    ("task_arithmetic", "awd_tensor"), ("task_arithmetic", "awd_row"), ("ties", "awd_ties"),
-    ("dare_ties", "awd_dare_ties"), ("della", "awd_della"), ("breadcrumbs_ties", "awd_breadcrumbs_ties"),
-    ("tsv", "tsv_disentangled"), ("tsv", "awd_row_tsv"), ("iso_cts", "awd_iso_cts"), ("ace", "awd_ace"),
-)
 TIES_MARGIN_TARGET = 2.0  # normalized points, issue #14
 TARGET_XS = ("ties", "tsv")
 
@@ -45,14 +40,8 @@ def per_task_table(methods: Mapping[str, Any], individual: Mapping[str, float], 
 
 
 def pair_table(methods: Mapping[str, Any], tasks: Sequence[str]) -> List[str]:
-    """AWD + X minus X: normalized points overall and accuracy points per task (test)."""
-    rows = []
-    for plain, front in COMBINE_PAIRS:
-        if plain in methods and front in methods:
-            a, b = methods[plain], methods[front]
-            rows.append([f"{front} − {plain}", _signed(b["normalized_avg"] - a["normalized_avg"]),
-                         *[_signed(b["tasks"][t] - a["tasks"][t]) for t in tasks]])
-    return table(["AWD in front − alone", "normalized", *[SHORT.get(t, t) for t in tasks]], rows) if rows else []
+    """AWD + X minus X: normalized points overall (with the paired interval) and accuracy points per task (test)."""
+    return combine_pair_table(methods, tasks, SHORT)
 
 
 def _scope(entry: Mapping[str, Any]) -> str:
@@ -78,13 +67,14 @@ def targets(methods: Mapping[str, Any]) -> List[str]:
     if "ties" in methods and awd:
         best = max(awd, key=lambda n: awd[n]["normalized_avg"])
         margin = 100 * (awd[best]["normalized_avg"] - methods["ties"]["normalized_avg"])
-        lines.append(f"- Best AWD variant vs `ties`: {best} {margin:+.1f} normalized points (target "
-                     f"+{TIES_MARGIN_TARGET:.1f}: {'met' if margin >= TIES_MARGIN_TARGET else 'missed'}).")
+        lines.append(f"- Best AWD variant vs `ties`: {best} {margin:+.1f} normalized points"
+                     f"{difference_note(awd[best], 'ties')} (target +{TIES_MARGIN_TARGET:.1f}: "
+                     f"{'met' if margin >= TIES_MARGIN_TARGET else 'missed'}).")
     for plain in TARGET_XS:
         fronts = [f for p, f in COMBINE_PAIRS if p == plain and f in methods]
         if plain in methods and fronts:
             diffs = ", ".join(f"{f} {_signed(methods[f]['normalized_avg'] - methods[plain]['normalized_avg'])}"
-                              for f in fronts)
+                              f"{difference_note(methods[f], plain)}" for f in fronts)
             met = any(methods[f]["normalized_avg"] > methods[plain]["normalized_avg"] for f in fronts)
             lines.append(f"- AWD + {plain} > {plain}: {diffs} ({'met' if met else 'missed'}).")
     return lines
@@ -97,7 +87,8 @@ def combine_sections(results: Mapping[str, Any], tasks: Sequence[str], per_task:
         lines += ["## Test accuracy per task (%)", "", *per_task_table(methods, individual, tasks), ""]
     pairs = pair_table(methods, tasks)
     if pairs:
-        lines += ["## AWD in front of X, minus X alone (test; normalized points, accuracy points per task)", "",
+        lines += ["## AWD in front of X, minus X alone (test; normalized points with the paired 95 % interval, "
+                  "accuracy points per task)", "",
                   *pairs, ""]
     cosines = cosine_table(methods)
     if cosines:

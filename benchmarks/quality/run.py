@@ -8,8 +8,8 @@
    through the CLI and scored on test;
 4. AWD diagnostics (one knob at a time), accuracy vs number of merged tasks;
 5. paired bootstrap intervals (10,000 seeded resamples, ``benchmarks.harness.intervals``) of each row's
-   normalized test score and of its difference to task_arithmetic and to ties, from every test example's
-   correctness (kept in the row);
+   normalized test score and of its difference to task_arithmetic, to ties, to the best row and (AWD in
+   front of X) to X alone, from every test example's correctness (kept in the row);
 6. writes benchmarks/results/quality.json (``"layout": 2``: every row of the track from this one run, with
    the code version ``settings.merge_code`` and the run's ``settings.seconds``), quality.md and the plots.
 
@@ -20,8 +20,9 @@ A run during which the package's sources change stops without writing (``require
 
 ``--grids NAME…`` (development): only those grids, without the diagnostics, written to
 ~/.cache/mergekit-awd/benchmarks/quality_grids.{json,md}, never to the committed file (their scores stay in the record
-cache, which the full run at the same code reuses).  ``--render``: quality.md and the plots again from
-the committed quality.json, without merging.
+cache, which the full run at the same code reuses).  ``--render``: the intervals drawn again from the
+per-example results in the committed quality.json, then the JSON, quality.md and the plots written again,
+without merging.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help=f"development: only these grids, no diagnostics, written to ~/.cache/mergekit-awd/benchmarks/{DEV_STEM}.*"
                              " (not the committed quality.json; wudi_adam takes ~5 min per merge)")
     parser.add_argument("--render", action="store_true",
-                        help="only write quality.md and the plots again from the committed quality.json (no merges)")
+                        help="only draw the intervals again from the committed quality.json's per-example results and "
+                             "write it, quality.md and the plots again (no merges)")
     return parser.parse_args(argv)
 
 
@@ -145,12 +147,13 @@ def full_results(bench: Any, args: argparse.Namespace, registered: Sequence[str]
     from benchmarks.quality.diagnostics import task_vector_norms
     from benchmarks.quality.results_files import LAYOUT
 
-    from benchmarks.harness.intervals import run_rows_with_intervals
+    from benchmarks.harness.intervals import combine_comparisons, run_rows_with_intervals
 
     individual, pretrained = references
     tasks = bench.tasks
     _, grids = method_tables(runs)
-    methods = run_rows_with_intervals(runs, bench.reference_correct("individual"), against_best=True)
+    methods = run_rows_with_intervals(runs, bench.reference_correct("individual"),
+                                      compared=combine_comparisons(runs), against_best=True)
     awd_name = max(("awd_tensor", "awd_model"), key=lambda n: runs[n].chosen.normalized_avg)
     investigation = awd_investigation(bench, runs[awd_name].chosen.spec, individual)
     subsets = subset_rows(bench, runs, awd_name, individual["test"], args.subsets_per_k)
@@ -182,11 +185,14 @@ def grids_results(runs: Mapping[str, MethodRun], individual: Mapping[str, Scores
 
 
 def render_committed() -> Dict[str, Any]:
-    """``--render``: quality.md and the plots from the committed quality.json (left as it is)."""
+    """``--render``: the intervals drawn again from the per-example results in the committed quality.json
+    (``harness.intervals.redrawn``: seeded, so the same intervals, plus any comparison added since), then
+    quality.json, quality.md and the plots written again; nothing merged or scored."""
+    from benchmarks.harness.intervals import redrawn
     from benchmarks.quality.paths import RESULTS_DIR
 
-    results = json.loads((RESULTS_DIR / "quality.json").read_text())
-    write_pages(results, dev=False, with_json=False)
+    results = redrawn(json.loads((RESULTS_DIR / "quality.json").read_text()))
+    write_pages(results, dev=False)
     return results
 
 
