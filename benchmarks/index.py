@@ -194,7 +194,8 @@ COMMANDS: Tuple[Command, ...] = (
     Command("benchmarks.quality.run", "MiniLM track: six fine-tunes merged by every method of "
             "`quality.grids.all_grids` (every row of the track in one file, with the code version), λ and "
             "configuration chosen on validation, test accuracy; AWD diagnostics; accuracy vs number of merged "
-            "tasks; `--render` rewrites quality.md from its JSON; `--grids …` (development) runs chosen grids into "
+            "tasks; paired intervals (vs ties, task_arithmetic, the best row, AWD + X vs X); `--render` redraws them "
+            "from the JSON's per-example results and rewrites quality.md; `--grids …` (development) runs chosen grids into "
             "~/.cache/mergekit-awd/benchmarks/quality_grids.*",
             ("quality.json", "quality.md", *QUALITY_PNG),
             quality_track, CACHE_Q, "./run.sh quality"),
@@ -203,7 +204,9 @@ COMMANDS: Tuple[Command, ...] = (
             lambda: row_sum("quality_tune_check", "seconds", "the rows' seconds"),
             "references from the MiniLM record cache; tune's folders cleared per method, results written at the end"),
     Command("benchmarks.llm.run", "Causal-LM track: SmolLM2-135M fine-tunes merged by every method (bfloat16), "
-            "test accuracy and perplexity; `--methods … --update` adds rows at the file's code version only",
+            "test accuracy and perplexity, paired intervals (vs ties, task_arithmetic, the best row, AWD + X vs X); "
+            "`--methods … --update` adds rows at the file's code version only; `--render` redraws the intervals "
+            "from the file's per-example results",
             ("llm_quality.json", "llm_quality.md", "llm_accuracy_per_method.png", "llm_accuracy_vs_lambda.png",
              "llm_awd_cosines.png"), llm_track, CACHE_L, "./run.sh llm-quality"),
     Command("benchmarks.llm.tune_check", "`mergekit-awd tune` on the LLM track's validation split against the "
