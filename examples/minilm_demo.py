@@ -12,16 +12,16 @@ is written to ``OUT/merges/<name>/config.yml``, merged through the ``mergekit-aw
 200 test examples per task.  Validation and test are disjoint (``benchmarks.text_tasks.splits`` cuts every
 class into test, then validation, then train; checked again below).
 
-Which merges, and why (the evidence: benchmarks/results/quality*.md, six MiniLM tasks, every
+Which merges, and why (the evidence: benchmarks/results/quality.md, six MiniLM tasks, every
 configuration chosen on validation, test normalized accuracy):
 
 * ``task_arithmetic`` and ``ties`` (density 0.4, what the benchmark's validation chose): the baselines.
-* ``iso_cts`` with ``select: matrices``: the best merge measured on MiniLM (88.2 %, quality_peers.md).
+* ``iso_cts`` with ``select: matrices``: the best merge measured on MiniLM (87.9 %).
 * ``awd`` with ``combine: iso_cts, scope: row, select: matrices``: the best AWD configuration measured on
-  MiniLM (87.1 %, quality_combine.md; next AWD in front of TSV-M, 85.5-85.8 %, then ``scope: row`` alone,
-  78.0 %, and the package default ``scope: tensor``, 75.6-75.9 %).  MiniLM's task vectors are nearly
-  orthogonal already (mean |cos| 0.03), so AWD has little to remove: in front of Iso-CTS it changed the
-  score by -0.9 points, within that benchmark's noise, which is why ``iso_cts`` alone is shown beside it.
+  MiniLM (87.1 %; next AWD in front of TSV-M, 85.5 %, then ``scope: row`` alone, 78.0 %, and the package
+  default ``scope: tensor``, 75.9 %).  MiniLM's task vectors are nearly orthogonal already (mean |cos|
+  0.03), so AWD has little to remove: in front of Iso-CTS it changed the score by -0.9 points (95 % interval
+  [-2.0, 0.2]), within that benchmark's noise, which is why ``iso_cts`` alone is shown beside it.
   On the causal-LM track, where task vectors share more (|cos| 0.28), the best AWD measured is ``scope: row``
   with ``combine: tsv``; AWD in front of Iso-CTS was not run there (docs/results.md).
 
