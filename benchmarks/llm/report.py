@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any, List, Mapping, Sequence
 
 from benchmarks.harness.report import (
-    combine_pair_table, difference_note, difference_text, grid_table, interval_text, intervals_note, params_text, pct, table,
+    combine_pair_table, difference_note, difference_text, grid_table, interval_text, intervals_note, params_text, pct,
+    table,
 )
 
 COMMAND = "./run.sh llm-quality   (python -m benchmarks.llm.run)"

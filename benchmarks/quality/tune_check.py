@@ -22,7 +22,7 @@ from benchmarks.harness.runner import offline_environment
 
 offline_environment()
 
-DEFAULT_METHODS = ("task_arithmetic", "awd_row", "tsv", "iso_cts")
+DEFAULT_METHODS = ("task_arithmetic", "awd_row", "tsv", "awd_row_tsv", "iso_cts")
 
 
 def check_method(bench: Any, results: Dict[str, Any], name: str, references: Dict[str, float]) -> Dict[str, Any]:
