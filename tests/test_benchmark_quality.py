@@ -7,6 +7,7 @@ check that reads the real data sources skips when they are not installed.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Dict, List
@@ -364,3 +365,19 @@ def test_one_encoder_reused_across_states_scores_as_a_fresh_load(tokenizer, tmp_
     assert fresh[1] != fresh[2]  # the two encoders answer differently, so a weight left over would show
     for seed in (2, 1):  # each state set into the encoder that held the other one
         assert correct_per_task(with_state(reused, load_state(tmp_path / f"e{seed}")), heads, encoded, ["toy"]) == fresh[seed]
+
+
+def test_a_resumed_runs_seconds_sum_every_invocation(tmp_path) -> None:
+    """Both the MiniLM and the hard track write settings' seconds through ``invocation_seconds``: a run
+    resumed after a kill counts the stopped process's recorded work too, not only the last process's."""
+    from benchmarks.harness.experiment import INVOCATION_PREFIX, invocation_seconds
+
+    records = {f"{INVOCATION_PREFIX}1-a/fp": {"seconds": 190.0, "seconds_merging": 44.0, "seconds_scoring": 10.0},
+               f"{INVOCATION_PREFIX}2-b/fp": {"seconds": 6840.0, "seconds_merging": 2214.0, "seconds_scoring": 900.0},
+               f"{INVOCATION_PREFIX}3-c/other": {"seconds": 5.0}, "merge/x/fp": {}}
+    path = tmp_path / "records.json"
+    path.write_text(json.dumps(records))
+    got = invocation_seconds(path, ["fp"], {"invocation": 6850.4, "merging": 2214.0, "scoring": 900.0})
+    assert got == {"seconds": 7030, "seconds_merging": 2258, "seconds_scoring": 910, "invocations": 2,
+                   "seconds_this_invocation": 6850, "seconds_this_invocation_merging": 2214,
+                   "seconds_this_invocation_scoring": 900}

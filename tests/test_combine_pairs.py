@@ -62,3 +62,4 @@ def test_the_committed_llm_track_is_what_its_per_example_results_draw() -> None:
     pairs = combine_comparisons(committed["methods"])
     assert ("awd_row_tsv", "tsv") in pairs
     assert all(difference_to(committed["methods"][front], plain) is not None for front, plain in pairs)
+

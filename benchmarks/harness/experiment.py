@@ -73,6 +73,19 @@ def recorded_seconds(records: Mapping[str, Any], fingerprints: Sequence[str]) ->
     return {**total, "invocations": len(processes)} if processes else total
 
 
+def invocation_seconds(records_path: Path, fingerprints: Sequence[str], this_invocation: Mapping[str, float]
+                       ) -> Dict[str, Any]:
+    """A results file's seconds: ``seconds`` (the benches' lifetimes), ``seconds_merging`` and ``seconds_scoring``
+    summed over every process that recorded work for ``fingerprints`` in ``records_path`` (a run resumed after a
+    kill is several, ``invocations``), and this process's own (``this_invocation``: ``invocation``, the wall time
+    of this command, and the bench's parts) as ``seconds_this_invocation*``."""
+    total = recorded_seconds(json.loads(records_path.read_text()) if records_path.exists() else {}, fingerprints)
+    return {"seconds": round(total.get("seconds", 0.0)), "seconds_merging": round(total.get("seconds_merging", 0.0)),
+            "seconds_scoring": round(total.get("seconds_scoring", 0.0)), "invocations": total.get("invocations", 0),
+            "seconds_this_invocation": round(this_invocation["invocation"]),
+            **{f"seconds_this_invocation_{k}": round(v) for k, v in this_invocation.items() if k != "invocation"}}
+
+
 def merge_code_version() -> str:
     """mergekit's version and a hash of mergekit_awd's Python sources: cached merges and scores are
     only reused while both are unchanged (the package's ``code_version``, also what ``tune`` keys by)."""

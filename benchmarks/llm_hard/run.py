@@ -125,17 +125,10 @@ def k_sweep_rows(runs: Mapping[str, Any]) -> Dict[str, str]:
 
 
 def all_invocations(seconds: Mapping[str, float], fingerprints: Sequence[str]) -> Dict[str, Any]:
-    """settings' seconds: merging, scoring and the benches' lifetimes summed over every process that
-    recorded work for this run (a run resumed after a kill is several), and this process's own."""
-    import json
+    """settings' seconds over every process of this run (``harness.experiment.invocation_seconds``)."""
+    from benchmarks.harness.experiment import invocation_seconds
 
-    from benchmarks.harness.experiment import recorded_seconds
-
-    total = recorded_seconds(json.loads((MERGES_DIR / "records.json").read_text()), fingerprints)
-    return {"seconds": round(total.get("seconds", 0.0)), "seconds_merging": round(total.get("seconds_merging", 0.0)),
-            "seconds_scoring": round(total.get("seconds_scoring", 0.0)), "invocations": total.get("invocations", 0),
-            "seconds_this_invocation": round(seconds["invocation"]),
-            **{f"seconds_this_invocation_{k}": round(v) for k, v in seconds.items() if k != "invocation"}}
+    return invocation_seconds(MERGES_DIR / "records.json", fingerprints, seconds)
 
 
 def run_k_sweep(runs: Mapping[str, Any], folders: Mapping[str, Path], base_dir: Path, seconds: Dict[str, float],

@@ -53,8 +53,8 @@ class Benchmark(Experiment):
         return accuracies(self.correct(encoder, split, tasks))
 
     def correct(self, encoder: BertModel, split: str, tasks: Sequence[str]) -> Correct:
-        """Each task's head on ``encoder``: 0/1 per example of ``split``."""
-        with torch.inference_mode():
+        """Each task's head on ``encoder``: 0/1 per example of ``split`` (timed as scoring)."""
+        with self.timed("scoring"), torch.inference_mode():
             return correct_per_task(encoder, self.heads, self.encoded[split], tasks)
 
     def correct_state(self, state: State, split: str, tasks: Sequence[str]) -> Correct:

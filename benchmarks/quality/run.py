@@ -15,7 +15,8 @@
 
 Resumable: merges and scores are kept in ~/.cache/mergekit-awd/benchmarks/merges/records.json, keyed by configuration,
 λ, split, fine-tunes and code version, so a run stopped at unchanged code goes on where it stopped
-(``settings.records_reused`` counts what it found; its ``seconds`` are then those of the last invocation).
+(``settings.records_reused`` counts what it found; ``seconds``, ``seconds_merging`` and ``seconds_scoring``
+sum every invocation's, ``seconds_this_invocation*`` are the last one's).
 A run during which the package's sources change stops without writing (``require_unchanged_code``).
 
 ``--grids NAME…`` (development): only those grids, without the diagnostics, written to
@@ -233,10 +234,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     runs = run_methods(bench, grids, individual)
     results = (grids_results(runs, individual) if args.grids
                else full_results(bench, args, registered, runs, (individual, pretrained)))
+    from benchmarks.harness.experiment import invocation_seconds
+
     arguments = list(argv) if argv is not None else sys.argv[1:]
     results["settings"].update({
-        "command": " ".join([COMMAND, *arguments]), "seconds": round(time.perf_counter() - started),
-        **{f"seconds_{part}": round(value) for part, value in bench.seconds.items()}, "records_reused": reused})
+        "command": " ".join([COMMAND, *arguments]),
+        **invocation_seconds(bench.records_path, [bench.fingerprint],
+                             {"invocation": time.perf_counter() - started, **bench.seconds}),
+        "records_reused": reused})
     require_unchanged_code(code)
     write_pages(results, dev=bool(args.grids))
     if not args.keep_merges:
