@@ -85,12 +85,20 @@ def run_rows_with_intervals(runs: Mapping[str, Any], reference: Mapping[str, Seq
                             references: Sequence[str] = REFERENCES, compared: Sequence[Tuple[str, str]] = (),
                             against_best: bool = False) -> Dict[str, Dict[str, Any]]:
     """``rows_with_intervals`` of a run's ``runner.MethodRun`` rows (their final merges' ``correct``);
-    ``extra``: row -> (entry, per-example results) of rows not run by a grid (the hard track's learned ones)."""
+    ``extra``: row -> (entry, per-example results) of rows not run by a grid (the hard track's learned ones).
+    The quick tracks draw theirs with ``quick_track_rows``."""
     entries = {name: run.entry for name, run in runs.items()}
     correct = {name: run.final.scores["correct"] for name, run in runs.items()}
     for name, (entry, results) in (extra or {}).items():
         entries[name], correct[name] = entry, results
     return rows_with_intervals(entries, correct, reference, references, compared, against_best)
+
+
+def quick_track_rows(entries: Mapping[str, Mapping[str, Any]], correct: Mapping[str, Mapping[str, Sequence[int]]],
+                     reference: Mapping[str, Sequence[int]]) -> Dict[str, Dict[str, Any]]:
+    """``rows_with_intervals`` as the quick tracks (MiniLM, causal-LM) draw them: against the references, the
+    track's best row and, for AWD in front of X, X alone (``combine_comparisons``)."""
+    return rows_with_intervals(entries, correct, reference, compared=combine_comparisons(entries), against_best=True)
 
 
 def redrawn(results: Mapping[str, Any]) -> Dict[str, Any]:
@@ -105,10 +113,10 @@ def redrawn(results: Mapping[str, Any]) -> Dict[str, Any]:
                          ", individual_correct " + ("present" if "individual_correct" in results else "missing") +
                          "): run the track again")
     entries = {name: {k: v for k, v in row.items() if k != "correct"} for name, row in methods.items()}
-    rows = rows_with_intervals(entries, {name: row["correct"] for name, row in methods.items()},
-                               results["individual_correct"], compared=combine_comparisons(methods), against_best=True)
+    rows = quick_track_rows(entries, {name: row["correct"] for name, row in methods.items()},
+                            results["individual_correct"])
     return {**results, "methods": rows}
 
 
-__all__ = ["COMBINE_PAIRS", "REFERENCES", "best_row", "combine_comparisons", "redrawn", "rows_with_intervals",
-           "run_rows_with_intervals", "without_intervals"]
+__all__ = ["COMBINE_PAIRS", "REFERENCES", "best_row", "combine_comparisons", "quick_track_rows", "redrawn",
+           "rows_with_intervals", "run_rows_with_intervals", "without_intervals"]

@@ -16,6 +16,8 @@ benchmarks/, the package unchanged) and only onto rows with per-example results 
 drawn again with the new rows): with any other code version (``merge_code_version``), or a committed row
 without per-example results, it refuses before the set-up; run the whole track.  A run
 during which the package's sources change stops without writing (``require_unchanged_code``).
+A stopped run resumes from the record cache; ``settings.seconds``, ``seconds_merging`` and ``seconds_scoring``
+sum every invocation's (``harness.experiment.invocation_seconds``).
 ``--render``: the intervals drawn again from the committed file's per-example results (seeded: the same
 intervals, plus any comparison added since), the JSON, page and plots written again; nothing merged.
 """
@@ -147,11 +149,13 @@ def _full_results(bench: Any, registered: Sequence[str], individual: Dict[str, D
 
     tasks, folders = bench.tasks, bench.task_folders
     base_ppl, individual_ppl = perplexities
-    from benchmarks.harness.intervals import combine_comparisons, run_rows_with_intervals
+    from benchmarks.harness.experiment import invocation_seconds
+    from benchmarks.harness.intervals import quick_track_rows
 
     _, grids = method_tables(runs)
-    methods = run_rows_with_intervals(runs, bench.reference_correct("individual"),
-                                      compared=combine_comparisons(runs), against_best=True)
+    methods = quick_track_rows({name: run.entry for name, run in runs.items()},
+                               {name: run.final.scores["correct"] for name, run in runs.items()},
+                               bench.reference_correct("individual"))
     awd_report = runs["awd_model"].final.report if "awd_model" in runs else None
     finetune_records = {t: json.loads((folders[t] / DONE_MARKER).read_text()) for t in tasks}
     splits = {t: {"validation": len(bench.examples["validation"][t]), "test": len(bench.examples["test"][t]),
@@ -176,8 +180,9 @@ def _full_results(bench: Any, registered: Sequence[str], individual: Dict[str, D
             "max_input_tokens": MAX_INPUT_TOKENS, "perplexity_texts": len(bench.perplexity_texts),
             "perplexity_sources": [f"/usr/share/games/fortunes/{f}" for f in PERPLEXITY_FORTUNE_FILES],
             "grid_merge_dtype": "float32", "final_merge_dtype": FINAL_DTYPE,
-            **run_settings(), "seconds": round(time.perf_counter() - started),
-            **_seconds_fields(bench.seconds),
+            **run_settings(),
+            **invocation_seconds(bench.records_path, [bench.fingerprint],
+                                 {"invocation": time.perf_counter() - started, **bench.seconds}),
         },
     }
 

@@ -148,13 +148,14 @@ def full_results(bench: Any, args: argparse.Namespace, registered: Sequence[str]
     from benchmarks.quality.diagnostics import task_vector_norms
     from benchmarks.quality.results_files import LAYOUT
 
-    from benchmarks.harness.intervals import combine_comparisons, run_rows_with_intervals
+    from benchmarks.harness.intervals import quick_track_rows
 
     individual, pretrained = references
     tasks = bench.tasks
     _, grids = method_tables(runs)
-    methods = run_rows_with_intervals(runs, bench.reference_correct("individual"),
-                                      compared=combine_comparisons(runs), against_best=True)
+    methods = quick_track_rows({name: run.entry for name, run in runs.items()},
+                               {name: run.final.scores["correct"] for name, run in runs.items()},
+                               bench.reference_correct("individual"))
     awd_name = max(("awd_tensor", "awd_model"), key=lambda n: runs[n].chosen.normalized_avg)
     investigation = awd_investigation(bench, runs[awd_name].chosen.spec, individual)
     subsets = subset_rows(bench, runs, awd_name, individual["test"], args.subsets_per_k)
